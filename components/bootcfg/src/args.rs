@@ -1,0 +1,251 @@
+//! The hypervisor's command line: space-separated `key=value` pairs.
+
+use crate::error::Error;
+use crate::MAX_GUESTS;
+
+/// Scheduler policy (`sched=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SchedKind {
+    /// Round robin of all vCPUs over all pCPUs.
+    #[default]
+    Rr,
+    /// Each vCPU pinned to one pCPU.
+    Pinned,
+    /// No scheduling: one vCPU per pCPU, never preempted.
+    Null,
+}
+
+/// Whether the hardware domain (guest0) is pinned (`hwdom_pin=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HwdomPin {
+    /// Pin it when it is seen using set/way operations.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// How a guest's set/way operations are handled (`sw=` / `hyp,sw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SwMode {
+    /// Expect set/way use: trap and emulate from the start.
+    Yes,
+    /// Expect none: don't trap (a guest that uses set/way anyway is on its
+    /// own).
+    No,
+    /// Trap, and decide from what the guest does.
+    #[default]
+    Auto,
+}
+
+/// Console verbosity (`loglevel=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+pub(crate) const SCHED_ALLOWED: &str = "rr, pinned, null";
+pub(crate) const HWDOM_ALLOWED: &str = "auto, on, off";
+pub(crate) const SW_ALLOWED: &str = "yes, no, auto";
+pub(crate) const LOGLEVEL_ALLOWED: &str = "error, warn, info, debug, trace, or 0 to 4";
+pub(crate) const MEM_ALLOWED: &str = "a size such as 64M: at least 2M, a multiple of 4K";
+pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple of 4K";
+pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
+pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
+const KEYS_ALLOWED: &str =
+    "sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name";
+const GUEST_KEYS_ALLOWED: &str = "mem, vcpus, sw, name";
+const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
+
+/// Most vCPUs a guest may have.
+pub const MAX_VCPUS: u32 = 8;
+/// Smallest guest memory.
+pub const MIN_GUEST_MEM: u64 = 2 << 20;
+
+pub(crate) fn parse_sched(s: &str) -> Option<SchedKind> {
+    Some(match s {
+        "rr" => SchedKind::Rr,
+        "pinned" => SchedKind::Pinned,
+        "null" => SchedKind::Null,
+        _ => return None,
+    })
+}
+
+pub(crate) fn parse_hwdom(s: &str) -> Option<HwdomPin> {
+    Some(match s {
+        "auto" => HwdomPin::Auto,
+        "on" => HwdomPin::On,
+        "off" => HwdomPin::Off,
+        _ => return None,
+    })
+}
+
+pub(crate) fn parse_sw(s: &str) -> Option<SwMode> {
+    Some(match s {
+        "yes" => SwMode::Yes,
+        "no" => SwMode::No,
+        "auto" => SwMode::Auto,
+        _ => return None,
+    })
+}
+
+pub(crate) fn parse_loglevel(s: &str) -> Option<LogLevel> {
+    Some(match s {
+        "error" | "0" => LogLevel::Error,
+        "warn" | "1" => LogLevel::Warn,
+        "info" | "2" => LogLevel::Info,
+        "debug" | "3" => LogLevel::Debug,
+        "trace" | "4" => LogLevel::Trace,
+        _ => return None,
+    })
+}
+
+/// A byte count: decimal or `0x` hex, with an optional binary suffix
+/// `K`, `M` or `G` (either case). `None` if malformed or over `u64`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let v = parse_u64(num)?;
+    v.checked_mul(1u64 << shift)
+}
+
+/// Decimal or `0x` hex, digits only.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => (h, 16),
+        None => (s, 10),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| (b as char).is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// Guest memory rule: at least 2 MiB, a multiple of 4 KiB.
+pub(crate) fn mem_ok(bytes: u64) -> bool {
+    bytes >= MIN_GUEST_MEM && bytes.is_multiple_of(4096)
+}
+
+pub(crate) fn vcpus_ok(n: u32) -> bool {
+    (1..=MAX_VCPUS).contains(&n)
+}
+
+pub(crate) fn slice_ok(bytes: u64) -> bool {
+    (4096..=1 << 30).contains(&bytes) && bytes.is_multiple_of(4096)
+}
+
+pub(crate) fn name_ok(s: &str) -> bool {
+    (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Per-guest overrides (`guestN.key=value`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestArgs<'a> {
+    pub mem: Option<u64>,
+    pub vcpus: Option<u32>,
+    pub sw: Option<SwMode>,
+    pub name: Option<&'a str>,
+    /// The first `guestN.` token, for a "no such guest" error.
+    pub first_token: Option<&'a str>,
+}
+
+/// A parsed, value-checked command line. `None` means "not given".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Args<'a> {
+    pub sched: Option<SchedKind>,
+    pub hwdom_pin: Option<HwdomPin>,
+    pub slice: Option<u64>,
+    pub loglevel: Option<LogLevel>,
+    pub guests: [GuestArgs<'a>; MAX_GUESTS],
+}
+
+fn set<'a, T>(slot: &mut Option<T>, v: T, token: &'a str) -> Result<(), Error<'a>> {
+    if slot.is_some() {
+        return Err(Error::Arg { token, problem: "given twice", allowed: "each key once" });
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+/// Parse the hypervisor's command line. Tokens are separated by spaces,
+/// tabs or newlines; `console=` is accepted and ignored; every other key
+/// must be known and appear once.
+pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
+    let mut a = Args::default();
+    for token in line.split([' ', '\t', '\n', '\r']).filter(|t| !t.is_empty()) {
+        let Some((key, value)) = token.split_once('=') else {
+            return Err(Error::Arg { token, problem: "expected key=value", allowed: KEYS_ALLOWED });
+        };
+        let bad = |problem, allowed| Error::Arg { token, problem, allowed };
+        match key {
+            "console" => {}
+            "sched" => {
+                let v = parse_sched(value).ok_or(bad("unknown scheduler", SCHED_ALLOWED))?;
+                set(&mut a.sched, v, token)?;
+            }
+            "hwdom_pin" => {
+                let v = parse_hwdom(value).ok_or(bad("unknown setting", HWDOM_ALLOWED))?;
+                set(&mut a.hwdom_pin, v, token)?;
+            }
+            "slice" => {
+                let v = parse_size(value).ok_or(bad("not a size", SLICE_ALLOWED))?;
+                if !slice_ok(v) {
+                    return Err(bad("out of range", SLICE_ALLOWED));
+                }
+                set(&mut a.slice, v, token)?;
+            }
+            "loglevel" => {
+                let v = parse_loglevel(value).ok_or(bad("unknown level", LOGLEVEL_ALLOWED))?;
+                set(&mut a.loglevel, v, token)?;
+            }
+            _ => {
+                let Some((guest, field)) = key.strip_prefix("guest").and_then(|k| k.split_once('.')) else {
+                    return Err(bad("unknown key", KEYS_ALLOWED));
+                };
+                let index = match guest.as_bytes() {
+                    [d @ b'0'..=b'9'] => usize::from(d - b'0'),
+                    _ => return Err(bad("bad guest number", GUEST_INDEX_ALLOWED)),
+                };
+                let Some(g) = a.guests.get_mut(index) else {
+                    return Err(bad("bad guest number", GUEST_INDEX_ALLOWED));
+                };
+                g.first_token.get_or_insert(token);
+                match field {
+                    "mem" => {
+                        let v = parse_size(value).ok_or(bad("not a size", MEM_ALLOWED))?;
+                        if !mem_ok(v) {
+                            return Err(bad("out of range", MEM_ALLOWED));
+                        }
+                        set(&mut g.mem, v, token)?;
+                    }
+                    "vcpus" => {
+                        let v = parse_u64(value).ok_or(bad("not a number", VCPUS_ALLOWED))?;
+                        let v = u32::try_from(v).ok().filter(|&v| vcpus_ok(v));
+                        set(&mut g.vcpus, v.ok_or(bad("out of range", VCPUS_ALLOWED))?, token)?;
+                    }
+                    "sw" => {
+                        let v = parse_sw(value).ok_or(bad("unknown set/way mode", SW_ALLOWED))?;
+                        set(&mut g.sw, v, token)?;
+                    }
+                    "name" => {
+                        if !name_ok(value) {
+                            return Err(bad("bad name", NAME_ALLOWED));
+                        }
+                        set(&mut g.name, value, token)?;
+                    }
+                    _ => return Err(bad("unknown guest key", GUEST_KEYS_ALLOWED)),
+                }
+            }
+        }
+    }
+    Ok(a)
+}

@@ -1,0 +1,768 @@
+//! From a checked device tree to a validated [`BootConfig`].
+
+use core::fmt::Write;
+
+use heapless::{String, Vec};
+
+use crate::args::*;
+use crate::error::{Error, Shown};
+use crate::fdt::{read_cells, Fdt, Node, Path, Prop};
+use crate::*;
+
+/// A physical range: `(base, size)`.
+pub type Range = (u64, u64);
+
+/// One guest to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestConfig {
+    pub name: String<NAME_LEN>,
+    /// The kernel module.
+    pub image: Range,
+    pub ramdisk: Option<Range>,
+    pub mem_bytes: u64,
+    pub vcpus: u32,
+    pub sw: SwMode,
+    /// The guest kernel's command line (the module's `bootargs`).
+    pub bootargs: String<BOOTARGS_LEN>,
+}
+
+/// One physical CPU from `/cpus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    /// `reg`: the MPIDR affinity bits.
+    pub mpidr: u64,
+    /// `cpu-release-addr`, for `enable-method = "spin-table"`.
+    pub release_addr: Option<u64>,
+}
+
+/// Interrupt type in a GIC `interrupts` specifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqKind {
+    Spi,
+    Ppi,
+}
+
+/// One GIC interrupt specifier (3 cells).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Irq {
+    pub kind: IrqKind,
+    /// SPI or PPI number.
+    pub num: u32,
+    /// Trigger flags cell.
+    pub flags: u32,
+}
+
+impl Irq {
+    /// The GIC interrupt id (PPI n = 16 + n, SPI n = 32 + n).
+    pub fn intid(&self) -> u32 {
+        match self.kind {
+            IrqKind::Ppi => 16 + self.num,
+            IrqKind::Spi => 32 + self.num,
+        }
+    }
+}
+
+/// The interrupt controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicInfo {
+    /// 2 or 3.
+    pub version: u8,
+    pub gicd: Range,
+    /// GICv3 redistributors (first region).
+    pub gicr: Option<Range>,
+    pub gicc: Option<Range>,
+    pub gich: Option<Range>,
+    pub gicv: Option<Range>,
+    /// Maintenance interrupt.
+    pub maint: Option<Irq>,
+}
+
+/// UART programming model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    Pl011,
+    /// Register n at `base + (n << reg_shift)`, accessed `io_width` bytes wide.
+    Ns16550 { reg_shift: u8, io_width: u8 },
+}
+
+/// The console UART (`stdout-path`, else the first enabled known UART).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UartInfo {
+    pub kind: UartKind,
+    pub regs: Range,
+    pub irq: Option<Irq>,
+}
+
+/// Generic timer interrupts, in the binding's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerIrqs {
+    pub sec_phys: Irq,
+    pub phys: Irq,
+    pub virt: Irq,
+    pub hyp: Irq,
+}
+
+/// How to call PSCI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Smc,
+    Hvc,
+}
+
+/// The `/psci` node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PsciInfo {
+    pub method: Conduit,
+    /// Compatible with PSCI 0.2 or later (standard function ids).
+    pub v0_2: bool,
+}
+
+/// Everything the kernel needs to boot, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    pub sched: SchedKind,
+    pub hwdom_pin: HwdomPin,
+    /// Clean slice budget, bytes.
+    pub slice_bytes: u64,
+    pub loglevel: LogLevel,
+    /// In device tree order; guest0 is the hardware domain.
+    pub guests: Vec<GuestConfig, MAX_GUESTS>,
+    pub ram: Vec<Range, MAX_RAM>,
+    /// Memory not to hand out (reservation map, `/reserved-memory`).
+    pub reserved: Vec<Range, MAX_RESERVED>,
+    pub cpus: u32,
+    pub cpu_list: Vec<Cpu, MAX_CPUS>,
+    pub boot_cpuid: u32,
+    pub uart: Option<UartInfo>,
+    pub gic: Option<GicInfo>,
+    pub timer: Option<TimerIrqs>,
+    pub psci: Option<PsciInfo>,
+}
+
+impl BootConfig {
+    /// Whether `[base, base+size)` lies inside one RAM range.
+    pub fn in_ram(&self, base: u64, size: u64) -> bool {
+        inside(&self.ram, base, size)
+    }
+}
+
+fn inside(ram: &[Range], base: u64, size: u64) -> bool {
+    let Some(end) = base.checked_add(size) else { return false };
+    ram.iter().any(|&(b, s)| base >= b && b.checked_add(s).is_some_and(|e| end <= e))
+}
+
+/// Parse and validate a DTB. `dtb` may extend past the blob's `totalsize`.
+pub fn parse(dtb: &[u8]) -> Result<BootConfig, Error<'_>> {
+    from_fdt(&Fdt::new(dtb)?)
+}
+
+/// Build the configuration from an already checked tree.
+pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
+    let root = fdt.root();
+    let chosen = root.child("chosen");
+
+    let line = chosen
+        .map(|c| {
+            for prop in ["hyp,bootargs", "xen,xen-bootargs", "bootargs"] {
+                if let Some(p) = c.prop(prop) {
+                    return string(c, p);
+                }
+            }
+            Ok("")
+        })
+        .transpose()?
+        .unwrap_or("");
+    let args = parse_bootargs(line)?;
+
+    let mut cfg = BootConfig {
+        sched: args.sched.unwrap_or_default(),
+        hwdom_pin: args.hwdom_pin.unwrap_or_default(),
+        slice_bytes: args.slice.unwrap_or(DEFAULT_SLICE),
+        loglevel: args.loglevel.unwrap_or_default(),
+        guests: Vec::new(),
+        ram: Vec::new(),
+        reserved: Vec::new(),
+        cpus: 0,
+        cpu_list: Vec::new(),
+        boot_cpuid: fdt.boot_cpuid(),
+        uart: None,
+        gic: None,
+        timer: None,
+        psci: None,
+    };
+
+    memory(fdt, &mut cfg)?;
+    reserved(fdt, &mut cfg)?;
+    cpus(fdt, &mut cfg)?;
+    devices(fdt, chosen, &mut cfg)?;
+    if let Some(c) = chosen {
+        modules(c, &mut cfg)?;
+    }
+    apply_overrides(&args, &mut cfg)?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+fn string<'a>(node: Node<'a>, p: Prop<'a>) -> Result<&'a str, Error<'a>> {
+    p.as_str().ok_or(Error::Value {
+        node: node.name(),
+        prop: p.name,
+        value: Shown::Num(p.value.len() as u64),
+        problem: "not a single string (value shown is its length)",
+        allowed: "one NUL-terminated string",
+    })
+}
+
+fn u32_prop<'a>(node: Node<'a>, name: &'static str) -> Result<Option<u32>, Error<'a>> {
+    match node.prop(name) {
+        None => Ok(None),
+        Some(p) => p
+            .as_u32()
+            .map(Some)
+            .ok_or(Error::Length { node: node.name(), prop: p.name, len: p.value.len(), unit: 4, exact: true, cells: None }),
+    }
+}
+
+/// `#address-cells` / `#size-cells` of a node (defaults 2 and 1).
+fn cells_of<'a>(node: Node<'a>) -> Result<(u32, u32), Error<'a>> {
+    let a = u32_prop(node, "#address-cells")?.unwrap_or(2);
+    let s = u32_prop(node, "#size-cells")?.unwrap_or(1);
+    if !(1..=2).contains(&a) || s > 2 {
+        return Err(Error::Cells { node: node.name(), address: a, size: s });
+    }
+    Ok((a, s))
+}
+
+/// The `(address, size)` entries of `prop` read with `cells`. With a size
+/// count of 0, sizes are 0.
+fn pairs<'a>(
+    node: Node<'a>,
+    p: Prop<'a>,
+    (ac, sc): (u32, u32),
+) -> Result<impl Iterator<Item = Range> + 'a, Error<'a>> {
+    let unit = ((ac + sc) * 4) as usize;
+    if p.value.is_empty() || !p.value.len().is_multiple_of(unit) {
+        return Err(Error::Length {
+            node: node.name(),
+            prop: p.name,
+            len: p.value.len(),
+            unit,
+            exact: false,
+            cells: Some((ac, sc)),
+        });
+    }
+    Ok(p.value.chunks_exact(unit).map(move |c| {
+        let a = read_cells(c, ac).unwrap_or(0);
+        let s = if sc == 0 { 0 } else { read_cells(&c[(ac * 4) as usize..], sc).unwrap_or(0) };
+        (a, s)
+    }))
+}
+
+fn push<T, const N: usize>(v: &mut Vec<T, N>, x: T, what: &'static str) -> Result<(), Error<'static>> {
+    v.push(x).map_err(|_| Error::TooMany { what, max: N })
+}
+
+fn check_range<'a>(node: Node<'a>, prop: &'a str, (b, s): Range) -> Result<Range, Error<'a>> {
+    if b.checked_add(s).is_none() {
+        return Err(Error::Value {
+            node: node.name(),
+            prop,
+            value: Shown::Num(b),
+            problem: "range runs past the end of the address space",
+            allowed: "base + size <= 2^64",
+        });
+    }
+    Ok((b, s))
+}
+
+fn memory<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    let root = fdt.root();
+    let cells = cells_of(root)?;
+    for n in root.children() {
+        let is_mem = match n.prop("device_type") {
+            Some(p) => p.as_str() == Some("memory"),
+            None => n.base_name() == "memory",
+        };
+        if !is_mem || !n.is_enabled() {
+            continue;
+        }
+        let Some(reg) = n.prop("reg") else { continue };
+        for r in pairs(n, reg, cells)? {
+            let r = check_range(n, reg.name, r)?;
+            if r.1 != 0 {
+                push(&mut cfg.ram, r, "RAM ranges")?;
+            }
+        }
+    }
+    if cfg.ram.is_empty() {
+        return Err(Error::NoRam);
+    }
+    Ok(())
+}
+
+fn reserved<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    for r in fdt.reservations() {
+        if r.1 != 0 {
+            push(&mut cfg.reserved, r, "reserved ranges")?;
+        }
+    }
+    if let Some(rm) = fdt.root().child("reserved-memory") {
+        let cells = cells_of(rm)?;
+        for n in rm.children().filter(|n| n.is_enabled()) {
+            // Nodes with only `size` are allocated by the OS: nothing fixed.
+            let Some(reg) = n.prop("reg") else { continue };
+            for r in pairs(n, reg, cells)? {
+                let r = check_range(n, reg.name, r)?;
+                if r.1 != 0 {
+                    push(&mut cfg.reserved, r, "reserved ranges")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cpus<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    let Some(cpus) = fdt.root().child("cpus") else {
+        return Err(Error::Missing { node: "", prop: "cpus node" });
+    };
+    let (ac, _) = cells_of(cpus)?;
+    for n in cpus.children() {
+        if n.prop("device_type").and_then(|p| p.as_str()) != Some("cpu") {
+            continue;
+        }
+        let reg = n.prop("reg").ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+        let mpidr = pairs(n, reg, (ac, 0))?.next().map_or(0, |r| r.0);
+        let release_addr = match n.prop("cpu-release-addr") {
+            None => None,
+            Some(p) => Some(p.as_u64().ok_or(Error::Length {
+                node: n.name(),
+                prop: p.name,
+                len: p.value.len(),
+                unit: 8,
+                exact: true,
+                cells: None,
+            })?),
+        };
+        push(&mut cfg.cpu_list, Cpu { mpidr, release_addr }, "CPUs")?;
+    }
+    if cfg.cpu_list.is_empty() {
+        return Err(Error::Missing { node: cpus.name(), prop: "cpu nodes (device_type = \"cpu\")" });
+    }
+    cfg.cpus = cfg.cpu_list.len() as u32;
+    Ok(())
+}
+
+/// Translate a bus address of `path`'s node up to a CPU physical address,
+/// through each ancestor bus's `ranges`.
+fn translate<'a>(path: &Path<'a>, mut addr: u64) -> Result<u64, Error<'a>> {
+    let nodes = path.nodes();
+    for k in (1..nodes.len().saturating_sub(1)).rev() {
+        let bus = nodes[k];
+        let parent = nodes[k - 1];
+        let Some(ranges) = bus.prop("ranges") else {
+            return Err(Error::Unmapped { node: bus.name(), addr });
+        };
+        if ranges.value.is_empty() {
+            continue;
+        }
+        let (cac, sc) = cells_of(bus)?;
+        let (pac, _) = cells_of(parent)?;
+        let unit = ((cac + pac + sc) * 4) as usize;
+        if sc == 0 || !ranges.value.len().is_multiple_of(unit) {
+            return Err(Error::Length {
+                node: bus.name(),
+                prop: ranges.name,
+                len: ranges.value.len(),
+                unit,
+                exact: false,
+                cells: Some((cac, sc)),
+            });
+        }
+        let hit = ranges.value.chunks_exact(unit).find_map(|e| {
+            let child = read_cells(e, cac)?;
+            let up = read_cells(e.get((cac * 4) as usize..)?, pac)?;
+            let size = read_cells(e.get(((cac + pac) * 4) as usize..)?, sc)?;
+            let off = addr.checked_sub(child).filter(|&o| o < size)?;
+            up.checked_add(off)
+        });
+        addr = hit.ok_or(Error::Unmapped { node: bus.name(), addr })?;
+    }
+    Ok(addr)
+}
+
+/// Entry `index` of a device's `reg`, translated to a CPU address.
+fn reg<'a>(path: &Path<'a>, index: usize) -> Result<Option<Range>, Error<'a>> {
+    let node = path.node();
+    let Some(parent) = path.parent() else { return Ok(None) };
+    let Some(p) = node.prop("reg") else { return Ok(None) };
+    let cells = cells_of(parent)?;
+    let Some((a, s)) = pairs(node, p, cells)?.nth(index) else { return Ok(None) };
+    let base = translate(path, a)?;
+    Ok(Some(check_range(node, p.name, (base, s))?))
+}
+
+fn irqs<'a>(node: Node<'a>) -> Result<impl Iterator<Item = Result<Irq, Error<'a>>> + 'a, Error<'a>> {
+    let v = node.prop("interrupts").map_or(&[][..], |p| p.value);
+    if !v.len().is_multiple_of(12) {
+        return Err(Error::Length {
+            node: node.name(),
+            prop: "interrupts",
+            len: v.len(),
+            unit: 12,
+            exact: false,
+            cells: None,
+        });
+    }
+    Ok(v.chunks_exact(12).map(move |c| {
+        let cell = |i: usize| read_cells(&c[i * 4..], 1).unwrap_or(0) as u32;
+        let kind = match cell(0) {
+            0 => IrqKind::Spi,
+            1 => IrqKind::Ppi,
+            t => {
+                return Err(Error::Value {
+                    node: node.name(),
+                    prop: "interrupts",
+                    value: Shown::Num(t.into()),
+                    problem: "unknown interrupt type",
+                    allowed: "0 (SPI), 1 (PPI)",
+                })
+            }
+        };
+        Ok(Irq { kind, num: cell(1), flags: cell(2) })
+    }))
+}
+
+fn first_irq<'a>(node: Node<'a>) -> Result<Option<Irq>, Error<'a>> {
+    irqs(node)?.next().transpose()
+}
+
+const GIC_V2: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a7-gic"];
+const GIC_V3: &[&str] = &["arm,gic-v3"];
+const TIMERS: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
+const PL011: &[&str] = &["arm,pl011"];
+const NS16550: &[&str] = &["snps,dw-apb-uart", "ns16550a", "ns16550", "ns8250"];
+
+fn any_compatible(n: &Node<'_>, list: &[&str]) -> bool {
+    list.iter().any(|c| n.is_compatible(c))
+}
+
+/// Whether `path` is the node named by the absolute path `want`.
+fn path_is(path: &Path<'_>, want: &str) -> bool {
+    let mut parts = want.split('/').filter(|p| !p.is_empty());
+    for n in &path.nodes()[1..] {
+        match parts.next() {
+            Some(p) if n.name() == p || (!p.contains('@') && n.base_name() == p) => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_none()
+}
+
+fn devices<'a>(fdt: &Fdt<'a>, chosen: Option<Node<'a>>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    // The console named by stdout-path, through /aliases if needed.
+    let stdout = chosen
+        .and_then(|c| c.str("stdout-path").or_else(|| c.str("linux,stdout-path")))
+        .map(|s| s.split(':').next().unwrap_or(""))
+        .map(|s| {
+            if s.starts_with('/') {
+                s
+            } else {
+                fdt.root().child("aliases").and_then(|a| a.str(s)).unwrap_or("")
+            }
+        })
+        .filter(|s| s.starts_with('/'));
+
+    let mut first_uart = None;
+    let mut stdout_uart = None;
+    for path in fdt.walk() {
+        let n = path.node();
+        if !n.is_enabled() {
+            continue;
+        }
+        if cfg.gic.is_none() && (any_compatible(&n, GIC_V2) || any_compatible(&n, GIC_V3)) {
+            cfg.gic = Some(gic(&path)?);
+        } else if cfg.timer.is_none() && any_compatible(&n, TIMERS) {
+            cfg.timer = Some(timer(n)?);
+        } else if cfg.psci.is_none() && n.prop("compatible").is_some_and(|p| p.strs().any(|s| s.starts_with("arm,psci"))) {
+            cfg.psci = Some(psci(n)?);
+        } else if any_compatible(&n, PL011) || any_compatible(&n, NS16550) {
+            let is_stdout = stdout.is_some_and(|s| path_is(&path, s));
+            if is_stdout || first_uart.is_none() {
+                let u = uart(&path)?;
+                if is_stdout {
+                    stdout_uart = Some(u);
+                }
+                first_uart.get_or_insert(u);
+            }
+        }
+    }
+    cfg.uart = stdout_uart.or(first_uart);
+    Ok(())
+}
+
+fn gic<'a>(path: &Path<'a>) -> Result<GicInfo, Error<'a>> {
+    let n = path.node();
+    let gicd = reg(path, 0)?.ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+    let maint = first_irq(n)?;
+    if any_compatible(&n, GIC_V3) {
+        Ok(GicInfo {
+            version: 3,
+            gicd,
+            gicr: reg(path, 1)?,
+            gicc: reg(path, 2)?,
+            gich: reg(path, 3)?,
+            gicv: reg(path, 4)?,
+            maint,
+        })
+    } else {
+        Ok(GicInfo {
+            version: 2,
+            gicd,
+            gicr: None,
+            gicc: Some(reg(path, 1)?.ok_or(Error::Missing { node: n.name(), prop: "reg entry for GICC" })?),
+            gich: reg(path, 2)?,
+            gicv: reg(path, 3)?,
+            maint,
+        })
+    }
+}
+
+fn timer<'a>(n: Node<'a>) -> Result<TimerIrqs, Error<'a>> {
+    let mut it = irqs(n)?;
+    let mut next = || {
+        it.next().unwrap_or(Err(Error::Length {
+            node: n.name(),
+            prop: "interrupts",
+            len: n.prop("interrupts").map_or(0, |p| p.value.len()),
+            unit: 48,
+            exact: false,
+            cells: None,
+        }))
+    };
+    Ok(TimerIrqs { sec_phys: next()?, phys: next()?, virt: next()?, hyp: next()? })
+}
+
+fn psci<'a>(n: Node<'a>) -> Result<PsciInfo, Error<'a>> {
+    let p = n.prop("method").ok_or(Error::Missing { node: n.name(), prop: "method" })?;
+    let m = string(n, p)?;
+    let method = match m {
+        "smc" => Conduit::Smc,
+        "hvc" => Conduit::Hvc,
+        _ => {
+            return Err(Error::Value {
+                node: n.name(),
+                prop: p.name,
+                value: Shown::Str(m),
+                problem: "unknown PSCI method",
+                allowed: "smc, hvc",
+            })
+        }
+    };
+    let v0_2 = n.is_compatible("arm,psci-0.2") || n.is_compatible("arm,psci-1.0");
+    Ok(PsciInfo { method, v0_2 })
+}
+
+fn uart<'a>(path: &Path<'a>) -> Result<UartInfo, Error<'a>> {
+    let n = path.node();
+    let regs = reg(path, 0)?.ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+    let kind = if any_compatible(&n, PL011) {
+        UartKind::Pl011
+    } else {
+        let shift = u32_prop(n, "reg-shift")?.unwrap_or(0);
+        let width = u32_prop(n, "reg-io-width")?.unwrap_or(1);
+        if shift > 3 {
+            return Err(Error::Value {
+                node: n.name(),
+                prop: "reg-shift",
+                value: Shown::Num(shift.into()),
+                problem: "unsupported",
+                allowed: "0 to 3",
+            });
+        }
+        if !matches!(width, 1 | 2 | 4) {
+            return Err(Error::Value {
+                node: n.name(),
+                prop: "reg-io-width",
+                value: Shown::Num(width.into()),
+                problem: "unsupported",
+                allowed: "1, 2, 4",
+            });
+        }
+        UartKind::Ns16550 { reg_shift: shift as u8, io_width: width as u8 }
+    };
+    Ok(UartInfo { kind, regs, irq: first_irq(n)? })
+}
+
+const KERNEL: &[&str] = &["multiboot,kernel", "xen,linux-zimage"];
+const RAMDISK: &[&str] = &["multiboot,ramdisk", "xen,linux-initrd"];
+
+fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    let cells = cells_of(chosen)?;
+    for n in chosen.children() {
+        let kernel = any_compatible(&n, KERNEL);
+        let ramdisk = any_compatible(&n, RAMDISK);
+        if !kernel && !ramdisk {
+            continue;
+        }
+        if kernel && ramdisk {
+            return Err(Error::Module { node: n.name(), problem: "both a kernel and a ramdisk module" });
+        }
+        let reg = n.prop("reg").ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+        let unit = ((cells.0 + cells.1) * 4) as usize;
+        if reg.value.len() != unit || cells.1 == 0 {
+            return Err(Error::Length {
+                node: n.name(),
+                prop: reg.name,
+                len: reg.value.len(),
+                unit,
+                exact: true,
+                cells: Some(cells),
+            });
+        }
+        let range = pairs(n, reg, cells)?.next().unwrap_or((0, 0));
+        let range = check_range(n, reg.name, range)?;
+        if range.1 == 0 {
+            return Err(Error::Module { node: n.name(), problem: "reg has size 0" });
+        }
+
+        if ramdisk {
+            if let Some(p) = n.props().find(|p| p.name.starts_with("hyp,") || p.name == "bootargs") {
+                return Err(Error::PropNotAllowed {
+                    node: n.name(),
+                    prop: p.name,
+                    why: "not allowed on a ramdisk module (put it on the multiboot,kernel module)",
+                });
+            }
+            let Some(g) = cfg.guests.last_mut() else {
+                return Err(Error::Module { node: n.name(), problem: "ramdisk module with no kernel module before it" });
+            };
+            if g.ramdisk.is_some() {
+                return Err(Error::Module { node: n.name(), problem: "a second ramdisk for the same kernel module" });
+            }
+            g.ramdisk = Some(range);
+            continue;
+        }
+
+        let index = cfg.guests.len();
+        let mut g = GuestConfig {
+            name: String::new(),
+            image: range,
+            ramdisk: None,
+            mem_bytes: DEFAULT_GUEST_MEM,
+            vcpus: 1,
+            sw: SwMode::default(),
+            bootargs: String::new(),
+        };
+        let _ = write!(g.name, "guest{index}");
+        for p in n.props() {
+            match p.name {
+                "hyp,name" => {
+                    let s = string(n, p)?;
+                    if !name_ok(s) {
+                        return Err(bad(n, p, Shown::Str(s), "bad name", NAME_ALLOWED));
+                    }
+                    g.name = String::new();
+                    let _ = g.name.push_str(s);
+                }
+                "hyp,mem" => g.mem_bytes = mem_prop(n, p)?,
+                "hyp,vcpus" => {
+                    let v = u32_prop(n, "hyp,vcpus")?.unwrap_or(0);
+                    if !vcpus_ok(v) {
+                        return Err(bad(n, p, Shown::Num(v.into()), "out of range", VCPUS_ALLOWED));
+                    }
+                    g.vcpus = v;
+                }
+                "hyp,sw" => {
+                    let s = string(n, p)?;
+                    g.sw = parse_sw(s).ok_or(bad(n, p, Shown::Str(s), "unknown set/way mode", SW_ALLOWED))?;
+                }
+                "bootargs" => {
+                    let s = string(n, p)?;
+                    g.bootargs.push_str(s).map_err(|_| {
+                        bad(n, p, Shown::Num(s.len() as u64), "too long (value shown is its length)", "up to 512 bytes")
+                    })?;
+                }
+                name if name.starts_with("hyp,") => {
+                    return Err(Error::PropNotAllowed {
+                        node: n.name(),
+                        prop: name,
+                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw)",
+                    });
+                }
+                _ => {}
+            }
+        }
+        push(&mut cfg.guests, g, "guest kernel modules")?;
+    }
+    Ok(())
+}
+
+fn bad<'a>(n: Node<'a>, p: Prop<'a>, value: Shown<'a>, problem: &'static str, allowed: &'static str) -> Error<'a> {
+    Error::Value { node: n.name(), prop: p.name, value, problem, allowed }
+}
+
+/// `hyp,mem`: a u32 or u64 byte count, or a size string.
+fn mem_prop<'a>(n: Node<'a>, p: Prop<'a>) -> Result<u64, Error<'a>> {
+    let looks_like_text = p.value.len() >= 2
+        && p.value.last() == Some(&0)
+        && p.value[..p.value.len() - 1].iter().all(|b| b.is_ascii_graphic());
+    let (v, shown) = if looks_like_text {
+        let s = string(n, p)?;
+        (parse_size(s).ok_or(bad(n, p, Shown::Str(s), "not a size", MEM_ALLOWED))?, Shown::Str(s))
+    } else if let Some(v) = p.as_u32() {
+        (u64::from(v), Shown::Num(v.into()))
+    } else if let Some(v) = p.as_u64() {
+        (v, Shown::Num(v))
+    } else {
+        return Err(bad(n, p, Shown::Num(p.value.len() as u64), "not a size (value shown is its length)", MEM_ALLOWED));
+    };
+    if !mem_ok(v) {
+        return Err(bad(n, p, shown, "out of range", MEM_ALLOWED));
+    }
+    Ok(v)
+}
+
+fn apply_overrides<'a>(args: &Args<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    for (i, o) in args.guests.iter().enumerate() {
+        let Some(token) = o.first_token else { continue };
+        let Some(g) = cfg.guests.get_mut(i) else {
+            return Err(Error::NoSuchGuest { token, count: cfg.guests.len() });
+        };
+        if let Some(m) = o.mem {
+            g.mem_bytes = m;
+        }
+        if let Some(v) = o.vcpus {
+            g.vcpus = v;
+        }
+        if let Some(s) = o.sw {
+            g.sw = s;
+        }
+        if let Some(n) = o.name {
+            g.name = String::new();
+            let _ = g.name.push_str(n);
+        }
+    }
+    Ok(())
+}
+
+fn validate(cfg: &BootConfig) -> Result<(), Error<'static>> {
+    // Values were checked where they were read; these rules need the whole.
+    let mut mods: Vec<(usize, &'static str, Range), { 2 * MAX_GUESTS }> = Vec::new();
+    for (i, g) in cfg.guests.iter().enumerate() {
+        debug_assert!(vcpus_ok(g.vcpus) && mem_ok(g.mem_bytes));
+        for (what, r) in [("image", Some(g.image)), ("ramdisk", g.ramdisk)] {
+            let Some(r) = r else { continue };
+            if !cfg.in_ram(r.0, r.1) {
+                return Err(Error::NotInRam { guest: i, what, base: r.0, size: r.1 });
+            }
+            for &(j, other, o) in &mods {
+                if r.0 < o.0 + o.1 && o.0 < r.0 + r.1 {
+                    return Err(Error::Overlap { a: (j, other), b: (i, what) });
+                }
+            }
+            let _ = mods.push((i, what, r));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The one-line errors of a bad device tree or command line.
+
+use core::fmt;
+
+use crate::fdt::FdtError;
+
+/// A value as it was given, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown<'a> {
+    Str(&'a str),
+    Num(u64),
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown::Str(s) => write!(f, "\"{s}\""),
+            Shown::Num(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Why a boot configuration was rejected. `Display` gives one line that
+/// names the field and, where there is a choice, the allowed values.
+/// Borrowed strings point into the DTB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error<'a> {
+    /// The blob itself is malformed.
+    Dtb(FdtError),
+    /// A required node or property is missing.
+    Missing { node: &'a str, prop: &'static str },
+    /// A property has the wrong length. `cells` are the `#address-cells`
+    /// and `#size-cells` it was read with, if that decides the length.
+    Length { node: &'a str, prop: &'a str, len: usize, unit: usize, exact: bool, cells: Option<(u32, u32)> },
+    /// A property value is not allowed.
+    Value { node: &'a str, prop: &'a str, value: Shown<'a>, problem: &'static str, allowed: &'static str },
+    /// `#address-cells` / `#size-cells` this reader does not support.
+    Cells { node: &'a str, address: u32, size: u32 },
+    /// A device address outside its bus's `ranges`.
+    Unmapped { node: &'a str, addr: u64 },
+    /// A property that may not be on this node.
+    PropNotAllowed { node: &'a str, prop: &'a str, why: &'static str },
+    /// A `/chosen` module in the wrong place.
+    Module { node: &'a str, problem: &'static str },
+    /// More items than the fixed capacity.
+    TooMany { what: &'static str, max: usize },
+    /// No RAM in the device tree.
+    NoRam,
+    /// A bad `key=value` in the hypervisor's command line.
+    Arg { token: &'a str, problem: &'static str, allowed: &'static str },
+    /// A `guestN.` override for a guest the device tree does not have.
+    NoSuchGuest { token: &'a str, count: usize },
+    /// A guest module is not inside one RAM range.
+    NotInRam { guest: usize, what: &'static str, base: u64, size: u64 },
+    /// Two modules overlap.
+    Overlap { a: (usize, &'static str), b: (usize, &'static str) },
+}
+
+impl From<FdtError> for Error<'_> {
+    fn from(e: FdtError) -> Self {
+        Error::Dtb(e)
+    }
+}
+
+fn node(n: &str) -> &str {
+    if n.is_empty() {
+        "/"
+    } else {
+        n
+    }
+}
+
+impl fmt::Display for Error<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Dtb(e) => write!(f, "{e}"),
+            Error::Missing { node: n, prop } => write!(f, "dtb: {}: missing {prop}", node(n)),
+            Error::Length { node: n, prop, len, unit, exact, cells } => {
+                let how = if exact { "exactly" } else { "a multiple of" };
+                write!(f, "dtb: {}: {prop} is {len} bytes, expected {how} {unit}", node(n))?;
+                if let Some((a, s)) = cells {
+                    write!(f, " (#address-cells = {a}, #size-cells = {s})")?;
+                }
+                Ok(())
+            }
+            Error::Value { node: n, prop, value, problem, allowed } => {
+                write!(f, "dtb: {}: {prop} = {value}: {problem} (allowed: {allowed})", node(n))
+            }
+            Error::Cells { node: n, address, size } => write!(
+                f,
+                "dtb: {}: #address-cells = {address}, #size-cells = {size} not supported (allowed: 1 or 2, 0 to 2)",
+                node(n)
+            ),
+            Error::Unmapped { node: n, addr } => {
+                write!(f, "dtb: {}: bus address {addr:#x} is outside the bus's ranges", node(n))
+            }
+            Error::PropNotAllowed { node: n, prop, why } => write!(f, "dtb: {}: {prop}: {why}", node(n)),
+            Error::Module { node: n, problem } => write!(f, "dtb: /chosen/{n}: {problem}"),
+            Error::TooMany { what, max } => write!(f, "dtb: more than {max} {what} (the most supported)"),
+            Error::NoRam => f.write_str("dtb: no RAM: no /memory node with a non-empty reg"),
+            Error::Arg { token, problem, allowed } => {
+                write!(f, "bootargs: {token}: {problem} (allowed: {allowed})")
+            }
+            Error::NoSuchGuest { token, count } => write!(
+                f,
+                "bootargs: {token}: no such guest (the device tree has {count}, numbered from guest0)"
+            ),
+            Error::NotInRam { guest, what, base, size } => write!(
+                f,
+                "guest{guest}: {what} at {base:#x} size {size:#x} is not inside one RAM range"
+            ),
+            Error::Overlap { a, b } => write!(f, "guest{} {} overlaps guest{} {}", a.0, a.1, b.0, b.1),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! # bootcfg: the validated boot configuration, from the DTB and boot args
+//!
+//! **Responsible for:**
+//! - reading the device tree blob the firmware passes (U-Boot, QEMU, the
+//!   Raspberry Pi firmware) with a small strict reader ([`fdt`]);
+//! - extracting what the kernel needs to boot: RAM, reserved memory, CPUs,
+//!   GIC, console UART, timer PPIs, PSCI method, the hypervisor's command
+//!   line and the guest modules in `/chosen`;
+//! - parsing the command line ([`parse_bootargs`]) and applying its
+//!   per-guest overrides;
+//! - validating everything into one [`BootConfig`], or one [`Error`] whose
+//!   `Display` is a single line naming the field and the allowed values;
+//! - with feature `alloc`, writing DTBs ([`fdt_writer`]) for tests and the
+//!   xtask.
+//!
+//! **Not responsible for:** mapping policy to component types (the kernel
+//! maps [`SchedKind`], [`HwdomPin`], [`SwMode`]), loading or checking guest
+//! images, building guests' device trees, or touching hardware.
+//!
+//! **Invariants** of a returned [`BootConfig`]:
+//! - at least one RAM range, none empty;
+//! - every guest has 1..=8 vCPUs, memory >= 2 MiB and a multiple of 4 KiB,
+//!   a valid name, an image (and ramdisk, if any) inside one RAM range;
+//! - no two modules overlap;
+//! - nothing parsing a blob can panic, whatever its bytes.
+//!
+//! ## Device tree input
+//! Guests are `/chosen` children in the style of Xen's dom0less modules:
+//!
+//! ```text
+//! chosen {
+//!     #address-cells = <2>; #size-cells = <2>;   // for the modules' reg
+//!     hyp,bootargs = "sched=pinned guest0.vcpus=2";
+//!     module@50000000 {
+//!         compatible = "multiboot,kernel", "multiboot,module";
+//!         reg = <0x0 0x50000000 0x0 0x1000000>;
+//!         bootargs = "console=hvc0 rdinit=/init";
+//!         hyp,name = "linux"; hyp,mem = "256M"; hyp,vcpus = <2>; hyp,sw = "auto";
+//!     };
+//!     module@54000000 {       // belongs to the kernel module before it
+//!         compatible = "multiboot,ramdisk", "multiboot,module";
+//!         reg = <0x0 0x54000000 0x0 0x400000>;
+//!     };
+//! };
+//! ```
+//!
+//! The command line is `/chosen/hyp,bootargs`, else `xen,xen-bootargs`,
+//! else `bootargs` (where QEMU's `-append` goes). `hyp,mem` is a u32 or u64
+//! byte count or a size string; `/chosen`'s `#address-cells` and
+//! `#size-cells` default to 2 and 1 as the spec says.
+//!
+//! ## Command line
+//! `sched=rr|pinned|null` (rr), `hwdom_pin=auto|on|off` (auto),
+//! `slice=<size>` (64K), `loglevel=error|warn|info|debug|trace|0-4` (info),
+//! `guestN.mem=<size>`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,
+//! `guestN.name=<name>`; `console=` is ignored. Unknown keys and repeated
+//! keys are errors. Sizes take a K, M or G suffix (binary).
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
+mod args;
+mod config;
+mod error;
+pub mod fdt;
+#[cfg(any(test, feature = "alloc"))]
+pub mod fdt_writer;
+
+pub use args::{
+    parse_bootargs, parse_size, Args, GuestArgs, HwdomPin, LogLevel, SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM,
+};
+pub use config::*;
+pub use error::{Error, Shown};
+
+/// Most guests.
+pub const MAX_GUESTS: usize = 4;
+/// Most RAM ranges.
+pub const MAX_RAM: usize = 8;
+/// Most reserved ranges (reservation map and `/reserved-memory`).
+pub const MAX_RESERVED: usize = 16;
+/// Most physical CPUs.
+pub const MAX_CPUS: usize = 8;
+/// Guest command line capacity, bytes.
+pub const BOOTARGS_LEN: usize = 512;
+/// Guest name capacity, bytes.
+pub const NAME_LEN: usize = 16;
+/// Guest memory when neither the DTB nor the command line says.
+pub const DEFAULT_GUEST_MEM: u64 = 64 << 20;
+/// Clean slice budget when the command line does not say.
+pub const DEFAULT_SLICE: u64 = 64 << 10;

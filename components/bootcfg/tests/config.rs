@@ -1,0 +1,786 @@
+//! BootConfig extraction and validation, field by field and error by error.
+
+mod common;
+
+use bootcfg::fdt_writer::FdtWriter;
+use bootcfg::*;
+use common::*;
+
+fn ok(dtb: &[u8]) -> BootConfig {
+    match parse(dtb) {
+        Ok(c) => c,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+fn err(dtb: &[u8]) -> String {
+    match parse(dtb) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn with_chosen(chosen: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
+    build(&Parts { chosen, ..Parts::default() })
+}
+
+fn with_devices(devices: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
+    build(&Parts { devices, ..Parts::default() })
+}
+
+/// /chosen with cells, the given command line and one kernel module with
+/// `extra` properties.
+fn one_guest(line: &str, extra: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
+    let line = line.to_string();
+    let chosen = move |w: &mut FdtWriter| {
+        chosen_cells(w);
+        w.prop_str("bootargs", &line);
+        kernel(w, 0x5000_0000, MIB, extra);
+    };
+    with_chosen(&chosen)
+}
+
+#[test]
+fn qemu_like_tree() {
+    let c = ok(&default_dtb());
+    assert_eq!(c.sched, SchedKind::Pinned);
+    assert_eq!(c.hwdom_pin, HwdomPin::Auto);
+    assert_eq!(c.slice_bytes, 64 * 1024);
+    assert_eq!(c.loglevel, LogLevel::Info);
+    assert_eq!(c.ram.as_slice(), &[(0x4000_0000, GIB)]);
+    assert_eq!(c.reserved.as_slice(), &[(0x4800_0000, 0x1000)]);
+    assert_eq!(c.cpus, 4);
+    assert_eq!(c.cpu_list.iter().map(|c| c.mpidr).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert!(c.cpu_list.iter().all(|c| c.release_addr.is_none()));
+    assert_eq!(c.boot_cpuid, 0);
+    assert_eq!(
+        c.gic,
+        Some(GicInfo {
+            version: 2,
+            gicd: (0x0800_0000, 0x1_0000),
+            gicr: None,
+            gicc: Some((0x0801_0000, 0x1_0000)),
+            gich: Some((0x0803_0000, 0x1_0000)),
+            gicv: Some((0x0804_0000, 0x1_0000)),
+            maint: Some(Irq { kind: IrqKind::Ppi, num: 9, flags: 4 }),
+        })
+    );
+    assert_eq!(c.gic.unwrap().maint.unwrap().intid(), 25);
+    assert_eq!(
+        c.uart,
+        Some(UartInfo {
+            kind: UartKind::Pl011,
+            regs: (0x0900_0000, 0x1000),
+            irq: Some(Irq { kind: IrqKind::Spi, num: 1, flags: 4 }),
+        })
+    );
+    assert_eq!(c.uart.unwrap().irq.unwrap().intid(), 33);
+    let t = c.timer.unwrap();
+    assert_eq!([t.sec_phys.intid(), t.phys.intid(), t.virt.intid(), t.hyp.intid()], [29, 30, 27, 26]);
+    assert_eq!(c.psci, Some(PsciInfo { method: Conduit::Smc, v0_2: true }));
+
+    assert_eq!(c.guests.len(), 1);
+    let g = &c.guests[0];
+    assert_eq!(g.name.as_str(), "linux");
+    assert_eq!(g.image, (0x5000_0000, 16 * MIB));
+    assert_eq!(g.ramdisk, Some((0x5400_0000, 4 * MIB)));
+    assert_eq!(g.mem_bytes, 256 * MIB);
+    assert_eq!(g.vcpus, 2);
+    assert_eq!(g.sw, SwMode::Yes);
+    assert_eq!(g.bootargs.as_str(), "console=hvc0 rdinit=/init");
+    assert!(c.in_ram(0x5000_0000, 16 * MIB));
+    assert!(!c.in_ram(0x3fff_f000, 0x2000));
+}
+
+#[test]
+fn guest_defaults_and_legacy_compatible() {
+    let chosen = |w: &mut FdtWriter| {
+        chosen_cells(w);
+        w.begin_node("module@50000000");
+        w.prop_strs("compatible", &["xen,linux-zimage", "xen,multiboot-module"]);
+        w.prop_reg("reg", 2, 2, &[(0x5000_0000, MIB)]);
+        w.end_node();
+        w.begin_node("module@51000000");
+        w.prop_strs("compatible", &["xen,linux-initrd", "xen,multiboot-module"]);
+        w.prop_reg("reg", 2, 2, &[(0x5100_0000, MIB)]);
+        w.end_node();
+        // Other modules (a device tree, a policy) are not guests.
+        w.begin_node("module@52000000");
+        w.prop_strs("compatible", &["multiboot,device-tree", "multiboot,module"]);
+        w.prop_reg("reg", 2, 2, &[(0x5200_0000, MIB)]);
+        w.end_node();
+        kernel(w, 0x5300_0000, MIB, &|_| {});
+    };
+    let c = ok(&with_chosen(&chosen));
+    assert_eq!(c.sched, SchedKind::Rr);
+    assert_eq!(c.guests.len(), 2);
+    let g = &c.guests[0];
+    assert_eq!(g.name.as_str(), "guest0");
+    assert_eq!(g.ramdisk, Some((0x5100_0000, MIB)));
+    assert_eq!(g.mem_bytes, DEFAULT_GUEST_MEM);
+    assert_eq!(g.vcpus, 1);
+    assert_eq!(g.sw, SwMode::Auto);
+    assert_eq!(g.bootargs.as_str(), "");
+    assert_eq!(c.guests[1].name.as_str(), "guest1");
+    assert_eq!(c.guests[1].ramdisk, None);
+}
+
+#[test]
+fn no_chosen_no_guests() {
+    let c = ok(&with_chosen(&|_| {}));
+    assert!(c.guests.is_empty());
+    assert_eq!(c.uart.map(|u| u.regs.0), Some(0x0900_0000));
+}
+
+#[test]
+fn bootargs_source_order() {
+    let chosen = |w: &mut FdtWriter| {
+        w.prop_str("bootargs", "sched=pinned");
+        w.prop_str("xen,xen-bootargs", "sched=null");
+        w.prop_str("hyp,bootargs", "sched=rr slice=128K loglevel=debug hwdom_pin=off");
+    };
+    let c = ok(&with_chosen(&chosen));
+    assert_eq!((c.sched, c.slice_bytes, c.loglevel, c.hwdom_pin), (SchedKind::Rr, 128 << 10, LogLevel::Debug, HwdomPin::Off));
+    let chosen = |w: &mut FdtWriter| {
+        w.prop_str("bootargs", "sched=pinned");
+        w.prop_str("xen,xen-bootargs", "sched=null");
+    };
+    assert_eq!(ok(&with_chosen(&chosen)).sched, SchedKind::Null);
+    let chosen = |w: &mut FdtWriter| w.prop_str("bootargs", "sched=bogus");
+    assert_eq!(err(&with_chosen(&chosen)), "bootargs: sched=bogus: unknown scheduler (allowed: rr, pinned, null)");
+    let chosen = |w: &mut FdtWriter| w.prop_cells("bootargs", &[1]);
+    assert!(err(&with_chosen(&chosen)).starts_with("dtb: chosen: bootargs = 4: not a single string"));
+}
+
+#[test]
+fn overrides() {
+    let dtb = one_guest("guest0.mem=32M guest0.vcpus=4 guest0.sw=no guest0.name=dom0", &|w| {
+        w.prop_str("hyp,mem", "256M");
+        w.prop_u32("hyp,vcpus", 2);
+        w.prop_str("hyp,sw", "yes");
+        w.prop_str("hyp,name", "linux");
+    });
+    let g = &ok(&dtb).guests[0];
+    assert_eq!((g.mem_bytes, g.vcpus, g.sw, g.name.as_str()), (32 * MIB, 4, SwMode::No, "dom0"));
+
+    let dtb = one_guest("guest1.vcpus=2", &|_| {});
+    assert_eq!(
+        err(&dtb),
+        "bootargs: guest1.vcpus=2: no such guest (the device tree has 1, numbered from guest0)"
+    );
+}
+
+#[test]
+fn hyp_mem_forms() {
+    for (set, want) in [
+        (&(|w: &mut FdtWriter| w.prop_u32("hyp,mem", 0x0400_0000)) as &dyn Fn(&mut FdtWriter), 64 * MIB),
+        (&|w: &mut FdtWriter| w.prop_u64("hyp,mem", 8 * GIB), 8 * GIB),
+        (&|w: &mut FdtWriter| w.prop_str("hyp,mem", "0x200000"), 2 * MIB),
+        (&|w: &mut FdtWriter| w.prop_str("hyp,mem", "1g"), GIB),
+        (&|w: &mut FdtWriter| w.prop_str("hyp,mem", "2048K"), 2 * MIB),
+    ] {
+        assert_eq!(ok(&one_guest("", set)).guests[0].mem_bytes, want);
+    }
+}
+
+#[test]
+fn module_errors() {
+    let table: &[(&dyn Fn(&mut FdtWriter), &str)] = &[
+        (
+            &|w| w.prop_str("hyp,mem", "64Q"),
+            "dtb: module@50000000: hyp,mem = \"64Q\": not a size (allowed: a size such as 64M: at least 2M, a multiple of 4K)",
+        ),
+        (
+            &|w| w.prop_str("hyp,mem", "1M"),
+            "dtb: module@50000000: hyp,mem = \"1M\": out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)",
+        ),
+        (
+            &|w| w.prop_u32("hyp,mem", 0x20_0100),
+            "dtb: module@50000000: hyp,mem = 2097408: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)",
+        ),
+        (
+            &|w| w.prop_bytes("hyp,mem", &[1, 2, 3]),
+            "dtb: module@50000000: hyp,mem = 3: not a size (value shown is its length) (allowed: a size such as 64M: at least 2M, a multiple of 4K)",
+        ),
+        (
+            &|w| w.prop_u32("hyp,vcpus", 9),
+            "dtb: module@50000000: hyp,vcpus = 9: out of range (allowed: 1 to 8)",
+        ),
+        (
+            &|w| w.prop_u32("hyp,vcpus", 0),
+            "dtb: module@50000000: hyp,vcpus = 0: out of range (allowed: 1 to 8)",
+        ),
+        (
+            &|w| w.prop_str("hyp,vcpus", "2"),
+            "dtb: module@50000000: hyp,vcpus is 2 bytes, expected exactly 4",
+        ),
+        (
+            &|w| w.prop_str("hyp,sw", "maybe"),
+            "dtb: module@50000000: hyp,sw = \"maybe\": unknown set/way mode (allowed: yes, no, auto)",
+        ),
+        (
+            &|w| w.prop_str("hyp,name", "a name"),
+            "dtb: module@50000000: hyp,name = \"a name\": bad name (allowed: 1 to 16 of a-z, A-Z, 0-9, '-', '_', '.')",
+        ),
+        (
+            &|w| w.prop_str("hyp,name", "abcdefghijklmnopq"),
+            "dtb: module@50000000: hyp,name = \"abcdefghijklmnopq\": bad name (allowed: 1 to 16 of a-z, A-Z, 0-9, '-', '_', '.')",
+        ),
+        (
+            &|w| w.prop_u32("hyp,vcpu", 2),
+            "dtb: module@50000000: hyp,vcpu: unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw)",
+        ),
+        (
+            &|w| w.prop_str("bootargs", &"x".repeat(513)),
+            "dtb: module@50000000: bootargs = 513: too long (value shown is its length) (allowed: up to 512 bytes)",
+        ),
+    ];
+    for (set, want) in table {
+        assert_eq!(err(&one_guest("", *set)), *want);
+    }
+    // Exactly 16 characters and 512 bytes are fine.
+    let c = ok(&one_guest("", &|w| {
+        w.prop_str("hyp,name", "abcdefghijklmnop");
+        w.prop_str("bootargs", &"x".repeat(512));
+    }));
+    assert_eq!(c.guests[0].name.len(), 16);
+    assert_eq!(c.guests[0].bootargs.len(), 512);
+}
+
+#[test]
+fn module_layout_errors() {
+    let cases: &[(&dyn Fn(&mut FdtWriter), &str)] = &[
+        (
+            &|w| {
+                chosen_cells(w);
+                ramdisk(w, 0x5000_0000, MIB);
+            },
+            "dtb: /chosen/module@50000000: ramdisk module with no kernel module before it",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                kernel(w, 0x5000_0000, MIB, &|_| {});
+                ramdisk(w, 0x5100_0000, MIB);
+                ramdisk(w, 0x5200_0000, MIB);
+            },
+            "dtb: /chosen/module@52000000: a second ramdisk for the same kernel module",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                kernel(w, 0x5000_0000, MIB, &|_| {});
+                w.begin_node("module@51000000");
+                w.prop_strs("compatible", &["multiboot,ramdisk"]);
+                w.prop_reg("reg", 2, 2, &[(0x5100_0000, MIB)]);
+                w.prop_str("hyp,mem", "64M");
+                w.end_node();
+            },
+            "dtb: module@51000000: hyp,mem: not allowed on a ramdisk module (put it on the multiboot,kernel module)",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                w.begin_node("module@50000000");
+                w.prop_strs("compatible", &["multiboot,kernel", "multiboot,ramdisk"]);
+                w.prop_reg("reg", 2, 2, &[(0x5000_0000, MIB)]);
+                w.end_node();
+            },
+            "dtb: /chosen/module@50000000: both a kernel and a ramdisk module",
+        ),
+        (
+            // /chosen without cells: 2 and 1 by default.
+            &|w| kernel(w, 0x5000_0000, MIB, &|_| {}),
+            "dtb: module@50000000: reg is 16 bytes, expected exactly 12 (#address-cells = 2, #size-cells = 1)",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                w.begin_node("module@50000000");
+                w.prop_strs("compatible", &["multiboot,kernel"]);
+                w.end_node();
+            },
+            "dtb: module@50000000: missing reg",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                kernel(w, 0x5000_0000, 0, &|_| {});
+            },
+            "dtb: /chosen/module@50000000: reg has size 0",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                kernel(w, u64::MAX - 10, 100, &|_| {});
+            },
+            "dtb: module@fffffffffffffff5: reg = 18446744073709551605: range runs past the end of the address space (allowed: base + size <= 2^64)",
+        ),
+        (
+            &|w| {
+                chosen_cells(w);
+                for i in 0..5 {
+                    kernel(w, 0x5000_0000 + i * MIB, MIB, &|_| {});
+                }
+            },
+            "dtb: more than 4 guest kernel modules (the most supported)",
+        ),
+        (
+            &|w| {
+                w.prop_u32("#address-cells", 3);
+                kernel(w, 0x5000_0000, MIB, &|_| {});
+            },
+            "dtb: chosen: #address-cells = 3, #size-cells = 1 not supported (allowed: 1 or 2, 0 to 2)",
+        ),
+    ];
+    for (chosen, want) in cases {
+        assert_eq!(err(&with_chosen(*chosen)), *want);
+    }
+    // 1/1 cells in /chosen work.
+    let c = ok(&with_chosen(&|w| {
+        w.prop_u32("#address-cells", 1);
+        w.prop_u32("#size-cells", 1);
+        w.begin_node("module@50000000");
+        w.prop_strs("compatible", &["multiboot,kernel"]);
+        w.prop_reg("reg", 1, 1, &[(0x5000_0000, MIB)]);
+        w.end_node();
+    }));
+    assert_eq!(c.guests[0].image, (0x5000_0000, MIB));
+}
+
+#[test]
+fn placement_validation() {
+    let two = |a: (u64, u64), rd: Option<(u64, u64)>, b: (u64, u64)| {
+        with_chosen(&move |w: &mut FdtWriter| {
+            chosen_cells(w);
+            kernel(w, a.0, a.1, &|_| {});
+            if let Some(r) = rd {
+                ramdisk(w, r.0, r.1);
+            }
+            kernel(w, b.0, b.1, &|_| {});
+        })
+    };
+    // Fine: adjacent, all in RAM.
+    ok(&two((0x5000_0000, MIB), Some((0x5010_0000, MIB)), (0x5020_0000, MIB)));
+    assert_eq!(
+        err(&two((0x3000_0000, MIB), None, (0x5000_0000, MIB))),
+        "guest0: image at 0x30000000 size 0x100000 is not inside one RAM range"
+    );
+    // Straddles the end of RAM.
+    assert_eq!(
+        err(&two((0x7ff0_0000, 2 * MIB), None, (0x5000_0000, MIB))),
+        "guest0: image at 0x7ff00000 size 0x200000 is not inside one RAM range"
+    );
+    assert_eq!(
+        err(&two((0x5000_0000, MIB), Some((0x9000_0000, MIB)), (0x5200_0000, MIB))),
+        "guest0: ramdisk at 0x90000000 size 0x100000 is not inside one RAM range"
+    );
+    assert_eq!(
+        err(&two((0x5000_0000, MIB), Some((0x5008_0000, MIB)), (0x5200_0000, MIB))),
+        "guest0 image overlaps guest0 ramdisk"
+    );
+    assert_eq!(
+        err(&two((0x5000_0000, MIB), Some((0x5010_0000, MIB)), (0x5010_0000, 0x1000))),
+        "guest0 ramdisk overlaps guest1 image"
+    );
+    assert_eq!(
+        err(&two((0x5000_0000, 4 * MIB), None, (0x5010_0000, MIB))),
+        "guest0 image overlaps guest1 image"
+    );
+}
+
+#[test]
+fn memory_forms() {
+    // Several nodes and ranges, 1/1 root cells, a disabled node, a node
+    // found by name only, empty ranges skipped.
+    let memory = |w: &mut FdtWriter| {
+        w.begin_node("memory@40000000");
+        w.prop_str("device_type", "memory");
+        w.prop_reg("reg", 1, 1, &[(0x4000_0000, 0x2000_0000), (0x7000_0000, 0), (0x8000_0000, 0x1000_0000)]);
+        w.end_node();
+        w.begin_node("memory@a0000000");
+        w.prop_reg("reg", 1, 1, &[(0xa000_0000, 0x100_0000)]);
+        w.end_node();
+        w.begin_node("memory@b0000000");
+        w.prop_str("device_type", "memory");
+        w.prop_str("status", "disabled");
+        w.prop_reg("reg", 1, 1, &[(0xb000_0000, 0x100_0000)]);
+        w.end_node();
+        w.begin_node("sram@c0000000");
+        w.prop_reg("reg", 1, 1, &[(0xc000_0000, 0x100_0000)]);
+        w.end_node();
+    };
+    let chosen = |w: &mut FdtWriter| {
+        w.prop_u32("#address-cells", 1);
+        w.prop_u32("#size-cells", 1);
+        w.begin_node("module@50000000");
+        w.prop_strs("compatible", &["multiboot,kernel"]);
+        w.prop_reg("reg", 1, 1, &[(0x5000_0000, MIB)]);
+        w.end_node();
+    };
+    let devices = |w: &mut FdtWriter| {
+        w.begin_node("pl011@9000000");
+        w.prop_strs("compatible", &["arm,pl011"]);
+        w.prop_reg("reg", 1, 1, &[(0x0900_0000, 0x1000)]);
+        w.end_node();
+    };
+    let c = ok(&build(&Parts { root_cells: (1, 1), memory: &memory, chosen: &chosen, devices: &devices, ..Parts::default() }));
+    assert_eq!(c.ram.as_slice(), &[(0x4000_0000, 0x2000_0000), (0x8000_0000, 0x1000_0000), (0xa000_0000, 0x100_0000)]);
+    assert_eq!(c.uart.unwrap().regs, (0x0900_0000, 0x1000));
+    assert_eq!((c.gic, c.timer, c.psci), (None, None, None));
+
+    assert_eq!(err(&build(&Parts { memory: &|_| {}, ..Parts::default() })), "dtb: no RAM: no /memory node with a non-empty reg");
+    let bad = |w: &mut FdtWriter| {
+        w.begin_node("memory@0");
+        w.prop_str("device_type", "memory");
+        w.prop_cells("reg", &[0, 0, 0]);
+        w.end_node();
+    };
+    assert_eq!(
+        err(&build(&Parts { memory: &bad, ..Parts::default() })),
+        "dtb: memory@0: reg is 12 bytes, expected a multiple of 16 (#address-cells = 2, #size-cells = 2)"
+    );
+    let many = |w: &mut FdtWriter| {
+        w.begin_node("memory@0");
+        w.prop_str("device_type", "memory");
+        let r: Vec<_> = (0..9).map(|i| (0x4000_0000 + i * GIB, GIB)).collect();
+        w.prop_reg("reg", 2, 2, &r);
+        w.end_node();
+    };
+    assert_eq!(err(&build(&Parts { memory: &many, ..Parts::default() })), "dtb: more than 8 RAM ranges (the most supported)");
+    assert_eq!(
+        err(&build(&Parts { root_cells: (2, 3), ..Parts::default() })),
+        "dtb: /: #address-cells = 2, #size-cells = 3 not supported (allowed: 1 or 2, 0 to 2)"
+    );
+}
+
+#[test]
+fn reserved_memory() {
+    let devices = |w: &mut FdtWriter| {
+        devices(w);
+        w.begin_node("reserved-memory");
+        w.prop_u32("#address-cells", 2);
+        w.prop_u32("#size-cells", 2);
+        w.prop_empty("ranges");
+        w.begin_node("secmon@7f000000");
+        w.prop_reg("reg", 2, 2, &[(0x7f00_0000, 0x10_0000)]);
+        w.prop_empty("no-map");
+        w.end_node();
+        w.begin_node("linux,cma");
+        w.prop_u64("size", 0x400_0000);
+        w.end_node();
+        w.end_node();
+    };
+    let c = ok(&with_devices(&devices));
+    assert_eq!(c.reserved.as_slice(), &[(0x4800_0000, 0x1000), (0x7f00_0000, 0x10_0000)]);
+}
+
+#[test]
+fn cpu_nodes() {
+    let spin = |w: &mut FdtWriter| {
+        w.begin_node("cpus");
+        w.prop_u32("#address-cells", 2);
+        w.prop_u32("#size-cells", 0);
+        for i in 0..2u64 {
+            w.begin_node(&format!("cpu@{i}"));
+            w.prop_str("device_type", "cpu");
+            w.prop_reg("reg", 2, 0, &[(0x100 + i, 0)]);
+            w.prop_str("enable-method", "spin-table");
+            w.prop_u64("cpu-release-addr", 0xd8 + 8 * i);
+            w.end_node();
+        }
+        w.end_node();
+    };
+    let c = ok(&build(&Parts { cpus: &spin, ..Parts::default() }));
+    assert_eq!(c.cpus, 2);
+    assert_eq!(c.cpu_list[1], Cpu { mpidr: 0x101, release_addr: Some(0xe0) });
+
+    assert_eq!(err(&build(&Parts { cpus: &|_| {}, ..Parts::default() })), "dtb: /: missing cpus node");
+    let none = |w: &mut FdtWriter| {
+        w.begin_node("cpus");
+        w.end_node();
+    };
+    assert_eq!(
+        err(&build(&Parts { cpus: &none, ..Parts::default() })),
+        "dtb: cpus: missing cpu nodes (device_type = \"cpu\")"
+    );
+    let nine = |w: &mut FdtWriter| cpus_n(w, 9);
+    assert_eq!(err(&build(&Parts { cpus: &nine, ..Parts::default() })), "dtb: more than 8 CPUs (the most supported)");
+    let noreg = |w: &mut FdtWriter| {
+        w.begin_node("cpus");
+        w.begin_node("cpu@0");
+        w.prop_str("device_type", "cpu");
+        w.end_node();
+        w.end_node();
+    };
+    assert_eq!(err(&build(&Parts { cpus: &noreg, ..Parts::default() })), "dtb: cpu@0: missing reg");
+    let badrel = |w: &mut FdtWriter| {
+        w.begin_node("cpus");
+        w.prop_u32("#address-cells", 1);
+        w.begin_node("cpu@0");
+        w.prop_str("device_type", "cpu");
+        w.prop_u32("reg", 0);
+        w.prop_u32("cpu-release-addr", 0xd8);
+        w.end_node();
+        w.end_node();
+    };
+    assert_eq!(
+        err(&build(&Parts { cpus: &badrel, ..Parts::default() })),
+        "dtb: cpu@0: cpu-release-addr is 4 bytes, expected exactly 8"
+    );
+}
+
+/// An RPi4-like /soc: 1/1 cells below, translated by `ranges`.
+fn rpi4_soc(w: &mut FdtWriter) {
+    w.begin_node("soc");
+    w.prop_strs("compatible", &["simple-bus"]);
+    w.prop_u32("#address-cells", 1);
+    w.prop_u32("#size-cells", 1);
+    // child, parent (2 cells), size
+    w.prop_cells("ranges", &[0x7e00_0000, 0, 0xfe00_0000, 0x180_0000, 0x4000_0000, 0, 0xff80_0000, 0x80_0000]);
+    // uart2 (disabled), then uart0.
+    for (base, status) in [(0x7e20_1400u64, "disabled"), (0x7e20_1000, "okay")] {
+        w.begin_node(&format!("serial@{base:x}"));
+        w.prop_strs("compatible", &["arm,pl011", "arm,primecell"]);
+        w.prop_reg("reg", 1, 1, &[(base, 0x200)]);
+        w.prop_str("status", status);
+        w.end_node();
+    }
+    w.begin_node("interrupt-controller@40041000");
+    w.prop_strs("compatible", &["arm,gic-400"]);
+    w.prop_reg("reg", 1, 1, &[(0x4004_1000, 0x1000), (0x4004_2000, 0x2000), (0x4004_4000, 0x2000), (0x4004_6000, 0x2000)]);
+    w.prop_cells("interrupts", &[1, 9, 0xf04]);
+    w.end_node();
+    w.begin_node("serial@7e215040");
+    w.prop_strs("compatible", &["brcm,bcm2835-aux-uart"]);
+    w.prop_reg("reg", 1, 1, &[(0x7e21_5040, 0x40)]);
+    w.end_node();
+    w.end_node();
+}
+
+#[test]
+fn bus_translation_rpi4_like() {
+    let devices = |w: &mut FdtWriter| {
+        rpi4_soc(w);
+        timer(w);
+        w.begin_node("aliases");
+        w.prop_str("serial0", "/soc/serial@7e215040");
+        w.prop_str("serial1", "/soc/serial@7e201000");
+        w.end_node();
+    };
+    let c = ok(&build(&Parts { devices: &devices, ..Parts::default() }));
+    let g = c.gic.unwrap();
+    assert_eq!(g.gicd, (0xff84_1000, 0x1000));
+    assert_eq!(g.gicc, Some((0xff84_2000, 0x2000)));
+    assert_eq!(g.gich, Some((0xff84_4000, 0x2000)));
+    assert_eq!(g.gicv, Some((0xff84_6000, 0x2000)));
+    assert_eq!(g.maint.unwrap().intid(), 25);
+    // stdout-path names a node that does not exist: first enabled UART.
+    assert_eq!(c.uart.unwrap().regs, (0xfe20_1000, 0x200));
+    assert_eq!(c.psci, None);
+
+    // stdout-path through an alias.
+    let chosen_alias = |w: &mut FdtWriter| w.prop_str("stdout-path", "serial1:115200n8");
+    let c = ok(&build(&Parts { devices: &devices, chosen: &chosen_alias, ..Parts::default() }));
+    assert_eq!(c.uart.unwrap().regs, (0xfe20_1000, 0x200));
+
+    // A bus without ranges cannot be translated.
+    let no_ranges = |w: &mut FdtWriter| {
+        w.begin_node("soc");
+        w.prop_u32("#address-cells", 1);
+        w.prop_u32("#size-cells", 1);
+        w.begin_node("intc@1000");
+        w.prop_strs("compatible", &["arm,gic-400"]);
+        w.prop_reg("reg", 1, 1, &[(0x1000, 0x1000), (0x2000, 0x2000)]);
+        w.end_node();
+        w.end_node();
+    };
+    assert_eq!(
+        err(&with_devices(&no_ranges)),
+        "dtb: soc: bus address 0x1000 is outside the bus's ranges"
+    );
+    // An address outside the ranges.
+    let outside = |w: &mut FdtWriter| {
+        w.begin_node("soc");
+        w.prop_u32("#address-cells", 1);
+        w.prop_u32("#size-cells", 1);
+        w.prop_cells("ranges", &[0x7e00_0000, 0, 0xfe00_0000, 0x180_0000]);
+        w.begin_node("serial@1000");
+        w.prop_strs("compatible", &["arm,pl011"]);
+        w.prop_reg("reg", 1, 1, &[(0x1000, 0x1000)]);
+        w.end_node();
+        w.end_node();
+    };
+    assert_eq!(err(&with_devices(&outside)), "dtb: soc: bus address 0x1000 is outside the bus's ranges");
+}
+
+#[test]
+fn cubietruck_like_uart_and_gic() {
+    let devices = |w: &mut FdtWriter| {
+        w.begin_node("soc");
+        w.prop_u32("#address-cells", 1);
+        w.prop_u32("#size-cells", 1);
+        w.prop_empty("ranges");
+        w.begin_node("serial@1c28000");
+        w.prop_strs("compatible", &["snps,dw-apb-uart"]);
+        w.prop_reg("reg", 1, 1, &[(0x01c2_8000, 0x400)]);
+        w.prop_u32("reg-shift", 2);
+        w.prop_u32("reg-io-width", 4);
+        w.prop_cells("interrupts", &[0, 1, 4]);
+        w.end_node();
+        w.begin_node("interrupt-controller@1c81000");
+        w.prop_strs("compatible", &["arm,gic-400", "arm,cortex-a7-gic"]);
+        w.prop_reg("reg", 1, 1, &[(0x01c8_1000, 0x1000), (0x01c8_2000, 0x2000), (0x01c8_4000, 0x2000), (0x01c8_6000, 0x2000)]);
+        w.prop_cells("interrupts", &[1, 9, 0xf04]);
+        w.end_node();
+        w.end_node();
+        w.begin_node("timer");
+        w.prop_strs("compatible", &["arm,armv7-timer"]);
+        w.prop_cells("interrupts", &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08]);
+        w.end_node();
+        w.begin_node("psci");
+        w.prop_strs("compatible", &["arm,psci-0.2"]);
+        w.prop_str("method", "hvc");
+        w.end_node();
+    };
+    let chosen = |w: &mut FdtWriter| {
+        chosen_cells(w);
+        w.prop_str("stdout-path", "/soc/serial@1c28000");
+        kernel(w, 0x5000_0000, MIB, &|_| {});
+    };
+    let c = ok(&build(&Parts { devices: &devices, chosen: &chosen, ..Parts::default() }));
+    let u = c.uart.unwrap();
+    assert_eq!(u.kind, UartKind::Ns16550 { reg_shift: 2, io_width: 4 });
+    assert_eq!(u.regs, (0x01c2_8000, 0x400));
+    assert_eq!(c.gic.unwrap().gicv, Some((0x01c8_6000, 0x2000)));
+    assert_eq!(c.timer.unwrap().hyp.intid(), 26);
+    assert_eq!(c.psci, Some(PsciInfo { method: Conduit::Hvc, v0_2: true }));
+}
+
+#[test]
+fn gic_v3() {
+    let devices = |w: &mut FdtWriter| {
+        w.begin_node("intc@8000000");
+        w.prop_strs("compatible", &["arm,gic-v3"]);
+        w.prop_reg("reg", 2, 2, &[(0x0800_0000, 0x1_0000), (0x080a_0000, 0xf6_0000)]);
+        w.prop_cells("interrupts", &[1, 9, 4]);
+        w.end_node();
+    };
+    let g = ok(&with_devices(&devices)).gic.unwrap();
+    assert_eq!((g.version, g.gicd, g.gicr, g.gicc, g.gich), (3, (0x0800_0000, 0x1_0000), Some((0x080a_0000, 0xf6_0000)), None, None));
+}
+
+#[test]
+fn device_errors() {
+    let cases: &[(&dyn Fn(&mut FdtWriter), &str)] = &[
+        (
+            &|w| {
+                w.begin_node("psci");
+                w.prop_strs("compatible", &["arm,psci-1.0"]);
+                w.prop_str("method", "svc");
+                w.end_node();
+            },
+            "dtb: psci: method = \"svc\": unknown PSCI method (allowed: smc, hvc)",
+        ),
+        (
+            &|w| {
+                w.begin_node("psci");
+                w.prop_strs("compatible", &["arm,psci"]);
+                w.end_node();
+            },
+            "dtb: psci: missing method",
+        ),
+        (
+            &|w| {
+                w.begin_node("timer");
+                w.prop_strs("compatible", &["arm,armv8-timer"]);
+                w.prop_cells("interrupts", &[1, 13, 4, 1, 14, 4]);
+                w.end_node();
+            },
+            "dtb: timer: interrupts is 24 bytes, expected a multiple of 48",
+        ),
+        (
+            &|w| {
+                w.begin_node("timer");
+                w.prop_strs("compatible", &["arm,armv8-timer"]);
+                w.prop_cells("interrupts", &[1, 13, 4, 1]);
+                w.end_node();
+            },
+            "dtb: timer: interrupts is 16 bytes, expected a multiple of 12",
+        ),
+        (
+            &|w| {
+                w.begin_node("timer");
+                w.prop_strs("compatible", &["arm,armv8-timer"]);
+                w.prop_cells("interrupts", &[2, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
+                w.end_node();
+            },
+            "dtb: timer: interrupts = 2: unknown interrupt type (allowed: 0 (SPI), 1 (PPI))",
+        ),
+        (
+            &|w| {
+                w.begin_node("intc@8000000");
+                w.prop_strs("compatible", &["arm,gic-400"]);
+                w.prop_reg("reg", 2, 2, &[(0x0800_0000, 0x1000)]);
+                w.end_node();
+            },
+            "dtb: intc@8000000: missing reg entry for GICC",
+        ),
+        (
+            &|w| {
+                w.begin_node("intc@8000000");
+                w.prop_strs("compatible", &["arm,gic-400"]);
+                w.end_node();
+            },
+            "dtb: intc@8000000: missing reg",
+        ),
+        (
+            &|w| {
+                w.begin_node("serial@0");
+                w.prop_strs("compatible", &["ns16550a"]);
+                w.prop_reg("reg", 2, 2, &[(0x1000, 0x100)]);
+                w.prop_u32("reg-shift", 7);
+                w.end_node();
+            },
+            "dtb: serial@0: reg-shift = 7: unsupported (allowed: 0 to 3)",
+        ),
+        (
+            &|w| {
+                w.begin_node("serial@0");
+                w.prop_strs("compatible", &["ns16550a"]);
+                w.prop_reg("reg", 2, 2, &[(0x1000, 0x100)]);
+                w.prop_u32("reg-io-width", 3);
+                w.end_node();
+            },
+            "dtb: serial@0: reg-io-width = 3: unsupported (allowed: 1, 2, 4)",
+        ),
+    ];
+    for (devices, want) in cases {
+        assert_eq!(err(&with_devices(*devices)), *want);
+    }
+    // Disabled devices are skipped entirely, even when malformed.
+    let disabled = |w: &mut FdtWriter| {
+        w.begin_node("psci");
+        w.prop_strs("compatible", &["arm,psci"]);
+        w.prop_str("status", "disabled");
+        w.end_node();
+        w.begin_node("serial@0");
+        w.prop_strs("compatible", &["ns16550a"]);
+        w.prop_reg("reg", 2, 2, &[(0x1000, 0x100)]);
+        w.end_node();
+    };
+    let c = ok(&with_devices(&disabled));
+    assert_eq!(c.psci, None);
+    assert_eq!(c.uart.unwrap().kind, UartKind::Ns16550 { reg_shift: 0, io_width: 1 });
+}
+
+#[test]
+fn dtb_errors_pass_through() {
+    let mut dtb = default_dtb();
+    dtb[0] = 0;
+    assert_eq!(err(&dtb), "dtb: bad magic 0x000dfeed (expected 0xd00dfeed): not a device tree");
+    // A buffer longer than totalsize is fine.
+    let mut dtb = default_dtb();
+    dtb.extend_from_slice(&[0xff; 100]);
+    ok(&dtb);
+}

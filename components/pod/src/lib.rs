@@ -1,0 +1,3 @@
+//! pod (not written yet)
+#![no_std]
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! vcpu-sched (not written yet)
+#![no_std]
+#![forbid(unsafe_code)]

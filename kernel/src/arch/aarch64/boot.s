@@ -1,0 +1,141 @@
+// Entry points and exception vectors of the AArch64 EL2 kernel.
+
+.equ FRAME_SIZE, 272            // TrapFrame: x0..x30, elr, spsr, pad
+.equ STACK_SIZE, 0x10000        // per-pCPU EL2 stack
+
+.section .text.boot, "ax"
+.global _start
+_start:
+    // x0 may hold a DTB (Linux boot protocol); QEMU gives 0 for an ELF.
+    mov     x20, x0
+    mrs     x19, mpidr_el1
+    and     x19, x19, #0xff
+    cbnz    x19, park               // only pCPU 0 boots; others wait for CPU_ON
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    add     sp, x1, #STACK_SIZE
+    adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+1:  cmp     x1, x2
+    b.hs    2f
+    str     xzr, [x1], #8
+    b       1b
+2:  mov     x0, x20
+    mrs     x1, CurrentEL
+    lsr     x1, x1, #2
+    bl      kmain
+park:
+    wfe
+    b       park
+
+// Secondary pCPUs arrive here from PSCI CPU_ON with x0 = pCPU index.
+.global _secondary_start
+_secondary_start:
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    add     x2, x0, #1
+    lsl     x2, x2, #16
+    add     sp, x1, x2
+    bl      secondary_main
+    b       park
+
+// Save the lower EL's registers into a TrapFrame on the EL2 stack.
+.macro SAVE_FRAME
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x0, elr_el2
+    mrs     x1, spsr_el2
+    stp     x30, x0, [sp, #240]
+    str     x1, [sp, #256]
+.endm
+
+.macro VECTOR handler
+    .balign 0x80
+    SAVE_FRAME
+    mov     x0, sp
+    bl      \handler
+    b       exit_to_guest
+.endm
+
+.macro VECTOR_BAD kind
+    .balign 0x80
+    SAVE_FRAME
+    mov     x0, sp
+    mov     x1, #\kind
+    bl      el2_unexpected
+1:  wfe
+    b       1b
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    // Current EL with SP_EL0
+    VECTOR_BAD 0
+    VECTOR_BAD 1
+    VECTOR_BAD 2
+    VECTOR_BAD 3
+    // Current EL with SP_ELx: a hypervisor bug
+    VECTOR_BAD 4
+    VECTOR_BAD 5
+    VECTOR_BAD 6
+    VECTOR_BAD 7
+    // Lower EL, AArch64
+    VECTOR lower_sync
+    VECTOR lower_irq
+    VECTOR_BAD 10
+    VECTOR lower_serror
+    // Lower EL, AArch32
+    VECTOR lower_sync
+    VECTOR lower_irq
+    VECTOR_BAD 14
+    VECTOR lower_serror
+
+// Restore the TrapFrame at sp and return to the lower EL.
+.global exit_to_guest
+exit_to_guest:
+    ldr     x1, [sp, #256]
+    ldp     x30, x0, [sp, #240]
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    add     sp, sp, #FRAME_SIZE
+    eret
+
+// enter_frame(frame): make `frame` (at the top of this pCPU's stack) the
+// current trap frame and run the guest it describes.
+.global enter_frame
+enter_frame:
+    mov     sp, x0
+    b       exit_to_guest

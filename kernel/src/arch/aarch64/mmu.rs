@@ -1,0 +1,74 @@
+//! The EL2 stage-1 MMU: an identity map built with aarch64-paging's EL2
+//! regime. Devices below RAM are Device-nGnRE; RAM is Normal write-back.
+//! Caches must be on: exclusive loads/stores (our locks) need cacheable
+//! memory on the boards.
+
+use super::{isb, sysreg_read, sysreg_write};
+use aarch64_paging::descriptor::El23Attributes as A;
+use aarch64_paging::idmap::IdMap;
+use aarch64_paging::paging::{El2, MemoryRegion};
+
+/// MAIR index 0: Device-nGnRE. Index 1: Normal, inner/outer write-back RA/WA.
+const MAIR: u64 = 0x04 | (0xff << 8);
+const DEVICE: A = A::ATTRIBUTE_INDEX_0.union(A::VALID).union(A::ACCESSED).union(A::XN);
+const NORMAL: A = A::ATTRIBUTE_INDEX_1
+    .union(A::INNER_SHAREABLE)
+    .union(A::VALID)
+    .union(A::ACCESSED);
+
+/// TCR_EL2: T0SZ=25 (39-bit VA, root level 1), WBWA inner/outer, inner
+/// shareable, 4 KiB granule, PS=40 bits; bits 31 and 23 are RES1.
+const TCR: u64 = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16) | (1 << 23) | (1 << 31);
+
+/// SCTLR_EL2 RES1 bits, plus M, C, I (and SA).
+const SCTLR_RES1: u64 = 0x30c5_0830;
+const SCTLR_ON: u64 = SCTLR_RES1 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
+
+pub struct El2Map {
+    map: IdMap<El2>,
+    root: u64,
+}
+
+impl El2Map {
+    /// Map `[0, ram_start)` as devices and each RAM range as normal memory.
+    pub fn new(ram: &[(u64, u64)]) -> Self {
+        let mut map = IdMap::new(1, El2);
+        let low = ram.iter().map(|r| r.0).min().unwrap_or(0x4000_0000);
+        map.map_range(&MemoryRegion::new(0, low as usize), DEVICE)
+            .expect("EL2 map: device range");
+        for &(base, size) in ram {
+            map.map_range(&MemoryRegion::new(base as usize, (base + size) as usize), NORMAL)
+                .expect("EL2 map: RAM range");
+        }
+        Self { map, root: 0 }
+    }
+
+    /// Load the tables and turn the MMU and caches on for this pCPU.
+    pub fn enable(&mut self) {
+        sysreg_write!("mair_el2", MAIR);
+        sysreg_write!("tcr_el2", TCR);
+        isb();
+        // SAFETY: the identity map covers the image, stacks, heap and
+        // devices the kernel uses, with the same addresses.
+        unsafe {
+            self.map.activate();
+        }
+        self.root = sysreg_read!("ttbr0_el2");
+        // SAFETY: invalidating EL2 TLB entries only.
+        unsafe { core::arch::asm!("tlbi alle2", "dsb sy", "isb", options(nostack)) };
+        sysreg_write!("sctlr_el2", SCTLR_ON);
+        isb();
+    }
+
+    /// Load the already-active tables on a secondary pCPU.
+    pub fn enable_secondary(&self) {
+        sysreg_write!("mair_el2", MAIR);
+        sysreg_write!("tcr_el2", TCR);
+        sysreg_write!("ttbr0_el2", self.root);
+        isb();
+        // SAFETY: invalidating EL2 TLB entries only.
+        unsafe { core::arch::asm!("tlbi alle2", "dsb sy", "isb", options(nostack)) };
+        sysreg_write!("sctlr_el2", SCTLR_ON);
+        isb();
+    }
+}

@@ -1,0 +1,207 @@
+//! AArch64 EL2: entry, vectors, system registers, barriers, cache and TLB
+//! maintenance, the EL2 MMU, and PSCI calls to the firmware.
+
+use core::arch::{asm, global_asm};
+
+pub mod el1;
+pub mod mmu;
+
+global_asm!(include_str!("boot.s"));
+
+/// Read a system register.
+macro_rules! sysreg_read {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reading a system register has no memory side effects.
+        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+/// Write a system register (followed by no barrier: callers add `isb`).
+macro_rules! sysreg_write {
+    ($name:literal, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: callers only write registers that control the guest context
+        // or EL2 state they own; effects are documented at each call site.
+        unsafe { core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nostack, preserves_flags)) };
+    }};
+}
+pub(crate) use sysreg_read;
+pub(crate) use sysreg_write;
+
+/// The lower EL's general registers and return state, as the vectors save them.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub pad: u64,
+}
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+
+impl TrapFrame {
+    /// Register `n` (31 reads as zero, as XZR).
+    pub fn reg(&self, n: u8) -> u64 {
+        if n < 31 { self.x[n as usize] } else { 0 }
+    }
+    pub fn set_reg(&mut self, n: u8, v: u64) {
+        if n < 31 {
+            self.x[n as usize] = v;
+        }
+    }
+}
+
+unsafe extern "C" {
+    fn enter_frame(frame: *mut TrapFrame) -> !;
+    static el2_vectors: u8;
+    static __stacks_start: u8;
+    static __image_start: u8;
+    static __image_end: u8;
+    fn _secondary_start();
+}
+
+pub const STACK_SIZE: u64 = 0x10000;
+
+/// The trap frame slot at the top of pCPU `cpu`'s EL2 stack.
+pub fn frame_slot(cpu: usize) -> *mut TrapFrame {
+    let base = core::ptr::addr_of!(__stacks_start) as u64;
+    (base + (cpu as u64 + 1) * STACK_SIZE - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame
+}
+
+/// Run the guest whose state is in `frame`; never returns (traps come back
+/// through the vectors).
+pub fn enter_guest(cpu: usize, frame: &TrapFrame) -> ! {
+    let slot = frame_slot(cpu);
+    // SAFETY: `slot` is this pCPU's own frame slot at the top of its stack;
+    // after the copy the Rust stack below it is abandoned by `enter_frame`.
+    unsafe {
+        slot.write(*frame);
+        enter_frame(slot)
+    }
+}
+
+/// The hypervisor image's physical range.
+pub fn image_range() -> (u64, u64) {
+    (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
+}
+
+pub fn secondary_entry() -> u64 {
+    _secondary_start as *const () as usize as u64
+}
+
+/// Install the EL2 vectors.
+pub fn install_vectors() {
+    let v = core::ptr::addr_of!(el2_vectors) as u64;
+    sysreg_write!("vbar_el2", v);
+    isb();
+}
+
+pub fn isb() {
+    // SAFETY: a barrier has no memory effects the compiler must know about.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) }
+}
+pub fn dsb_ish() {
+    // SAFETY: a barrier.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) }
+}
+pub fn dsb_sy() {
+    // SAFETY: a barrier.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) }
+}
+pub fn wfi() {
+    // SAFETY: waits for an interrupt; no memory effects.
+    unsafe { asm!("wfi", options(nostack, preserves_flags)) }
+}
+pub fn wfe() {
+    // SAFETY: waits for an event; no memory effects.
+    unsafe { asm!("wfe", options(nostack, preserves_flags)) }
+}
+pub fn sev() {
+    // SAFETY: signals an event; no memory effects.
+    unsafe { asm!("sev", options(nostack, preserves_flags)) }
+}
+
+/// This pCPU's index (MPIDR Aff0; QEMU virt and the RPi4 number cores 0..3).
+pub fn cpu_id() -> usize {
+    (sysreg_read!("mpidr_el1") & 0xff) as usize
+}
+
+/// The smallest data cache line of the system (CTR_EL0.DminLine).
+pub fn dcache_line() -> u64 {
+    4 << ((sysreg_read!("ctr_el0") >> 16) & 0xf)
+}
+
+/// Data cache maintenance by VA to the PoC, inner shareable (broadcast).
+pub fn dc_range(op: DcOp, start: u64, len: u64) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    let end = start + len;
+    while a < end {
+        // SAFETY: `a` lies in memory mapped at EL2 (the linear map); data
+        // cache maintenance by VA does not change memory contents.
+        unsafe {
+            match op {
+                DcOp::Clean => asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)),
+                DcOp::CleanInval => asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags)),
+            }
+        }
+        a += line;
+    }
+    dsb_sy();
+}
+
+#[derive(Clone, Copy)]
+pub enum DcOp {
+    Clean,
+    CleanInval,
+}
+
+pub fn ic_iallu_is() {
+    // SAFETY: instruction cache invalidation has no data side effects.
+    unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) }
+}
+
+/// Stage-2 TLB invalidation of one IPA for the VMID currently in VTTBR_EL2.
+/// The caller has loaded the right VMID.
+pub fn tlbi_ipa(ipa: u64) {
+    // SAFETY: TLB maintenance only.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi ipas2e1is, {0}",
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            in(reg) ipa >> 12,
+            options(nostack, preserves_flags)
+        )
+    }
+}
+
+/// Invalidate all stage-1 and stage-2 entries of the VMID in VTTBR_EL2.
+pub fn tlbi_vmid() {
+    // SAFETY: TLB maintenance only.
+    unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack, preserves_flags)) }
+}
+
+/// An SMC to the firmware (PSCI), SMCCC: function id in x0, result in x0.
+pub fn smc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let r: u64;
+    // SAFETY: a firmware call following the SMC calling convention; the
+    // firmware preserves x4-x17 and our memory.
+    unsafe {
+        asm!("smc #0", inlateout("x0") fid => r, inlateout("x1") a1 => _, inlateout("x2") a2 => _,
+             inlateout("x3") a3 => _, options(nostack))
+    }
+    r
+}
+
+/// Read the physical counter and its frequency.
+pub fn counter() -> u64 {
+    sysreg_read!("cntpct_el0")
+}
+pub fn counter_freq() -> u64 {
+    sysreg_read!("cntfrq_el0")
+}

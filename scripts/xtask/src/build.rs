@@ -1,0 +1,106 @@
+//! Building the kernel and the guests for the bare-metal targets.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::root;
+
+pub const KERNEL_TARGET: &str = "aarch64-unknown-none-softfloat";
+pub const GUEST_TARGET: &str = "aarch64-unknown-none";
+
+fn cargo_build(package: &str, target: &str, extra_env: &[(&str, &str)]) -> Result<PathBuf, String> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root())
+        .args(["build", "--quiet", "--release", "-p", package, "--target", target])
+        .env("CARGO_TARGET_DIR", target_dir());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let st = cmd.status().map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err(format!("building {package} for {target} failed"));
+    }
+    Ok(target_dir().join(target).join("release").join(package))
+}
+
+/// A target dir of its own, so a host `cargo test` and a bare-metal build
+/// don't rebuild each other's artefacts.
+pub fn target_dir() -> PathBuf {
+    root().join("target/bare")
+}
+
+pub fn kernel() -> Result<PathBuf, String> {
+    let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
+    cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+}
+
+/// Build a test guest and return its flat binary.
+pub fn guest(name: &str) -> Result<PathBuf, String> {
+    if !crate::GUESTS.contains(&name) {
+        return Err(format!("unknown guest '{name}' (allowed: {})", crate::GUESTS.join(", ")));
+    }
+    let elf = cargo_build(name, GUEST_TARGET, &[])?;
+    let bin = elf.with_extension("bin");
+    let data = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let (_, flat) = elf_to_flat(&data)?;
+    std::fs::write(&bin, flat).map_err(|e| format!("{}: {e}", bin.display()))?;
+    Ok(bin)
+}
+
+pub fn build_all() -> Result<(), String> {
+    kernel()?;
+    for g in crate::GUESTS {
+        guest(g)?;
+    }
+    Ok(())
+}
+
+fn u16le(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64le(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// Turn a little-endian ELF64 into a flat image of its PT_LOAD segments'
+/// file contents, starting at the lowest physical address. Returns that
+/// address and the image.
+pub fn elf_to_flat(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err("not a little-endian ELF64 file".into());
+    }
+    let phoff = u64le(elf, 32) as usize;
+    let phentsize = u16le(elf, 54) as usize;
+    let phnum = u16le(elf, 56) as usize;
+    let mut segs = Vec::new();
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        if o + 56 > elf.len() {
+            return Err("truncated program header".into());
+        }
+        if u32le(elf, o) != 1 {
+            continue; // not PT_LOAD
+        }
+        let off = u64le(elf, o + 8) as usize;
+        let paddr = u64le(elf, o + 24);
+        let filesz = u64le(elf, o + 32) as usize;
+        if filesz == 0 {
+            continue;
+        }
+        if off + filesz > elf.len() {
+            return Err("segment beyond end of file".into());
+        }
+        segs.push((paddr, &elf[off..off + filesz]));
+    }
+    let base = segs.iter().map(|s| s.0).min().ok_or("no loadable segment")?;
+    let end = segs.iter().map(|s| s.0 + s.1.len() as u64).max().unwrap();
+    let mut out = vec![0u8; (end - base) as usize];
+    for (pa, data) in segs {
+        let at = (pa - base) as usize;
+        out[at..at + data.len()].copy_from_slice(data);
+    }
+    Ok((base, out))
+}

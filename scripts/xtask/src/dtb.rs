@@ -1,0 +1,129 @@
+//! The device tree handed to the hypervisor on QEMU: QEMU's own `virt` tree
+//! (from `dumpdtb`) with our `/chosen` additions, in the style of Xen's
+//! dom0less: hypervisor boot arguments and one module node per guest image.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A guest image to describe in `/chosen`.
+pub struct Module<'a> {
+    pub name: &'a str,
+    pub addr: u64,
+    pub size: u64,
+    pub mem: u64,
+    pub vcpus: u32,
+    pub sw: &'a str,
+    pub bootargs: &'a str,
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The `/chosen` additions as DTS text: (properties, module subnodes).
+pub fn chosen_dts(hyp_bootargs: &str, modules: &[Module]) -> (String, String) {
+    let mut p = String::new();
+    p += "\t\t#address-cells = <0x02>;\n\t\t#size-cells = <0x02>;\n";
+    p += &format!("\t\thyp,bootargs = \"{}\";\n", quote(hyp_bootargs));
+    let mut s = String::new();
+    for m in modules {
+        s += &format!("\t\tmodule@{:x} {{\n", m.addr);
+        s += "\t\t\tcompatible = \"multiboot,kernel\", \"multiboot,module\";\n";
+        s += &format!(
+            "\t\t\treg = <0x{:x} 0x{:x} 0x{:x} 0x{:x}>;\n",
+            m.addr >> 32,
+            m.addr & 0xffff_ffff,
+            m.size >> 32,
+            m.size & 0xffff_ffff
+        );
+        s += &format!("\t\t\thyp,name = \"{}\";\n", quote(m.name));
+        s += &format!("\t\t\thyp,mem = /bits/ 64 <0x{:x}>;\n", m.mem);
+        s += &format!("\t\t\thyp,vcpus = <0x{:x}>;\n", m.vcpus);
+        s += &format!("\t\t\thyp,sw = \"{}\";\n", quote(m.sw));
+        s += &format!("\t\t\tbootargs = \"{}\";\n", quote(m.bootargs));
+        s += "\t\t};\n";
+    }
+    (p, s)
+}
+
+/// Put `props` first and `nodes` last inside the `chosen { ... }` node of a
+/// DTS (properties must precede subnodes).
+pub fn insert_chosen(dts: &str, (props, nodes): &(String, String)) -> Result<String, String> {
+    let at = dts.find("chosen {").ok_or("QEMU's tree has no /chosen node")?;
+    let open = at + "chosen {".len();
+    let nl = dts[open..].find('\n').map(|i| open + i + 1).ok_or("malformed DTS")?;
+    let mut depth = 1;
+    let mut close = None;
+    for (i, c) in dts[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close.ok_or("unbalanced /chosen node")?;
+    // Back up to the start of the line holding the closing brace.
+    let line = dts[..close].rfind('\n').map(|i| i + 1).unwrap_or(close);
+    Ok(format!("{}{}{}{}{}", &dts[..nl], props, &dts[nl..line], nodes, &dts[line..]))
+}
+
+/// Dump QEMU's tree for `machine_args`, add our `/chosen`, compile to `out`.
+pub fn generate(qemu: &str, machine_args: &[String], chosen: &(String, String), out: &Path) -> Result<(), String> {
+    let raw = out.with_extension("qemu.dtb");
+    let mut cmd = Command::new(qemu);
+    let mut margs = machine_args.to_vec();
+    let m = margs.iter().position(|a| a == "-M").ok_or("no -M")? + 1;
+    margs[m] = format!("{},dumpdtb={}", margs[m], raw.display());
+    let o = cmd.args(&margs).output().map_err(|e| format!("{qemu}: {e}"))?;
+    if !raw.exists() {
+        return Err(format!("QEMU dumpdtb failed: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    let dts = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&raw)
+        .output()
+        .map_err(|e| format!("dtc (install device-tree-compiler; scripts/setup does): {e}"))?;
+    if !dts.status.success() {
+        return Err(format!("dtc: {}", String::from_utf8_lossy(&dts.stderr)));
+    }
+    let text = insert_chosen(&String::from_utf8_lossy(&dts.stdout), chosen)?;
+    let src = out.with_extension("dts");
+    std::fs::write(&src, text).map_err(|e| e.to_string())?;
+    let st = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("dtc: {e}"))?;
+    if !st.success() {
+        return Err("dtc failed to compile the generated tree".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chosen_goes_inside_the_node() {
+        let dts = "/ {\n\tchosen {\n\t\tstdout-path = \"/pl011@9000000\";\n\t};\n};\n";
+        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "" }];
+        let out = insert_chosen(dts, &chosen_dts("sched=rr", &m)).unwrap();
+        let c = out.find("chosen {").unwrap();
+        let a = out.find("hyp,bootargs = \"sched=rr\"").unwrap();
+        let end = out.find("stdout-path").unwrap();
+        let module = out.find("module@48000000").unwrap();
+        assert!(c < a && a < end && end < module, "properties first, then subnodes:\n{out}");
+        assert!(out.contains("reg = <0x0 0x48000000 0x0 0x1000>;"));
+        assert!(out.contains("hyp,mem = /bits/ 64 <0x4000000>;"));
+        assert!(out.trim_end().ends_with("};\n};") || out.trim_end().ends_with("};"));
+        assert!(insert_chosen("/ { };", &(String::new(), String::new())).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! The host side of the project: building, QEMU runs, the console demuxer
+//! (text + defmt frames), exit-summary parsing and the integration tests.
+
+pub mod build;
+pub mod demux;
+pub mod dtb;
+pub mod itest;
+pub mod run;
+pub mod summary;
+
+use std::path::PathBuf;
+
+/// The bare-metal test guests in test-images/.
+pub const GUESTS: &[&str] = &["sw-basic"];
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Options of `cargo xtask run`.
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub board: String,
+    pub guest: String,
+    pub cpus: u32,
+    pub vcpus: u32,
+    pub mem: u64,
+    pub bootargs: String,
+    pub timeout_s: u64,
+    /// Extra guests for multi-guest runs: (name, vcpus, mem, sw).
+    pub quiet: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            board: "qemu-virt".into(),
+            guest: "sw-basic".into(),
+            cpus: 1,
+            vcpus: 1,
+            mem: 64 << 20,
+            bootargs: String::new(),
+            timeout_s: 60,
+            quiet: false,
+        }
+    }
+}
+
+/// Parse a size such as `64M`, `1G`, `4096`, `512K`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size '{s}' (examples: 4096, 512K, 64M, 1G)"))
+}
+
+impl Args {
+    pub fn parse(argv: &[String]) -> Result<Args, String> {
+        let mut a = Args::default();
+        let mut it = argv.iter();
+        while let Some(flag) = it.next() {
+            let mut val = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--board" => a.board = val()?,
+                "--guest" => a.guest = val()?,
+                "--cpus" => a.cpus = val()?.parse().map_err(|_| "--cpus takes a number 1..=4")?,
+                "--vcpus" => a.vcpus = val()?.parse().map_err(|_| "--vcpus takes a number 1..=8")?,
+                "--mem" => a.mem = parse_size(&val()?)?,
+                "--bootargs" => a.bootargs = val()?,
+                "--timeout" => a.timeout_s = val()?.parse().map_err(|_| "--timeout takes seconds")?,
+                "--quiet" => a.quiet = true,
+                other => return Err(format!("unknown option '{other}'")),
+            }
+        }
+        if a.board != "qemu-virt" {
+            return Err(format!(
+                "board '{}' cannot run under QEMU here (allowed: qemu-virt; rpi4 and cubietruck are flashed boards)",
+                a.board
+            ));
+        }
+        if !(1..=4).contains(&a.cpus) {
+            return Err("--cpus must be 1..=4".into());
+        }
+        if !(1..=8).contains(&a.vcpus) {
+            return Err("--vcpus must be 1..=8".into());
+        }
+        Ok(a)
+    }
+}
+
+/// `cargo xtask soak`: the cache-maintenance property test at 10^5 cases.
+pub fn soak() -> Result<u8, String> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(root())
+        .env("SOAK_CASES", "100000")
+        .args(["test", "--release", "-p", "cache-maint", "soak", "--", "--nocapture"])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    Ok(if status.success() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn args() {
+        let v: Vec<String> = ["--guest", "sw-basic", "--cpus", "2", "--mem", "32M"].iter().map(|s| s.to_string()).collect();
+        let a = Args::parse(&v).unwrap();
+        assert_eq!((a.cpus, a.mem), (2, 32 << 20));
+        let bad: Vec<String> = ["--board", "pi5"].iter().map(|s| s.to_string()).collect();
+        assert!(Args::parse(&bad).unwrap_err().contains("allowed: qemu-virt"));
+    }
+}

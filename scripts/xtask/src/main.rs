@@ -1,0 +1,50 @@
+//! `cargo xtask`: build the hypervisor and the test guests, run them on
+//! QEMU, run the QEMU integration tests, and run the soak and benchmarks.
+
+use std::process::ExitCode;
+
+use xtask::{itest, run, Args};
+
+const USAGE: &str = "usage: cargo xtask <command> [options]
+
+commands:
+  build                     build the kernel and the test guests
+  run   --guest NAME        build, then boot NAME under the hypervisor on QEMU
+        [--board qemu-virt] [--cpus N] [--vcpus N] [--mem SIZE]
+        [--bootargs \"...\"] [--timeout SECONDS]
+  itest [FILTER]            the QEMU integration tests
+  soak                      the cache-model property test at 10^5 cases
+  guests                    list the test guests";
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = argv.first().cloned() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &argv[1..];
+    let result = match cmd.as_str() {
+        "build" => xtask::build::build_all().map(|_| 0),
+        "run" => Args::parse(rest).and_then(|a| run::run_cli(&a)),
+        "itest" => itest::run_all(rest.first().map(String::as_str)),
+        "soak" => xtask::soak(),
+        "guests" => {
+            for g in xtask::GUESTS {
+                println!("{g}");
+            }
+            Ok(0)
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Booting the hypervisor with guests on QEMU virt and reading its console.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::demux::{Demux, Piece};
+use crate::dtb::{self, Module};
+use crate::summary::{self, Summary};
+use crate::{build, Args};
+
+pub const QEMU: &str = "qemu-system-aarch64";
+/// Where guest images are loaded in host physical memory (each 16 MiB apart).
+pub const MODULE_BASE: u64 = 0x4800_0000;
+/// Host RAM QEMU gives the machine.
+pub const HOST_RAM: &str = "1G";
+
+/// One guest of a run.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    pub image: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub mem: u64,
+    pub sw: String,
+    pub bootargs: String,
+}
+
+impl GuestSpec {
+    pub fn from_args(a: &Args) -> GuestSpec {
+        GuestSpec {
+            image: a.guest.clone(),
+            name: a.guest.clone(),
+            vcpus: a.vcpus,
+            mem: a.mem,
+            sw: "auto".into(),
+            bootargs: String::new(),
+        }
+    }
+}
+
+/// What a run produced.
+pub struct RunResult {
+    /// Everything the console printed, defmt frames decoded to `[hyp]` lines.
+    pub transcript: String,
+    pub summaries: Vec<Summary>,
+    pub timed_out: bool,
+    pub qemu_ok: bool,
+}
+
+impl RunResult {
+    /// True when QEMU exited by itself and every guest's summary says ok.
+    pub fn all_ok(&self) -> bool {
+        !self.timed_out && self.qemu_ok && !self.summaries.is_empty() && self.summaries.iter().all(|s| s.ok)
+    }
+    pub fn summary(&self, guest: &str) -> Option<&Summary> {
+        self.summaries.iter().find(|s| s.guest == guest)
+    }
+}
+
+pub fn run_cli(a: &Args) -> Result<u8, String> {
+    let r = run(a, &[GuestSpec::from_args(a)], true)?;
+    if r.timed_out {
+        eprintln!("xtask: timed out after {} s", a.timeout_s);
+        return Ok(124);
+    }
+    if r.summaries.is_empty() {
+        eprintln!("xtask: the hypervisor printed no exit summary");
+        return Ok(1);
+    }
+    Ok(if r.all_ok() { 0 } else { 1 })
+}
+
+fn machine_args(a: &Args) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "-M".into(),
+        "virt,virtualization=on,gic-version=2".into(),
+        "-cpu".into(),
+        "cortex-a72".into(),
+        "-smp".into(),
+        a.cpus.to_string(),
+        "-m".into(),
+        HOST_RAM.into(),
+        "-display".into(),
+        "none".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+    ];
+    if std::env::var_os("XTASK_ICOUNT").is_some() {
+        v.extend(["-icount".into(), "shift=0,sleep=off".into()]);
+    }
+    v
+}
+
+fn work_dir() -> PathBuf {
+    let d = build::target_dir().join("run");
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+/// Build everything needed, boot QEMU, and collect the console until QEMU
+/// exits or the timeout passes. With `echo`, the console is shown live.
+pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, String> {
+    let kernel = build::kernel()?;
+    let mut images = Vec::new();
+    for g in guests {
+        let bin = build::guest(&g.image)?;
+        let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
+        images.push((bin, size));
+    }
+    let dir = work_dir();
+    let tag = format!("{}-{}", std::process::id(), guests.first().map(|g| g.name.as_str()).unwrap_or("none"));
+    let dtb_path = dir.join(format!("{tag}.dtb"));
+    let modules: Vec<Module> = guests
+        .iter()
+        .zip(&images)
+        .enumerate()
+        .map(|(i, (g, (_, size)))| Module {
+            name: &g.name,
+            addr: MODULE_BASE + (i as u64) * (16 << 20),
+            size: *size,
+            mem: g.mem,
+            vcpus: g.vcpus,
+            sw: &g.sw,
+            bootargs: &g.bootargs,
+        })
+        .collect();
+    let margs = machine_args(a);
+    dtb::generate(QEMU, &margs, &dtb::chosen_dts(&a.bootargs, &modules), &dtb_path)?;
+
+    let mut cmd = Command::new(QEMU);
+    cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
+    for (m, (bin, _)) in modules.iter().zip(&images) {
+        cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", bin.display(), m.addr));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{QEMU}: {e} (run scripts/setup)"))?;
+
+    let elf = std::fs::read(&kernel).map_err(|e| e.to_string())?;
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+
+    let table = defmt_decoder::Table::parse(&elf).map_err(|e| format!("defmt table: {e}"))?;
+    let mut decoder = table.as_ref().map(|t| t.new_stream_decoder());
+    let mut demux = Demux::default();
+    let mut transcript = String::new();
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
+    let mut timed_out = false;
+    let mut out = std::io::stdout();
+    let mut handle = |bytes: Vec<u8>, transcript: &mut String| {
+        for piece in demux.push(&bytes) {
+            let text = match piece {
+                Piece::Text(t) => String::from_utf8_lossy(&t).replace('\r', ""),
+                Piece::Frame(f) => match decoder.as_mut() {
+                    Some(d) => {
+                        d.received(&f);
+                        let mut s = String::new();
+                        while let Ok(frame) = d.decode() {
+                            s += &format!("[hyp] {}\n", frame.display(false));
+                        }
+                        s
+                    }
+                    None => "[hyp] <defmt frame, no table>\n".into(),
+                },
+            };
+            if echo {
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            transcript.push_str(&text);
+        }
+    };
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(bytes) => handle(bytes, &mut transcript),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break child.wait().map_err(|e| e.to_string())?;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().map_err(|e| e.to_string())?;
+        }
+    };
+    let _ = reader.join();
+    while let Ok(bytes) = rx.try_recv() {
+        handle(bytes, &mut transcript);
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if !err.trim().is_empty() && echo {
+        eprintln!("qemu: {}", err.trim());
+    }
+    if std::env::var_os("XTASK_KEEP").is_none() {
+        let _ = std::fs::remove_file(&dtb_path);
+    }
+    Ok(RunResult {
+        summaries: summary::parse_all(&transcript),
+        transcript,
+        timed_out,
+        qemu_ok: status.success(),
+    })
+}
