@@ -288,7 +288,9 @@ pub struct Channel<T, const N: usize> {
 impl<T, const N: usize> Channel<T, N> {
     /// An empty channel. `N` must be at least 2.
     pub const fn new() -> Self {
-        Channel { queue: heapless::spsc::Queue::new() }
+        Channel {
+            queue: heapless::spsc::Queue::new(),
+        }
     }
 
     /// Queue `msg`, or give it back in [`Full`] when no room is left.
@@ -372,7 +374,10 @@ pub struct Endpoint<Req, Rep, const N: usize> {
 impl<Req, Rep, const N: usize> Endpoint<Req, Rep, N> {
     /// Both channels empty.
     pub const fn new() -> Self {
-        Endpoint { requests: Channel::new(), replies: Channel::new() }
+        Endpoint {
+            requests: Channel::new(),
+            replies: Channel::new(),
+        }
     }
 
     /// Answer waiting requests with `handler`, in order, while the reply
@@ -381,7 +386,9 @@ impl<Req, Rep, const N: usize> Endpoint<Req, Rep, N> {
     pub fn serve(&mut self, mut handler: impl FnMut(Req) -> Rep) -> usize {
         let mut served = 0;
         while !self.replies.is_full() {
-            let Some(req) = self.requests.recv() else { break };
+            let Some(req) = self.requests.recv() else {
+                break;
+            };
             let sent = self.replies.send(handler(req));
             debug_assert!(sent.is_ok(), "room was checked above");
             served += 1;
@@ -435,7 +442,10 @@ mod tests {
     #[test]
     fn vmid_range_is_eight_bits() {
         let mut g = granter().lock().unwrap();
-        assert_eq!(g.grant_vm(VmId::new(256)), Err(GrantError::VmidTooLarge(VmId::new(256))));
+        assert_eq!(
+            g.grant_vm(VmId::new(256)),
+            Err(GrantError::VmidTooLarge(VmId::new(256)))
+        );
         let top = g.grant_vm(VmId::new(255)).unwrap();
         g.revoke(top).unwrap();
     }
@@ -443,16 +453,46 @@ mod tests {
     #[test]
     fn revoke_refuses_mixed_sets() {
         let mut g = granter().lock().unwrap();
-        let VmCaps { stage2: s_a, pod: p_a, cache: c_a, sched: k_a } =
-            g.grant_vm(VmId::new(20)).unwrap();
-        let VmCaps { stage2: s_b, pod: p_b, cache: c_b, sched: k_b } =
-            g.grant_vm(VmId::new(21)).unwrap();
-        let mixed = VmCaps { stage2: s_a, pod: p_b, cache: c_a, sched: k_a };
-        let Err(GrantError::Mixed(back)) = g.revoke(mixed) else { panic!("mixed set accepted") };
+        let VmCaps {
+            stage2: s_a,
+            pod: p_a,
+            cache: c_a,
+            sched: k_a,
+        } = g.grant_vm(VmId::new(20)).unwrap();
+        let VmCaps {
+            stage2: s_b,
+            pod: p_b,
+            cache: c_b,
+            sched: k_b,
+        } = g.grant_vm(VmId::new(21)).unwrap();
+        let mixed = VmCaps {
+            stage2: s_a,
+            pod: p_b,
+            cache: c_a,
+            sched: k_a,
+        };
+        let Err(GrantError::Mixed(back)) = g.revoke(mixed) else {
+            panic!("mixed set accepted")
+        };
         assert!(g.is_granted(VmId::new(20)) && g.is_granted(VmId::new(21)));
-        let VmCaps { stage2: s_a, pod: p_b, cache: c_a, sched: k_a } = back;
-        let a = VmCaps { stage2: s_a, pod: p_a, cache: c_a, sched: k_a };
-        let b = VmCaps { stage2: s_b, pod: p_b, cache: c_b, sched: k_b };
+        let VmCaps {
+            stage2: s_a,
+            pod: p_b,
+            cache: c_a,
+            sched: k_a,
+        } = back;
+        let a = VmCaps {
+            stage2: s_a,
+            pod: p_a,
+            cache: c_a,
+            sched: k_a,
+        };
+        let b = VmCaps {
+            stage2: s_b,
+            pod: p_b,
+            cache: c_b,
+            sched: k_b,
+        };
         assert_eq!(g.revoke(a), Ok(VmId::new(20)));
         assert_eq!(g.revoke(b), Ok(VmId::new(21)));
     }
@@ -464,7 +504,10 @@ mod tests {
         assert_eq!(caps.pod.check(VmId::new(30)), Ok(()));
         assert_eq!(
             caps.pod.check(VmId::new(31)),
-            Err(WrongVm { expected: VmId::new(31), got: VmId::new(30) })
+            Err(WrongVm {
+                expected: VmId::new(31),
+                got: VmId::new(30)
+            })
         );
         g.revoke(caps).unwrap();
     }
@@ -480,7 +523,10 @@ mod tests {
         assert_eq!(ch.send(99), Err(Full(99)));
         assert_eq!(ch.recv(), Some(0));
         ch.send(3).unwrap();
-        assert_eq!((ch.recv(), ch.recv(), ch.recv(), ch.recv()), (Some(1), Some(2), Some(3), None));
+        assert_eq!(
+            (ch.recv(), ch.recv(), ch.recv(), ch.recv()),
+            (Some(1), Some(2), Some(3), None)
+        );
         assert!(ch.is_empty());
     }
 

@@ -1,30 +1,16 @@
-//! Trap dispatch: decode what the guest did, act on it, and return to it (or
-//! to another vCPU).
+//! Trap dispatch: decode what the guest did, hand it to the component that
+//! owns it, apply the reply, then [`hyp::leave`] runs what comes next.
 
-use crate::arch::{self, el1, sysreg_read, sysreg_write, TrapFrame};
-use crate::vm::{self, Vm, VcpuState};
-use crate::{Hyp, HYP};
+use cache_maint::{Request as CmRequest, VcpuId};
+use pod::{Outcome, PodError};
+use stage2_pager::LeafSize;
 use trap::hypercall::{self, psci, Call, HypCall, PsciCall};
 use trap::{DataAbort, FaultKind, Trap};
+use vcpu_sched::{BlockKind, Scheduler, VcpuRef};
 
-/// Load vCPU (`vm`, `vcpu`)'s EL1 state and stage-2 onto this pCPU.
-fn load(h: &Hyp, vmi: usize, vci: usize) {
-    let v = &h.vms[vmi];
-    sysreg_write!("vttbr_el2", v.vttbr());
-    v.vcpus[vci].el1.restore();
-    arch::isb();
-}
-
-pub fn start_first() -> ! {
-    let frame = {
-        let mut g = HYP.lock();
-        let h = g.as_mut().unwrap();
-        load(h, 0, 0);
-        h.current = (0, 0);
-        h.vms[0].vcpus[0].frame
-    };
-    arch::enter_guest(arch::cpu_id(), &frame)
-}
+use crate::arch::{self, el1, sysreg_read, TrapFrame};
+use crate::hyp::{self, Hyp, HYP};
+use crate::vm::Power;
 
 /// Advance the guest PC past the trapped instruction.
 fn skip(frame: &mut TrapFrame, esr: u64) {
@@ -33,97 +19,144 @@ fn skip(frame: &mut TrapFrame, esr: u64) {
 
 #[unsafe(no_mangle)]
 extern "C" fn lower_sync(frame: &mut TrapFrame) {
+    let pcpu = arch::cpu_id();
     let esr = sysreg_read!("esr_el2");
     let far = sysreg_read!("far_el2");
     let hpfar = sysreg_read!("hpfar_el2");
-    let mut g = HYP.lock();
-    let h = g.as_mut().expect("trap before boot finished");
-    let (vmi, _vci) = h.current;
+    {
+        let mut g = HYP.lock();
+        let h = g.as_mut().expect("trap before boot finished");
+        if let Some(v) = h.vcpu_ref(pcpu) {
+            handle(h, pcpu, v, frame, esr, far, hpfar);
+        }
+    }
+    hyp::leave(pcpu, frame);
+}
+
+fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64, far: u64, hpfar: u64) {
+    let vmi = v.vm as usize;
     // AArch32 guests: a trapped instruction whose condition fails is skipped.
     if frame.spsr & (1 << 4) != 0 && !trap::cond_passed(esr, frame.spsr) {
         skip(frame, esr);
         return;
     }
-    let vm = &mut h.vms[vmi];
     match trap::decode(esr, far, hpfar) {
         Trap::Hvc { .. } => {
-            vm.counters.hvc += 1;
-            call(vm, frame);
+            h.vms[vmi].counters.hvc += 1;
+            call(h, v, frame);
         }
         Trap::Smc { .. } => {
             skip(frame, esr);
-            call(vm, frame);
+            call(h, v, frame);
         }
-        Trap::SetWay { op: _, rt: _ } => {
-            vm.counters.sw_traps += 1;
-            // Emulated as clean+invalidate by address of this VM's own memory,
-            // never executed as-is (SWIO-style): one guest's invalidate can't
-            // drop another guest's dirty lines.
-            if !vm.cleaned_since_toggle {
-                clean_vm(vm);
-                vm.cleaned_since_toggle = true;
-            }
+        Trap::SetWay { op, rt } => {
+            let op = match op {
+                trap::SwOp::Isw => cache_maint::SwOp::Isw,
+                trap::SwOp::Csw => cache_maint::SwOp::Csw,
+                trap::SwOp::Cisw => cache_maint::SwOp::Cisw,
+            };
+            let level = trap::sw_level(frame.reg(rt));
             skip(frame, esr);
+            cache_request(h, pcpu, v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
         }
         Trap::VmReg { reg, rt, rt2, write: true } => {
-            vm.counters.tvm_traps += 1;
-            let mut v = frame.reg(rt);
+            let mut value = frame.reg(rt);
             if let Some(r2) = rt2 {
-                v = (v & 0xffff_ffff) | (frame.reg(r2) << 32);
+                value = (value & 0xffff_ffff) | (frame.reg(r2) << 32);
             }
-            let caches_on = |s: u64| s & 0b101 == 0b101;
-            let before = caches_on(el1::sctlr_el1());
-            el1::write_vmreg(reg, v);
-            if reg.is_sctlr() && caches_on(el1::sctlr_el1()) != before {
-                // The guest turned its caches on or off: clean again.
-                clean_vm(vm);
-                vm.cleaned_since_toggle = false;
-            }
+            let old = el1::sctlr_el1();
+            el1::write_vmreg(reg, value);
+            let (policy_reg, value) = if reg.is_sctlr() {
+                (cache_maint::VmReg::Sctlr, el1::sctlr_el1())
+            } else {
+                (cache_maint::VmReg::Other(0), value)
+            };
             skip(frame, esr);
+            cache_request(h, pcpu, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
         }
-        Trap::DataAbort(da) => data_abort(vm, frame, &da, esr),
+        Trap::DataAbort(da) => data_abort(h, v, frame, &da),
         Trap::InstrAbort(ia) => {
-            vm.counters.stage2_faults += 1;
-            crate::kprintln!("hyp: guest {}: instruction fetch outside its memory at IPA {:#x} ({:?})", vm.name, ia.ipa, ia.fault);
-            stop_vm(h, false, frame);
+            let da = DataAbort { ipa: ia.ipa, far: ia.far, far_valid: ia.far_valid, write: false, access: None, fault: ia.fault, s1ptw: ia.s1ptw, cache_maint: false, ext_abort: false };
+            data_abort(h, v, frame, &da)
         }
-        Trap::Wfx { .. } => skip(frame, esr),
+        Trap::Wfx { .. } => {
+            // No virtual interrupts yet: a WFI/WFE is a yield.
+            skip(frame, esr);
+            let _ = h.sched.pick_next(pcpu);
+        }
         other => {
-            crate::kprintln!("hyp: guest {}: unhandled trap {:?} (ESR {:#x}) at PC {:#x}; stopping it", vm.name, other, esr, frame.elr);
-            stop_vm(h, false, frame);
+            crate::kprintln!(
+                "hyp: guest {}: unhandled trap {:?} (ESR {:#x}) at PC {:#x}; stopping it",
+                h.vms[vmi].name,
+                other,
+                esr,
+                frame.elr
+            );
+            h.finish_vm(vmi, false);
         }
     }
-    if h.vms[h.current.0].finished() {
-        reschedule(h, frame);
+}
+
+/// Hand a set/way or VM-register trap to cache-maint and apply its reply.
+fn cache_request(h: &mut Hyp, pcpu: usize, v: VcpuRef, req: CmRequest) {
+    let vmi = v.vm as usize;
+    let vm = &mut h.vms[vmi];
+    let (mut hw, mut tlb) = (vm.hw(), vm.hw());
+    let r = vm.cm.handle(req, &mut cache_maint::Hw { cache: &mut hw, source: &mut vm.pager, tlb: &mut tlb });
+    match r {
+        Ok(reply) => {
+            if reply.sw_first_seen {
+                let _ = h.sched.report_set_way(v.vm);
+            }
+            // New TSW/TVM bits; a pending clean runs in `leave` before the
+            // vCPU may resume.
+            h.refresh_hcr(pcpu);
+        }
+        Err(e) => {
+            crate::kprintln!("hyp: guest {}: cache-maint error: {}", vm.name, e);
+            h.finish_vm(vmi, false);
+        }
     }
 }
 
-fn clean_vm(vm: &mut Vm) {
-    arch::dc_range(arch::DcOp::CleanInval, vm.ram_pa, vm.ram_size);
-    vm.counters.cleans += 1;
-    vm.counters.cleaned_bytes += vm.ram_size;
-}
-
-fn data_abort(vm: &mut Vm, frame: &mut TrapFrame, da: &DataAbort, _esr: u64) {
+fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
+    let vmi = v.vm as usize;
+    let vm = &mut h.vms[vmi];
     vm.counters.stage2_faults += 1;
-    let stage2_fault = matches!(da.fault, FaultKind::Translation(_) | FaultKind::AccessFlag(_) | FaultKind::Permission(_));
-    if stage2_fault && !vm.in_ram(da.ipa) {
-        // Outside guest RAM and no device there: the guest gets an abort.
-        defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", da.ipa);
-        el1::inject_data_abort(frame, da.far, da.write);
-        return;
+    match da.fault {
+        FaultKind::AccessFlag(_) => {
+            if vm.pager.handle_access_fault(da.ipa).is_err() {
+                el1::inject_data_abort(frame, da.far, da.write);
+            }
+        }
+        FaultKind::Translation(_) => {
+            let mut hw = vm.hw();
+            match vm.pod.fault(&mut vm.pager, &mut hw, da.ipa) {
+                Ok(Outcome::Populated { size, .. }) => match size {
+                    LeafSize::Block2M => vm.counters.pod_2m += 1,
+                    LeafSize::Page4K => vm.counters.pod_4k += 1,
+                },
+                Ok(Outcome::AlreadyMapped | Outcome::Retry) => {}
+                Err(PodError::OutsideRam { ipa }) => {
+                    defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", ipa);
+                    el1::inject_data_abort(frame, da.far, da.write);
+                }
+                Err(e) => {
+                    crate::kprintln!("hyp: guest {}: stopped: {:?} (guest memory could not be populated)", vm.name, e);
+                    h.finish_vm(vmi, false);
+                }
+            }
+        }
+        _ => {
+            defmt::info!("guest stage-2 fault {=u8:#x} at IPA {=u64:#x}: abort injected", da.fault.fsc(), da.ipa);
+            el1::inject_data_abort(frame, da.far, da.write);
+        }
     }
-    crate::kprintln!(
-        "hyp: guest {}: unexpected stage-2 fault at IPA {:#x} ({:?}); injecting an abort",
-        vm.name,
-        da.ipa,
-        da.fault
-    );
-    el1::inject_data_abort(frame, da.far, da.write);
 }
 
 /// A hypercall or PSCI call (HVC or SMC conduit).
-fn call(vm: &mut Vm, frame: &mut TrapFrame) {
+fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
+    let vmi = v.vm as usize;
     let ret = match hypercall::classify(frame.x[0], frame.x[1], frame.x[2], frame.x[3]) {
         Call::Hyp(HypCall::Putc(b)) => {
             crate::console::lock().guest_byte(b);
@@ -143,20 +176,34 @@ fn call(vm: &mut Vm, frame: &mut TrapFrame) {
             defmt::info!("guest report {=u32} = {=u64}", key as u32, value);
             hypercall::HC_OK
         }
-        Call::Hyp(HypCall::Exit { status }) => {
-            return finish(vm, status == 0, frame);
-        }
-        Call::Psci(PsciCall::SystemOff) => return finish(vm, true, frame),
+        Call::Hyp(HypCall::Exit { status }) => return h.finish_vm(vmi, status == 0),
+        Call::Psci(PsciCall::SystemOff) => return h.finish_vm(vmi, true),
         Call::Psci(PsciCall::SystemReset) => {
-            crate::kprintln!("hyp: guest {} asked for a reset; stopping it (reset is not supported yet)", vm.name);
-            return finish(vm, false, frame);
+            crate::kprintln!("hyp: guest {} asked for a reset; stopping it (reset is not supported yet)", h.vms[vmi].name);
+            return h.finish_vm(vmi, false);
         }
         Call::Psci(PsciCall::Version) => 0x0001_0000, // PSCI 1.0
-        Call::Psci(PsciCall::MigrateInfoType) => 2,    // no migration needed
+        Call::Psci(PsciCall::MigrateInfoType) => 2,    // trusted OS not present
         Call::Psci(PsciCall::Features { fid }) => match fid {
-            psci::VERSION | psci::CPU_OFF | psci::SYSTEM_OFF | psci::SYSTEM_RESET | psci::FEATURES => 0,
+            psci::VERSION | psci::CPU_OFF | psci::CPU_ON_32 | psci::CPU_ON_64 | psci::AFFINITY_INFO_32
+            | psci::AFFINITY_INFO_64 | psci::SYSTEM_OFF | psci::SYSTEM_RESET | psci::FEATURES
+            | psci::MIGRATE_INFO_TYPE => 0,
             _ => psci::ret(psci::NOT_SUPPORTED),
         },
+        Call::Psci(PsciCall::CpuOn { target, entry, context_id }) => cpu_on(h, vmi, target, entry, context_id),
+        Call::Psci(PsciCall::CpuOff) => {
+            h.vms[vmi].vcpus[v.vcpu as usize].power = Power::Off;
+            let _ = h.sched.block(v, BlockKind::Off);
+            return;
+        }
+        Call::Psci(PsciCall::AffinityInfo { target, lowest_level }) => {
+            let vm = &h.vms[vmi];
+            match vcpu_of(target).filter(|&i| i < vm.vcpus.len() && lowest_level == 0) {
+                Some(i) if vm.vcpus[i].power == Power::On => 0,
+                Some(_) => 1,
+                None => psci::ret(psci::INVALID_PARAMETERS),
+            }
+        }
         Call::Psci(_) => psci::ret(psci::NOT_SUPPORTED),
         Call::Invalid(_) => hypercall::HC_INVALID_PARAMETERS,
         Call::Unknown(_) => hypercall::HC_NOT_SUPPORTED,
@@ -164,47 +211,49 @@ fn call(vm: &mut Vm, frame: &mut TrapFrame) {
     frame.x[0] = ret;
 }
 
-fn finish(vm: &mut Vm, ok: bool, _frame: &mut TrapFrame) {
-    vm.exit_ok = Some(ok);
-    for v in vm.vcpus.iter_mut() {
-        v.state = VcpuState::Stopped;
-    }
-    vm::print_summary(vm);
-    // With every guest finished, power off. Otherwise the next runnable vCPU
-    // is picked by `lower_sync`'s caller path.
+/// The vCPU index an MPIDR names (Aff0; our vCPUs have Aff1..3 = 0).
+fn vcpu_of(mpidr: u64) -> Option<usize> {
+    (mpidr & 0xff_ffff_ff00 == 0).then_some((mpidr & 0xff) as usize)
 }
 
-fn stop_vm(h: &mut Hyp, ok: bool, frame: &mut TrapFrame) {
-    let vmi = h.current.0;
-    finish(&mut h.vms[vmi], ok, frame);
-    reschedule(h, frame);
-}
-
-/// After a guest stopped: run another runnable vCPU, or power off.
-fn reschedule(h: &mut Hyp, frame: &mut TrapFrame) {
-    for (vmi, vm) in h.vms.iter().enumerate() {
-        if let Some(vci) = vm.vcpus.iter().position(|v| v.state == VcpuState::Runnable) {
-            load(h, vmi, vci);
-            h.current = (vmi, vci);
-            *frame = h.vms[vmi].vcpus[vci].frame;
-            return;
-        }
+fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64 {
+    let vm = &mut h.vms[vmi];
+    let Some(i) = vcpu_of(target).filter(|&i| i < vm.vcpus.len()) else {
+        return psci::ret(psci::INVALID_PARAMETERS);
+    };
+    if vm.vcpus[i].power == Power::On {
+        return psci::ret(psci::ALREADY_ON);
     }
-    crate::kprintln!("hyp: all guests stopped; powering off");
-    crate::system_off()
+    let (mut hw, mut tlb) = (vm.hw(), vm.hw());
+    let _ = vm.cm.handle(
+        CmRequest::Reset { vcpu: VcpuId(i as u8) },
+        &mut cache_maint::Hw { cache: &mut hw, source: &mut vm.pager, tlb: &mut tlb },
+    );
+    vm.vcpus[i].reset(i, entry, context);
+    let _ = h.sched.wake(VcpuRef::new(vmi as u8, i as u8));
+    0
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn lower_irq(_frame: &mut TrapFrame) {}
+extern "C" fn lower_irq(frame: &mut TrapFrame) {
+    let pcpu = arch::cpu_id();
+    hyp::poll_tick(pcpu);
+    hyp::leave(pcpu, frame);
+}
 
 #[unsafe(no_mangle)]
 extern "C" fn lower_serror(frame: &mut TrapFrame) {
+    let pcpu = arch::cpu_id();
     let esr = sysreg_read!("esr_el2");
-    let mut g = HYP.lock();
-    let h = g.as_mut().unwrap();
-    let vmi = h.current.0;
-    crate::kprintln!("hyp: guest {}: SError (ESR {:#x}); stopping it", h.vms[vmi].name, esr);
-    stop_vm(h, false, frame);
+    {
+        let mut g = HYP.lock();
+        let h = g.as_mut().unwrap();
+        if let Some(v) = h.vcpu_ref(pcpu) {
+            crate::kprintln!("hyp: guest {}: SError (ESR {:#x}); stopping it", h.vms[v.vm as usize].name, esr);
+            h.finish_vm(v.vm as usize, false);
+        }
+    }
+    hyp::leave(pcpu, frame);
 }
 
 #[unsafe(no_mangle)]

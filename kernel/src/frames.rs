@@ -60,10 +60,6 @@ impl FrameAlloc {
         }
         None
     }
-
-    pub fn free_bytes(&self) -> u64 {
-        self.free.iter().map(|r| r.end - r.base).sum()
-    }
 }
 
 pub mod spin_cell {

@@ -12,30 +12,27 @@ mod arch;
 mod exits;
 mod frames;
 mod heap;
+mod hw;
+mod hyp;
+mod irq;
 mod vm;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch::mmu::El2Map;
-use frames::spin_cell::SpinCell;
 use frames::FRAMES;
-use vm::Vm;
+use hyp::{Hyp, HYP, IRQS, MAX_PCPUS};
+use vcpu_sched::Scheduler;
 
 /// Where QEMU places the DTB for a non-Linux image: the base of RAM.
 const DTB_FALLBACK: u64 = 0x4000_0000;
 const FDT_MAGIC: u32 = 0xd00d_feed;
 
-/// Everything the trap handlers share. One lock: the hypervisor runs on one
-/// pCPU at a time inside it (see the README's status table for SMP).
-pub struct Hyp {
-    pub vms: Vec<Vm>,
-    /// Index of the VM and vCPU running on pCPU 0.
-    pub current: (usize, usize),
-}
-
-pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
 static PANICKING: AtomicBool = AtomicBool::new(false);
+static mut EL2_MAP: Option<El2Map> = None;
+/// GIC distributor and CPU interface, for the secondaries.
+static mut GIC: (u64, u64) = (0, 0);
 
 fn halt() -> ! {
     loop {
@@ -98,32 +95,100 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
 
     // The EL2 MMU and caches go on before any lock or atomic is used.
     let ram: heapless::Vec<(u64, u64), 8> = cfg.ram.iter().copied().collect();
-    let map = alloc::boxed::Box::leak(alloc::boxed::Box::new(El2Map::new(&ram)));
+    // SAFETY: boot runs on pCPU 0 alone; secondaries read EL2_MAP only after
+    // they are started below.
+    let map = unsafe { (*core::ptr::addr_of_mut!(EL2_MAP)).insert(El2Map::new(&ram)) };
     map.enable();
     console::enable_locking();
     arch::install_vectors();
     defmt::info!("EL2 MMU on, {=usize} KiB heap used", heap::used() / 1024);
 
+    let gic = cfg.gic.as_ref().and_then(|g| Some((g.gicd.0, g.gicc?.0)));
+    let Some(gic) = gic else {
+        kprintln!("hyp: boot stopped: the device tree has no GICv2 (distributor and CPU interface)");
+        system_off();
+    };
+    // SAFETY: written once here, before any secondary starts.
+    unsafe { *core::ptr::addr_of_mut!(GIC) = gic };
+
     let (img_start, img_end) = arch::image_range();
-    let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
+    let mut reserved: heapless::Vec<(u64, u64), 24> = heapless::Vec::new();
     let _ = reserved.push((img_start, img_end - img_start));
     let _ = reserved.push((dtb.as_ptr() as u64, dtb.len() as u64));
+    for r in cfg.reserved.iter() {
+        let _ = reserved.push(*r);
+    }
     for g in cfg.guests.iter() {
-        let _ = reserved.push((g.image.0, g.image.1));
+        let _ = reserved.push(g.image);
+        if let Some(r) = g.ramdisk {
+            let _ = reserved.push(r);
+        }
     }
     FRAMES.lock().init(&ram, &reserved);
 
-    arch::sysreg_write!("vtcr_el2", vm::VTCR);
+    let pcpus = (cfg.cpus as usize).clamp(1, MAX_PCPUS);
+    let policy = match cfg.sched {
+        bootcfg::SchedKind::Rr => vcpu_sched::SchedPolicy::Rr,
+        bootcfg::SchedKind::Pinned => vcpu_sched::SchedPolicy::Pinned,
+        bootcfg::SchedKind::Null => vcpu_sched::SchedPolicy::Null,
+    };
+    let pin = match cfg.hwdom_pin {
+        bootcfg::HwdomPin::Auto => vcpu_sched::HwdomPin::Auto,
+        bootcfg::HwdomPin::On => vcpu_sched::HwdomPin::On,
+        bootcfg::HwdomPin::Off => vcpu_sched::HwdomPin::Off,
+    };
+    let mut sched = match vcpu_sched::AnySched::new(policy, pcpus, pin) {
+        Ok(s) => s,
+        Err(e) => {
+            kprintln!("hyp: boot stopped: {}", e);
+            system_off();
+        }
+    };
+
+    arch::sysreg_write!("vtcr_el2", stage2_pager::A64_VTCR_BITS | (2 << 16));
+    let Some(mut granter) = capabilities::Granter::take() else {
+        kprintln!("hyp: boot stopped: capabilities already granted");
+        system_off();
+    };
     let mut vms = Vec::new();
     for (i, g) in cfg.guests.iter().enumerate() {
-        let id = i as u16 + 1;
-        let Some(pa) = FRAMES.lock().alloc(g.mem_bytes, 2 << 20) else {
-            kprintln!("hyp: not enough RAM for guest {} ({} MiB)", g.name.as_str(), g.mem_bytes >> 20);
-            system_off();
+        let sw = match g.sw {
+            bootcfg::SwMode::Yes => cache_maint::SwMode::Yes,
+            bootcfg::SwMode::No => cache_maint::SwMode::No,
+            bootcfg::SwMode::Auto => cache_maint::SwMode::Auto,
         };
-        match vm::create(id, g.name.as_str(), pa, g.mem_bytes, g.image, g.vcpus) {
+        let spec = vm::Spec {
+            name: g.name.as_str(),
+            image: g.image,
+            mem: g.mem_bytes,
+            pool: g.pool_bytes.unwrap_or(g.mem_bytes),
+            vcpus: g.vcpus,
+            sw,
+            slice_bytes: cfg.slice_bytes,
+        };
+        let caps = match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
+            Ok(c) => c,
+            Err(e) => {
+                kprintln!("hyp: boot stopped: {}", e);
+                system_off();
+            }
+        };
+        let alloc = |size, align| FRAMES.lock().alloc(size, align);
+        match vm::create(caps, &spec, alloc) {
             Ok(v) => {
-                defmt::info!("guest {=str}: {=u64} MiB RAM at PA {=u64:#x}, {=u32} vCPUs", g.name.as_str(), g.mem_bytes >> 20, pa, g.vcpus);
+                defmt::info!(
+                    "guest {=str}: {=u64} MiB RAM, pool {=u64} MiB, {=u32} vCPUs, sw={=str}",
+                    g.name.as_str(),
+                    g.mem_bytes >> 20,
+                    spec.pool.min(spec.mem) >> 20,
+                    g.vcpus,
+                    sw.as_str()
+                );
+                if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, false) {
+                    kprintln!("hyp: boot stopped: {}", e);
+                    system_off();
+                }
+                let _ = sched.wake(vcpu_sched::VcpuRef::new(i as u8, 0));
                 vms.push(v)
             }
             Err(e) => {
@@ -136,13 +201,37 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
-    *HYP.lock() = Some(Hyp { vms, current: (0, 0) });
-    exits::start_first()
+    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS] });
+
+    // Start the other pCPUs through the firmware's PSCI.
+    for (i, c) in cfg.cpu_list.iter().enumerate().take(pcpus).skip(1) {
+        let r = arch::smc(trap::hypercall::psci::CPU_ON_64 as u64, c.mpidr, arch::secondary_entry(), i as u64);
+        if r != 0 {
+            kprintln!("hyp: pCPU {} did not start (PSCI {})", i, r as i64);
+        }
+    }
+    run_pcpu(0)
+}
+
+/// Per-pCPU start: interrupts and the tick, then the first guest.
+fn run_pcpu(cpu: usize) -> ! {
+    // SAFETY: GIC was written by pCPU 0 before any secondary started.
+    let (gicd, gicc) = unsafe { *core::ptr::addr_of!(GIC) };
+    *IRQS[cpu].lock() = Some(irq::Irq::init(gicd, gicc));
+    let mut frame = arch::TrapFrame::default();
+    hyp::leave(cpu, &mut frame);
+    arch::enter_guest(cpu, &frame)
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn secondary_main(_cpu: u64) -> ! {
-    halt()
+extern "C" fn secondary_main(cpu: u64) -> ! {
+    // SAFETY: EL2_MAP was set up by pCPU 0 before it started this pCPU.
+    let map = unsafe { (*core::ptr::addr_of!(EL2_MAP)).as_ref() }.expect("EL2 map");
+    map.enable_secondary();
+    arch::install_vectors();
+    arch::sysreg_write!("vtcr_el2", stage2_pager::A64_VTCR_BITS | (2 << 16));
+    defmt::info!("pCPU {=u64} up", cpu);
+    run_pcpu(cpu as usize)
 }
 
 #[panic_handler]

@@ -1,32 +1,31 @@
-//! Virtual machines: their stage-2 tables, vCPUs, counters, and the exit
-//! summary.
+//! Virtual machines: the components each one is wired to (stage-2 pager,
+//! PoD pool, cache-maintenance service), its vCPUs and counters, and the
+//! exit summary.
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use aarch64_paging::descriptor::{PhysicalAddress, Stage2Attributes as S2};
-use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable, Stage2, Translation};
-use aarch64_paging::Mapping;
+use aarch64_paging::paging::{PageTable, Translation};
+use cache_maint::{CacheMaint, VcpuId, VmConfig};
+use capabilities::VmCaps;
+use pod::{Mode, Pod, PodConfig};
+use stage2_pager::{A64Table, Pager};
 
 use crate::arch::el1::El1Regs;
-use crate::arch::TrapFrame;
+use crate::arch::{FpRegs, TrapFrame};
+use crate::hw::KernelHw;
 
 /// Guest RAM starts here in every guest's IPA space (as on QEMU virt).
 pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
 /// A guest image is placed this far into its RAM (the arm64 Image offset).
 pub const GUEST_IMAGE_OFFSET: u64 = 0x8_0000;
 
-/// VTCR_EL2: T0SZ=25 (39-bit IPA), SL0=1 (start at level 1), WBWA inner
-/// and outer, inner shareable, 4 KiB granule, PS=40 bits, RES1 bit 31.
-pub const VTCR: u64 = 25 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16) | (1 << 31);
-
-/// HCR_EL2 bits for every guest: VM, SWIO, FMO, IMO, AMO, TSC, TSW, TVM, RW.
-pub const HCR_VM: u64 = 1 << 0;
-pub const HCR_SWIO: u64 = 1 << 1;
-pub const HCR_TSC: u64 = 1 << 19;
+/// HCR_EL2 bits every guest runs with: VM, SWIO, FMO, IMO, AMO, TSC, RW.
+/// TSW and TVM come from the cache-maintenance service.
+pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 31);
 pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
-pub const HCR_RW: u64 = 1 << 31;
 
 /// Stage-2 tables come from the kernel heap, which EL2 maps 1:1.
 pub struct HeapTables;
@@ -42,131 +41,183 @@ impl Translation<S2> for HeapTables {
     }
 }
 
-pub const NORMAL_RW: S2 = S2::VALID
-    .union(S2::MEMATTR_NORMAL_INNER_WB)
-    .union(S2::MEMATTR_NORMAL_OUTER_WB)
-    .union(S2::S2AP_ACCESS_RW)
-    .union(S2::SH_INNER)
-    .union(S2::ACCESS_FLAG);
+pub type GuestPager = Pager<A64Table<HeapTables>>;
 
 #[derive(Clone, Copy, Default)]
 pub struct Counters {
-    pub sw_traps: u64,
-    pub tvm_traps: u64,
     pub stage2_faults: u64,
     pub hvc: u64,
-    pub cleans: u64,
-    pub cleaned_bytes: u64,
+    pub pod_2m: u64,
+    pub pod_4k: u64,
+    pub migrations: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum VcpuState {
+pub enum Power {
     Off,
-    Runnable,
-    Stopped,
+    On,
 }
 
 pub struct Vcpu {
     pub frame: TrapFrame,
     pub el1: El1Regs,
-    pub state: VcpuState,
+    pub fp: FpRegs,
+    pub power: Power,
+    pub last_pcpu: Option<usize>,
+}
+
+impl Vcpu {
+    fn new(index: usize) -> Vcpu {
+        Vcpu {
+            frame: TrapFrame::default(),
+            el1: El1Regs::reset(HCR_BASE, (1 << 31) | index as u64),
+            fp: FpRegs::default(),
+            power: Power::Off,
+            last_pcpu: None,
+        }
+    }
+
+    /// Power on at `entry` with `x0 = context`, MMU and caches off.
+    pub fn reset(&mut self, index: usize, entry: u64, context: u64) {
+        let last = self.last_pcpu;
+        *self = Vcpu::new(index);
+        self.last_pcpu = last;
+        self.frame.elr = entry;
+        self.frame.x[0] = context;
+        self.frame.spsr = 0x3c5; // EL1h, DAIF masked
+        self.power = Power::On;
+    }
 }
 
 pub struct Vm {
-    pub id: u16,
     pub name: heapless::String<16>,
-    pub ram_ipa: u64,
-    pub ram_size: u64,
-    /// Host physical base of the (contiguous, eager) guest RAM.
-    pub ram_pa: u64,
-    pub stage2: Mapping<HeapTables, Stage2>,
+    pub pager: GuestPager,
+    pub pod: Pod,
+    pub cm: CacheMaint,
     pub vcpus: Vec<Vcpu>,
     pub counters: Counters,
     pub exit_ok: Option<bool>,
-    /// Set/way policy state: caches were cleaned since the guest last
-    /// turned them on or off.
-    pub cleaned_since_toggle: bool,
+}
+
+/// How a guest is built, from the boot configuration.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub image: (u64, u64),
+    pub mem: u64,
+    pub pool: u64,
+    pub vcpus: u32,
+    pub sw: cache_maint::SwMode,
+    pub slice_bytes: u64,
 }
 
 impl Vm {
-    pub fn vttbr(&self) -> u64 {
-        self.stage2.root_address().0 as u64 | ((self.id as u64) << 48)
+    pub fn hw(&self) -> KernelHw {
+        KernelHw { vttbr: self.vttbr() }
     }
 
-    pub fn in_ram(&self, ipa: u64) -> bool {
-        ipa >= self.ram_ipa && ipa - self.ram_ipa < self.ram_size
+    pub fn vttbr(&self) -> u64 {
+        self.pager.vttbr()
     }
 
     pub fn finished(&self) -> bool {
         self.exit_ok.is_some()
     }
+
+    /// The HCR_EL2 value vCPU `v` runs with now.
+    pub fn hcr(&self, v: usize) -> u64 {
+        let t = self.cm.hcr(VcpuId(v as u8)).unwrap_or(cache_maint::Hcr { tsw: true, tvm: true });
+        HCR_BASE | if t.tsw { HCR_TSW } else { 0 } | if t.tvm { HCR_TVM } else { 0 }
+    }
 }
 
-/// Create a VM whose RAM is `ram_size` bytes of contiguous host memory at
-/// `ram_pa`, mapped eagerly at [`GUEST_RAM_IPA`], with `image` copied to
-/// its image offset.
-pub fn create(id: u16, name: &str, ram_pa: u64, ram_size: u64, image: (u64, u64), vcpus: u32) -> Result<Vm, &'static str> {
-    if image.1 > ram_size - GUEST_IMAGE_OFFSET {
+/// Build a VM from its capabilities: an empty stage-2 table, a PoD pool of
+/// `pool` bytes of host RAM (taken with `alloc`), the guest image populated
+/// and copied in, and vCPU 0 ready at the image entry.
+pub fn create(
+    caps: VmCaps,
+    spec: &Spec,
+    mut alloc: impl FnMut(u64, u64) -> Option<u64>,
+) -> Result<Vm, &'static str> {
+    let VmCaps { stage2, pod, .. } = caps;
+    if spec.image.1 > spec.mem.saturating_sub(GUEST_IMAGE_OFFSET) {
         return Err("guest image larger than its RAM");
     }
-    let mut stage2 = Mapping::new(HeapTables, 1, Stage2);
-    let range = MemoryRegion::new(GUEST_RAM_IPA as usize, (GUEST_RAM_IPA + ram_size) as usize);
-    stage2
-        .map_range(&range, PhysicalAddress(ram_pa as usize), NORMAL_RW, Constraints::empty())
-        .map_err(|_| "stage-2 map failed")?;
-    // SAFETY: [ram_pa, +ram_size) was allocated for this guest alone and is
-    // mapped at EL2; the image range is a module the DTB describes, which
-    // lies outside every allocation.
-    unsafe {
-        core::ptr::write_bytes(ram_pa as *mut u8, 0, ram_size as usize);
-        core::ptr::copy_nonoverlapping(
-            image.0 as *const u8,
-            (ram_pa + GUEST_IMAGE_OFFSET) as *mut u8,
-            image.1 as usize,
-        );
-    }
-    crate::arch::dc_range(crate::arch::DcOp::Clean, ram_pa, ram_size);
-    crate::arch::ic_iallu_is();
-    let hcr = HCR_VM | HCR_SWIO | HCR_TSC | HCR_TSW | HCR_TVM | HCR_RW;
-    let entry = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
-    let vcpus = (0..vcpus)
-        .map(|i| {
-            let mut frame = TrapFrame::default();
-            frame.elr = entry;
-            frame.spsr = 0x3c5;
-            Vcpu {
-                frame,
-                el1: El1Regs::reset(hcr, (1 << 31) | i as u64),
-                state: if i == 0 { VcpuState::Runnable } else { VcpuState::Off },
-            }
-        })
-        .collect();
-    let mut n = heapless::String::new();
-    let _ = n.push_str(&name[..name.len().min(16)]);
-    Ok(Vm {
-        id,
-        name: n,
-        ram_ipa: GUEST_RAM_IPA,
-        ram_size,
-        ram_pa,
-        stage2,
-        vcpus,
+    let pager = Pager::new(stage2, A64Table::new(HeapTables), GUEST_RAM_IPA).map_err(|_| "stage-2 pager refused")?;
+    let eager = spec.sw == cache_maint::SwMode::No;
+    let mode = if eager { Mode::Eager } else { Mode::OnDemand };
+    let mut pod = Pod::new(pod, PodConfig::new(GUEST_RAM_IPA, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
+    // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
+    let pool = if eager { spec.mem } else { spec.pool.min(spec.mem) };
+    let pa = alloc(pool, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?;
+    pod.grant(pa, pool).map_err(|_| "PoD refused the pool grant")?;
+    let cfg = VmConfig {
+        vcpus: spec.vcpus as u8,
+        sw: spec.sw,
+        slice_bytes: spec.slice_bytes,
+        ..VmConfig::new(spec.vcpus as u8)
+    };
+    let cm = CacheMaint::new(cfg).map_err(|_| "cache-maint refused the VM configuration")?;
+    let mut vm = Vm {
+        name: {
+            let mut n = heapless::String::new();
+            let _ = n.push_str(&spec.name[..spec.name.len().min(16)]);
+            n
+        },
+        pager,
+        pod,
+        cm,
+        vcpus: (0..spec.vcpus as usize).map(Vcpu::new).collect(),
         counters: Counters::default(),
         exit_ok: None,
-        cleaned_since_toggle: false,
-    })
+    };
+    let mut hw = vm.hw();
+    vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
+    load_image(&mut vm, spec.image)?;
+    let entry = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
+    vm.vcpus[0].reset(0, entry, 0);
+    Ok(vm)
+}
+
+/// Populate the image's pages (4 KiB, or 2 MiB where a whole block is
+/// covered) and copy the image in, page by page through the stage-2 map.
+fn load_image(vm: &mut Vm, (src, len): (u64, u64)) -> Result<(), &'static str> {
+    let ipa = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
+    let mut hw = vm.hw();
+    let filled = vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "no memory for the guest image")?;
+    vm.counters.pod_2m += filled.blocks;
+    vm.counters.pod_4k += filled.pages;
+    let mut off = 0;
+    while off < len {
+        let (pa, _) = vm.pager.translate(ipa + off).ok_or("image page not mapped")?;
+        let n = (hwops::PAGE_SIZE - (ipa + off) % hwops::PAGE_SIZE).min(len - off);
+        // SAFETY: `pa` is a frame of this VM's pool just populated for the
+        // image; the source is the module the DTB describes, outside every
+        // allocation; both are mapped 1:1 at EL2.
+        unsafe { core::ptr::copy_nonoverlapping((src + off) as *const u8, pa as *mut u8, n as usize) };
+        crate::arch::dc_range(crate::arch::DcOp::Clean, pa, n);
+        off += n;
+    }
+    crate::arch::ic_iallu_is();
+    Ok(())
 }
 
 /// Print the one-line exit summary tools and tests parse.
 pub fn print_summary(vm: &Vm) {
     let c = &vm.counters;
+    let cm = vm.cm.counters();
     crate::kprintln!(
-        "summary: guest={} exit={} sw_traps={} tvm_traps={} stage2_faults={} hvc={}",
+        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={}",
         vm.name,
         if vm.exit_ok == Some(true) { "ok" } else { "fail" },
-        c.sw_traps,
-        c.tvm_traps,
+        vm.vcpus.len(),
+        cm.sw_traps,
+        cm.tvm_traps,
         c.stage2_faults,
-        c.hvc
+        c.pod_2m,
+        c.pod_4k,
+        vm.pod.stats().populated_bytes(),
+        cm.cleaned_bytes,
+        cm.max_slice_bytes,
+        c.migrations
     );
 }

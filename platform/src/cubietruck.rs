@@ -11,7 +11,10 @@ pub const BOARD: Board = Board {
     cpus: 2,
     ram: &[Region::new(0x4000_0000, 0x8000_0000)],
     // UART0, a 16550 (Synopsys DesignWare) with 32-bit registers.
-    uart: Uart { kind: UartKind::Ns16550 { reg_shift: 2 }, regs: Region::new(0x01c2_8000, 0x400) },
+    uart: Uart {
+        kind: UartKind::Ns16550 { reg_shift: 2 },
+        regs: Region::new(0x01c2_8000, 0x400),
+    },
     gicd: Region::new(0x01c8_1000, 0x1000),
     gicc: Region::new(0x01c8_2000, 0x2000),
     gich: Region::new(0x01c8_4000, 0x2000),

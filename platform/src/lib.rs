@@ -188,7 +188,12 @@ pub fn by_name(name: &str) -> Option<&'static Board> {
 
 /// The standard generic timer PPIs (CNTPS 13, CNTP 14, CNTV 11, CNTHP 10),
 /// as on all three boards.
-pub const STD_TIMERS: Timers = Timers { hyp: Ppi(10), phys: Ppi(14), virt: Ppi(11), sec_phys: Ppi(13) };
+pub const STD_TIMERS: Timers = Timers {
+    hyp: Ppi(10),
+    phys: Ppi(14),
+    virt: Ppi(11),
+    sec_phys: Ppi(13),
+};
 
 #[cfg(test)]
 mod tests {
@@ -231,7 +236,11 @@ mod tests {
                 assert_eq!(r.size % KIB4, 0, "{}", b.name);
             }
             assert!(b.gicc.size >= 0x2000 && b.gicv.size >= 0x2000, "{}", b.name);
-            assert_eq!(b.gicc.size, b.gicv.size, "{}: guests see GICV as GICC", b.name);
+            assert_eq!(
+                b.gicc.size, b.gicv.size,
+                "{}: guests see GICV as GICC",
+                b.name
+            );
         }
     }
 
@@ -283,20 +292,35 @@ mod tests {
     #[test]
     fn known_facts() {
         let q = by_name("qemu-virt").unwrap();
-        assert_eq!((q.gicd.base, q.gicc.base, q.gich.base, q.gicv.base), (0x0800_0000, 0x0801_0000, 0x0803_0000, 0x0804_0000));
+        assert_eq!(
+            (q.gicd.base, q.gicc.base, q.gich.base, q.gicv.base),
+            (0x0800_0000, 0x0801_0000, 0x0803_0000, 0x0804_0000)
+        );
         assert_eq!(q.uart.regs.base, 0x0900_0000);
         assert_eq!(q.ram[0].base, 0x4000_0000);
         assert_eq!(q.arch, Arch::Aarch64);
         assert_eq!(by_name("qemu-virt-armv7").unwrap().arch, Arch::Armv7);
 
         let r = by_name("rpi4").unwrap();
-        assert_eq!((r.gicd.base, r.gicc.base, r.gich.base, r.gicv.base), (0xff84_1000, 0xff84_2000, 0xff84_4000, 0xff84_6000));
-        assert_eq!(r.uart, Uart { kind: UartKind::Pl011, regs: Region::new(0xfe20_1000, 0x1000) });
+        assert_eq!(
+            (r.gicd.base, r.gicc.base, r.gich.base, r.gicv.base),
+            (0xff84_1000, 0xff84_2000, 0xff84_4000, 0xff84_6000)
+        );
+        assert_eq!(
+            r.uart,
+            Uart {
+                kind: UartKind::Pl011,
+                regs: Region::new(0xfe20_1000, 0x1000)
+            }
+        );
         assert_eq!(r.entry, BootProtocol::RawAt(0x8_0000));
         assert_eq!(r.gic_maint.intid(), 25);
 
         let c = by_name("cubietruck").unwrap();
-        assert_eq!((c.gicd.base, c.gicc.base, c.gich.base, c.gicv.base), (0x01c8_1000, 0x01c8_2000, 0x01c8_4000, 0x01c8_6000));
+        assert_eq!(
+            (c.gicd.base, c.gicc.base, c.gich.base, c.gicv.base),
+            (0x01c8_1000, 0x01c8_2000, 0x01c8_4000, 0x01c8_6000)
+        );
         assert_eq!(c.uart.kind, UartKind::Ns16550 { reg_shift: 2 });
         assert_eq!(c.uart.regs.base, 0x01c2_8000);
         assert_eq!(c.ram, &[Region::new(0x4000_0000, 0x8000_0000)]);
@@ -307,7 +331,9 @@ mod tests {
     #[test]
     fn region_math() {
         let r = Region::new(0x1000, 0x1000);
-        assert!(r.contains(0x1000) && r.contains(0x1fff) && !r.contains(0x2000) && !r.contains(0xfff));
+        assert!(
+            r.contains(0x1000) && r.contains(0x1fff) && !r.contains(0x2000) && !r.contains(0xfff)
+        );
         assert!(r.overlaps(&Region::new(0x1fff, 1)));
         assert!(!r.overlaps(&Region::new(0x2000, 1)));
         assert!(!r.overlaps(&Region::new(0, 0x1000)));

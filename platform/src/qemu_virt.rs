@@ -15,7 +15,10 @@ pub const BOARD: Board = Board {
     cpus: 4,
     // The 1 GiB the xtask passes with `-m 1G`; the DTB gives the real size.
     ram: RAM,
-    uart: Uart { kind: UartKind::Pl011, regs: Region::new(0x0900_0000, 0x1000) },
+    uart: Uart {
+        kind: UartKind::Pl011,
+        regs: Region::new(0x0900_0000, 0x1000),
+    },
     gicd: Region::new(0x0800_0000, 0x1_0000),
     gicc: Region::new(0x0801_0000, 0x1_0000),
     gich: Region::new(0x0803_0000, 0x1_0000),
@@ -31,4 +34,8 @@ pub const BOARD: Board = Board {
 /// ELF starts in HYP mode. Same memory map. (QEMU's ARMv7 CPUs ignore
 /// HCR.TSW; the set/way path needs AArch32 HYP on a v8 core behind an EL3
 /// shim, where QEMU offers no PSCI and the exit is by semihosting.)
-pub const BOARD_ARMV7: Board = Board { name: "qemu-virt-armv7", arch: Arch::Armv7, ..BOARD };
+pub const BOARD_ARMV7: Board = Board {
+    name: "qemu-virt-armv7",
+    arch: Arch::Armv7,
+    ..BOARD
+};

@@ -18,7 +18,10 @@ pub const BOARD: Board = Board {
     cpus: 4,
     ram: RAM,
     // UART0 (PL011); the 0x200 bytes of registers are in one 4 KiB page.
-    uart: Uart { kind: UartKind::Pl011, regs: Region::new(0xfe20_1000, 0x1000) },
+    uart: Uart {
+        kind: UartKind::Pl011,
+        regs: Region::new(0xfe20_1000, 0x1000),
+    },
     gicd: Region::new(0xff84_1000, 0x1000),
     gicc: Region::new(0xff84_2000, 0x2000),
     gich: Region::new(0xff84_4000, 0x2000),
@@ -27,6 +30,8 @@ pub const BOARD: Board = Board {
     gic_maint: Ppi(9),
     timers: STD_TIMERS,
     psci: None,
-    cpu_boot: CpuBoot::SpinTable { release: &[0xd8, 0xe0, 0xe8, 0xf0] },
+    cpu_boot: CpuBoot::SpinTable {
+        release: &[0xd8, 0xe0, 0xe8, 0xf0],
+    },
     entry: BootProtocol::RawAt(0x8_0000),
 };

@@ -59,7 +59,7 @@ pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 const KEYS_ALLOWED: &str =
     "sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name";
-const GUEST_KEYS_ALLOWED: &str = "mem, vcpus, sw, name";
+const GUEST_KEYS_ALLOWED: &str = "mem, pool, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
 /// Most vCPUs a guest may have.
@@ -144,13 +144,17 @@ pub(crate) fn slice_ok(bytes: u64) -> bool {
 }
 
 pub(crate) fn name_ok(s: &str) -> bool {
-    (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    (1..=16).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Per-guest overrides (`guestN.key=value`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuestArgs<'a> {
     pub mem: Option<u64>,
+    /// PoD pool size (a target below `mem` is a pre-ballooned guest).
+    pub pool: Option<u64>,
     pub vcpus: Option<u32>,
     pub sw: Option<SwMode>,
     pub name: Option<&'a str>,
@@ -170,7 +174,11 @@ pub struct Args<'a> {
 
 fn set<'a, T>(slot: &mut Option<T>, v: T, token: &'a str) -> Result<(), Error<'a>> {
     if slot.is_some() {
-        return Err(Error::Arg { token, problem: "given twice", allowed: "each key once" });
+        return Err(Error::Arg {
+            token,
+            problem: "given twice",
+            allowed: "each key once",
+        });
     }
     *slot = Some(v);
     Ok(())
@@ -181,11 +189,22 @@ fn set<'a, T>(slot: &mut Option<T>, v: T, token: &'a str) -> Result<(), Error<'a
 /// must be known and appear once.
 pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
     let mut a = Args::default();
-    for token in line.split([' ', '\t', '\n', '\r']).filter(|t| !t.is_empty()) {
+    for token in line
+        .split([' ', '\t', '\n', '\r'])
+        .filter(|t| !t.is_empty())
+    {
         let Some((key, value)) = token.split_once('=') else {
-            return Err(Error::Arg { token, problem: "expected key=value", allowed: KEYS_ALLOWED });
+            return Err(Error::Arg {
+                token,
+                problem: "expected key=value",
+                allowed: KEYS_ALLOWED,
+            });
         };
-        let bad = |problem, allowed| Error::Arg { token, problem, allowed };
+        let bad = |problem, allowed| Error::Arg {
+            token,
+            problem,
+            allowed,
+        };
         match key {
             "console" => {}
             "sched" => {
@@ -208,7 +227,9 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                 set(&mut a.loglevel, v, token)?;
             }
             _ => {
-                let Some((guest, field)) = key.strip_prefix("guest").and_then(|k| k.split_once('.')) else {
+                let Some((guest, field)) =
+                    key.strip_prefix("guest").and_then(|k| k.split_once('.'))
+                else {
                     return Err(bad("unknown key", KEYS_ALLOWED));
                 };
                 let index = match guest.as_bytes() {
@@ -227,10 +248,21 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                         }
                         set(&mut g.mem, v, token)?;
                     }
+                    "pool" => {
+                        let v = parse_size(value).ok_or(bad("not a size", MEM_ALLOWED))?;
+                        if !mem_ok(v) {
+                            return Err(bad("out of range", MEM_ALLOWED));
+                        }
+                        set(&mut g.pool, v, token)?;
+                    }
                     "vcpus" => {
                         let v = parse_u64(value).ok_or(bad("not a number", VCPUS_ALLOWED))?;
                         let v = u32::try_from(v).ok().filter(|&v| vcpus_ok(v));
-                        set(&mut g.vcpus, v.ok_or(bad("out of range", VCPUS_ALLOWED))?, token)?;
+                        set(
+                            &mut g.vcpus,
+                            v.ok_or(bad("out of range", VCPUS_ALLOWED))?,
+                            token,
+                        )?;
                     }
                     "sw" => {
                         let v = parse_sw(value).ok_or(bad("unknown set/way mode", SW_ALLOWED))?;

@@ -20,6 +20,9 @@ pub struct GuestConfig {
     pub image: Range,
     pub ramdisk: Option<Range>,
     pub mem_bytes: u64,
+    /// PoD pool size; `None` means as large as `mem_bytes`. The kernel caps
+    /// it at `mem_bytes`.
+    pub pool_bytes: Option<u64>,
     pub vcpus: u32,
     pub sw: SwMode,
     /// The guest kernel's command line (the module's `bootargs`).
@@ -53,11 +56,11 @@ pub struct Irq {
 }
 
 impl Irq {
-    /// The GIC interrupt id (PPI n = 16 + n, SPI n = 32 + n).
+    /// The GIC interrupt id (PPI n = 16 + n, SPI n = 32 + n; saturating).
     pub fn intid(&self) -> u32 {
         match self.kind {
-            IrqKind::Ppi => 16 + self.num,
-            IrqKind::Spi => 32 + self.num,
+            IrqKind::Ppi => self.num.saturating_add(16),
+            IrqKind::Spi => self.num.saturating_add(32),
         }
     }
 }
@@ -82,7 +85,10 @@ pub struct GicInfo {
 pub enum UartKind {
     Pl011,
     /// Register n at `base + (n << reg_shift)`, accessed `io_width` bytes wide.
-    Ns16550 { reg_shift: u8, io_width: u8 },
+    Ns16550 {
+        reg_shift: u8,
+        io_width: u8,
+    },
 }
 
 /// The console UART (`stdout-path`, else the first enabled known UART).
@@ -147,8 +153,11 @@ impl BootConfig {
 }
 
 fn inside(ram: &[Range], base: u64, size: u64) -> bool {
-    let Some(end) = base.checked_add(size) else { return false };
-    ram.iter().any(|&(b, s)| base >= b && b.checked_add(s).is_some_and(|e| end <= e))
+    let Some(end) = base.checked_add(size) else {
+        return false;
+    };
+    ram.iter()
+        .any(|&(b, s)| base >= b && b.checked_add(s).is_some_and(|e| end <= e))
 }
 
 /// Parse and validate a DTB. `dtb` may extend past the blob's `totalsize`.
@@ -216,10 +225,14 @@ fn string<'a>(node: Node<'a>, p: Prop<'a>) -> Result<&'a str, Error<'a>> {
 fn u32_prop<'a>(node: Node<'a>, name: &'static str) -> Result<Option<u32>, Error<'a>> {
     match node.prop(name) {
         None => Ok(None),
-        Some(p) => p
-            .as_u32()
-            .map(Some)
-            .ok_or(Error::Length { node: node.name(), prop: p.name, len: p.value.len(), unit: 4, exact: true, cells: None }),
+        Some(p) => p.as_u32().map(Some).ok_or(Error::Length {
+            node: node.name(),
+            prop: p.name,
+            len: p.value.len(),
+            unit: 4,
+            exact: true,
+            cells: None,
+        }),
     }
 }
 
@@ -228,7 +241,11 @@ fn cells_of<'a>(node: Node<'a>) -> Result<(u32, u32), Error<'a>> {
     let a = u32_prop(node, "#address-cells")?.unwrap_or(2);
     let s = u32_prop(node, "#size-cells")?.unwrap_or(1);
     if !(1..=2).contains(&a) || s > 2 {
-        return Err(Error::Cells { node: node.name(), address: a, size: s });
+        return Err(Error::Cells {
+            node: node.name(),
+            address: a,
+            size: s,
+        });
     }
     Ok((a, s))
 }
@@ -253,12 +270,20 @@ fn pairs<'a>(
     }
     Ok(p.value.chunks_exact(unit).map(move |c| {
         let a = read_cells(c, ac).unwrap_or(0);
-        let s = if sc == 0 { 0 } else { read_cells(&c[(ac * 4) as usize..], sc).unwrap_or(0) };
+        let s = if sc == 0 {
+            0
+        } else {
+            read_cells(&c[(ac * 4) as usize..], sc).unwrap_or(0)
+        };
         (a, s)
     }))
 }
 
-fn push<T, const N: usize>(v: &mut Vec<T, N>, x: T, what: &'static str) -> Result<(), Error<'static>> {
+fn push<T, const N: usize>(
+    v: &mut Vec<T, N>,
+    x: T,
+    what: &'static str,
+) -> Result<(), Error<'static>> {
     v.push(x).map_err(|_| Error::TooMany { what, max: N })
 }
 
@@ -324,14 +349,20 @@ fn reserved<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
 
 fn cpus<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
     let Some(cpus) = fdt.root().child("cpus") else {
-        return Err(Error::Missing { node: "", prop: "cpus node" });
+        return Err(Error::Missing {
+            node: "",
+            prop: "cpus node",
+        });
     };
     let (ac, _) = cells_of(cpus)?;
     for n in cpus.children() {
         if n.prop("device_type").and_then(|p| p.as_str()) != Some("cpu") {
             continue;
         }
-        let reg = n.prop("reg").ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+        let reg = n.prop("reg").ok_or(Error::Missing {
+            node: n.name(),
+            prop: "reg",
+        })?;
         let mpidr = pairs(n, reg, (ac, 0))?.next().map_or(0, |r| r.0);
         let release_addr = match n.prop("cpu-release-addr") {
             None => None,
@@ -344,10 +375,20 @@ fn cpus<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
                 cells: None,
             })?),
         };
-        push(&mut cfg.cpu_list, Cpu { mpidr, release_addr }, "CPUs")?;
+        push(
+            &mut cfg.cpu_list,
+            Cpu {
+                mpidr,
+                release_addr,
+            },
+            "CPUs",
+        )?;
     }
     if cfg.cpu_list.is_empty() {
-        return Err(Error::Missing { node: cpus.name(), prop: "cpu nodes (device_type = \"cpu\")" });
+        return Err(Error::Missing {
+            node: cpus.name(),
+            prop: "cpu nodes (device_type = \"cpu\")",
+        });
     }
     cfg.cpus = cfg.cpu_list.len() as u32;
     Ok(())
@@ -361,7 +402,10 @@ fn translate<'a>(path: &Path<'a>, mut addr: u64) -> Result<u64, Error<'a>> {
         let bus = nodes[k];
         let parent = nodes[k - 1];
         let Some(ranges) = bus.prop("ranges") else {
-            return Err(Error::Unmapped { node: bus.name(), addr });
+            return Err(Error::Unmapped {
+                node: bus.name(),
+                addr,
+            });
         };
         if ranges.value.is_empty() {
             continue;
@@ -386,7 +430,10 @@ fn translate<'a>(path: &Path<'a>, mut addr: u64) -> Result<u64, Error<'a>> {
             let off = addr.checked_sub(child).filter(|&o| o < size)?;
             up.checked_add(off)
         });
-        addr = hit.ok_or(Error::Unmapped { node: bus.name(), addr })?;
+        addr = hit.ok_or(Error::Unmapped {
+            node: bus.name(),
+            addr,
+        })?;
     }
     Ok(addr)
 }
@@ -394,15 +441,23 @@ fn translate<'a>(path: &Path<'a>, mut addr: u64) -> Result<u64, Error<'a>> {
 /// Entry `index` of a device's `reg`, translated to a CPU address.
 fn reg<'a>(path: &Path<'a>, index: usize) -> Result<Option<Range>, Error<'a>> {
     let node = path.node();
-    let Some(parent) = path.parent() else { return Ok(None) };
-    let Some(p) = node.prop("reg") else { return Ok(None) };
+    let Some(parent) = path.parent() else {
+        return Ok(None);
+    };
+    let Some(p) = node.prop("reg") else {
+        return Ok(None);
+    };
     let cells = cells_of(parent)?;
-    let Some((a, s)) = pairs(node, p, cells)?.nth(index) else { return Ok(None) };
+    let Some((a, s)) = pairs(node, p, cells)?.nth(index) else {
+        return Ok(None);
+    };
     let base = translate(path, a)?;
     Ok(Some(check_range(node, p.name, (base, s))?))
 }
 
-fn irqs<'a>(node: Node<'a>) -> Result<impl Iterator<Item = Result<Irq, Error<'a>>> + 'a, Error<'a>> {
+fn irqs<'a>(
+    node: Node<'a>,
+) -> Result<impl Iterator<Item = Result<Irq, Error<'a>>> + 'a, Error<'a>> {
     let v = node.prop("interrupts").map_or(&[][..], |p| p.value);
     if !v.len().is_multiple_of(12) {
         return Err(Error::Length {
@@ -429,7 +484,11 @@ fn irqs<'a>(node: Node<'a>) -> Result<impl Iterator<Item = Result<Irq, Error<'a>
                 })
             }
         };
-        Ok(Irq { kind, num: cell(1), flags: cell(2) })
+        Ok(Irq {
+            kind,
+            num: cell(1),
+            flags: cell(2),
+        })
     }))
 }
 
@@ -459,7 +518,11 @@ fn path_is(path: &Path<'_>, want: &str) -> bool {
     parts.next().is_none()
 }
 
-fn devices<'a>(fdt: &Fdt<'a>, chosen: Option<Node<'a>>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+fn devices<'a>(
+    fdt: &Fdt<'a>,
+    chosen: Option<Node<'a>>,
+    cfg: &mut BootConfig,
+) -> Result<(), Error<'a>> {
     // The console named by stdout-path, through /aliases if needed.
     let stdout = chosen
         .and_then(|c| c.str("stdout-path").or_else(|| c.str("linux,stdout-path")))
@@ -468,7 +531,10 @@ fn devices<'a>(fdt: &Fdt<'a>, chosen: Option<Node<'a>>, cfg: &mut BootConfig) ->
             if s.starts_with('/') {
                 s
             } else {
-                fdt.root().child("aliases").and_then(|a| a.str(s)).unwrap_or("")
+                fdt.root()
+                    .child("aliases")
+                    .and_then(|a| a.str(s))
+                    .unwrap_or("")
             }
         })
         .filter(|s| s.starts_with('/'));
@@ -484,7 +550,10 @@ fn devices<'a>(fdt: &Fdt<'a>, chosen: Option<Node<'a>>, cfg: &mut BootConfig) ->
             cfg.gic = Some(gic(&path)?);
         } else if cfg.timer.is_none() && any_compatible(&n, TIMERS) {
             cfg.timer = Some(timer(n)?);
-        } else if cfg.psci.is_none() && n.prop("compatible").is_some_and(|p| p.strs().any(|s| s.starts_with("arm,psci"))) {
+        } else if cfg.psci.is_none()
+            && n.prop("compatible")
+                .is_some_and(|p| p.strs().any(|s| s.starts_with("arm,psci")))
+        {
             cfg.psci = Some(psci(n)?);
         } else if any_compatible(&n, PL011) || any_compatible(&n, NS16550) {
             let is_stdout = stdout.is_some_and(|s| path_is(&path, s));
@@ -503,7 +572,10 @@ fn devices<'a>(fdt: &Fdt<'a>, chosen: Option<Node<'a>>, cfg: &mut BootConfig) ->
 
 fn gic<'a>(path: &Path<'a>) -> Result<GicInfo, Error<'a>> {
     let n = path.node();
-    let gicd = reg(path, 0)?.ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+    let gicd = reg(path, 0)?.ok_or(Error::Missing {
+        node: n.name(),
+        prop: "reg",
+    })?;
     let maint = first_irq(n)?;
     if any_compatible(&n, GIC_V3) {
         Ok(GicInfo {
@@ -520,7 +592,10 @@ fn gic<'a>(path: &Path<'a>) -> Result<GicInfo, Error<'a>> {
             version: 2,
             gicd,
             gicr: None,
-            gicc: Some(reg(path, 1)?.ok_or(Error::Missing { node: n.name(), prop: "reg entry for GICC" })?),
+            gicc: Some(reg(path, 1)?.ok_or(Error::Missing {
+                node: n.name(),
+                prop: "reg entry for GICC",
+            })?),
             gich: reg(path, 2)?,
             gicv: reg(path, 3)?,
             maint,
@@ -540,11 +615,19 @@ fn timer<'a>(n: Node<'a>) -> Result<TimerIrqs, Error<'a>> {
             cells: None,
         }))
     };
-    Ok(TimerIrqs { sec_phys: next()?, phys: next()?, virt: next()?, hyp: next()? })
+    Ok(TimerIrqs {
+        sec_phys: next()?,
+        phys: next()?,
+        virt: next()?,
+        hyp: next()?,
+    })
 }
 
 fn psci<'a>(n: Node<'a>) -> Result<PsciInfo, Error<'a>> {
-    let p = n.prop("method").ok_or(Error::Missing { node: n.name(), prop: "method" })?;
+    let p = n.prop("method").ok_or(Error::Missing {
+        node: n.name(),
+        prop: "method",
+    })?;
     let m = string(n, p)?;
     let method = match m {
         "smc" => Conduit::Smc,
@@ -565,7 +648,10 @@ fn psci<'a>(n: Node<'a>) -> Result<PsciInfo, Error<'a>> {
 
 fn uart<'a>(path: &Path<'a>) -> Result<UartInfo, Error<'a>> {
     let n = path.node();
-    let regs = reg(path, 0)?.ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+    let regs = reg(path, 0)?.ok_or(Error::Missing {
+        node: n.name(),
+        prop: "reg",
+    })?;
     let kind = if any_compatible(&n, PL011) {
         UartKind::Pl011
     } else {
@@ -589,9 +675,16 @@ fn uart<'a>(path: &Path<'a>) -> Result<UartInfo, Error<'a>> {
                 allowed: "1, 2, 4",
             });
         }
-        UartKind::Ns16550 { reg_shift: shift as u8, io_width: width as u8 }
+        UartKind::Ns16550 {
+            reg_shift: shift as u8,
+            io_width: width as u8,
+        }
     };
-    Ok(UartInfo { kind, regs, irq: first_irq(n)? })
+    Ok(UartInfo {
+        kind,
+        regs,
+        irq: first_irq(n)?,
+    })
 }
 
 const KERNEL: &[&str] = &["multiboot,kernel", "xen,linux-zimage"];
@@ -606,9 +699,15 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
             continue;
         }
         if kernel && ramdisk {
-            return Err(Error::Module { node: n.name(), problem: "both a kernel and a ramdisk module" });
+            return Err(Error::Module {
+                node: n.name(),
+                problem: "both a kernel and a ramdisk module",
+            });
         }
-        let reg = n.prop("reg").ok_or(Error::Missing { node: n.name(), prop: "reg" })?;
+        let reg = n.prop("reg").ok_or(Error::Missing {
+            node: n.name(),
+            prop: "reg",
+        })?;
         let unit = ((cells.0 + cells.1) * 4) as usize;
         if reg.value.len() != unit || cells.1 == 0 {
             return Err(Error::Length {
@@ -623,11 +722,17 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
         let range = pairs(n, reg, cells)?.next().unwrap_or((0, 0));
         let range = check_range(n, reg.name, range)?;
         if range.1 == 0 {
-            return Err(Error::Module { node: n.name(), problem: "reg has size 0" });
+            return Err(Error::Module {
+                node: n.name(),
+                problem: "reg has size 0",
+            });
         }
 
         if ramdisk {
-            if let Some(p) = n.props().find(|p| p.name.starts_with("hyp,") || p.name == "bootargs") {
+            if let Some(p) = n
+                .props()
+                .find(|p| p.name.starts_with("hyp,") || p.name == "bootargs")
+            {
                 return Err(Error::PropNotAllowed {
                     node: n.name(),
                     prop: p.name,
@@ -635,10 +740,16 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                 });
             }
             let Some(g) = cfg.guests.last_mut() else {
-                return Err(Error::Module { node: n.name(), problem: "ramdisk module with no kernel module before it" });
+                return Err(Error::Module {
+                    node: n.name(),
+                    problem: "ramdisk module with no kernel module before it",
+                });
             };
             if g.ramdisk.is_some() {
-                return Err(Error::Module { node: n.name(), problem: "a second ramdisk for the same kernel module" });
+                return Err(Error::Module {
+                    node: n.name(),
+                    problem: "a second ramdisk for the same kernel module",
+                });
             }
             g.ramdisk = Some(range);
             continue;
@@ -650,6 +761,7 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
             image: range,
             ramdisk: None,
             mem_bytes: DEFAULT_GUEST_MEM,
+            pool_bytes: None,
             vcpus: 1,
             sw: SwMode::default(),
             bootargs: String::new(),
@@ -669,18 +781,36 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                 "hyp,vcpus" => {
                     let v = u32_prop(n, "hyp,vcpus")?.unwrap_or(0);
                     if !vcpus_ok(v) {
-                        return Err(bad(n, p, Shown::Num(v.into()), "out of range", VCPUS_ALLOWED));
+                        return Err(bad(
+                            n,
+                            p,
+                            Shown::Num(v.into()),
+                            "out of range",
+                            VCPUS_ALLOWED,
+                        ));
                     }
                     g.vcpus = v;
                 }
                 "hyp,sw" => {
                     let s = string(n, p)?;
-                    g.sw = parse_sw(s).ok_or(bad(n, p, Shown::Str(s), "unknown set/way mode", SW_ALLOWED))?;
+                    g.sw = parse_sw(s).ok_or(bad(
+                        n,
+                        p,
+                        Shown::Str(s),
+                        "unknown set/way mode",
+                        SW_ALLOWED,
+                    ))?;
                 }
                 "bootargs" => {
                     let s = string(n, p)?;
                     g.bootargs.push_str(s).map_err(|_| {
-                        bad(n, p, Shown::Num(s.len() as u64), "too long (value shown is its length)", "up to 512 bytes")
+                        bad(
+                            n,
+                            p,
+                            Shown::Num(s.len() as u64),
+                            "too long (value shown is its length)",
+                            "up to 512 bytes",
+                        )
                     })?;
                 }
                 name if name.starts_with("hyp,") => {
@@ -698,24 +828,47 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
     Ok(())
 }
 
-fn bad<'a>(n: Node<'a>, p: Prop<'a>, value: Shown<'a>, problem: &'static str, allowed: &'static str) -> Error<'a> {
-    Error::Value { node: n.name(), prop: p.name, value, problem, allowed }
+fn bad<'a>(
+    n: Node<'a>,
+    p: Prop<'a>,
+    value: Shown<'a>,
+    problem: &'static str,
+    allowed: &'static str,
+) -> Error<'a> {
+    Error::Value {
+        node: n.name(),
+        prop: p.name,
+        value,
+        problem,
+        allowed,
+    }
 }
 
 /// `hyp,mem`: a u32 or u64 byte count, or a size string.
 fn mem_prop<'a>(n: Node<'a>, p: Prop<'a>) -> Result<u64, Error<'a>> {
     let looks_like_text = p.value.len() >= 2
         && p.value.last() == Some(&0)
-        && p.value[..p.value.len() - 1].iter().all(|b| b.is_ascii_graphic());
+        && p.value[..p.value.len() - 1]
+            .iter()
+            .all(|b| b.is_ascii_graphic());
     let (v, shown) = if looks_like_text {
         let s = string(n, p)?;
-        (parse_size(s).ok_or(bad(n, p, Shown::Str(s), "not a size", MEM_ALLOWED))?, Shown::Str(s))
+        (
+            parse_size(s).ok_or(bad(n, p, Shown::Str(s), "not a size", MEM_ALLOWED))?,
+            Shown::Str(s),
+        )
     } else if let Some(v) = p.as_u32() {
         (u64::from(v), Shown::Num(v.into()))
     } else if let Some(v) = p.as_u64() {
         (v, Shown::Num(v))
     } else {
-        return Err(bad(n, p, Shown::Num(p.value.len() as u64), "not a size (value shown is its length)", MEM_ALLOWED));
+        return Err(bad(
+            n,
+            p,
+            Shown::Num(p.value.len() as u64),
+            "not a size (value shown is its length)",
+            MEM_ALLOWED,
+        ));
     };
     if !mem_ok(v) {
         return Err(bad(n, p, shown, "out of range", MEM_ALLOWED));
@@ -727,10 +880,16 @@ fn apply_overrides<'a>(args: &Args<'a>, cfg: &mut BootConfig) -> Result<(), Erro
     for (i, o) in args.guests.iter().enumerate() {
         let Some(token) = o.first_token else { continue };
         let Some(g) = cfg.guests.get_mut(i) else {
-            return Err(Error::NoSuchGuest { token, count: cfg.guests.len() });
+            return Err(Error::NoSuchGuest {
+                token,
+                count: cfg.guests.len(),
+            });
         };
         if let Some(m) = o.mem {
             g.mem_bytes = m;
+        }
+        if let Some(m) = o.pool {
+            g.pool_bytes = Some(m);
         }
         if let Some(v) = o.vcpus {
             g.vcpus = v;
@@ -750,15 +909,22 @@ fn validate(cfg: &BootConfig) -> Result<(), Error<'static>> {
     // Values were checked where they were read; these rules need the whole.
     let mut mods: Vec<(usize, &'static str, Range), { 2 * MAX_GUESTS }> = Vec::new();
     for (i, g) in cfg.guests.iter().enumerate() {
-        debug_assert!(vcpus_ok(g.vcpus) && mem_ok(g.mem_bytes));
         for (what, r) in [("image", Some(g.image)), ("ramdisk", g.ramdisk)] {
             let Some(r) = r else { continue };
             if !cfg.in_ram(r.0, r.1) {
-                return Err(Error::NotInRam { guest: i, what, base: r.0, size: r.1 });
+                return Err(Error::NotInRam {
+                    guest: i,
+                    what,
+                    base: r.0,
+                    size: r.1,
+                });
             }
             for &(j, other, o) in &mods {
                 if r.0 < o.0 + o.1 && o.0 < r.0 + r.1 {
-                    return Err(Error::Overlap { a: (j, other), b: (i, what) });
+                    return Err(Error::Overlap {
+                        a: (j, other),
+                        b: (i, what),
+                    });
                 }
             }
             let _ = mods.push((i, what, r));

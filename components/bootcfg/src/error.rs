@@ -31,29 +31,65 @@ pub enum Error<'a> {
     Missing { node: &'a str, prop: &'static str },
     /// A property has the wrong length. `cells` are the `#address-cells`
     /// and `#size-cells` it was read with, if that decides the length.
-    Length { node: &'a str, prop: &'a str, len: usize, unit: usize, exact: bool, cells: Option<(u32, u32)> },
+    Length {
+        node: &'a str,
+        prop: &'a str,
+        len: usize,
+        unit: usize,
+        exact: bool,
+        cells: Option<(u32, u32)>,
+    },
     /// A property value is not allowed.
-    Value { node: &'a str, prop: &'a str, value: Shown<'a>, problem: &'static str, allowed: &'static str },
+    Value {
+        node: &'a str,
+        prop: &'a str,
+        value: Shown<'a>,
+        problem: &'static str,
+        allowed: &'static str,
+    },
     /// `#address-cells` / `#size-cells` this reader does not support.
-    Cells { node: &'a str, address: u32, size: u32 },
+    Cells {
+        node: &'a str,
+        address: u32,
+        size: u32,
+    },
     /// A device address outside its bus's `ranges`.
     Unmapped { node: &'a str, addr: u64 },
     /// A property that may not be on this node.
-    PropNotAllowed { node: &'a str, prop: &'a str, why: &'static str },
+    PropNotAllowed {
+        node: &'a str,
+        prop: &'a str,
+        why: &'static str,
+    },
     /// A `/chosen` module in the wrong place.
-    Module { node: &'a str, problem: &'static str },
+    Module {
+        node: &'a str,
+        problem: &'static str,
+    },
     /// More items than the fixed capacity.
     TooMany { what: &'static str, max: usize },
     /// No RAM in the device tree.
     NoRam,
     /// A bad `key=value` in the hypervisor's command line.
-    Arg { token: &'a str, problem: &'static str, allowed: &'static str },
+    Arg {
+        token: &'a str,
+        problem: &'static str,
+        allowed: &'static str,
+    },
     /// A `guestN.` override for a guest the device tree does not have.
     NoSuchGuest { token: &'a str, count: usize },
     /// A guest module is not inside one RAM range.
-    NotInRam { guest: usize, what: &'static str, base: u64, size: u64 },
+    NotInRam {
+        guest: usize,
+        what: &'static str,
+        base: u64,
+        size: u64,
+    },
     /// Two modules overlap.
-    Overlap { a: (usize, &'static str), b: (usize, &'static str) },
+    Overlap {
+        a: (usize, &'static str),
+        b: (usize, &'static str),
+    },
 }
 
 impl From<FdtError> for Error<'_> {

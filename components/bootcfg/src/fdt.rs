@@ -29,29 +29,64 @@ const HEADER_V17: usize = 40;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FdtError {
     /// The buffer is shorter than the header (or than `totalsize`).
-    Truncated { need: usize, have: usize },
+    Truncated {
+        need: usize,
+        have: usize,
+    },
     BadMagic(u32),
     /// Version below 16, or not backwards compatible with 17.
-    BadVersion { version: u32, last_comp: u32 },
+    BadVersion {
+        version: u32,
+        last_comp: u32,
+    },
+    /// `totalsize` is smaller than the header.
+    BadTotalSize(u32),
     /// A block lies outside `totalsize`.
-    BlockOutOfBounds { block: &'static str, offset: u32, size: u32, totalsize: u32 },
-    Misaligned { block: &'static str, offset: u32 },
+    BlockOutOfBounds {
+        block: &'static str,
+        offset: u32,
+        size: u32,
+        totalsize: u32,
+    },
+    Misaligned {
+        block: &'static str,
+        offset: u32,
+    },
     /// The memory reservation map has no terminating entry.
     RsvmapUnterminated,
-    BadToken { offset: usize, token: u32 },
+    BadToken {
+        offset: usize,
+        token: u32,
+    },
     /// A node or property name is unterminated or not UTF-8.
-    BadName { offset: usize },
+    BadName {
+        offset: usize,
+    },
     /// The root node has a name, or there is a second root.
-    BadRoot { offset: usize },
+    BadRoot {
+        offset: usize,
+    },
     /// A property value runs past the structure block.
-    PropOutOfBounds { offset: usize, len: u32 },
+    PropOutOfBounds {
+        offset: usize,
+        len: u32,
+    },
     /// A property name offset is outside the strings block.
-    BadNameOffset { offset: usize, nameoff: u32 },
+    BadNameOffset {
+        offset: usize,
+        nameoff: u32,
+    },
     /// A property outside any node, or after a child node.
-    MisplacedProp { offset: usize },
+    MisplacedProp {
+        offset: usize,
+    },
     /// END_NODE without a node, or END inside a node.
-    Unbalanced { offset: usize },
-    TooDeep { offset: usize },
+    Unbalanced {
+        offset: usize,
+    },
+    TooDeep {
+        offset: usize,
+    },
     /// The structure block ends without an FDT_END token.
     NoEnd,
 }
@@ -62,6 +97,7 @@ impl fmt::Display for FdtError {
         f.write_str("dtb: ")?;
         match *self {
             Truncated { need, have } => write!(f, "truncated: need {need} bytes, have {have}"),
+            BadTotalSize(t) => write!(f, "totalsize {t} is smaller than the header"),
             BadMagic(m) => write!(f, "bad magic {m:#010x} (expected 0xd00dfeed): not a device tree"),
             BadVersion { version, last_comp } => write!(
                 f,
@@ -123,11 +159,17 @@ fn cstr(data: &[u8], off: usize) -> Option<(&str, usize)> {
 /// The total size a DTB header declares, read from its first 8 bytes. Lets
 /// the kernel build a slice of the right length from a bare pointer.
 pub fn total_size(header: &[u8]) -> Result<usize, FdtError> {
-    let magic = be32(header, 0).ok_or(FdtError::Truncated { need: 8, have: header.len() })?;
+    let magic = be32(header, 0).ok_or(FdtError::Truncated {
+        need: 8,
+        have: header.len(),
+    })?;
     if magic != FDT_MAGIC {
         return Err(FdtError::BadMagic(magic));
     }
-    let total = be32(header, 4).ok_or(FdtError::Truncated { need: 8, have: header.len() })?;
+    let total = be32(header, 4).ok_or(FdtError::Truncated {
+        need: 8,
+        have: header.len(),
+    })?;
     Ok(total as usize)
 }
 
@@ -144,8 +186,16 @@ impl<'a> Fdt<'a> {
     /// Check `data` (which may be longer than the blob) and wrap it.
     pub fn new(data: &'a [u8]) -> Result<Fdt<'a>, FdtError> {
         let have = data.len();
-        let hdr = |i: usize| be32(data, i * 4).ok_or(FdtError::Truncated { need: HEADER_V16, have });
-        let magic = be32(data, 0).ok_or(FdtError::Truncated { need: HEADER_V16, have })?;
+        let hdr = |i: usize| {
+            be32(data, i * 4).ok_or(FdtError::Truncated {
+                need: HEADER_V16,
+                have,
+            })
+        };
+        let magic = be32(data, 0).ok_or(FdtError::Truncated {
+            need: HEADER_V16,
+            have,
+        })?;
         if magic != FDT_MAGIC {
             return Err(FdtError::BadMagic(magic));
         }
@@ -160,10 +210,17 @@ impl<'a> Fdt<'a> {
         if version < 16 || last_comp > 17 {
             return Err(FdtError::BadVersion { version, last_comp });
         }
-        let header_len = if version >= 17 { HEADER_V17 } else { HEADER_V16 };
+        let header_len = if version >= 17 {
+            HEADER_V17
+        } else {
+            HEADER_V16
+        };
         let total = totalsize as usize;
-        if total < header_len || total > have {
-            return Err(FdtError::Truncated { need: total.max(header_len), have });
+        if total < header_len {
+            return Err(FdtError::BadTotalSize(totalsize));
+        }
+        if total > have {
+            return Err(FdtError::Truncated { need: total, have });
         }
         let data = &data[..total];
         let size_struct = if version >= 17 {
@@ -175,16 +232,29 @@ impl<'a> Fdt<'a> {
         let block = |name: &'static str, off: u32, size: u32, align: u32| {
             let end = u64::from(off) + u64::from(size);
             if (off as usize) < header_len || end > u64::from(totalsize) {
-                return Err(FdtError::BlockOutOfBounds { block: name, offset: off, size, totalsize });
+                return Err(FdtError::BlockOutOfBounds {
+                    block: name,
+                    offset: off,
+                    size,
+                    totalsize,
+                });
             }
             if !off.is_multiple_of(align) {
-                return Err(FdtError::Misaligned { block: name, offset: off });
+                return Err(FdtError::Misaligned {
+                    block: name,
+                    offset: off,
+                });
             }
             Ok(&data[off as usize..end as usize])
         };
         let structs = block("struct", off_struct, size_struct, 4)?;
         let strings = block("strings", off_strings, size_strings, 1)?;
-        let rsv_all = block("memory reservation", off_rsvmap, totalsize - off_rsvmap.min(totalsize), 8)?;
+        let rsv_all = block(
+            "memory reservation",
+            off_rsvmap,
+            totalsize - off_rsvmap.min(totalsize),
+            8,
+        )?;
         // The map runs to its (0, 0) entry.
         let mut n = 0;
         let rsvmap = loop {
@@ -197,7 +267,12 @@ impl<'a> Fdt<'a> {
             n += 16;
         };
 
-        let fdt = Fdt { structs, strings, rsvmap, boot_cpuid };
+        let fdt = Fdt {
+            structs,
+            strings,
+            rsvmap,
+            boot_cpuid,
+        };
         fdt.check_structure()?;
         Ok(fdt)
     }
@@ -242,14 +317,22 @@ impl<'a> Fdt<'a> {
                     }
                     let (len, nameoff) = match (be32(s, off + 4), be32(s, off + 8)) {
                         (Some(l), Some(n)) => (l, n),
-                        _ => return Err(FdtError::PropOutOfBounds { offset: off, len: 0 }),
+                        _ => {
+                            return Err(FdtError::PropOutOfBounds {
+                                offset: off,
+                                len: 0,
+                            })
+                        }
                     };
                     let end = (off + 12)
                         .checked_add(len as usize)
                         .filter(|&e| e <= s.len())
                         .ok_or(FdtError::PropOutOfBounds { offset: off, len })?;
                     if cstr(self.strings, nameoff as usize).is_none() {
-                        return Err(FdtError::BadNameOffset { offset: off, nameoff });
+                        return Err(FdtError::BadNameOffset {
+                            offset: off,
+                            nameoff,
+                        });
                     }
                     off = align4(end).ok_or(FdtError::NoEnd)?;
                 }
@@ -272,7 +355,11 @@ impl<'a> Fdt<'a> {
         while be32(self.structs, off) == Some(NOP) {
             off += 4;
         }
-        Node { fdt: *self, name: "", content: off + 8 }
+        Node {
+            fdt: *self,
+            name: "",
+            content: off + 8,
+        }
     }
 
     /// The node at an absolute path such as `/chosen` or `/cpus/cpu@0`. A
@@ -301,7 +388,15 @@ impl<'a> Fdt<'a> {
         let root = self.root();
         let mut stack = [None; MAX_DEPTH];
         stack[0] = Some(root.children());
-        Walk { path: Path { nodes: [root; MAX_DEPTH], len: 1 }, stack, depth: 1, started: false }
+        Walk {
+            path: Path {
+                nodes: [root; MAX_DEPTH],
+                len: 1,
+            },
+            stack,
+            depth: 1,
+            started: false,
+        }
     }
 
     fn token(&self, off: usize) -> Option<u32> {
@@ -330,7 +425,10 @@ impl<'a> Node<'a> {
     }
 
     pub fn props(&self) -> Props<'a> {
-        Props { fdt: self.fdt, off: self.content }
+        Props {
+            fdt: self.fdt,
+            off: self.content,
+        }
     }
 
     pub fn prop(&self, name: &str) -> Option<Prop<'a>> {
@@ -338,12 +436,17 @@ impl<'a> Node<'a> {
     }
 
     pub fn children(&self) -> Children<'a> {
-        Children { fdt: self.fdt, off: self.content, done: false }
+        Children {
+            fdt: self.fdt,
+            off: self.content,
+            done: false,
+        }
     }
 
     /// The child called `name` (or `name@...` when `name` has no `@`).
     pub fn child(&self, name: &str) -> Option<Node<'a>> {
-        self.children().find(|c| c.name == name || (!name.contains('@') && c.base_name() == name))
+        self.children()
+            .find(|c| c.name == name || (!name.contains('@') && c.base_name() == name))
     }
 
     /// A u32 property, or `None` if missing or not 4 bytes.
@@ -358,7 +461,8 @@ impl<'a> Node<'a> {
 
     /// Whether `compatible` lists `compat`.
     pub fn is_compatible(&self, compat: &str) -> bool {
-        self.prop("compatible").is_some_and(|p| p.strs().any(|s| s == compat))
+        self.prop("compatible")
+            .is_some_and(|p| p.strs().any(|s| s == compat))
     }
 
     /// `status` is missing, `"okay"` or `"ok"`.
@@ -407,14 +511,20 @@ impl<'a> Prop<'a> {
     /// well-formed list.
     pub fn strs(&self) -> impl Iterator<Item = &'a str> + 'a {
         let ok = self.value.last() == Some(&0) && core::str::from_utf8(self.value).is_ok();
-        let v = if ok { &self.value[..self.value.len() - 1] } else { &[][..] };
+        let v = if ok {
+            &self.value[..self.value.len() - 1]
+        } else {
+            &[][..]
+        };
         let s = core::str::from_utf8(v).unwrap_or("");
         s.split('\0').filter(move |_| ok)
     }
 
     /// The value as 32-bit cells; a trailing partial cell is ignored.
     pub fn cells(&self) -> impl Iterator<Item = u32> + 'a {
-        self.value.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        self.value
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
     }
 }
 
@@ -519,12 +629,18 @@ impl<'a> Iterator for Children<'a> {
                 },
                 BEGIN_NODE => {
                     let here = self.off;
-                    let (Some((name, next)), Some(after)) = (cstr(s, here + 4), self.skip_node(here)) else {
+                    let (Some((name, next)), Some(after)) =
+                        (cstr(s, here + 4), self.skip_node(here))
+                    else {
                         self.done = true;
                         return None;
                     };
                     self.off = after;
-                    return Some(Node { fdt: self.fdt, name, content: align4(next)? });
+                    return Some(Node {
+                        fdt: self.fdt,
+                        name,
+                        content: align4(next)?,
+                    });
                 }
                 _ => {
                     self.done = true;

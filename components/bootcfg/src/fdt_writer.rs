@@ -13,8 +13,39 @@
 //! let dtb = w.finish();
 //! assert!(bootcfg::fdt::Fdt::new(&dtb).is_ok());
 //! ```
+//!
+//! To add guests to a DTB that QEMU dumped (`-M virt,dumpdtb=x.dtb`):
+//!
+//! ```
+//! # use bootcfg::fdt_writer::FdtWriter;
+//! # use bootcfg::fdt::Fdt;
+//! # let mut w = FdtWriter::new();
+//! # w.begin_node(""); w.begin_node("chosen"); w.end_node(); w.end_node();
+//! # let qemu_dtb = w.finish();
+//! let fdt = Fdt::new(&qemu_dtb).unwrap();
+//! let mut w = FdtWriter::from_fdt_root(&fdt);
+//! for child in fdt.root().children().filter(|c| c.name() != "chosen") {
+//!     w.copy_node(&child);
+//! }
+//! w.begin_node("chosen");
+//! if let Some(c) = fdt.find("/chosen") {
+//!     w.copy_props(&c);
+//! }
+//! w.prop_u32("#address-cells", 2);
+//! w.prop_u32("#size-cells", 2);
+//! w.begin_node("module@50000000");
+//! w.prop_strs("compatible", &["multiboot,kernel", "multiboot,module"]);
+//! w.prop_reg("reg", 2, 2, &[(0x5000_0000, 0x10_0000)]);
+//! w.end_node();
+//! w.end_node(); // chosen
+//! w.end_node(); // root
+//! let dtb = w.finish();
+//! # assert!(Fdt::new(&dtb).unwrap().find("/chosen/module@50000000").is_some());
+//! ```
 
 use alloc::vec::Vec;
+
+use crate::fdt::{Fdt, Node};
 
 /// Builds a version-17 DTB. Property names are shared in the strings block.
 #[derive(Clone, Debug, Default)]
@@ -45,7 +76,7 @@ impl FdtWriter {
     }
 
     fn pad(&mut self) {
-        while self.structs.len() % 4 != 0 {
+        while !self.structs.len().is_multiple_of(4) {
             self.structs.push(0);
         }
     }
@@ -77,7 +108,10 @@ impl FdtWriter {
     fn name_offset(&mut self, name: &str) -> u32 {
         let mut i = 0;
         while i < self.strings.len() {
-            let end = self.strings[i..].iter().position(|&b| b == 0).map_or(self.strings.len(), |n| i + n);
+            let end = self.strings[i..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(self.strings.len(), |n| i + n);
             if &self.strings[i..end] == name.as_bytes() {
                 return i as u32;
             }
@@ -135,7 +169,13 @@ impl FdtWriter {
 
     /// `(address, size)` pairs with the given cell counts (1 or 2 each; a
     /// size count of 0 writes addresses only), as `reg`.
-    pub fn prop_reg(&mut self, name: &str, address_cells: u32, size_cells: u32, pairs: &[(u64, u64)]) {
+    pub fn prop_reg(
+        &mut self,
+        name: &str,
+        address_cells: u32,
+        size_cells: u32,
+        pairs: &[(u64, u64)],
+    ) {
         let mut cells = Vec::new();
         let mut put = |v: u64, n: u32| {
             if n == 2 {
@@ -152,12 +192,48 @@ impl FdtWriter {
         self.prop_cells(name, &cells);
     }
 
+    /// Copy `node`'s properties into the open node.
+    pub fn copy_props(&mut self, node: &Node<'_>) {
+        for p in node.props() {
+            self.prop_bytes(p.name, p.value);
+        }
+    }
+
+    /// Copy `node` with its properties and all its descendants.
+    pub fn copy_node(&mut self, node: &Node<'_>) {
+        self.begin_node(node.name());
+        self.copy_props(node);
+        for child in node.children() {
+            self.copy_node(&child);
+        }
+        self.end_node();
+    }
+
+    /// A writer holding a copy of `fdt`'s header fields and reservations,
+    /// with its root node open and its root properties copied, ready for
+    /// the caller to copy or replace children (e.g. everything but
+    /// `/chosen`, then a new `/chosen`) and close the root.
+    pub fn from_fdt_root(fdt: &Fdt<'_>) -> FdtWriter {
+        let mut w = FdtWriter::new();
+        for (a, s) in fdt.reservations() {
+            w.reserve(a, s);
+        }
+        w.set_boot_cpuid(fdt.boot_cpuid());
+        w.begin_node("");
+        w.copy_props(&fdt.root());
+        w
+    }
+
     /// The finished blob.
     ///
     /// # Panics
     /// If a node is still open.
     pub fn finish(mut self) -> Vec<u8> {
-        assert!(self.depth == 0, "FdtWriter::finish: {} node(s) still open", self.depth);
+        assert!(
+            self.depth == 0,
+            "FdtWriter::finish: {} node(s) still open",
+            self.depth
+        );
         self.token(9);
         let header = 40usize;
         let off_rsv = header;

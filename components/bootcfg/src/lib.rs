@@ -10,7 +10,7 @@
 //!   per-guest overrides;
 //! - validating everything into one [`BootConfig`], or one [`Error`] whose
 //!   `Display` is a single line naming the field and the allowed values;
-//! - with feature `alloc`, writing DTBs ([`fdt_writer`]) for tests and the
+//! - with feature `alloc`, writing DTBs (module `fdt_writer`) for tests and the
 //!   xtask.
 //!
 //! **Not responsible for:** mapping policy to component types (the kernel
@@ -69,7 +69,8 @@ pub mod fdt;
 pub mod fdt_writer;
 
 pub use args::{
-    parse_bootargs, parse_size, Args, GuestArgs, HwdomPin, LogLevel, SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM,
+    parse_bootargs, parse_size, Args, GuestArgs, HwdomPin, LogLevel, SchedKind, SwMode, MAX_VCPUS,
+    MIN_GUEST_MEM,
 };
 pub use config::*;
 pub use error::{Error, Shown};

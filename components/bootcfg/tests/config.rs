@@ -6,6 +6,9 @@ use bootcfg::fdt_writer::FdtWriter;
 use bootcfg::*;
 use common::*;
 
+/// A tree part and the error line it must give.
+type Case<'a> = (&'a dyn Fn(&mut FdtWriter), &'a str);
+
 fn ok(dtb: &[u8]) -> BootConfig {
     match parse(dtb) {
         Ok(c) => c,
@@ -21,11 +24,17 @@ fn err(dtb: &[u8]) -> String {
 }
 
 fn with_chosen(chosen: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
-    build(&Parts { chosen, ..Parts::default() })
+    build(&Parts {
+        chosen,
+        ..Parts::default()
+    })
 }
 
 fn with_devices(devices: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
-    build(&Parts { devices, ..Parts::default() })
+    build(&Parts {
+        devices,
+        ..Parts::default()
+    })
 }
 
 /// /chosen with cells, the given command line and one kernel module with
@@ -50,7 +59,10 @@ fn qemu_like_tree() {
     assert_eq!(c.ram.as_slice(), &[(0x4000_0000, GIB)]);
     assert_eq!(c.reserved.as_slice(), &[(0x4800_0000, 0x1000)]);
     assert_eq!(c.cpus, 4);
-    assert_eq!(c.cpu_list.iter().map(|c| c.mpidr).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        c.cpu_list.iter().map(|c| c.mpidr).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     assert!(c.cpu_list.iter().all(|c| c.release_addr.is_none()));
     assert_eq!(c.boot_cpuid, 0);
     assert_eq!(
@@ -62,7 +74,11 @@ fn qemu_like_tree() {
             gicc: Some((0x0801_0000, 0x1_0000)),
             gich: Some((0x0803_0000, 0x1_0000)),
             gicv: Some((0x0804_0000, 0x1_0000)),
-            maint: Some(Irq { kind: IrqKind::Ppi, num: 9, flags: 4 }),
+            maint: Some(Irq {
+                kind: IrqKind::Ppi,
+                num: 9,
+                flags: 4
+            }),
         })
     );
     assert_eq!(c.gic.unwrap().maint.unwrap().intid(), 25);
@@ -71,13 +87,31 @@ fn qemu_like_tree() {
         Some(UartInfo {
             kind: UartKind::Pl011,
             regs: (0x0900_0000, 0x1000),
-            irq: Some(Irq { kind: IrqKind::Spi, num: 1, flags: 4 }),
+            irq: Some(Irq {
+                kind: IrqKind::Spi,
+                num: 1,
+                flags: 4
+            }),
         })
     );
     assert_eq!(c.uart.unwrap().irq.unwrap().intid(), 33);
     let t = c.timer.unwrap();
-    assert_eq!([t.sec_phys.intid(), t.phys.intid(), t.virt.intid(), t.hyp.intid()], [29, 30, 27, 26]);
-    assert_eq!(c.psci, Some(PsciInfo { method: Conduit::Smc, v0_2: true }));
+    assert_eq!(
+        [
+            t.sec_phys.intid(),
+            t.phys.intid(),
+            t.virt.intid(),
+            t.hyp.intid()
+        ],
+        [29, 30, 27, 26]
+    );
+    assert_eq!(
+        c.psci,
+        Some(PsciInfo {
+            method: Conduit::Smc,
+            v0_2: true
+        })
+    );
 
     assert_eq!(c.guests.len(), 1);
     let g = &c.guests[0];
@@ -88,6 +122,12 @@ fn qemu_like_tree() {
     assert_eq!(g.vcpus, 2);
     assert_eq!(g.sw, SwMode::Yes);
     assert_eq!(g.bootargs.as_str(), "console=hvc0 rdinit=/init");
+    let huge = Irq {
+        kind: IrqKind::Spi,
+        num: u32::MAX,
+        flags: 0,
+    };
+    assert_eq!(huge.intid(), u32::MAX);
     assert!(c.in_ram(0x5000_0000, 16 * MIB));
     assert!(!c.in_ram(0x3fff_f000, 0x2000));
 }
@@ -137,31 +177,48 @@ fn bootargs_source_order() {
     let chosen = |w: &mut FdtWriter| {
         w.prop_str("bootargs", "sched=pinned");
         w.prop_str("xen,xen-bootargs", "sched=null");
-        w.prop_str("hyp,bootargs", "sched=rr slice=128K loglevel=debug hwdom_pin=off");
+        w.prop_str(
+            "hyp,bootargs",
+            "sched=rr slice=128K loglevel=debug hwdom_pin=off",
+        );
     };
     let c = ok(&with_chosen(&chosen));
-    assert_eq!((c.sched, c.slice_bytes, c.loglevel, c.hwdom_pin), (SchedKind::Rr, 128 << 10, LogLevel::Debug, HwdomPin::Off));
+    assert_eq!(
+        (c.sched, c.slice_bytes, c.loglevel, c.hwdom_pin),
+        (SchedKind::Rr, 128 << 10, LogLevel::Debug, HwdomPin::Off)
+    );
     let chosen = |w: &mut FdtWriter| {
         w.prop_str("bootargs", "sched=pinned");
         w.prop_str("xen,xen-bootargs", "sched=null");
     };
     assert_eq!(ok(&with_chosen(&chosen)).sched, SchedKind::Null);
     let chosen = |w: &mut FdtWriter| w.prop_str("bootargs", "sched=bogus");
-    assert_eq!(err(&with_chosen(&chosen)), "bootargs: sched=bogus: unknown scheduler (allowed: rr, pinned, null)");
+    assert_eq!(
+        err(&with_chosen(&chosen)),
+        "bootargs: sched=bogus: unknown scheduler (allowed: rr, pinned, null)"
+    );
     let chosen = |w: &mut FdtWriter| w.prop_cells("bootargs", &[1]);
-    assert!(err(&with_chosen(&chosen)).starts_with("dtb: chosen: bootargs = 4: not a single string"));
+    assert!(
+        err(&with_chosen(&chosen)).starts_with("dtb: chosen: bootargs = 4: not a single string")
+    );
 }
 
 #[test]
 fn overrides() {
-    let dtb = one_guest("guest0.mem=32M guest0.vcpus=4 guest0.sw=no guest0.name=dom0", &|w| {
-        w.prop_str("hyp,mem", "256M");
-        w.prop_u32("hyp,vcpus", 2);
-        w.prop_str("hyp,sw", "yes");
-        w.prop_str("hyp,name", "linux");
-    });
+    let dtb = one_guest(
+        "guest0.mem=32M guest0.vcpus=4 guest0.sw=no guest0.name=dom0",
+        &|w| {
+            w.prop_str("hyp,mem", "256M");
+            w.prop_u32("hyp,vcpus", 2);
+            w.prop_str("hyp,sw", "yes");
+            w.prop_str("hyp,name", "linux");
+        },
+    );
     let g = &ok(&dtb).guests[0];
-    assert_eq!((g.mem_bytes, g.vcpus, g.sw, g.name.as_str()), (32 * MIB, 4, SwMode::No, "dom0"));
+    assert_eq!(
+        (g.mem_bytes, g.vcpus, g.sw, g.name.as_str()),
+        (32 * MIB, 4, SwMode::No, "dom0")
+    );
 
     let dtb = one_guest("guest1.vcpus=2", &|_| {});
     assert_eq!(
@@ -173,9 +230,15 @@ fn overrides() {
 #[test]
 fn hyp_mem_forms() {
     for (set, want) in [
-        (&(|w: &mut FdtWriter| w.prop_u32("hyp,mem", 0x0400_0000)) as &dyn Fn(&mut FdtWriter), 64 * MIB),
+        (
+            &(|w: &mut FdtWriter| w.prop_u32("hyp,mem", 0x0400_0000)) as &dyn Fn(&mut FdtWriter),
+            64 * MIB,
+        ),
         (&|w: &mut FdtWriter| w.prop_u64("hyp,mem", 8 * GIB), 8 * GIB),
-        (&|w: &mut FdtWriter| w.prop_str("hyp,mem", "0x200000"), 2 * MIB),
+        (
+            &|w: &mut FdtWriter| w.prop_str("hyp,mem", "0x200000"),
+            2 * MIB,
+        ),
         (&|w: &mut FdtWriter| w.prop_str("hyp,mem", "1g"), GIB),
         (&|w: &mut FdtWriter| w.prop_str("hyp,mem", "2048K"), 2 * MIB),
     ] {
@@ -185,7 +248,7 @@ fn hyp_mem_forms() {
 
 #[test]
 fn module_errors() {
-    let table: &[(&dyn Fn(&mut FdtWriter), &str)] = &[
+    let table: &[Case] = &[
         (
             &|w| w.prop_str("hyp,mem", "64Q"),
             "dtb: module@50000000: hyp,mem = \"64Q\": not a size (allowed: a size such as 64M: at least 2M, a multiple of 4K)",
@@ -249,7 +312,7 @@ fn module_errors() {
 
 #[test]
 fn module_layout_errors() {
-    let cases: &[(&dyn Fn(&mut FdtWriter), &str)] = &[
+    let cases: &[Case] = &[
         (
             &|w| {
                 chosen_cells(w);
@@ -361,7 +424,11 @@ fn placement_validation() {
         })
     };
     // Fine: adjacent, all in RAM.
-    ok(&two((0x5000_0000, MIB), Some((0x5010_0000, MIB)), (0x5020_0000, MIB)));
+    ok(&two(
+        (0x5000_0000, MIB),
+        Some((0x5010_0000, MIB)),
+        (0x5020_0000, MIB),
+    ));
     assert_eq!(
         err(&two((0x3000_0000, MIB), None, (0x5000_0000, MIB))),
         "guest0: image at 0x30000000 size 0x100000 is not inside one RAM range"
@@ -372,15 +439,27 @@ fn placement_validation() {
         "guest0: image at 0x7ff00000 size 0x200000 is not inside one RAM range"
     );
     assert_eq!(
-        err(&two((0x5000_0000, MIB), Some((0x9000_0000, MIB)), (0x5200_0000, MIB))),
+        err(&two(
+            (0x5000_0000, MIB),
+            Some((0x9000_0000, MIB)),
+            (0x5200_0000, MIB)
+        )),
         "guest0: ramdisk at 0x90000000 size 0x100000 is not inside one RAM range"
     );
     assert_eq!(
-        err(&two((0x5000_0000, MIB), Some((0x5008_0000, MIB)), (0x5200_0000, MIB))),
+        err(&two(
+            (0x5000_0000, MIB),
+            Some((0x5008_0000, MIB)),
+            (0x5200_0000, MIB)
+        )),
         "guest0 image overlaps guest0 ramdisk"
     );
     assert_eq!(
-        err(&two((0x5000_0000, MIB), Some((0x5010_0000, MIB)), (0x5010_0000, 0x1000))),
+        err(&two(
+            (0x5000_0000, MIB),
+            Some((0x5010_0000, MIB)),
+            (0x5010_0000, 0x1000)
+        )),
         "guest0 ramdisk overlaps guest1 image"
     );
     assert_eq!(
@@ -396,7 +475,16 @@ fn memory_forms() {
     let memory = |w: &mut FdtWriter| {
         w.begin_node("memory@40000000");
         w.prop_str("device_type", "memory");
-        w.prop_reg("reg", 1, 1, &[(0x4000_0000, 0x2000_0000), (0x7000_0000, 0), (0x8000_0000, 0x1000_0000)]);
+        w.prop_reg(
+            "reg",
+            1,
+            1,
+            &[
+                (0x4000_0000, 0x2000_0000),
+                (0x7000_0000, 0),
+                (0x8000_0000, 0x1000_0000),
+            ],
+        );
         w.end_node();
         w.begin_node("memory@a0000000");
         w.prop_reg("reg", 1, 1, &[(0xa000_0000, 0x100_0000)]);
@@ -424,12 +512,31 @@ fn memory_forms() {
         w.prop_reg("reg", 1, 1, &[(0x0900_0000, 0x1000)]);
         w.end_node();
     };
-    let c = ok(&build(&Parts { root_cells: (1, 1), memory: &memory, chosen: &chosen, devices: &devices, ..Parts::default() }));
-    assert_eq!(c.ram.as_slice(), &[(0x4000_0000, 0x2000_0000), (0x8000_0000, 0x1000_0000), (0xa000_0000, 0x100_0000)]);
+    let c = ok(&build(&Parts {
+        root_cells: (1, 1),
+        memory: &memory,
+        chosen: &chosen,
+        devices: &devices,
+        ..Parts::default()
+    }));
+    assert_eq!(
+        c.ram.as_slice(),
+        &[
+            (0x4000_0000, 0x2000_0000),
+            (0x8000_0000, 0x1000_0000),
+            (0xa000_0000, 0x100_0000)
+        ]
+    );
     assert_eq!(c.uart.unwrap().regs, (0x0900_0000, 0x1000));
     assert_eq!((c.gic, c.timer, c.psci), (None, None, None));
 
-    assert_eq!(err(&build(&Parts { memory: &|_| {}, ..Parts::default() })), "dtb: no RAM: no /memory node with a non-empty reg");
+    assert_eq!(
+        err(&build(&Parts {
+            memory: &|_| {},
+            ..Parts::default()
+        })),
+        "dtb: no RAM: no /memory node with a non-empty reg"
+    );
     let bad = |w: &mut FdtWriter| {
         w.begin_node("memory@0");
         w.prop_str("device_type", "memory");
@@ -447,9 +554,18 @@ fn memory_forms() {
         w.prop_reg("reg", 2, 2, &r);
         w.end_node();
     };
-    assert_eq!(err(&build(&Parts { memory: &many, ..Parts::default() })), "dtb: more than 8 RAM ranges (the most supported)");
     assert_eq!(
-        err(&build(&Parts { root_cells: (2, 3), ..Parts::default() })),
+        err(&build(&Parts {
+            memory: &many,
+            ..Parts::default()
+        })),
+        "dtb: more than 8 RAM ranges (the most supported)"
+    );
+    assert_eq!(
+        err(&build(&Parts {
+            root_cells: (2, 3),
+            ..Parts::default()
+        })),
         "dtb: /: #address-cells = 2, #size-cells = 3 not supported (allowed: 1 or 2, 0 to 2)"
     );
 }
@@ -472,7 +588,10 @@ fn reserved_memory() {
         w.end_node();
     };
     let c = ok(&with_devices(&devices));
-    assert_eq!(c.reserved.as_slice(), &[(0x4800_0000, 0x1000), (0x7f00_0000, 0x10_0000)]);
+    assert_eq!(
+        c.reserved.as_slice(),
+        &[(0x4800_0000, 0x1000), (0x7f00_0000, 0x10_0000)]
+    );
 }
 
 #[test]
@@ -491,21 +610,45 @@ fn cpu_nodes() {
         }
         w.end_node();
     };
-    let c = ok(&build(&Parts { cpus: &spin, ..Parts::default() }));
+    let c = ok(&build(&Parts {
+        cpus: &spin,
+        ..Parts::default()
+    }));
     assert_eq!(c.cpus, 2);
-    assert_eq!(c.cpu_list[1], Cpu { mpidr: 0x101, release_addr: Some(0xe0) });
+    assert_eq!(
+        c.cpu_list[1],
+        Cpu {
+            mpidr: 0x101,
+            release_addr: Some(0xe0)
+        }
+    );
 
-    assert_eq!(err(&build(&Parts { cpus: &|_| {}, ..Parts::default() })), "dtb: /: missing cpus node");
+    assert_eq!(
+        err(&build(&Parts {
+            cpus: &|_| {},
+            ..Parts::default()
+        })),
+        "dtb: /: missing cpus node"
+    );
     let none = |w: &mut FdtWriter| {
         w.begin_node("cpus");
         w.end_node();
     };
     assert_eq!(
-        err(&build(&Parts { cpus: &none, ..Parts::default() })),
+        err(&build(&Parts {
+            cpus: &none,
+            ..Parts::default()
+        })),
         "dtb: cpus: missing cpu nodes (device_type = \"cpu\")"
     );
     let nine = |w: &mut FdtWriter| cpus_n(w, 9);
-    assert_eq!(err(&build(&Parts { cpus: &nine, ..Parts::default() })), "dtb: more than 8 CPUs (the most supported)");
+    assert_eq!(
+        err(&build(&Parts {
+            cpus: &nine,
+            ..Parts::default()
+        })),
+        "dtb: more than 8 CPUs (the most supported)"
+    );
     let noreg = |w: &mut FdtWriter| {
         w.begin_node("cpus");
         w.begin_node("cpu@0");
@@ -513,7 +656,13 @@ fn cpu_nodes() {
         w.end_node();
         w.end_node();
     };
-    assert_eq!(err(&build(&Parts { cpus: &noreg, ..Parts::default() })), "dtb: cpu@0: missing reg");
+    assert_eq!(
+        err(&build(&Parts {
+            cpus: &noreg,
+            ..Parts::default()
+        })),
+        "dtb: cpu@0: missing reg"
+    );
     let badrel = |w: &mut FdtWriter| {
         w.begin_node("cpus");
         w.prop_u32("#address-cells", 1);
@@ -525,7 +674,10 @@ fn cpu_nodes() {
         w.end_node();
     };
     assert_eq!(
-        err(&build(&Parts { cpus: &badrel, ..Parts::default() })),
+        err(&build(&Parts {
+            cpus: &badrel,
+            ..Parts::default()
+        })),
         "dtb: cpu@0: cpu-release-addr is 4 bytes, expected exactly 8"
     );
 }
@@ -537,7 +689,19 @@ fn rpi4_soc(w: &mut FdtWriter) {
     w.prop_u32("#address-cells", 1);
     w.prop_u32("#size-cells", 1);
     // child, parent (2 cells), size
-    w.prop_cells("ranges", &[0x7e00_0000, 0, 0xfe00_0000, 0x180_0000, 0x4000_0000, 0, 0xff80_0000, 0x80_0000]);
+    w.prop_cells(
+        "ranges",
+        &[
+            0x7e00_0000,
+            0,
+            0xfe00_0000,
+            0x180_0000,
+            0x4000_0000,
+            0,
+            0xff80_0000,
+            0x80_0000,
+        ],
+    );
     // uart2 (disabled), then uart0.
     for (base, status) in [(0x7e20_1400u64, "disabled"), (0x7e20_1000, "okay")] {
         w.begin_node(&format!("serial@{base:x}"));
@@ -548,7 +712,17 @@ fn rpi4_soc(w: &mut FdtWriter) {
     }
     w.begin_node("interrupt-controller@40041000");
     w.prop_strs("compatible", &["arm,gic-400"]);
-    w.prop_reg("reg", 1, 1, &[(0x4004_1000, 0x1000), (0x4004_2000, 0x2000), (0x4004_4000, 0x2000), (0x4004_6000, 0x2000)]);
+    w.prop_reg(
+        "reg",
+        1,
+        1,
+        &[
+            (0x4004_1000, 0x1000),
+            (0x4004_2000, 0x2000),
+            (0x4004_4000, 0x2000),
+            (0x4004_6000, 0x2000),
+        ],
+    );
     w.prop_cells("interrupts", &[1, 9, 0xf04]);
     w.end_node();
     w.begin_node("serial@7e215040");
@@ -568,7 +742,10 @@ fn bus_translation_rpi4_like() {
         w.prop_str("serial1", "/soc/serial@7e201000");
         w.end_node();
     };
-    let c = ok(&build(&Parts { devices: &devices, ..Parts::default() }));
+    let c = ok(&build(&Parts {
+        devices: &devices,
+        ..Parts::default()
+    }));
     let g = c.gic.unwrap();
     assert_eq!(g.gicd, (0xff84_1000, 0x1000));
     assert_eq!(g.gicc, Some((0xff84_2000, 0x2000)));
@@ -581,7 +758,11 @@ fn bus_translation_rpi4_like() {
 
     // stdout-path through an alias.
     let chosen_alias = |w: &mut FdtWriter| w.prop_str("stdout-path", "serial1:115200n8");
-    let c = ok(&build(&Parts { devices: &devices, chosen: &chosen_alias, ..Parts::default() }));
+    let c = ok(&build(&Parts {
+        devices: &devices,
+        chosen: &chosen_alias,
+        ..Parts::default()
+    }));
     assert_eq!(c.uart.unwrap().regs, (0xfe20_1000, 0x200));
 
     // A bus without ranges cannot be translated.
@@ -611,7 +792,10 @@ fn bus_translation_rpi4_like() {
         w.end_node();
         w.end_node();
     };
-    assert_eq!(err(&with_devices(&outside)), "dtb: soc: bus address 0x1000 is outside the bus's ranges");
+    assert_eq!(
+        err(&with_devices(&outside)),
+        "dtb: soc: bus address 0x1000 is outside the bus's ranges"
+    );
 }
 
 #[test]
@@ -630,13 +814,26 @@ fn cubietruck_like_uart_and_gic() {
         w.end_node();
         w.begin_node("interrupt-controller@1c81000");
         w.prop_strs("compatible", &["arm,gic-400", "arm,cortex-a7-gic"]);
-        w.prop_reg("reg", 1, 1, &[(0x01c8_1000, 0x1000), (0x01c8_2000, 0x2000), (0x01c8_4000, 0x2000), (0x01c8_6000, 0x2000)]);
+        w.prop_reg(
+            "reg",
+            1,
+            1,
+            &[
+                (0x01c8_1000, 0x1000),
+                (0x01c8_2000, 0x2000),
+                (0x01c8_4000, 0x2000),
+                (0x01c8_6000, 0x2000),
+            ],
+        );
         w.prop_cells("interrupts", &[1, 9, 0xf04]);
         w.end_node();
         w.end_node();
         w.begin_node("timer");
         w.prop_strs("compatible", &["arm,armv7-timer"]);
-        w.prop_cells("interrupts", &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08]);
+        w.prop_cells(
+            "interrupts",
+            &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
+        );
         w.end_node();
         w.begin_node("psci");
         w.prop_strs("compatible", &["arm,psci-0.2"]);
@@ -648,13 +845,29 @@ fn cubietruck_like_uart_and_gic() {
         w.prop_str("stdout-path", "/soc/serial@1c28000");
         kernel(w, 0x5000_0000, MIB, &|_| {});
     };
-    let c = ok(&build(&Parts { devices: &devices, chosen: &chosen, ..Parts::default() }));
+    let c = ok(&build(&Parts {
+        devices: &devices,
+        chosen: &chosen,
+        ..Parts::default()
+    }));
     let u = c.uart.unwrap();
-    assert_eq!(u.kind, UartKind::Ns16550 { reg_shift: 2, io_width: 4 });
+    assert_eq!(
+        u.kind,
+        UartKind::Ns16550 {
+            reg_shift: 2,
+            io_width: 4
+        }
+    );
     assert_eq!(u.regs, (0x01c2_8000, 0x400));
     assert_eq!(c.gic.unwrap().gicv, Some((0x01c8_6000, 0x2000)));
     assert_eq!(c.timer.unwrap().hyp.intid(), 26);
-    assert_eq!(c.psci, Some(PsciInfo { method: Conduit::Hvc, v0_2: true }));
+    assert_eq!(
+        c.psci,
+        Some(PsciInfo {
+            method: Conduit::Hvc,
+            v0_2: true
+        })
+    );
 }
 
 #[test]
@@ -662,17 +875,31 @@ fn gic_v3() {
     let devices = |w: &mut FdtWriter| {
         w.begin_node("intc@8000000");
         w.prop_strs("compatible", &["arm,gic-v3"]);
-        w.prop_reg("reg", 2, 2, &[(0x0800_0000, 0x1_0000), (0x080a_0000, 0xf6_0000)]);
+        w.prop_reg(
+            "reg",
+            2,
+            2,
+            &[(0x0800_0000, 0x1_0000), (0x080a_0000, 0xf6_0000)],
+        );
         w.prop_cells("interrupts", &[1, 9, 4]);
         w.end_node();
     };
     let g = ok(&with_devices(&devices)).gic.unwrap();
-    assert_eq!((g.version, g.gicd, g.gicr, g.gicc, g.gich), (3, (0x0800_0000, 0x1_0000), Some((0x080a_0000, 0xf6_0000)), None, None));
+    assert_eq!(
+        (g.version, g.gicd, g.gicr, g.gicc, g.gich),
+        (
+            3,
+            (0x0800_0000, 0x1_0000),
+            Some((0x080a_0000, 0xf6_0000)),
+            None,
+            None
+        )
+    );
 }
 
 #[test]
 fn device_errors() {
-    let cases: &[(&dyn Fn(&mut FdtWriter), &str)] = &[
+    let cases: &[Case] = &[
         (
             &|w| {
                 w.begin_node("psci");
@@ -771,14 +998,23 @@ fn device_errors() {
     };
     let c = ok(&with_devices(&disabled));
     assert_eq!(c.psci, None);
-    assert_eq!(c.uart.unwrap().kind, UartKind::Ns16550 { reg_shift: 0, io_width: 1 });
+    assert_eq!(
+        c.uart.unwrap().kind,
+        UartKind::Ns16550 {
+            reg_shift: 0,
+            io_width: 1
+        }
+    );
 }
 
 #[test]
 fn dtb_errors_pass_through() {
     let mut dtb = default_dtb();
     dtb[0] = 0;
-    assert_eq!(err(&dtb), "dtb: bad magic 0x000dfeed (expected 0xd00dfeed): not a device tree");
+    assert_eq!(
+        err(&dtb),
+        "dtb: bad magic 0x000dfeed (expected 0xd00dfeed): not a device tree"
+    );
     // A buffer longer than totalsize is fine.
     let mut dtb = default_dtb();
     dtb.extend_from_slice(&[0xff; 100]);

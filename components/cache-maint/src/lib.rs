@@ -1,10 +1,10 @@
 //! # cache-maint: the set/way policy, as an explicit state machine
 //!
-//! Guests clean their caches by set/way (`DC ISW/CSW/CISW`, or `DCISW`... on
-//! ARMv7). Those instructions only reach the cache of the pCPU they run on.
-//! If the hypervisor migrates a vCPU in the middle of a set/way loop, dirty
-//! lines stay behind on the old pCPU and the guest loses data when it then
-//! turns its caches off. This crate decides, per VM and per vCPU, what to do
+//! Guests clean their caches by set/way (`DC ISW/CSW/CISW`; `DCISW`,
+//! `DCCSW`, `DCCISW` on ARMv7). Those instructions only reach the cache of
+//! the pCPU they run on. If the hypervisor migrates a vCPU in the middle of
+//! a set/way loop, dirty lines stay behind on the old pCPU and the guest
+//! loses data when it then turns its caches off. This crate decides, per VM and per vCPU, what to do
 //! about it, in the style of KVM (`kvm_set_way_flush`, `kvm_toggle_cache`)
 //! and Xen (`p2m_set_way_flush`, `p2m_toggle_cache`).
 //!
@@ -57,7 +57,7 @@
 //!                 SetWay: TVM on, request a clean
 //!   +-----------+ ------------------------------------> +---------+
 //!   | Untrapped |                                       | Waiting | RunSlice:
-//!   |  TVM off  | <---- pass done, TVM was turned off -- |         | one slice
+//!   |  TVM off  | <--- pass done, TVM was turned off -- |         | one slice
 //!   +-----------+                                       +---------+
 //!         ^                                               ^     |
 //!         |                      SCTLR write, M&C changed |     | pass done,
@@ -438,10 +438,10 @@ impl ResumeToken {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Next {
-    /// It may run (its clean, if any, is done).
+    /// It may run: its clean, if any, is done ("Done" after `RunSlice`).
     Resume(ResumeToken),
-    /// Its clean is not done: run `RunSlice` for it (after letting
-    /// interrupts and the scheduler in) before it may run.
+    /// Its clean is not done ("More"): run `RunSlice` for it again, after
+    /// letting interrupts and the scheduler in, before it may run.
     MoreWork,
 }
 
@@ -570,7 +570,7 @@ impl CacheMaint {
         if cfg.vcpus == 0 || cfg.vcpus as usize > MAX_VCPUS {
             return Err(ConfigError::VcpuCount(cfg.vcpus));
         }
-        if cfg.slice_bytes < PAGE_SIZE || cfg.slice_bytes % PAGE_SIZE != 0 {
+        if cfg.slice_bytes < PAGE_SIZE || !cfg.slice_bytes.is_multiple_of(PAGE_SIZE) {
             return Err(ConfigError::SliceBytes(cfg.slice_bytes));
         }
         if cfg.slice_steps == 0 {

@@ -90,7 +90,7 @@ fn first_set_way_turns_tvm_on_and_defers_the_clean() {
     assert!(r.cache.calls.is_empty(), "the trap reply itself does no maintenance");
     assert_eq!(r.cm.may_run(V0), Err(Error::CleanPending(V0)));
     assert!(r.cm.may_run(V1).is_ok(), "other vCPUs keep running");
-    assert_eq!(r.cm.hcr(V1).unwrap().tvm, false, "TVM is per vCPU");
+    assert!(!r.cm.hcr(V1).unwrap().tvm, "TVM is per vCPU");
     let slices = r.drain(V0);
     assert_eq!(slices.iter().sum::<u64>(), 3 * M2);
     let c = r.cm.counters();

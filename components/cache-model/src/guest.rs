@@ -47,7 +47,7 @@ impl FakeSource {
     /// Map `[ipa, ipa+len)` to `pa`: one block or a run of pages inside one
     /// 2 MiB chunk. The chunk counts as touched.
     pub fn map(&mut self, ipa: u64, pa: u64, len: u64) -> Result<(), MapError> {
-        if len == 0 || (ipa | pa | len) % PAGE_SIZE != 0 {
+        if len == 0 || !(ipa | pa | len).is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Unaligned);
         }
         if chunk_of(ipa) != chunk_of(ipa + len - 1) {
@@ -223,7 +223,7 @@ impl GuestMem {
         let block = match self.populate {
             Populate::Block => true,
             Populate::Page => false,
-            Populate::Mixed => (ipa / BLOCK_SIZE) % 2 == 0,
+            Populate::Mixed => (ipa / BLOCK_SIZE).is_multiple_of(2),
         };
         // A chunk that already has pages keeps getting pages.
         let chunk = chunk_of(ipa);

@@ -69,9 +69,9 @@ impl Geometry {
         self.sets as u64 * self.ways as u64 * LINE
     }
 
-    /// The value CCSIDR would read for this cache: LineSize in bits [2:0]
-    /// (log2 of words per line, minus 2), Associativity-1 in bits [12:3],
-    /// NumSets-1 in bits [27:13].
+    /// The value CCSIDR would read for this cache: LineSize in bits `[2:0]`
+    /// (log2 of words per line, minus 2), Associativity-1 in bits `[12:3]`,
+    /// NumSets-1 in bits `[27:13]`.
     pub const fn ccsidr(&self) -> u32 {
         (LINE_SHIFT - 4) | ((self.ways - 1) << 3) | ((self.sets - 1) << 13)
     }
@@ -332,7 +332,7 @@ impl CacheModel {
         self.mem.get(&line).copied().unwrap_or([0; LINE as usize])
     }
 
-    fn to_poc(&mut self, line: u64, data: [u8; LINE as usize]) {
+    fn write_poc(&mut self, line: u64, data: [u8; LINE as usize]) {
         self.stats.poc_writebacks += 1;
         self.mem.insert(line, data);
     }
@@ -341,7 +341,7 @@ impl CacheModel {
     fn l2_put(&mut self, line: u64, data: [u8; LINE as usize], dirty: bool) {
         let Some(l2) = self.l2.as_mut() else {
             if dirty {
-                self.to_poc(line, data);
+                self.write_poc(line, data);
             }
             return;
         };
@@ -356,7 +356,7 @@ impl CacheModel {
         let old = l2.slots[i];
         l2.slots[i] = Slot { line, valid: true, dirty, data };
         if old.valid && old.dirty {
-            self.to_poc(old.line, old.data);
+            self.write_poc(old.line, old.data);
         }
     }
 
@@ -581,7 +581,7 @@ impl CacheModel {
             }
         }
         if let Some(d) = newest {
-            self.to_poc(line, d);
+            self.write_poc(line, d);
         }
     }
 
@@ -681,13 +681,13 @@ impl CacheModel {
             if level == 0 {
                 self.l2_put(s.line, s.data, true);
             } else {
-                self.to_poc(s.line, s.data);
+                self.write_poc(s.line, s.data);
             }
         }
     }
 
     /// The operand a guest puts in `DC CISW` and friends for `level`, `set`
-    /// and `way`: level in bits [3:1], set from bit log2(line size), way in
+    /// and `way`: level in bits `[3:1]`, set from bit log2(line size), way in
     /// the top bits.
     pub fn sw_operand(&self, level: u8, set: u32, way: u32) -> u32 {
         let g = self.geometry(level).unwrap_or(self.cfg.l1);
@@ -943,7 +943,7 @@ mod tests {
     }
 
     #[test]
-    fn random_cacheable_traffic_is_coherent_and_cleans_to_poc() {
+    fn random_cacheable_traffic_is_coherent_and_cleans_write_poc() {
         // Reference: a plain map of the last value stored at each address.
         let mut rng = crate::rng::Rng::new(7);
         for cfg in [Config::small(3), Config { cpus: 2, l1: Geometry { sets: 2, ways: 2 }, l2: None }] {

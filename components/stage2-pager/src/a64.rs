@@ -82,7 +82,9 @@ pub struct A64Table<T: Translation<Stage2Attributes>> {
 impl<T: Translation<Stage2Attributes>> A64Table<T> {
     /// An empty table; allocates the root table through `translation`.
     pub fn new(translation: T) -> Self {
-        A64Table { map: Mapping::new(translation, ROOT_LEVEL, Stage2) }
+        A64Table {
+            map: Mapping::new(translation, ROOT_LEVEL, Stage2),
+        }
     }
 
     /// The translation (frame source) in use.
@@ -91,15 +93,25 @@ impl<T: Translation<Stage2Attributes>> A64Table<T> {
     }
 
     // Visits the descriptors covering [start, end): (range, descriptor, level).
-    fn visit(&self, start: u64, end: u64, f: &mut dyn FnMut(u64, usize, &Stage2Attributes, u64) -> ControlFlow<()>) {
+    fn visit(
+        &self,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(u64, usize, &Stage2Attributes, u64) -> ControlFlow<()>,
+    ) {
         // A `Break` from `f` ends the walk with an error the library reports
         // as a PTE fault; that is the expected way out, so it is ignored.
-        let _ = self.map.walk_range(&region(start, end - start), &mut |mr, d, level| {
-            match f(mr.start().0 as u64, level, &d.flags(), d.output_address().0 as u64) {
+        let _ = self
+            .map
+            .walk_range(&region(start, end - start), &mut |mr, d, level| match f(
+                mr.start().0 as u64,
+                level,
+                &d.flags(),
+                d.output_address().0 as u64,
+            ) {
                 ControlFlow::Continue(()) => Ok(()),
                 ControlFlow::Break(()) => Err(()),
-            }
-        });
+            });
     }
 }
 
@@ -113,8 +125,11 @@ fn decode(at: u64, level: usize, fl: &Stage2Attributes, oa: u64) -> Option<Leaf>
         // Level-1 (1 GiB) blocks are never written by this backend.
         _ => return None,
     };
-    let attrs =
-        if fl.bits() & OUTER_ATTR_MASK != 0 { MemAttrs::Normal } else { MemAttrs::Device };
+    let attrs = if fl.bits() & OUTER_ATTR_MASK != 0 {
+        MemAttrs::Normal
+    } else {
+        MemAttrs::Device
+    };
     Some(Leaf {
         ipa: at & !(size.bytes() - 1),
         pa: oa,
@@ -152,10 +167,14 @@ impl<T: Translation<Stage2Attributes>> TableFormat for A64Table<T> {
         if start >= end {
             return;
         }
-        self.visit(start, end, &mut |at, level, fl, oa| match decode(at, level, fl, oa) {
-            Some(leaf) => f(&leaf),
-            None => ControlFlow::Continue(()),
-        });
+        self.visit(
+            start,
+            end,
+            &mut |at, level, fl, oa| match decode(at, level, fl, oa) {
+                Some(leaf) => f(&leaf),
+                None => ControlFlow::Continue(()),
+            },
+        );
     }
 
     fn write(

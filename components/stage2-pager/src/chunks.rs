@@ -18,7 +18,11 @@ pub struct ChunkSet {
 impl ChunkSet {
     /// The empty set.
     pub const fn new() -> Self {
-        ChunkSet { words: [0; WORDS], summary: [0; SUMMARY], len: 0 }
+        ChunkSet {
+            words: [0; WORDS],
+            summary: [0; SUMMARY],
+            len: 0,
+        }
     }
 
     /// Adds `i` (`i < CHUNKS`).
@@ -66,7 +70,11 @@ impl ChunkSet {
         }
         // Next non-empty word, found through the summary.
         let mut sw = (w + 1) / 64;
-        let mut mask = if w + 1 >= WORDS { 0 } else { !0u64 << ((w + 1) % 64) };
+        let mut mask = if w + 1 >= WORDS {
+            0
+        } else {
+            !0u64 << ((w + 1) % 64)
+        };
         while sw < SUMMARY {
             let bits = self.summary[sw] & mask;
             if bits != 0 {

@@ -156,7 +156,10 @@ impl fmt::Display for PagerError {
             PagerError::OutOfRange { ipa } => write!(f, "ipa {ipa:#x} beyond the IPA space"),
             PagerError::BadPa { pa } => write!(f, "pa {pa:#x} beyond 48 bits"),
             PagerError::OutsideTracked { ipa } => {
-                write!(f, "normal memory at ipa {ipa:#x} outside the tracked window")
+                write!(
+                    f,
+                    "normal memory at ipa {ipa:#x} outside the tracked window"
+                )
             }
             PagerError::Overlap { ipa } => {
                 write!(f, "ipa {ipa:#x} overlaps a mapping of another size")
@@ -277,7 +280,11 @@ struct TlbBatch {
 
 impl TlbBatch {
     fn new() -> Self {
-        TlbBatch { ipas: [0; TLBI_BATCH], n: 0, whole_vm: false }
+        TlbBatch {
+            ipas: [0; TLBI_BATCH],
+            n: 0,
+            whole_vm: false,
+        }
     }
 
     fn add(&mut self, ipa: u64) {
@@ -307,8 +314,11 @@ impl<F: TableFormat> Pager<F> {
     /// On refusal the capability and table come back in [`Refused`].
     pub fn new(cap: Stage2Cap, table: F, track_base: u64) -> Result<Self, Refused<F>> {
         let limit = 1u64 << table.ipa_bits();
-        let error = if track_base % BLOCK_SIZE != 0 {
-            Some(PagerError::Misaligned { ipa: track_base, pa: 0 })
+        let error = if !track_base.is_multiple_of(BLOCK_SIZE) {
+            Some(PagerError::Misaligned {
+                ipa: track_base,
+                pa: 0,
+            })
         } else if track_base >= limit {
             Some(PagerError::OutOfRange { ipa: track_base })
         } else {
@@ -394,7 +404,8 @@ impl<F: TableFormat> Pager<F> {
 
     /// Whether the 2 MiB chunk holding `ipa` is marked touched.
     pub fn is_touched(&self, ipa: u64) -> bool {
-        self.chunk_index(ipa).is_some_and(|i| self.touched.contains(i))
+        self.chunk_index(ipa)
+            .is_some_and(|i| self.touched.contains(i))
     }
 
     /// How many chunks are marked touched.
@@ -408,7 +419,9 @@ impl<F: TableFormat> Pager<F> {
         if ipa >= self.ipa_limit() {
             return None;
         }
-        self.table.leaf(ipa).map(|l| (l.pa + (ipa - l.ipa), l.size.bytes()))
+        self.table
+            .leaf(ipa)
+            .map(|l| (l.pa + (ipa - l.ipa), l.size.bytes()))
     }
 
     /// The leaf covering `ipa`.
@@ -441,7 +454,7 @@ impl<F: TableFormat> Pager<F> {
 
     fn check_leaf_args(&self, ipa: u64, pa: u64, size: LeafSize) -> Result<(), PagerError> {
         let bytes = size.bytes();
-        if ipa % bytes != 0 || pa % bytes != 0 {
+        if !ipa.is_multiple_of(bytes) || !pa.is_multiple_of(bytes) {
             return Err(PagerError::Misaligned { ipa, pa });
         }
         if ipa >= self.ipa_limit() {
@@ -514,8 +527,13 @@ impl<F: TableFormat> Pager<F> {
     /// page inside a block is [`PagerError::Overlap`]; unmapping where
     /// nothing is mapped is [`PagerError::NotMapped`]. The TLB is invalidated
     /// before this returns. Empty page tables are kept for reuse.
-    pub fn unmap(&mut self, ipa: u64, size: LeafSize, tlb: &mut dyn TlbOps) -> Result<(), PagerError> {
-        if ipa % size.bytes() != 0 {
+    pub fn unmap(
+        &mut self,
+        ipa: u64,
+        size: LeafSize,
+        tlb: &mut dyn TlbOps,
+    ) -> Result<(), PagerError> {
+        if !ipa.is_multiple_of(size.bytes()) {
             return Err(PagerError::Misaligned { ipa, pa: 0 });
         }
         if ipa >= self.ipa_limit() {
@@ -588,7 +606,14 @@ impl<F: TableFormat> Pager<F> {
         };
         self.table.clear(b.ipa, LeafSize::Block2M)?;
         tlb.invalidate_ipa(self.vmid(), b.ipa);
-        self.table.write(b.ipa, b.pa, BLOCK_SIZE, LeafSize::Page4K, b.attrs, b.accessed)?;
+        self.table.write(
+            b.ipa,
+            b.pa,
+            BLOCK_SIZE,
+            LeafSize::Page4K,
+            b.attrs,
+            b.accessed,
+        )?;
         Ok(())
     }
 
@@ -614,7 +639,12 @@ impl<F: TableFormat> Pager<F> {
             Err(e) => Reply::Error(e),
         };
         match req {
-            Request::Map { ipa, pa, size, attrs } => done(self.map(ipa, pa, size, attrs, tlb)),
+            Request::Map {
+                ipa,
+                pa,
+                size,
+                attrs,
+            } => done(self.map(ipa, pa, size, attrs, tlb)),
             Request::Unmap { ipa, size } => done(self.unmap(ipa, size, tlb)),
             Request::Split { ipa } => done(self.split(ipa, tlb)),
             Request::AccessFault { ipa } => match self.handle_access_fault(ipa) {
@@ -630,14 +660,24 @@ impl<F: TableFormat> Pager<F> {
         let mut run: Option<MemRun> = None;
         self.table.walk(start, end, &mut |l| {
             if l.attrs != MemAttrs::Normal {
-                return if run.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+                return if run.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
             }
             let lo = l.ipa.max(start);
             let pa = l.pa + (lo - l.ipa);
             let chunk_end = align_down(lo, BLOCK_SIZE) + BLOCK_SIZE;
             let hi = l.end().min(chunk_end).min(end);
             match &mut run {
-                None => run = Some(MemRun { ipa: lo, pa, len: hi - lo }),
+                None => {
+                    run = Some(MemRun {
+                        ipa: lo,
+                        pa,
+                        len: hi - lo,
+                    })
+                }
                 Some(r) => {
                     let contiguous = r.ipa + r.len == lo
                         && r.pa + r.len == pa
@@ -688,7 +728,9 @@ impl<F: TableFormat> CleanSource for Pager<F> {
         if lo >= hi {
             return;
         }
-        let Some(mut i) = self.chunk_index(lo) else { return };
+        let Some(mut i) = self.chunk_index(lo) else {
+            return;
+        };
         let vmid = self.vmid();
         let mut batch = TlbBatch::new();
         while let Some(c) = self.touched.next_from(i) {
@@ -714,7 +756,11 @@ impl<F: TableFormat> CleanSource for Pager<F> {
             if block {
                 // Backend errors cannot happen on a leaf just found; if one
                 // did, the chunk stays touched (safe: it will be cleaned).
-                if self.table.set_accessed(base, LeafSize::Block2M, false).is_err() {
+                if self
+                    .table
+                    .set_accessed(base, LeafSize::Block2M, false)
+                    .is_err()
+                {
                     i = c + 1;
                     continue;
                 }
@@ -727,7 +773,11 @@ impl<F: TableFormat> CleanSource for Pager<F> {
                     let k = w * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let page = base + k as u64 * PAGE_SIZE;
-                    if self.table.set_accessed(page, LeafSize::Page4K, false).is_ok() {
+                    if self
+                        .table
+                        .set_accessed(page, LeafSize::Page4K, false)
+                        .is_ok()
+                    {
                         batch.add(page);
                     } else {
                         ok = false;

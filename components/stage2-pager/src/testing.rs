@@ -72,7 +72,14 @@ pub enum Event {
     /// `TlbOps::invalidate_vmid`.
     TlbVmid { vmid: u16 },
     /// `TableFormat::write`.
-    Write { ipa: u64, pa: u64, len: u64, size: LeafSize, attrs: MemAttrs, accessed: bool },
+    Write {
+        ipa: u64,
+        pa: u64,
+        len: u64,
+        size: LeafSize,
+        attrs: MemAttrs,
+        accessed: bool,
+    },
     /// `TableFormat::clear`.
     Clear { ipa: u64, size: LeafSize },
     /// `TableFormat::set_accessed`.
@@ -131,7 +138,14 @@ impl<F: TableFormat> TableFormat for RecordingTable<F> {
         attrs: MemAttrs,
         accessed: bool,
     ) -> Result<(), FormatError> {
-        self.push(Event::Write { ipa, pa, len, size, attrs, accessed });
+        self.push(Event::Write {
+            ipa,
+            pa,
+            len,
+            size,
+            attrs,
+            accessed,
+        });
         self.inner.write(ipa, pa, len, size, attrs, accessed)
     }
     fn clear(&mut self, ipa: u64, size: LeafSize) -> Result<(), FormatError> {
@@ -158,6 +172,7 @@ impl<F: TableFormat> TableFormat for RecordingTable<F> {
 pub struct RecordingHw {
     log: Option<Log>,
     nonzero: BTreeSet<u64>,
+    hidden: BTreeSet<u64>,
     /// Calls to `TlbOps` so far.
     pub tlb_ops: u64,
     /// Bytes zeroed so far.
@@ -167,7 +182,10 @@ pub struct RecordingHw {
 impl RecordingHw {
     /// Logging to `log`.
     pub fn new(log: Log) -> Self {
-        RecordingHw { log: Some(log), ..Default::default() }
+        RecordingHw {
+            log: Some(log),
+            ..Default::default()
+        }
     }
 
     /// Not logging (for benches).
@@ -178,6 +196,19 @@ impl RecordingHw {
     /// The guest (or anyone) stores non-zero data in the page holding `pa`.
     pub fn write(&mut self, pa: u64) {
         self.nonzero.insert(pa & !(PAGE_SIZE - 1));
+    }
+
+    /// Whether the page holding `pa` holds data (seen or hidden).
+    pub fn is_zero_page(&self, pa: u64) -> bool {
+        let p = pa & !(PAGE_SIZE - 1);
+        !self.nonzero.contains(&p) && !self.hidden.contains(&p)
+    }
+
+    /// A write that reached memory behind a stale clean line in the
+    /// hypervisor's cache (the guest wrote with its caches off): `is_zero`
+    /// does not see it until `clean_invalidate_range` drops that line.
+    pub fn write_hidden(&mut self, pa: u64) {
+        self.hidden.insert(pa & !(PAGE_SIZE - 1));
     }
 
     fn push(&self, e: Event) {
@@ -191,9 +222,11 @@ impl Frames for RecordingHw {
     fn zero(&mut self, pa: u64, len: u64) {
         self.push(Event::Zero { pa, len });
         self.zeroed += len;
-        let gone: Vec<u64> = self.nonzero.range(pa..pa + len).copied().collect();
-        for p in gone {
-            self.nonzero.remove(&p);
+        for set in [&mut self.nonzero, &mut self.hidden] {
+            let gone: Vec<u64> = set.range(pa..pa + len).copied().collect();
+            for p in gone {
+                set.remove(&p);
+            }
         }
     }
     fn is_zero(&self, pa: u64, len: u64) -> bool {
@@ -207,6 +240,11 @@ impl CacheOps for RecordingHw {
     }
     fn clean_invalidate_range(&mut self, pa: u64, len: u64) {
         self.push(Event::CleanInvalidate { pa, len });
+        let seen: Vec<u64> = self.hidden.range(pa..pa + len).copied().collect();
+        for p in seen {
+            self.hidden.remove(&p);
+            self.nonzero.insert(p);
+        }
     }
     fn invalidate_icache_all(&mut self) {
         self.push(Event::InvalidateIcache);
@@ -240,11 +278,19 @@ pub struct BbmChecker {
 impl BbmChecker {
     /// A checker for the VM with `vmid`, starting from an empty table.
     pub fn new(vmid: u16) -> Self {
-        BbmChecker { vmid, valid: BTreeMap::new(), stale: Vec::new(), seen: 0 }
+        BbmChecker {
+            vmid,
+            valid: BTreeMap::new(),
+            stale: Vec::new(),
+            seen: 0,
+        }
     }
 
     fn overlaps_valid(&self, lo: u64, hi: u64) -> bool {
-        self.valid.range(..hi).next_back().is_some_and(|(_, &end)| end > lo)
+        self.valid
+            .range(..hi)
+            .next_back()
+            .is_some_and(|(_, &end)| end > lo)
     }
 
     /// Check the events appended since the last call.
@@ -255,7 +301,9 @@ impl BbmChecker {
             match e {
                 Event::Write { ipa, len, size, .. } => {
                     if let Some(s) = self.stale.iter().find(|s| s.0 < ipa + len && ipa < s.1) {
-                        return Err(format!("write at {ipa:#x} over {s:x?} before its TLB invalidation"));
+                        return Err(format!(
+                            "write at {ipa:#x} over {s:x?} before its TLB invalidation"
+                        ));
                     }
                     if self.overlaps_valid(ipa, ipa + len) {
                         return Err(format!("write at {ipa:#x}+{len:#x} over a valid leaf"));
@@ -272,7 +320,11 @@ impl BbmChecker {
                     }
                     self.stale.push((ipa, ipa + size.bytes()));
                 }
-                Event::Accessed { ipa, size, on: false } => {
+                Event::Accessed {
+                    ipa,
+                    size,
+                    on: false,
+                } => {
                     self.stale.push((ipa, ipa + size.bytes()));
                 }
                 Event::RemoveTable { ipa } => {
@@ -284,13 +336,19 @@ impl BbmChecker {
                 }
                 Event::TlbIpa { vmid, ipa } => {
                     if vmid != self.vmid {
-                        return Err(format!("TLB invalidation for vmid {vmid}, not {}", self.vmid));
+                        return Err(format!(
+                            "TLB invalidation for vmid {vmid}, not {}",
+                            self.vmid
+                        ));
                     }
                     self.stale.retain(|s| !(s.0 <= ipa && ipa < s.1));
                 }
                 Event::TlbVmid { vmid } => {
                     if vmid != self.vmid {
-                        return Err(format!("TLB invalidation for vmid {vmid}, not {}", self.vmid));
+                        return Err(format!(
+                            "TLB invalidation for vmid {vmid}, not {}",
+                            self.vmid
+                        ));
                     }
                     self.stale.clear();
                 }

@@ -6,9 +6,9 @@ mod common;
 use common::Vm;
 use hwops::{CleanSource, MemRun, BLOCK_SIZE, PAGE_SIZE};
 use proptest::prelude::*;
+use stage2_pager::{LeafSize, MemAttrs, PagerError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use stage2_pager::{LeafSize, MemAttrs, PagerError};
 
 // Chunks around the first two 1 GiB boundaries, so tables at every level are
 // created, shared and emptied.
@@ -16,11 +16,30 @@ const CHUNKS: [u64; 6] = [0, 1, 511, 512, 513, 1023];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Map { chunk: usize, page: u64, block: bool, pa: u64, device: bool },
-    Unmap { chunk: usize, page: u64, block: bool },
-    Split { chunk: usize, page: u64 },
-    Access { chunk: usize, page: u64 },
-    ClearTouched { chunk: usize, chunks: u64 },
+    Map {
+        chunk: usize,
+        page: u64,
+        block: bool,
+        pa: u64,
+        device: bool,
+    },
+    Unmap {
+        chunk: usize,
+        page: u64,
+        block: bool,
+    },
+    Split {
+        chunk: usize,
+        page: u64,
+    },
+    Access {
+        chunk: usize,
+        page: u64,
+    },
+    ClearTouched {
+        chunk: usize,
+        chunks: u64,
+    },
 }
 
 fn page_index() -> impl Strategy<Value = u64> {
@@ -56,13 +75,21 @@ struct Model {
 
 impl Model {
     fn covering(&self, ipa: u64) -> Option<(u64, M)> {
-        self.leaves.range(..=ipa).next_back().filter(|(&a, m)| a + m.size.bytes() > ipa).map(|(&a, &m)| (a, m))
+        self.leaves
+            .range(..=ipa)
+            .next_back()
+            .filter(|(&a, m)| a + m.size.bytes() > ipa)
+            .map(|(&a, &m)| (a, m))
     }
     fn pages_in(&self, c: u64) -> Vec<u64> {
-        self.leaves.range(c..c + BLOCK_SIZE).map(|(&a, _)| a).collect()
+        self.leaves
+            .range(c..c + BLOCK_SIZE)
+            .map(|(&a, _)| a)
+            .collect()
     }
     fn translate(&self, ipa: u64) -> Option<(u64, u64)> {
-        self.covering(ipa).map(|(a, m)| (m.pa + ipa - a, m.size.bytes()))
+        self.covering(ipa)
+            .map(|(a, m)| (m.pa + ipa - a, m.size.bytes()))
     }
 }
 
@@ -74,9 +101,19 @@ fn ipa_of(chunk: usize, page: u64) -> (u64, u64) {
 fn apply(vm: &mut Vm, m: &mut Model, op: &Op) -> Vec<u64> {
     let mut probe = Vec::new();
     match *op {
-        Op::Map { chunk, page, block, pa, device } => {
+        Op::Map {
+            chunk,
+            page,
+            block,
+            pa,
+            device,
+        } => {
             let (c, p) = ipa_of(chunk, page);
-            let attrs = if device { MemAttrs::Device } else { MemAttrs::Normal };
+            let attrs = if device {
+                MemAttrs::Device
+            } else {
+                MemAttrs::Normal
+            };
             let (ipa, size, pa) = if block {
                 (c, LeafSize::Block2M, pa * BLOCK_SIZE)
             } else {
@@ -89,7 +126,15 @@ fn apply(vm: &mut Vm, m: &mut Model, op: &Op) -> Vec<u64> {
             };
             assert_eq!(vm.map(ipa, pa, size, attrs), want, "{op:?}");
             if want.is_ok() {
-                m.leaves.insert(ipa, M { pa, size, attrs, accessed: true });
+                m.leaves.insert(
+                    ipa,
+                    M {
+                        pa,
+                        size,
+                        attrs,
+                        accessed: true,
+                    },
+                );
                 if !device {
                     m.touched.insert(c);
                 }
@@ -100,7 +145,11 @@ fn apply(vm: &mut Vm, m: &mut Model, op: &Op) -> Vec<u64> {
             let (c, p) = ipa_of(chunk, page);
             if block {
                 let pages = m.pages_in(c);
-                let want = if pages.is_empty() { Err(PagerError::NotMapped { ipa: c }) } else { Ok(()) };
+                let want = if pages.is_empty() {
+                    Err(PagerError::NotMapped { ipa: c })
+                } else {
+                    Ok(())
+                };
                 assert_eq!(vm.unmap(c, LeafSize::Block2M), want, "{op:?}");
                 for a in pages {
                     m.leaves.remove(&a);
@@ -109,7 +158,9 @@ fn apply(vm: &mut Vm, m: &mut Model, op: &Op) -> Vec<u64> {
             } else {
                 let want = match m.covering(p) {
                     None => Err(PagerError::NotMapped { ipa: p }),
-                    Some((_, l)) if l.size == LeafSize::Block2M => Err(PagerError::Overlap { ipa: p }),
+                    Some((_, l)) if l.size == LeafSize::Block2M => {
+                        Err(PagerError::Overlap { ipa: p })
+                    }
                     Some(_) => Ok(()),
                 };
                 assert_eq!(vm.unmap(p, LeafSize::Page4K), want, "{op:?}");
@@ -126,7 +177,14 @@ fn apply(vm: &mut Vm, m: &mut Model, op: &Op) -> Vec<u64> {
                     vm.split(p).unwrap();
                     m.leaves.remove(&c);
                     for i in 0..512 {
-                        m.leaves.insert(c + i * PAGE_SIZE, M { pa: b.pa + i * PAGE_SIZE, size: LeafSize::Page4K, ..b });
+                        m.leaves.insert(
+                            c + i * PAGE_SIZE,
+                            M {
+                                pa: b.pa + i * PAGE_SIZE,
+                                size: LeafSize::Page4K,
+                                ..b
+                            },
+                        );
                     }
                 }
                 _ => assert_eq!(vm.split(p), Err(PagerError::NotABlock { ipa: p })),
@@ -177,10 +235,18 @@ fn model_runs(m: &Model, all: bool) -> Vec<MemRun> {
             continue;
         }
         match runs.last_mut() {
-            Some(r) if r.ipa + r.len == ipa && r.pa + r.len == l.pa && r.ipa & !(BLOCK_SIZE - 1) == c => {
+            Some(r)
+                if r.ipa + r.len == ipa
+                    && r.pa + r.len == l.pa
+                    && r.ipa & !(BLOCK_SIZE - 1) == c =>
+            {
                 r.len += l.size.bytes()
             }
-            _ => runs.push(MemRun { ipa, pa: l.pa, len: l.size.bytes() }),
+            _ => runs.push(MemRun {
+                ipa,
+                pa: l.pa,
+                len: l.size.bytes(),
+            }),
         }
     }
     runs
@@ -194,11 +260,24 @@ fn check(vm: &mut Vm, m: &Model, probes: &[u64]) {
     // The populated walk equals the model, leaf by leaf.
     let mut walked = BTreeMap::new();
     p.walk(0, 1 << 39, &mut |l| {
-        walked.insert(l.ipa, M { pa: l.pa, size: l.size, attrs: l.attrs, accessed: l.accessed });
+        walked.insert(
+            l.ipa,
+            M {
+                pa: l.pa,
+                size: l.size,
+                attrs: l.attrs,
+                accessed: l.accessed,
+            },
+        );
         ControlFlow::Continue(())
     });
     assert_eq!(walked, m.leaves);
-    let normal: u64 = m.leaves.values().filter(|l| l.attrs == MemAttrs::Normal).map(|l| l.size.bytes()).sum();
+    let normal: u64 = m
+        .leaves
+        .values()
+        .filter(|l| l.attrs == MemAttrs::Normal)
+        .map(|l| l.size.bytes())
+        .sum();
     assert_eq!(p.normal_bytes(), normal);
     // The touched record is exact.
     for &c in &CHUNKS {

@@ -1,6 +1,6 @@
 //! ESR_EL2 / HSR decoding.
 
-/// Exception class values (ESR bits [31:26]) that [`decode`] names.
+/// Exception class values (ESR bits `[31:26]`) that [`decode`] names.
 pub mod ec {
     /// Unknown reason.
     pub const UNKNOWN: u8 = 0x00;
@@ -41,14 +41,40 @@ pub enum Trap {
     SetWay { op: SwOp, rt: u8 },
     /// A virtual-memory control register access trapped by TVM (writes) or
     /// TRVM (reads). `rt2` is `Some` only for a 64-bit AArch32 MCRR/MRRC,
-    /// where `rt` holds bits [31:0] and `rt2` bits [63:32].
-    VmReg { reg: VmReg, rt: u8, rt2: Option<u8>, write: bool },
+    /// where `rt` holds bits `[31:0]` and `rt2` bits `[63:32]`.
+    VmReg {
+        reg: VmReg,
+        rt: u8,
+        rt2: Option<u8>,
+        write: bool,
+    },
     /// Any other AArch64 MSR/MRS/system instruction (EC 0x18).
-    SysReg { op0: u8, op1: u8, crn: u8, crm: u8, op2: u8, rt: u8, read: bool },
+    SysReg {
+        op0: u8,
+        op1: u8,
+        crn: u8,
+        crm: u8,
+        op2: u8,
+        rt: u8,
+        read: bool,
+    },
     /// Any other AArch32 MCR/MRC p15 (EC 0x03).
-    Cp15 { opc1: u8, crn: u8, crm: u8, opc2: u8, rt: u8, read: bool },
+    Cp15 {
+        opc1: u8,
+        crn: u8,
+        crm: u8,
+        opc2: u8,
+        rt: u8,
+        read: bool,
+    },
     /// Any other AArch32 MCRR/MRRC p15 (EC 0x04).
-    Cp15Wide { opc1: u8, crm: u8, rt: u8, rt2: u8, read: bool },
+    Cp15Wide {
+        opc1: u8,
+        crm: u8,
+        rt: u8,
+        rt2: u8,
+        read: bool,
+    },
     /// Data abort from the guest (EC 0x24).
     DataAbort(DataAbort),
     /// Instruction abort from the guest (EC 0x20).
@@ -367,12 +393,12 @@ impl FaultKind {
     }
 }
 
-/// Exception class, ESR bits [31:26].
+/// Exception class, ESR bits `[31:26]`.
 pub const fn ec_of(esr: u64) -> u8 {
     ((esr >> 26) & 0x3f) as u8
 }
 
-/// Instruction-specific syndrome, ESR bits [24:0].
+/// Instruction-specific syndrome, ESR bits `[24:0]`.
 pub const fn iss_of(esr: u64) -> u32 {
     (esr & 0x1ff_ffff) as u32
 }
@@ -383,12 +409,12 @@ pub const fn il_32bit(esr: u64) -> bool {
     esr & (1 << 25) != 0
 }
 
-/// The level a set/way value names, 0-based (level 1 is 0): bits [3:1].
+/// The level a set/way value names, 0-based (level 1 is 0): bits `[3:1]`.
 pub const fn sw_level(value: u64) -> u8 {
     ((value >> 1) & 7) as u8
 }
 
-/// The IPA of a stage-2 fault: HPFAR.FIPA (bits [47:4], IPA[55:12]) with
+/// The IPA of a stage-2 fault: HPFAR.FIPA (bits `[47:4]`, IPA`[55:12]`) with
 /// the page offset from FAR.
 pub const fn fault_ipa(far: u64, hpfar: u64) -> u64 {
     ((hpfar & 0x0000_ffff_ffff_fff0) << 8) | (far & 0xfff)
@@ -448,10 +474,23 @@ fn decode_sys64(iss: u32) -> Trap {
     let enc = (op0, op1, crn, crm, op2);
     for reg in VmReg::ALL {
         if reg.sys_encoding() == Some(enc) {
-            return Trap::VmReg { reg, rt, rt2: None, write: !read };
+            return Trap::VmReg {
+                reg,
+                rt,
+                rt2: None,
+                write: !read,
+            };
         }
     }
-    Trap::SysReg { op0, op1, crn, crm, op2, rt, read }
+    Trap::SysReg {
+        op0,
+        op1,
+        crn,
+        crm,
+        op2,
+        rt,
+        read,
+    }
 }
 
 fn sw_op(crm: u8) -> Option<SwOp> {
@@ -479,10 +518,22 @@ fn decode_cp15(iss: u32) -> Trap {
     let enc = (opc1, crn, crm, opc2);
     for reg in VmReg::ALL {
         if reg.cp15_encoding() == Some(enc) {
-            return Trap::VmReg { reg, rt, rt2: None, write: !read };
+            return Trap::VmReg {
+                reg,
+                rt,
+                rt2: None,
+                write: !read,
+            };
         }
     }
-    Trap::Cp15 { opc1, crn, crm, opc2, rt, read }
+    Trap::Cp15 {
+        opc1,
+        crn,
+        crm,
+        opc2,
+        rt,
+        read,
+    }
 }
 
 fn decode_cp15_wide(iss: u32) -> Trap {
@@ -493,10 +544,21 @@ fn decode_cp15_wide(iss: u32) -> Trap {
     let read = iss & 1 != 0;
     for reg in [VmReg::Ttbr0, VmReg::Ttbr1] {
         if reg.cp15_wide_encoding() == Some((opc1, crm)) {
-            return Trap::VmReg { reg, rt, rt2: Some(rt2), write: !read };
+            return Trap::VmReg {
+                reg,
+                rt,
+                rt2: Some(rt2),
+                write: !read,
+            };
         }
     }
-    Trap::Cp15Wide { opc1, crm, rt, rt2, read }
+    Trap::Cp15Wide {
+        opc1,
+        crm,
+        rt,
+        rt2,
+        read,
+    }
 }
 
 fn decode_dabt(iss: u32, far: u64, hpfar: u64) -> DataAbort {

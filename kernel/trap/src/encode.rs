@@ -77,7 +77,12 @@ pub fn encode(trap: &Trap, width: Width) -> (u64, u64, u64) {
                 sys(1, 0, 7, crm, 2, rt, false)
             }
         }
-        Trap::VmReg { reg, rt, rt2, write } => {
+        Trap::VmReg {
+            reg,
+            rt,
+            rt2,
+            write,
+        } => {
             if let Some((op0, op1, crn, crm, op2)) = reg.sys_encoding() {
                 sys(op0, op1, crn, crm, op2, rt, !write)
             } else if let (Some(rt2), Some((opc1, crm))) = (rt2, reg.cp15_wide_encoding()) {
@@ -87,9 +92,30 @@ pub fn encode(trap: &Trap, width: Width) -> (u64, u64, u64) {
                 cp15(opc1, crn, crm, opc2, rt, !write)
             }
         }
-        Trap::SysReg { op0, op1, crn, crm, op2, rt, read } => sys(op0, op1, crn, crm, op2, rt, read),
-        Trap::Cp15 { opc1, crn, crm, opc2, rt, read } => cp15(opc1, crn, crm, opc2, rt, read),
-        Trap::Cp15Wide { opc1, crm, rt, rt2, read } => cp15_wide(opc1, crm, rt, rt2, read),
+        Trap::SysReg {
+            op0,
+            op1,
+            crn,
+            crm,
+            op2,
+            rt,
+            read,
+        } => sys(op0, op1, crn, crm, op2, rt, read),
+        Trap::Cp15 {
+            opc1,
+            crn,
+            crm,
+            opc2,
+            rt,
+            read,
+        } => cp15(opc1, crn, crm, opc2, rt, read),
+        Trap::Cp15Wide {
+            opc1,
+            crm,
+            rt,
+            rt2,
+            read,
+        } => cp15_wide(opc1, crm, rt, rt2, read),
         Trap::DataAbort(d) => {
             let mut iss = u64::from(d.fault.fsc())
                 | (u64::from(d.write) << 6)
@@ -108,7 +134,9 @@ pub fn encode(trap: &Trap, width: Width) -> (u64, u64, u64) {
             return (esr(ec::DABT_LOW, iss), d.far, hpfar_for(d.ipa));
         }
         Trap::InstrAbort(i) => {
-            let iss = u64::from(i.fault.fsc()) | (u64::from(i.s1ptw) << 7) | (u64::from(!i.far_valid) << 10);
+            let iss = u64::from(i.fault.fsc())
+                | (u64::from(i.s1ptw) << 7)
+                | (u64::from(!i.far_valid) << 10);
             return (esr(ec::IABT_LOW, iss), i.far, hpfar_for(i.ipa));
         }
         Trap::Unknown { ec, iss } => (u64::from(ec & 0x3f) << 26) | u64::from(iss & 0x1ff_ffff),

@@ -10,8 +10,8 @@
 //!
 //! | id | name | x1 | x2 | x0 on return |
 //! |---|---|---|---|---|
-//! | `0x8600_0001` | [`HC_PUTC`] | byte (bits [7:0]) | - | 0 |
-//! | `0x8600_0002` | [`HC_PUTS8`] | up to 8 bytes, first in bits [7:0] | count, 1..=8 | 0, or -2 if count is 0 or > 8 |
+//! | `0x8600_0001` | [`HC_PUTC`] | byte (bits `[7:0]`) | - | 0 |
+//! | `0x8600_0002` | [`HC_PUTS8`] | up to 8 bytes, first in bits `[7:0]` | count, 1..=8 | 0, or -2 if count is 0 or > 8 |
 //! | `0x8600_0003` | [`HC_EXIT`] | status: 0 ok, nonzero fail | - | does not return |
 //! | `0x8600_0004` | [`HC_REPORT`] | key ([`ReportKey`]) | value | 0, or -2 for an unknown key |
 //!
@@ -131,15 +131,28 @@ pub enum HypCall {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PsciCall {
     Version,
-    CpuSuspend { power_state: u32, entry: u64, context_id: u64 },
+    CpuSuspend {
+        power_state: u32,
+        entry: u64,
+        context_id: u64,
+    },
     CpuOff,
-    CpuOn { target: u64, entry: u64, context_id: u64 },
-    AffinityInfo { target: u64, lowest_level: u32 },
+    CpuOn {
+        target: u64,
+        entry: u64,
+        context_id: u64,
+    },
+    AffinityInfo {
+        target: u64,
+        lowest_level: u32,
+    },
     MigrateInfoType,
     SystemOff,
     SystemReset,
     /// Is function `fid` implemented?
-    Features { fid: u32 },
+    Features {
+        fid: u32,
+    },
 }
 
 /// What a guest's HVC #0 (or trapped SMC) asks for.
@@ -158,7 +171,13 @@ pub enum Call {
 pub fn classify(fid: u64, x1: u64, x2: u64, x3: u64) -> Call {
     let fid = fid as u32;
     // SMC64 (bit 30) ids take 64-bit arguments, SMC32 ids 32-bit ones.
-    let w = |x: u64| if fid & (1 << 30) != 0 { x } else { x & 0xffff_ffff };
+    let w = |x: u64| {
+        if fid & (1 << 30) != 0 {
+            x
+        } else {
+            x & 0xffff_ffff
+        }
+    };
     let psci = |c| Call::Psci(c);
     match fid {
         psci::VERSION => psci(PsciCall::Version),
@@ -186,7 +205,10 @@ pub fn classify(fid: u64, x1: u64, x2: u64, x3: u64) -> Call {
             if x2 == 0 || x2 > 8 {
                 return Call::Invalid(fid);
             }
-            Call::Hyp(HypCall::Puts8(Chunk { bytes: x1.to_le_bytes(), len: x2 as u8 }))
+            Call::Hyp(HypCall::Puts8(Chunk {
+                bytes: x1.to_le_bytes(),
+                len: x2 as u8,
+            }))
         }
         HC_EXIT => Call::Hyp(HypCall::Exit { status: x1 }),
         HC_REPORT => match ReportKey::from_u64(x1) {
@@ -218,7 +240,10 @@ mod tests {
 
     #[test]
     fn hyp_calls() {
-        assert_eq!(classify(0x8600_0001, 0x141, 0, 0), Call::Hyp(HypCall::Putc(0x41)));
+        assert_eq!(
+            classify(0x8600_0001, 0x141, 0, 0),
+            Call::Hyp(HypCall::Putc(0x41))
+        );
         let c = classify(0x8600_0002, u64::from_le_bytes(*b"hello, w"), 5, 0);
         match c {
             Call::Hyp(HypCall::Puts8(ch)) => assert_eq!(ch.as_bytes(), b"hello"),
@@ -230,28 +255,50 @@ mod tests {
         }
         assert_eq!(classify(0x8600_0002, 0, 0, 0), Call::Invalid(HC_PUTS8));
         assert_eq!(classify(0x8600_0002, 0, 9, 0), Call::Invalid(HC_PUTS8));
-        assert_eq!(classify(0x8600_0003, 7, 0, 0), Call::Hyp(HypCall::Exit { status: 7 }));
+        assert_eq!(
+            classify(0x8600_0003, 7, 0, 0),
+            Call::Hyp(HypCall::Exit { status: 7 })
+        );
         assert_eq!(
             classify(0x8600_0004, 1, 37000, 0),
-            Call::Hyp(HypCall::Report { key: ReportKey::SwOps, value: 37000 })
+            Call::Hyp(HypCall::Report {
+                key: ReportKey::SwOps,
+                value: 37000
+            })
         );
         assert_eq!(
             classify(0x8600_0004, 3, u64::MAX, 0),
-            Call::Hyp(HypCall::Report { key: ReportKey::PmuDelta, value: u64::MAX })
+            Call::Hyp(HypCall::Report {
+                key: ReportKey::PmuDelta,
+                value: u64::MAX
+            })
         );
         assert_eq!(
             classify(0x8600_0004, 2, 0, 0),
-            Call::Hyp(HypCall::Report { key: ReportKey::Pattern, value: 0 })
+            Call::Hyp(HypCall::Report {
+                key: ReportKey::Pattern,
+                value: 0
+            })
         );
         assert_eq!(classify(0x8600_0004, 4, 0, 0), Call::Invalid(HC_REPORT));
         assert_eq!(classify(0x8600_0004, 0, 0, 0), Call::Invalid(HC_REPORT));
         // Only w0 names the function.
-        assert_eq!(classify(0xdead_0000_8600_0003, 0, 0, 0), Call::Hyp(HypCall::Exit { status: 0 }));
+        assert_eq!(
+            classify(0xdead_0000_8600_0003, 0, 0, 0),
+            Call::Hyp(HypCall::Exit { status: 0 })
+        );
     }
 
     #[test]
     fn unknown_calls() {
-        for id in [0u64, 0x8600_0000, 0x8600_0005, 0x8400_0005, 0xC400_0007, 0x8000_0000] {
+        for id in [
+            0u64,
+            0x8600_0000,
+            0x8600_0005,
+            0x8400_0005,
+            0xC400_0007,
+            0x8000_0000,
+        ] {
             assert_eq!(classify(id, 0, 0, 0), Call::Unknown(id as u32));
         }
     }
@@ -267,23 +314,58 @@ mod tests {
             (0x8400_0009, Call::Psci(PsciCall::SystemReset)),
             (
                 0x8400_0001,
-                Call::Psci(PsciCall::CpuSuspend { power_state: 1, entry: 2, context_id: 3 }),
+                Call::Psci(PsciCall::CpuSuspend {
+                    power_state: 1,
+                    entry: 2,
+                    context_id: 3,
+                }),
             ),
             (
                 0xC400_0001,
-                Call::Psci(PsciCall::CpuSuspend { power_state: 1, entry: hi | 2, context_id: hi | 3 }),
+                Call::Psci(PsciCall::CpuSuspend {
+                    power_state: 1,
+                    entry: hi | 2,
+                    context_id: hi | 3,
+                }),
             ),
-            (0x8400_0003, Call::Psci(PsciCall::CpuOn { target: 1, entry: 2, context_id: 3 })),
+            (
+                0x8400_0003,
+                Call::Psci(PsciCall::CpuOn {
+                    target: 1,
+                    entry: 2,
+                    context_id: 3,
+                }),
+            ),
             (
                 0xC400_0003,
-                Call::Psci(PsciCall::CpuOn { target: hi | 1, entry: hi | 2, context_id: hi | 3 }),
+                Call::Psci(PsciCall::CpuOn {
+                    target: hi | 1,
+                    entry: hi | 2,
+                    context_id: hi | 3,
+                }),
             ),
-            (0x8400_0004, Call::Psci(PsciCall::AffinityInfo { target: 1, lowest_level: 2 })),
-            (0xC400_0004, Call::Psci(PsciCall::AffinityInfo { target: hi | 1, lowest_level: 2 })),
+            (
+                0x8400_0004,
+                Call::Psci(PsciCall::AffinityInfo {
+                    target: 1,
+                    lowest_level: 2,
+                }),
+            ),
+            (
+                0xC400_0004,
+                Call::Psci(PsciCall::AffinityInfo {
+                    target: hi | 1,
+                    lowest_level: 2,
+                }),
+            ),
             (0x8400_000A, Call::Psci(PsciCall::Features { fid: 1 })),
         ];
         for (fid, want) in table {
-            assert_eq!(classify(*fid, hi | 1, hi | 2, hi | 3), *want, "fid {fid:#x}");
+            assert_eq!(
+                classify(*fid, hi | 1, hi | 2, hi | 3),
+                *want,
+                "fid {fid:#x}"
+            );
         }
     }
 

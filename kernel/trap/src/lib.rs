@@ -25,7 +25,7 @@
 //! ## ARMv7 HSR
 //! ARMv7's HSR has the same EC/IL/ISS layout as ESR_EL2 for the classes a
 //! guest can cause here (0x00, 0x01, 0x03, 0x04, 0x12, 0x13, 0x20, 0x24), and
-//! HPFAR has the same FIPA field at bits [31:4]. So [`decode`] takes an HSR
+//! HPFAR has the same FIPA field at bits `[31:4]`. So [`decode`] takes an HSR
 //! zero-extended to `u64`, with HDFAR/HIFAR as `far`. [`decode_hsr`] is the
 //! same call with 32-bit arguments. Classes that exist only on AArch64 (0x16,
 //! 0x17, 0x18) cannot appear in an HSR.

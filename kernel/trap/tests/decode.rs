@@ -43,6 +43,10 @@ fn mcrr_esr(opc1: u64, crm: u64, rt: u64, rt2: u64, read: bool) -> u64 {
         | read as u64
 }
 
+/// (op0, op1, CRn, CRm, op2) and (opc1, CRn, CRm, opc2).
+type Enc5 = (u64, u64, u64, u64, u64);
+type Enc4 = (u64, u64, u64, u64);
+
 fn d(esr: u64) -> Trap {
     decode(esr, 0, 0)
 }
@@ -51,23 +55,115 @@ fn d(esr: u64) -> Trap {
 fn real_values() {
     let table: &[(u64, Trap)] = &[
         // QEMU, DC CISW x5 from EL1 with HCR_EL2.TSW.
-        (0x6214_1cbc, Trap::SetWay { op: SwOp::Cisw, rt: 5 }),
-        (0x6214_1c0c, Trap::SetWay { op: SwOp::Isw, rt: 0 }),
-        (0x6214_1c74, Trap::SetWay { op: SwOp::Csw, rt: 3 }),
+        (
+            0x6214_1cbc,
+            Trap::SetWay {
+                op: SwOp::Cisw,
+                rt: 5,
+            },
+        ),
+        (
+            0x6214_1c0c,
+            Trap::SetWay {
+                op: SwOp::Isw,
+                rt: 0,
+            },
+        ),
+        (
+            0x6214_1c74,
+            Trap::SetWay {
+                op: SwOp::Csw,
+                rt: 3,
+            },
+        ),
         // AArch32 MCR p15, 0, r0, c7, c14, 2 (DCCISW), c6 (DCISW), c10 (DCCSW).
-        (0x0fe4_1c1c, Trap::SetWay { op: SwOp::Cisw, rt: 0 }),
-        (0x0fe4_1c2c, Trap::SetWay { op: SwOp::Isw, rt: 1 }),
-        (0x0fe4_1ff4, Trap::SetWay { op: SwOp::Csw, rt: 31 }),
+        (
+            0x0fe4_1c1c,
+            Trap::SetWay {
+                op: SwOp::Cisw,
+                rt: 0,
+            },
+        ),
+        (
+            0x0fe4_1c2c,
+            Trap::SetWay {
+                op: SwOp::Isw,
+                rt: 1,
+            },
+        ),
+        (
+            0x0fe4_1ff4,
+            Trap::SetWay {
+                op: SwOp::Csw,
+                rt: 31,
+            },
+        ),
         // MSR SCTLR_EL1, x1 / MRS x1, SCTLR_EL1.
-        (0x6230_0420, Trap::VmReg { reg: VmReg::SctlrEl1, rt: 1, rt2: None, write: true }),
-        (0x6230_0421, Trap::VmReg { reg: VmReg::SctlrEl1, rt: 1, rt2: None, write: false }),
+        (
+            0x6230_0420,
+            Trap::VmReg {
+                reg: VmReg::SctlrEl1,
+                rt: 1,
+                rt2: None,
+                write: true,
+            },
+        ),
+        (
+            0x6230_0421,
+            Trap::VmReg {
+                reg: VmReg::SctlrEl1,
+                rt: 1,
+                rt2: None,
+                write: false,
+            },
+        ),
         // MCR p15, 0, r2, c1, c0, 0 (SCTLR) / MRC.
-        (0x0fe0_0440, Trap::VmReg { reg: VmReg::Sctlr, rt: 2, rt2: None, write: true }),
-        (0x0fe0_0441, Trap::VmReg { reg: VmReg::Sctlr, rt: 2, rt2: None, write: false }),
+        (
+            0x0fe0_0440,
+            Trap::VmReg {
+                reg: VmReg::Sctlr,
+                rt: 2,
+                rt2: None,
+                write: true,
+            },
+        ),
+        (
+            0x0fe0_0441,
+            Trap::VmReg {
+                reg: VmReg::Sctlr,
+                rt: 2,
+                rt2: None,
+                write: false,
+            },
+        ),
         // MCRR p15, 0, r0, r1, c2 (TTBR0); MCRR p15, 1, r2, r3, c2 (TTBR1).
-        (0x13e0_0404, Trap::VmReg { reg: VmReg::Ttbr0, rt: 0, rt2: Some(1), write: true }),
-        (0x13e1_0c44, Trap::VmReg { reg: VmReg::Ttbr1, rt: 2, rt2: Some(3), write: true }),
-        (0x13e1_0c45, Trap::VmReg { reg: VmReg::Ttbr1, rt: 2, rt2: Some(3), write: false }),
+        (
+            0x13e0_0404,
+            Trap::VmReg {
+                reg: VmReg::Ttbr0,
+                rt: 0,
+                rt2: Some(1),
+                write: true,
+            },
+        ),
+        (
+            0x13e1_0c44,
+            Trap::VmReg {
+                reg: VmReg::Ttbr1,
+                rt: 2,
+                rt2: Some(3),
+                write: true,
+            },
+        ),
+        (
+            0x13e1_0c45,
+            Trap::VmReg {
+                reg: VmReg::Ttbr1,
+                rt: 2,
+                rt2: Some(3),
+                write: false,
+            },
+        ),
         // HVC #0 and HVC #0x1234 (AArch64), HVC #0 (AArch32).
         (0x5a00_0000, Trap::Hvc { imm: 0 }),
         (0x5a00_1234, Trap::Hvc { imm: 0x1234 }),
@@ -83,29 +179,74 @@ fn real_values() {
         // MRS x0, CNTPCT_EL0 is not decoded further.
         (
             sys_esr(3, 3, 14, 0, 1, 0, true),
-            Trap::SysReg { op0: 3, op1: 3, crn: 14, crm: 0, op2: 1, rt: 0, read: true },
+            Trap::SysReg {
+                op0: 3,
+                op1: 3,
+                crn: 14,
+                crm: 0,
+                op2: 1,
+                rt: 0,
+                read: true,
+            },
         ),
         // DC CIVAC x2 is not set/way.
         (
             sys_esr(1, 3, 7, 14, 1, 2, false),
-            Trap::SysReg { op0: 1, op1: 3, crn: 7, crm: 14, op2: 1, rt: 2, read: false },
+            Trap::SysReg {
+                op0: 1,
+                op1: 3,
+                crn: 7,
+                crm: 14,
+                op2: 1,
+                rt: 2,
+                read: false,
+            },
         ),
         // MRC p15, 0, r0, c0, c0, 5 (MPIDR) is plain cp15.
         (
             mcr_esr(0, 0, 0, 5, 0, true),
-            Trap::Cp15 { opc1: 0, crn: 0, crm: 0, opc2: 5, rt: 0, read: true },
+            Trap::Cp15 {
+                opc1: 0,
+                crn: 0,
+                crm: 0,
+                opc2: 5,
+                rt: 0,
+                read: true,
+            },
         ),
         // MRC with a set/way encoding is not a set/way op.
         (
             mcr_esr(0, 7, 14, 2, 4, true),
-            Trap::Cp15 { opc1: 0, crn: 7, crm: 14, opc2: 2, rt: 4, read: true },
+            Trap::Cp15 {
+                opc1: 0,
+                crn: 7,
+                crm: 14,
+                opc2: 2,
+                rt: 4,
+                read: true,
+            },
         ),
         // MRRC p15, 0, r0, r1, c14 (CNTPCT) is plain.
-        (mcrr_esr(0, 14, 0, 1, true), Trap::Cp15Wide { opc1: 0, crm: 14, rt: 0, rt2: 1, read: true }),
+        (
+            mcrr_esr(0, 14, 0, 1, true),
+            Trap::Cp15Wide {
+                opc1: 0,
+                crm: 14,
+                rt: 0,
+                rt2: 1,
+                read: true,
+            },
+        ),
         // EC 0: unknown reason; 0x15: SVC; 0x25: data abort from EL2 itself.
         (0x0200_0000, Trap::Unknown { ec: 0, iss: 0 }),
         (0x5600_0000, Trap::Unknown { ec: 0x15, iss: 0 }),
-        (0x9600_0050, Trap::Unknown { ec: 0x25, iss: 0x50 }),
+        (
+            0x9600_0050,
+            Trap::Unknown {
+                ec: 0x25,
+                iss: 0x50,
+            },
+        ),
     ];
     for (esr, want) in table {
         assert_eq!(d(*esr), *want, "esr {esr:#x}");
@@ -114,7 +255,7 @@ fn real_values() {
 
 #[test]
 fn every_vmreg_aarch64() {
-    let table: &[(VmReg, (u64, u64, u64, u64, u64))] = &[
+    let table: &[(VmReg, Enc5)] = &[
         (VmReg::SctlrEl1, (3, 0, 1, 0, 0)),
         (VmReg::Ttbr0El1, (3, 0, 2, 0, 0)),
         (VmReg::Ttbr1El1, (3, 0, 2, 0, 1)),
@@ -131,19 +272,27 @@ fn every_vmreg_aarch64() {
         for rt in [0, 7, 30, 31] {
             for read in [false, true] {
                 let esr = sys_esr(op0, op1, crn, crm, op2, rt, read);
-                let want = Trap::VmReg { reg, rt: rt as u8, rt2: None, write: !read };
+                let want = Trap::VmReg {
+                    reg,
+                    rt: rt as u8,
+                    rt2: None,
+                    write: !read,
+                };
                 assert_eq!(d(esr), want, "{}", reg.name());
                 assert!(reg.is_aarch64());
             }
         }
     }
     // The same registers at EL2 (op1 = 4) are not guest VM registers.
-    assert!(matches!(d(sys_esr(3, 4, 1, 0, 0, 0, false)), Trap::SysReg { .. }));
+    assert!(matches!(
+        d(sys_esr(3, 4, 1, 0, 0, 0, false)),
+        Trap::SysReg { .. }
+    ));
 }
 
 #[test]
 fn every_vmreg_aarch32() {
-    let table: &[(VmReg, (u64, u64, u64, u64))] = &[
+    let table: &[(VmReg, Enc4)] = &[
         (VmReg::Sctlr, (0, 1, 0, 0)),
         (VmReg::Ttbr0, (0, 2, 0, 0)),
         (VmReg::Ttbr1, (0, 2, 0, 1)),
@@ -166,25 +315,46 @@ fn every_vmreg_aarch32() {
         for rt in [0, 1, 12, 14] {
             for read in [false, true] {
                 let esr = mcr_esr(opc1, crn, crm, opc2, rt, read);
-                let want = Trap::VmReg { reg, rt: rt as u8, rt2: None, write: !read };
+                let want = Trap::VmReg {
+                    reg,
+                    rt: rt as u8,
+                    rt2: None,
+                    write: !read,
+                };
                 assert_eq!(d(esr), want, "{}", reg.name());
                 assert!(!reg.is_aarch64());
             }
         }
         // Same registers with opc1 != 0 are something else.
-        assert!(matches!(d(mcr_esr(1, crn, crm, opc2, 0, false)), Trap::Cp15 { .. }));
+        assert!(matches!(
+            d(mcr_esr(1, crn, crm, opc2, 0, false)),
+            Trap::Cp15 { .. }
+        ));
     }
     for (reg, opc1) in [(VmReg::Ttbr0, 0), (VmReg::Ttbr1, 1)] {
         for read in [false, true] {
-            let want = Trap::VmReg { reg, rt: 4, rt2: Some(5), write: !read };
+            let want = Trap::VmReg {
+                reg,
+                rt: 4,
+                rt2: Some(5),
+                write: !read,
+            };
             assert_eq!(d(mcrr_esr(opc1, 2, 4, 5, read)), want);
         }
     }
     // MCRR p15, 2, .., c2 is not a TTBR.
-    assert!(matches!(d(mcrr_esr(2, 2, 0, 1, false)), Trap::Cp15Wide { .. }));
+    assert!(matches!(
+        d(mcrr_esr(2, 2, 0, 1, false)),
+        Trap::Cp15Wide { .. }
+    ));
     // Every register has exactly one encoding of its own width.
     for reg in VmReg::ALL {
-        assert_ne!(reg.sys_encoding().is_some(), reg.cp15_encoding().is_some(), "{}", reg.name());
+        assert_ne!(
+            reg.sys_encoding().is_some(),
+            reg.cp15_encoding().is_some(),
+            "{}",
+            reg.name()
+        );
     }
     assert!(VmReg::SctlrEl1.is_sctlr() && VmReg::Sctlr.is_sctlr() && !VmReg::Ttbr0.is_sctlr());
 }
@@ -195,46 +365,76 @@ fn data_aborts() {
     let hpfar = 0x0009_0000_0000_0000u64 | (0x0900_0000 >> 8);
     // STR w1, [x] to unmapped IPA 0x9000234: ISV, SAS=word, SRT=1, WnR, level-3 translation.
     let t = decode(0x9381_0047, far, hpfar);
-    let Trap::DataAbort(a) = t else { panic!("{t:?}") };
+    let Trap::DataAbort(a) = t else {
+        panic!("{t:?}")
+    };
     assert_eq!(a.ipa, 0x0900_0234);
     assert_eq!(a.far, far);
     assert!(a.far_valid && a.write && !a.s1ptw && !a.cache_maint && !a.ext_abort);
     assert_eq!(a.fault, FaultKind::Translation(3));
     assert_eq!(
         a.access,
-        Some(Access { size_bytes: 4, rt: 1, sign_extend: false, sixty_four: false, acq_rel: false })
+        Some(Access {
+            size_bytes: 4,
+            rt: 1,
+            sign_extend: false,
+            sixty_four: false,
+            acq_rel: false
+        })
     );
 
     // LDRSB x30, ...: ISV, SAS=byte, SSE, SRT=30, SF, read, level-2 translation.
     let t = decode(0x933e_8006, 0x4000_0fff, 0x40_0000 << 4);
-    let Trap::DataAbort(a) = t else { panic!("{t:?}") };
+    let Trap::DataAbort(a) = t else {
+        panic!("{t:?}")
+    };
     assert_eq!(a.ipa, 0x4_0000_0fff);
     assert!(!a.write);
     assert_eq!(a.fault, FaultKind::Translation(2));
     assert_eq!(
         a.access,
-        Some(Access { size_bytes: 1, rt: 30, sign_extend: true, sixty_four: true, acq_rel: false })
+        Some(Access {
+            size_bytes: 1,
+            rt: 30,
+            sign_extend: true,
+            sixty_four: true,
+            acq_rel: false
+        })
     );
 
     // LDAR x2 (64-bit, acquire).
-    let Trap::DataAbort(a) = decode(0x93c2_c007, 0, 0) else { panic!() };
+    let Trap::DataAbort(a) = decode(0x93c2_c007, 0, 0) else {
+        panic!()
+    };
     assert_eq!(
         a.access,
-        Some(Access { size_bytes: 8, rt: 2, sign_extend: false, sixty_four: true, acq_rel: true })
+        Some(Access {
+            size_bytes: 8,
+            rt: 2,
+            sign_extend: false,
+            sixty_four: true,
+            acq_rel: true
+        })
     );
 
     // Without ISV (e.g. LDP): no access syndrome.
-    let Trap::DataAbort(a) = decode(0x9200_0046, 0, 0) else { panic!() };
+    let Trap::DataAbort(a) = decode(0x9200_0046, 0, 0) else {
+        panic!()
+    };
     assert_eq!(a.access, None);
     assert!(a.write);
     assert_eq!(a.fault, FaultKind::Translation(2));
 
     // DC IVAC to an unmapped IPA: CM and WnR set.
-    let Trap::DataAbort(a) = decode(0x9200_0147, 0, 0) else { panic!() };
+    let Trap::DataAbort(a) = decode(0x9200_0147, 0, 0) else {
+        panic!()
+    };
     assert!(a.cache_maint && a.write);
 
     // Stage-1 walk faulting at stage 2, FnV, EA.
-    let Trap::DataAbort(a) = decode(0x9200_0687, 0, 0) else { panic!() };
+    let Trap::DataAbort(a) = decode(0x9200_0687, 0, 0) else {
+        panic!()
+    };
     assert!(a.s1ptw && !a.far_valid && a.ext_abort);
 
     let kinds: &[(u64, FaultKind)] = &[
@@ -259,10 +459,14 @@ fn data_aborts() {
         (0x11, FaultKind::Other(0x11)),
     ];
     for &(fsc, want) in kinds {
-        let Trap::DataAbort(a) = decode(0x9200_0000 | fsc, 0, 0) else { panic!() };
+        let Trap::DataAbort(a) = decode(0x9200_0000 | fsc, 0, 0) else {
+            panic!()
+        };
         assert_eq!(a.fault, want, "dfsc {fsc:#x}");
         assert_eq!(want.fsc(), fsc as u8);
-        let Trap::InstrAbort(i) = decode(0x8200_0000 | fsc, 0, 0) else { panic!() };
+        let Trap::InstrAbort(i) = decode(0x8200_0000 | fsc, 0, 0) else {
+            panic!()
+        };
         assert_eq!(i.fault, want, "ifsc {fsc:#x}");
     }
     assert!(FaultKind::Permission(3).ipa_valid());
@@ -287,17 +491,35 @@ fn instruction_abort() {
 #[test]
 fn armv7_hsr() {
     assert_eq!(decode_hsr(0x4a00_0000, 0, 0), Trap::Hvc { imm: 0 });
-    assert_eq!(decode_hsr(0x0fe4_1c1c, 0, 0), Trap::SetWay { op: SwOp::Cisw, rt: 0 });
+    assert_eq!(
+        decode_hsr(0x0fe4_1c1c, 0, 0),
+        Trap::SetWay {
+            op: SwOp::Cisw,
+            rt: 0
+        }
+    );
     assert_eq!(
         decode_hsr(0x0fe0_0440, 0, 0),
-        Trap::VmReg { reg: VmReg::Sctlr, rt: 2, rt2: None, write: true }
+        Trap::VmReg {
+            reg: VmReg::Sctlr,
+            rt: 2,
+            rt2: None,
+            write: true
+        }
     );
     // STR r3, [..] to IPA 0x0090_1008 (HPFAR[31:4] = IPA[39:12]).
-    let Trap::DataAbort(a) = decode_hsr(0x9383_0047, 0xc090_0008, 0x9010) else { panic!() };
+    let Trap::DataAbort(a) = decode_hsr(0x9383_0047, 0xc090_0008, 0x9010) else {
+        panic!()
+    };
     assert_eq!(a.ipa, 0x0090_1008);
-    assert_eq!(a.access.map(|x| (x.rt, x.size_bytes, x.sixty_four)), Some((3, 4, false)));
+    assert_eq!(
+        a.access.map(|x| (x.rt, x.size_bytes, x.sixty_four)),
+        Some((3, 4, false))
+    );
     // An LPAE IPA above 4 GiB.
-    let Trap::DataAbort(a) = decode_hsr(0x9200_0006, 0x123, 0x0fff_fff0) else { panic!() };
+    let Trap::DataAbort(a) = decode_hsr(0x9200_0006, 0x123, 0x0fff_fff0) else {
+        panic!()
+    };
     assert_eq!(a.ipa, 0xf_ffff_f123);
     assert_eq!(decode_hsr(0x07e0_0001, 0, 0), Trap::Wfx { wfe: true });
 }
@@ -312,7 +534,10 @@ fn helpers() {
     assert_eq!(sw_level(u64::MAX), 7);
     assert_eq!(ec_of(0x6214_1cbc), ec::SYS64);
     assert_eq!(iss_of(0x6214_1cbc), 0x14_1cbc);
-    assert_eq!(fault_ipa(0xfff_ffff, 0xffff_ffff_ffff_ffff), 0x00ff_ffff_ffff_ffff);
+    assert_eq!(
+        fault_ipa(0xfff_ffff, 0xffff_ffff_ffff_ffff),
+        0x00ff_ffff_ffff_ffff
+    );
 }
 
 const SVC: u64 = 0x13; // AArch32 SVC mode, M[4] set.
@@ -350,8 +575,14 @@ fn conditions() {
         (0xd, Z, 0),
     ];
     for &(c, pass, fail) in table {
-        assert!(cond_passed(mcr_cond(c), SVC | pass), "cond {c:#x} flags {pass:#x}");
-        assert!(!cond_passed(mcr_cond(c), SVC | fail), "cond {c:#x} flags {fail:#x}");
+        assert!(
+            cond_passed(mcr_cond(c), SVC | pass),
+            "cond {c:#x} flags {pass:#x}"
+        );
+        assert!(
+            !cond_passed(mcr_cond(c), SVC | fail),
+            "cond {c:#x} flags {fail:#x}"
+        );
         // WFI and MCRR are conditional too.
         let wfi = (0x07e0_0000 & !(0xf << 20)) | (c << 20);
         assert!(!cond_passed(wfi, SVC | fail));
@@ -388,11 +619,16 @@ fn conditions() {
 
 fn any_trap_input() -> impl Strategy<Value = (u64, u64, u64)> {
     // Bias half the cases onto the classes we decode.
-    let ecs = prop::sample::select(vec![0x01u64, 0x03, 0x04, 0x12, 0x13, 0x16, 0x17, 0x18, 0x20, 0x24]);
+    let ecs = prop::sample::select(vec![
+        0x01u64, 0x03, 0x04, 0x12, 0x13, 0x16, 0x17, 0x18, 0x20, 0x24,
+    ]);
     prop_oneof![
         (any::<u64>(), any::<u64>(), any::<u64>()),
-        (ecs, any::<u64>(), any::<u64>(), any::<u64>())
-            .prop_map(|(ec, r, far, hpfar)| ((r & !(0x3f << 26)) | (ec << 26), far, hpfar)),
+        (ecs, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(ec, r, far, hpfar)| (
+            (r & !(0x3f << 26)) | (ec << 26),
+            far,
+            hpfar
+        )),
     ]
 }
 

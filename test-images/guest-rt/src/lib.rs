@@ -117,6 +117,20 @@ pub fn system_off() -> ! {
     exit(2)
 }
 
+/// PSCI CPU_ON (SMC64) for the vCPU with affinity `mpidr`.
+pub fn cpu_on(mpidr: u64, context: u64) -> i64 {
+    smc(abi::psci::CPU_ON_64 as u64, mpidr, _start as *const () as u64, context) as i64
+}
+
+/// PSCI AFFINITY_INFO: 0 on, 1 off, 2 on-pending, negative when absent.
+pub fn affinity_info(mpidr: u64) -> i64 {
+    smc(abi::psci::AFFINITY_INFO_64 as u64, mpidr, 0, 0) as i64
+}
+
+unsafe extern "C" {
+    fn _start();
+}
+
 pub fn cpu_off() -> ! {
     smc(abi::psci::CPU_OFF as u64, 0, 0, 0);
     exit(3)

@@ -19,7 +19,13 @@ pub struct Parts<'a> {
 
 impl Default for Parts<'_> {
     fn default() -> Self {
-        Parts { root_cells: (2, 2), memory: &memory, cpus: &cpus, chosen: &chosen, devices: &devices }
+        Parts {
+            root_cells: (2, 2),
+            memory: &memory,
+            cpus: &cpus,
+            chosen: &chosen,
+            devices: &devices,
+        }
     }
 }
 
@@ -119,7 +125,12 @@ pub fn gic(w: &mut FdtWriter) {
         "reg",
         2,
         2,
-        &[(0x0800_0000, 0x1_0000), (0x0801_0000, 0x1_0000), (0x0803_0000, 0x1_0000), (0x0804_0000, 0x1_0000)],
+        &[
+            (0x0800_0000, 0x1_0000),
+            (0x0801_0000, 0x1_0000),
+            (0x0803_0000, 0x1_0000),
+            (0x0804_0000, 0x1_0000),
+        ],
     );
     w.prop_cells("interrupts", &[1, 9, 4]);
     w.end_node();
@@ -136,7 +147,10 @@ pub fn pl011(w: &mut FdtWriter) {
 pub fn timer(w: &mut FdtWriter) {
     w.begin_node("timer");
     w.prop_strs("compatible", &["arm,armv8-timer", "arm,armv7-timer"]);
-    w.prop_cells("interrupts", &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04]);
+    w.prop_cells(
+        "interrupts",
+        &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04],
+    );
     w.end_node();
 }
 

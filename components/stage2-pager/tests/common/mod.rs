@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 use capabilities::{CacheCap, PodCap, SchedCap, VmCaps};
+use hwops::CleanSource;
 use proptest::test_runner::{Config, RngSeed};
 use stage2_pager::testing::{self, BbmChecker, HostTable, Log, RecordingHw, RecordingTable};
-use hwops::CleanSource;
 use stage2_pager::{LeafSize, MemAttrs, Pager, PagerError};
 
 pub type TestPager = Pager<RecordingTable<HostTable>>;
@@ -21,7 +21,12 @@ pub struct Vm {
 
 impl Vm {
     pub fn new(track_base: u64) -> Self {
-        let VmCaps { stage2, pod, cache, sched } = testing::grant();
+        let VmCaps {
+            stage2,
+            pod,
+            cache,
+            sched,
+        } = testing::grant();
         let vmid = stage2.vm().vmid();
         let log = testing::new_log();
         let table = RecordingTable::new(testing::host_table(), log.clone());
@@ -40,8 +45,18 @@ impl Vm {
     }
 
     /// Map, then check break-before-make.
-    pub fn map(&mut self, ipa: u64, pa: u64, size: LeafSize, attrs: MemAttrs) -> Result<(), PagerError> {
-        let r = self.pager.as_mut().unwrap().map(ipa, pa, size, attrs, &mut self.hw);
+    pub fn map(
+        &mut self,
+        ipa: u64,
+        pa: u64,
+        size: LeafSize,
+        attrs: MemAttrs,
+    ) -> Result<(), PagerError> {
+        let r = self
+            .pager
+            .as_mut()
+            .unwrap()
+            .map(ipa, pa, size, attrs, &mut self.hw);
         self.settled();
         r
     }
@@ -62,7 +77,10 @@ impl Vm {
 
     /// Clear touched, then check break-before-make.
     pub fn clear_touched(&mut self, ipa: u64, len: u64) {
-        self.pager.as_mut().unwrap().clear_touched(ipa, len, &mut self.hw);
+        self.pager
+            .as_mut()
+            .unwrap()
+            .clear_touched(ipa, len, &mut self.hw);
         self.settled();
     }
 
@@ -92,7 +110,12 @@ impl Drop for Vm {
     fn drop(&mut self) {
         if let (Some(p), Some((pod, cache, sched))) = (self.pager.take(), self.rest.take()) {
             let (stage2, _) = p.into_parts();
-            testing::revoke(VmCaps { stage2, pod, cache, sched });
+            testing::revoke(VmCaps {
+                stage2,
+                pod,
+                cache,
+                sched,
+            });
         }
     }
 }

@@ -14,6 +14,7 @@ _start:
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     add     sp, x1, #STACK_SIZE
+    sub     sp, sp, #FRAME_SIZE     // the trap frame slot stays out of Rust's way
     adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
     adrp    x2, __bss_end
@@ -38,6 +39,7 @@ _secondary_start:
     add     x2, x0, #1
     lsl     x2, x2, #16
     add     sp, x1, x2
+    sub     sp, sp, #FRAME_SIZE
     bl      secondary_main
     b       park
 
@@ -139,3 +141,54 @@ exit_to_guest:
 enter_frame:
     mov     sp, x0
     b       exit_to_guest
+
+// FP/SIMD state of a vCPU: q0-q31, then FPCR and FPSR (528 bytes).
+.arch_extension fp
+.arch_extension simd
+.global fp_save
+fp_save:
+    stp     q0, q1, [x0, #0]
+    stp     q2, q3, [x0, #32]
+    stp     q4, q5, [x0, #64]
+    stp     q6, q7, [x0, #96]
+    stp     q8, q9, [x0, #128]
+    stp     q10, q11, [x0, #160]
+    stp     q12, q13, [x0, #192]
+    stp     q14, q15, [x0, #224]
+    stp     q16, q17, [x0, #256]
+    stp     q18, q19, [x0, #288]
+    stp     q20, q21, [x0, #320]
+    stp     q22, q23, [x0, #352]
+    stp     q24, q25, [x0, #384]
+    stp     q26, q27, [x0, #416]
+    stp     q28, q29, [x0, #448]
+    stp     q30, q31, [x0, #480]
+    mrs     x1, fpcr
+    mrs     x2, fpsr
+    add     x0, x0, #512
+    stp     x1, x2, [x0]
+    ret
+
+.global fp_restore
+fp_restore:
+    ldp     q0, q1, [x0, #0]
+    ldp     q2, q3, [x0, #32]
+    ldp     q4, q5, [x0, #64]
+    ldp     q6, q7, [x0, #96]
+    ldp     q8, q9, [x0, #128]
+    ldp     q10, q11, [x0, #160]
+    ldp     q12, q13, [x0, #192]
+    ldp     q14, q15, [x0, #224]
+    ldp     q16, q17, [x0, #256]
+    ldp     q18, q19, [x0, #288]
+    ldp     q20, q21, [x0, #320]
+    ldp     q22, q23, [x0, #352]
+    ldp     q24, q25, [x0, #384]
+    ldp     q26, q27, [x0, #416]
+    ldp     q28, q29, [x0, #448]
+    ldp     q30, q31, [x0, #480]
+    add     x0, x0, #512
+    ldp     x1, x2, [x0]
+    msr     fpcr, x1
+    msr     fpsr, x2
+    ret

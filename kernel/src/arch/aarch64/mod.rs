@@ -45,14 +45,37 @@ impl TrapFrame {
     pub fn reg(&self, n: u8) -> u64 {
         if n < 31 { self.x[n as usize] } else { 0 }
     }
-    pub fn set_reg(&mut self, n: u8, v: u64) {
-        if n < 31 {
-            self.x[n as usize] = v;
-        }
+}
+
+/// A vCPU's FP/SIMD registers (the kernel itself never uses them).
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FpRegs {
+    pub q: [u128; 32],
+    pub fpcr: u64,
+    pub fpsr: u64,
+}
+
+impl Default for FpRegs {
+    fn default() -> Self {
+        FpRegs { q: [0; 32], fpcr: 0, fpsr: 0 }
+    }
+}
+
+impl FpRegs {
+    pub fn save(&mut self) {
+        // SAFETY: writes exactly size_of::<FpRegs>() bytes into `self`.
+        unsafe { fp_save(self) }
+    }
+    pub fn restore(&self) {
+        // SAFETY: reads exactly size_of::<FpRegs>() bytes from `self`.
+        unsafe { fp_restore(self) }
     }
 }
 
 unsafe extern "C" {
+    fn fp_save(regs: *mut FpRegs);
+    fn fp_restore(regs: *const FpRegs);
     fn enter_frame(frame: *mut TrapFrame) -> !;
     static el2_vectors: u8;
     static __stacks_start: u8;
@@ -101,10 +124,6 @@ pub fn isb() {
     // SAFETY: a barrier has no memory effects the compiler must know about.
     unsafe { asm!("isb", options(nostack, preserves_flags)) }
 }
-pub fn dsb_ish() {
-    // SAFETY: a barrier.
-    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) }
-}
 pub fn dsb_sy() {
     // SAFETY: a barrier.
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) }
@@ -116,10 +135,6 @@ pub fn wfi() {
 pub fn wfe() {
     // SAFETY: waits for an event; no memory effects.
     unsafe { asm!("wfe", options(nostack, preserves_flags)) }
-}
-pub fn sev() {
-    // SAFETY: signals an event; no memory effects.
-    unsafe { asm!("sev", options(nostack, preserves_flags)) }
 }
 
 /// This pCPU's index (MPIDR Aff0; QEMU virt and the RPi4 number cores 0..3).

@@ -1,0 +1,209 @@
+//! Shared set-up for the pod's integration tests: one VM with a pager over a
+//! heap table, a pod, recording fakes and a break-before-make checker.
+#![allow(dead_code)]
+
+use capabilities::{CacheCap, SchedCap, VmCaps};
+use hwops::{BLOCK_SIZE, PAGE_SIZE};
+use pod::{Mode, Outcome, Pod, PodConfig, PodError};
+use proptest::test_runner::{Config, RngSeed};
+use stage2_pager::testing::{self, BbmChecker, Event, HostTable, Log, RecordingHw, RecordingTable};
+use stage2_pager::Pager;
+
+pub const MB2: u64 = BLOCK_SIZE;
+pub const K4: u64 = PAGE_SIZE;
+pub const RAM: u64 = 0x4000_0000;
+
+pub type TestPager = Pager<RecordingTable<HostTable>>;
+
+pub struct Vm {
+    pub pager: Option<TestPager>,
+    pub pod: Option<Pod>,
+    pub hw: RecordingHw,
+    pub log: Log,
+    pub bbm: BbmChecker,
+    rest: Option<(CacheCap, SchedCap)>,
+}
+
+impl Vm {
+    pub fn new(cfg: PodConfig) -> Self {
+        let VmCaps {
+            stage2,
+            pod,
+            cache,
+            sched,
+        } = testing::grant();
+        let vmid = stage2.vm().vmid();
+        let log = testing::new_log();
+        let table = RecordingTable::new(testing::host_table(), log.clone());
+        // Touch tracking must cover RAM: start it at RAM's 2 MiB chunk.
+        let pager = Pager::new(stage2, table, cfg.ram_base & !(MB2 - 1)).expect("pager");
+        let pod = Pod::new(pod, cfg).expect("pod config");
+        Vm {
+            pager: Some(pager),
+            pod: Some(pod),
+            hw: RecordingHw::new(log.clone()),
+            log,
+            bbm: BbmChecker::new(vmid),
+            rest: Some((cache, sched)),
+        }
+    }
+
+    pub fn on_demand(ram_size: u64) -> Self {
+        Self::new(PodConfig::new(RAM, ram_size, Mode::OnDemand))
+    }
+
+    pub fn pod(&mut self) -> &mut Pod {
+        self.pod.as_mut().unwrap()
+    }
+
+    pub fn pager(&mut self) -> &mut TestPager {
+        self.pager.as_mut().unwrap()
+    }
+
+    /// Check the invariants and break-before-make, panicking with the cause.
+    pub fn check(&mut self) {
+        let (pod, pager) = (self.pod.as_ref().unwrap(), self.pager.as_ref().unwrap());
+        if let Err(e) = pod.check_invariants(pager) {
+            panic!("invariant: {e:?}");
+        }
+        let log = self.log.clone();
+        if let Err(e) = self.bbm.settled(&log) {
+            panic!("{e}");
+        }
+    }
+
+    pub fn fault(&mut self, ipa: u64) -> Result<Outcome, PodError> {
+        let r = self
+            .pod
+            .as_mut()
+            .unwrap()
+            .fault(self.pager.as_mut().unwrap(), &mut self.hw, ipa);
+        self.check();
+        r
+    }
+
+    /// Fault until the answer is not `Retry`; also returns the retries.
+    pub fn fault_through(&mut self, ipa: u64) -> (Result<Outcome, PodError>, u32) {
+        let mut retries = 0;
+        loop {
+            match self.fault(ipa) {
+                Ok(Outcome::Retry) => retries += 1,
+                r => return (r, retries),
+            }
+            assert!(retries < 100_000, "retry without end");
+        }
+    }
+
+    pub fn populate(&mut self, ipa: u64, len: u64) -> Result<pod::Filled, PodError> {
+        let r = self.pod.as_mut().unwrap().populate(
+            self.pager.as_mut().unwrap(),
+            &mut self.hw,
+            ipa,
+            len,
+        );
+        self.check();
+        r
+    }
+
+    pub fn start(&mut self) -> Result<pod::Filled, PodError> {
+        let r = self
+            .pod
+            .as_mut()
+            .unwrap()
+            .start(self.pager.as_mut().unwrap(), &mut self.hw);
+        self.check();
+        r
+    }
+
+    pub fn reclaim(&mut self, budget: u64) -> Result<u64, PodError> {
+        let r =
+            self.pod
+                .as_mut()
+                .unwrap()
+                .reclaim(self.pager.as_mut().unwrap(), &mut self.hw, budget);
+        self.check();
+        r
+    }
+
+    /// The guest stores non-zero data at `ipa` (which must be mapped).
+    pub fn guest_write(&mut self, ipa: u64) {
+        let (pa, _) = self
+            .pager()
+            .translate(ipa)
+            .expect("guest writes mapped memory");
+        self.hw.write(pa);
+    }
+
+    pub fn mark(&self) -> usize {
+        self.log.borrow().len()
+    }
+
+    pub fn since(&self, mark: usize) -> Vec<Event> {
+        self.log.borrow()[mark..].to_vec()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let (Some(p), Some(pod), Some((cache, sched))) =
+            (self.pager.take(), self.pod.take(), self.rest.take())
+        {
+            let (stage2, _) = p.into_parts();
+            testing::revoke(VmCaps {
+                stage2,
+                pod: pod.into_cap(),
+                cache,
+                sched,
+            });
+        }
+    }
+}
+
+/// Every table write of Normal memory in `events` was preceded, within
+/// `events`, by a zero and then a clean of exactly its frame; returns how
+/// many writes were checked. Writes of frames listed in `restored` (mapped
+/// back unchanged by a sweep) are exempt.
+pub fn zeroed_and_cleaned_before_map(events: &[Event], restored: &[u64]) -> usize {
+    let mut checked = 0;
+    for (i, e) in events.iter().enumerate() {
+        if let Event::Write {
+            pa,
+            len,
+            attrs: stage2_pager::MemAttrs::Normal,
+            ..
+        } = *e
+        {
+            if restored.contains(&pa) {
+                continue;
+            }
+            let z = events[..i]
+                .iter()
+                .rposition(|e| *e == Event::Zero { pa, len });
+            let c = events[..i]
+                .iter()
+                .rposition(|e| *e == Event::Clean { pa, len });
+            match (z, c) {
+                (Some(z), Some(c)) if z < c => checked += 1,
+                _ => panic!(
+                    "frame {pa:#x}+{len:#x} mapped without zero then clean first: {:x?}",
+                    &events[..=i]
+                ),
+            }
+        }
+    }
+    checked
+}
+
+/// 64 cases and a fixed seed unless PROPTEST_CASES / PROPTEST_RNG_SEED say
+/// otherwise.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 64;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        c.rng_seed = RngSeed::Fixed(0x5eed_2026);
+    }
+    c.failure_persistence = None;
+    c
+}

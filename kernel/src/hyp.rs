@@ -1,0 +1,178 @@
+//! The hypervisor's shared state and the run loop that reconciles each
+//! pCPU's hardware with the scheduler's decision.
+//!
+//! Handlers only change component state (scheduler, cache-maint, ...). On
+//! the way back to a guest, [`leave`] makes the pCPU's registers match
+//! `sched.current(pcpu)`: it saves the vCPU that was loaded, runs any
+//! pending clean slice by slice (the tick may preempt between slices), and
+//! loads the next vCPU. A pCPU with nothing to run waits for its tick.
+
+use alloc::vec::Vec;
+
+use cache_maint::{Request, VcpuId};
+use vcpu_sched::{AnySched, BlockKind, Scheduler, VcpuRef};
+
+use crate::arch::{self, el1::El1Regs, sysreg_write, TrapFrame};
+use crate::frames::spin_cell::SpinCell;
+use crate::irq::Irq;
+use crate::vm::{self, Power, Vm};
+
+pub const MAX_PCPUS: usize = 4;
+
+pub struct Hyp {
+    pub vms: Vec<Vm>,
+    pub sched: AnySched,
+    /// The vCPU whose state is in each pCPU's registers.
+    pub loaded: [Option<VcpuRef>; MAX_PCPUS],
+}
+
+pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
+
+/// Each pCPU's interrupt state, used only by that pCPU.
+pub static IRQS: [SpinCell<Option<Irq>>; MAX_PCPUS] =
+    [SpinCell::new(None), SpinCell::new(None), SpinCell::new(None), SpinCell::new(None)];
+
+impl Hyp {
+    pub fn vcpu_ref(&self, pcpu: usize) -> Option<VcpuRef> {
+        self.loaded[pcpu]
+    }
+
+    /// Stop a VM: every vCPU off, summary printed. Power off when it was the
+    /// last one.
+    pub fn finish_vm(&mut self, vmi: usize, ok: bool) {
+        let vm = &mut self.vms[vmi];
+        if vm.finished() {
+            return;
+        }
+        vm.exit_ok = Some(ok);
+        for (i, v) in vm.vcpus.iter_mut().enumerate() {
+            if v.power == Power::On {
+                v.power = Power::Off;
+                let _ = self.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+            }
+        }
+        vm::print_summary(&self.vms[vmi]);
+        if self.vms.iter().all(|v| v.finished()) {
+            crate::kprintln!("hyp: all guests stopped; powering off");
+            crate::system_off();
+        }
+    }
+
+    fn save(&mut self, pcpu: usize, frame: &TrapFrame) {
+        if let Some(v) = self.loaded[pcpu].take() {
+            let vc = &mut self.vms[v.vm as usize].vcpus[v.vcpu as usize];
+            vc.frame = *frame;
+            vc.el1 = El1Regs::save();
+            vc.fp.save();
+        }
+    }
+
+    fn load(&mut self, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame) {
+        let vm = &mut self.vms[v.vm as usize];
+        let hcr = vm.hcr(v.vcpu as usize);
+        let vttbr = vm.vttbr();
+        let vc = &mut vm.vcpus[v.vcpu as usize];
+        if vc.last_pcpu.is_some_and(|p| p != pcpu) {
+            vm.counters.migrations += 1;
+        }
+        vc.last_pcpu = Some(pcpu);
+        vc.el1.hcr = hcr;
+        vc.el1.restore();
+        vc.fp.restore();
+        *frame = vc.frame;
+        sysreg_write!("vttbr_el2", vttbr);
+        arch::isb();
+        self.loaded[pcpu] = Some(v);
+    }
+
+    /// Re-program HCR_EL2 for the vCPU loaded here (after a cache-maint reply).
+    pub fn refresh_hcr(&self, pcpu: usize) {
+        if let Some(v) = self.loaded[pcpu] {
+            sysreg_write!("hcr_el2", self.vms[v.vm as usize].hcr(v.vcpu as usize));
+            arch::isb();
+        }
+    }
+}
+
+/// What `leave` found to do in one pass under the lock.
+enum Step {
+    Enter,
+    Idle,
+    Slice,
+}
+
+/// Make this pCPU run what the scheduler chose, then return (to eret).
+/// Called at the end of every trap, and by a pCPU entering its first guest.
+pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
+    loop {
+        let step = {
+            let mut g = HYP.lock();
+            let h = g.as_mut().expect("hypervisor state");
+            let mut cur = h.sched.current(pcpu);
+            // A vCPU of a stopped VM never runs again.
+            if let Some(v) = cur {
+                if h.vms[v.vm as usize].finished() {
+                    let _ = h.sched.block(v, BlockKind::Off);
+                    cur = None;
+                }
+            }
+            if cur.is_none() {
+                if let Ok(vcpu_sched::Decision::Run(v)) = h.sched.pick_next(pcpu) {
+                    cur = Some(v);
+                }
+            }
+            match cur {
+                None => Step::Idle,
+                Some(v) => {
+                    let vm = &mut h.vms[v.vm as usize];
+                    let id = VcpuId(v.vcpu);
+                    if vm.cm.may_run(id).is_ok() {
+                        if h.loaded[pcpu] != Some(v) {
+                            h.save(pcpu, frame);
+                            h.load(pcpu, v, frame);
+                        }
+                        h.refresh_hcr(pcpu);
+                        Step::Enter
+                    } else {
+                        // One bounded slice of the pending clean, then let
+                        // the tick in before the next.
+                        let (mut hw, mut tlb) = (vm.hw(), vm.hw());
+                        let (pager, cm) = (&mut vm.pager, &mut vm.cm);
+                        let r = cm.handle(
+                            Request::RunSlice { vcpu: id },
+                            &mut cache_maint::Hw { cache: &mut hw, source: pager, tlb: &mut tlb },
+                        );
+                        match r {
+                            Ok(_) => {}
+                            Err(e) => {
+                                crate::kprintln!("hyp: guest {}: clean failed: {}", vm.name, e);
+                                let vmi = v.vm as usize;
+                                h.finish_vm(vmi, false);
+                            }
+                        }
+                        Step::Slice
+                    }
+                }
+            }
+        };
+        match step {
+            Step::Enter => return,
+            Step::Slice => poll_tick(pcpu),
+            Step::Idle => {
+                arch::wfi();
+                poll_tick(pcpu);
+            }
+        }
+    }
+}
+
+/// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
+pub fn poll_tick(pcpu: usize) {
+    let tick = IRQS[pcpu].lock().as_mut().is_some_and(|i| i.handle());
+    if tick {
+        let mut g = HYP.lock();
+        if let Some(h) = g.as_mut() {
+            let _ = h.sched.tick(pcpu);
+        }
+    }
+}
