@@ -173,7 +173,15 @@ fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
             hypercall::HC_OK
         }
         Call::Hyp(HypCall::Report { key, value }) => {
-            defmt::info!("guest report {=u32} = {=u64}", key as u32, value);
+            let vm = &h.vms[vmi];
+            // Plain text, so tests can read the populated figure at this point.
+            crate::kprintln!(
+                "hyp: guest {} report key={} value={} populated_bytes={}",
+                vm.name,
+                key as u32,
+                value,
+                vm.pod.stats().populated_bytes()
+            );
             hypercall::HC_OK
         }
         Call::Hyp(HypCall::Exit { status }) => return h.finish_vm(vmi, status == 0),

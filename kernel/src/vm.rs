@@ -220,4 +220,6 @@ pub fn print_summary(vm: &Vm) {
         cm.max_slice_bytes,
         c.migrations
     );
+    defmt::info!("guest {=str}: {=u64} clean passes, {=u64} slices", vm.name.as_str(), cm.cleans, cm.slices);
+    crate::kprintln!("hyp: guest {} cleans={} slices={}", vm.name, cm.cleans, cm.slices);
 }

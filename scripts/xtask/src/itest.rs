@@ -8,8 +8,16 @@ type TestFn = fn() -> Result<(), String>;
 
 const TESTS: &[(&str, TestFn)] = &[
     ("sw_basic", sw_basic),
+    ("sw_smp_rr", sw_smp_rr),
+    ("sw_smp_pinned", sw_smp_pinned),
+    ("pod_touch", pod_touch),
+    ("pod_exhaustion", pod_exhaustion),
+    ("eager_sw_no", eager_sw_no),
     ("bad_bootarg", bad_bootarg),
+    ("bad_guest_arg", bad_guest_arg),
 ];
+
+const MIB: u64 = 1 << 20;
 
 fn check(cond: bool, what: &str, r: &RunResult) -> Result<(), String> {
     if cond {
@@ -54,6 +62,122 @@ fn sw_basic() -> Result<(), String> {
     check(r.transcript.contains("sw-basic: abort esr="), "the outside-RAM access was not an abort in the guest", &r)?;
     check(s.get("stage2_faults") >= 1, "stage2_faults = 0", &r)?;
     check(r.qemu_ok, "QEMU did not exit cleanly", &r)
+}
+
+/// `hyp: guest NAME cleans=N ...`: how many clean passes ran.
+fn cleans(r: &RunResult, guest: &str) -> Option<u64> {
+    let pat = format!("hyp: guest {guest} cleans=");
+    r.transcript.lines().find_map(|l| l.strip_prefix(&pat)?.split_whitespace().next()?.parse().ok())
+}
+
+/// populated_bytes the hypervisor printed at the guest's report `key=K value=V`.
+fn populated_at(r: &RunResult, guest: &str, key: u64, value: u64) -> Option<u64> {
+    let pat = format!("hyp: guest {guest} report key={key} value={value} populated_bytes=");
+    r.transcript.lines().find_map(|l| l.strip_prefix(&pat)?.trim().parse().ok())
+}
+
+fn sw_smp(sched: &str) -> Result<(RunResult, crate::summary::Summary), String> {
+    let a = Args {
+        guest: "sw-smp".into(),
+        cpus: 2,
+        vcpus: 4,
+        bootargs: format!("sched={sched} slice=64K"),
+        timeout_s: 120,
+        ..Args::default()
+    };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("sw-smp: PASS"), "pattern not intact (no 'sw-smp: PASS')", &r)?;
+    let s = r.summary("sw-smp").ok_or("no summary for sw-smp")?.clone();
+    check(s.ok, "exit is not ok", &r)?;
+    check(s.get("vcpus") == 4, "vcpus != 4", &r)?;
+    check(s.get("sw_traps") > 0, "sw_traps = 0", &r)?;
+    let guest_ops = guest_value(&r, "sw_ops").ok_or("the guest did not report sw_ops")?;
+    check(s.get("sw_traps") == guest_ops, "sw_traps differs from the guest's own count", &r)?;
+    let n = cleans(&r, "sw-smp").ok_or("no clean count")?;
+    check(n > 0, "no clean ran", &r)?;
+    check(
+        s.get("cleaned_bytes") <= s.get("populated_bytes") * n,
+        &format!("cleaned_bytes {} > populated_bytes {} x {} cleans", s.get("cleaned_bytes"), s.get("populated_bytes"), n),
+        &r,
+    )?;
+    check(s.get("max_slice_bytes") <= 64 * 1024, "a clean slice exceeded the 64 KiB budget", &r)?;
+    check(r.qemu_ok, "QEMU did not exit cleanly", &r)?;
+    Ok((r, s))
+}
+
+fn sw_smp_rr() -> Result<(), String> {
+    let (r, s) = sw_smp("rr")?;
+    check(s.get("migrations") > 0, "sched=rr with 4 vCPUs on 2 pCPUs made no migration", &r)
+}
+
+fn sw_smp_pinned() -> Result<(), String> {
+    let (r, s) = sw_smp("pinned")?;
+    check(s.get("migrations") == 0, &format!("sched=pinned migrated {} times", s.get("migrations")), &r)
+}
+
+fn pod_touch() -> Result<(), String> {
+    let a = Args { guest: "pod-touch".into(), mem: 256 * MIB, ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("pod-touch: PASS"), "first touches did not read zero, or no abort beyond RAM", &r)?;
+    let s = r.summary("pod-touch").ok_or("no summary")?;
+    check(s.ok, "exit is not ok", &r)?;
+    let before = populated_at(&r, "pod-touch", 2, 0).ok_or("no populated figure before the touches")?;
+    let after = populated_at(&r, "pod-touch", 2, 1).ok_or("no populated figure after the touches")?;
+    let n4k = guest_value(&r, "expect_4k").ok_or("no expect_4k")?;
+    let n2m = guest_value(&r, "expect_2m").ok_or("no expect_2m")?;
+    let want = n4k * 4096 + n2m * 2 * MIB;
+    check(
+        after - before == want,
+        &format!("the touches populated {} bytes, expected {} ({} x 4 KiB + {} x 2 MiB)", after - before, want, n4k, n2m),
+        &r,
+    )?;
+    check(s.get("populated_bytes") < 256 * MIB / 8, "populated far more than touched", &r)?;
+    check(s.get("pod_2m") >= n2m && s.get("pod_4k") >= n4k, "pod_2m/pod_4k below what the guest touched", &r)?;
+    check(
+        s.get("populated_bytes") == s.get("pod_2m") * 2 * MIB + s.get("pod_4k") * 4096,
+        "populated_bytes disagrees with pod_2m/pod_4k",
+        &r,
+    )?;
+    check(r.transcript.contains("pod-touch: beyond-RAM abort ok"), "beyond-RAM touch was not an abort in the guest", &r)
+}
+
+fn pod_exhaustion() -> Result<(), String> {
+    // 256 MiB of RAM but an 8 MiB pool: the touches cannot all be backed,
+    // and nothing touched is all-zero, so nothing can be reclaimed.
+    let a = Args { guest: "pod-touch".into(), mem: 256 * MIB, bootargs: "guest0.pool=8M".into(), ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    let s = r.summary("pod-touch").ok_or("no summary: the hypervisor did not survive")?;
+    check(!s.ok, "exit=ok despite an exhausted pool", &r)?;
+    check(r.transcript.contains("Exhausted"), "no clear message naming the exhausted pool", &r)?;
+    check(!r.transcript.contains("PANIC"), "the hypervisor panicked", &r)?;
+    check(r.qemu_ok, "QEMU did not exit cleanly", &r)
+}
+
+fn eager_sw_no() -> Result<(), String> {
+    let a = Args { guest: "sw-basic".into(), bootargs: "guest0.sw=no".into(), ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("sw-basic: PASS"), "guest failed", &r)?;
+    let s = r.summary("sw-basic").ok_or("no summary")?;
+    check(s.ok, "exit is not ok", &r)?;
+    check(s.get("tvm_traps") == 0 && s.get("sw_traps") == 0, "sw=no still trapped set/way or VM registers", &r)?;
+    check(s.get("populated_bytes") == 64 * MIB, "sw=no did not populate all guest RAM eagerly", &r)?;
+    check(s.get("cleaned_bytes") == 0, "sw=no ran cleans", &r)
+}
+
+fn bad_guest_arg() -> Result<(), String> {
+    let a = Args { guest: "sw-basic".into(), bootargs: "guest0.sw=maybe".into(), timeout_s: 30, ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out instead of stopping with an error", &r)?;
+    check(
+        r.transcript.contains("guest0.sw=maybe") && r.transcript.contains("allowed: yes, no, auto"),
+        "no clear error naming the field and the allowed values",
+        &r,
+    )?;
+    check(r.summaries.is_empty(), "a guest ran despite the bad argument", &r)
 }
 
 fn bad_bootarg() -> Result<(), String> {

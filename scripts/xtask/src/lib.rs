@@ -11,7 +11,7 @@ pub mod summary;
 use std::path::PathBuf;
 
 /// The bare-metal test guests in test-images/.
-pub const GUESTS: &[&str] = &["sw-basic", "sw-smp"];
+pub const GUESTS: &[&str] = &["sw-basic", "sw-smp", "pod-touch"];
 
 /// The workspace root.
 pub fn root() -> PathBuf {
