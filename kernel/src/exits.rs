@@ -3,7 +3,6 @@
 
 use cache_maint::{Request as CmRequest, VcpuId};
 use pod::{Outcome, PodError};
-use stage2_pager::LeafSize;
 use trap::hypercall::{self, psci, Call, HypCall, PsciCall};
 use trap::{DataAbort, FaultKind, Trap};
 use vcpu_sched::{BlockKind, Scheduler, VcpuRef};
@@ -132,14 +131,19 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
         FaultKind::Translation(_) => {
             let mut hw = vm.hw();
             match vm.pod.fault(&mut vm.pager, &mut hw, da.ipa) {
-                Ok(Outcome::Populated { size, .. }) => match size {
-                    LeafSize::Block2M => vm.counters.pod_2m += 1,
-                    LeafSize::Page4K => vm.counters.pod_4k += 1,
-                },
-                Ok(Outcome::AlreadyMapped | Outcome::Retry) => {}
+                Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
                 Err(PodError::OutsideRam { ipa }) => {
                     defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", ipa);
                     el1::inject_data_abort(frame, da.far, da.write);
+                }
+                Err(PodError::Exhausted { ipa }) => {
+                    crate::kprintln!(
+                        "hyp: guest {}: stopped: out of memory: PoD pool Exhausted at IPA {:#x} ({} bytes populated, nothing reclaimable)",
+                        vm.name,
+                        ipa,
+                        vm.pod.stats().populated_bytes()
+                    );
+                    h.finish_vm(vmi, false);
                 }
                 Err(e) => {
                     crate::kprintln!("hyp: guest {}: stopped: {:?} (guest memory could not be populated)", vm.name, e);

@@ -164,6 +164,11 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
             pool: g.pool_bytes.unwrap_or(g.mem_bytes),
             vcpus: g.vcpus,
             sw,
+            // sw=no guests get eager memory unless told otherwise.
+            eager: match g.populate {
+                Some(p) => p == bootcfg::Populate::Eager,
+                None => g.sw == bootcfg::SwMode::No,
+            },
             slice_bytes: cfg.slice_bytes,
         };
         let caps = match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
@@ -177,12 +182,13 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         match vm::create(caps, &spec, alloc) {
             Ok(v) => {
                 defmt::info!(
-                    "guest {=str}: {=u64} MiB RAM, pool {=u64} MiB, {=u32} vCPUs, sw={=str}",
+                    "guest {=str}: {=u64} MiB RAM, pool {=u64} MiB, {=u32} vCPUs, sw={=str}, {=str} memory",
                     g.name.as_str(),
                     g.mem_bytes >> 20,
                     spec.pool.min(spec.mem) >> 20,
                     g.vcpus,
-                    sw.as_str()
+                    sw.as_str(),
+                    if spec.eager { "eager" } else { "on-demand" }
                 );
                 if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, false) {
                     kprintln!("hyp: boot stopped: {}", e);

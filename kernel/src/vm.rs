@@ -47,8 +47,6 @@ pub type GuestPager = Pager<A64Table<HeapTables>>;
 pub struct Counters {
     pub stage2_faults: u64,
     pub hvc: u64,
-    pub pod_2m: u64,
-    pub pod_4k: u64,
     pub migrations: u64,
 }
 
@@ -107,6 +105,8 @@ pub struct Spec<'a> {
     pub pool: u64,
     pub vcpus: u32,
     pub sw: cache_maint::SwMode,
+    /// All RAM mapped at creation instead of on demand.
+    pub eager: bool,
     pub slice_bytes: u64,
 }
 
@@ -143,7 +143,7 @@ pub fn create(
         return Err("guest image larger than its RAM");
     }
     let pager = Pager::new(stage2, A64Table::new(HeapTables), GUEST_RAM_IPA).map_err(|_| "stage-2 pager refused")?;
-    let eager = spec.sw == cache_maint::SwMode::No;
+    let eager = spec.eager;
     let mode = if eager { Mode::Eager } else { Mode::OnDemand };
     let mut pod = Pod::new(pod, PodConfig::new(GUEST_RAM_IPA, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
     // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
@@ -154,6 +154,8 @@ pub fn create(
         vcpus: spec.vcpus as u8,
         sw: spec.sw,
         slice_bytes: spec.slice_bytes,
+        // Eager memory has no touched record worth trusting: walk it all.
+        walk: if eager { cache_maint::Walk::All } else { cache_maint::Walk::Touched },
         ..VmConfig::new(spec.vcpus as u8)
     };
     let cm = CacheMaint::new(cfg).map_err(|_| "cache-maint refused the VM configuration")?;
@@ -183,9 +185,7 @@ pub fn create(
 fn load_image(vm: &mut Vm, (src, len): (u64, u64)) -> Result<(), &'static str> {
     let ipa = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
     let mut hw = vm.hw();
-    let filled = vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "no memory for the guest image")?;
-    vm.counters.pod_2m += filled.blocks;
-    vm.counters.pod_4k += filled.pages;
+    vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "no memory for the guest image")?;
     let mut off = 0;
     while off < len {
         let (pa, _) = vm.pager.translate(ipa + off).ok_or("image page not mapped")?;
@@ -205,6 +205,7 @@ fn load_image(vm: &mut Vm, (src, len): (u64, u64)) -> Result<(), &'static str> {
 pub fn print_summary(vm: &Vm) {
     let c = &vm.counters;
     let cm = vm.cm.counters();
+    let pod = vm.pod.stats();
     crate::kprintln!(
         "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={}",
         vm.name,
@@ -213,9 +214,9 @@ pub fn print_summary(vm: &Vm) {
         cm.sw_traps,
         cm.tvm_traps,
         c.stage2_faults,
-        c.pod_2m,
-        c.pod_4k,
-        vm.pod.stats().populated_bytes(),
+        pod.pod_2m,
+        pod.pod_4k,
+        pod.populated_bytes(),
         cm.cleaned_bytes,
         cm.max_slice_bytes,
         c.migrations

@@ -38,6 +38,15 @@ pub enum SwMode {
     Auto,
 }
 
+/// How a guest's RAM is backed (`guestN.populate=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Populate {
+    /// Populate-on-Demand: RAM starts unmapped, each first touch maps it.
+    Demand,
+    /// Everything mapped at creation.
+    Eager,
+}
+
 /// Console verbosity (`loglevel=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum LogLevel {
@@ -52,6 +61,7 @@ pub enum LogLevel {
 pub(crate) const SCHED_ALLOWED: &str = "rr, pinned, null";
 pub(crate) const HWDOM_ALLOWED: &str = "auto, on, off";
 pub(crate) const SW_ALLOWED: &str = "yes, no, auto";
+const POPULATE_ALLOWED: &str = "demand, eager";
 pub(crate) const LOGLEVEL_ALLOWED: &str = "error, warn, info, debug, trace, or 0 to 4";
 pub(crate) const MEM_ALLOWED: &str = "a size such as 64M: at least 2M, a multiple of 4K";
 pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple of 4K";
@@ -59,7 +69,7 @@ pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 const KEYS_ALLOWED: &str =
     "sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name";
-const GUEST_KEYS_ALLOWED: &str = "mem, pool, vcpus, sw, name";
+const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
 /// Most vCPUs a guest may have.
@@ -155,6 +165,7 @@ pub struct GuestArgs<'a> {
     pub mem: Option<u64>,
     /// PoD pool size (a target below `mem` is a pre-ballooned guest).
     pub pool: Option<u64>,
+    pub populate: Option<Populate>,
     pub vcpus: Option<u32>,
     pub sw: Option<SwMode>,
     pub name: Option<&'a str>,
@@ -254,6 +265,14 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                             return Err(bad("out of range", MEM_ALLOWED));
                         }
                         set(&mut g.pool, v, token)?;
+                    }
+                    "populate" => {
+                        let v = match value {
+                            "demand" => Populate::Demand,
+                            "eager" => Populate::Eager,
+                            _ => return Err(bad("unknown population mode", POPULATE_ALLOWED)),
+                        };
+                        set(&mut g.populate, v, token)?;
                     }
                     "vcpus" => {
                         let v = parse_u64(value).ok_or(bad("not a number", VCPUS_ALLOWED))?;

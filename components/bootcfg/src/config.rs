@@ -23,6 +23,8 @@ pub struct GuestConfig {
     /// PoD pool size; `None` means as large as `mem_bytes`. The kernel caps
     /// it at `mem_bytes`.
     pub pool_bytes: Option<u64>,
+    /// How RAM is backed; `None` lets the kernel choose from `sw`.
+    pub populate: Option<Populate>,
     pub vcpus: u32,
     pub sw: SwMode,
     /// The guest kernel's command line (the module's `bootargs`).
@@ -762,6 +764,7 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
             ramdisk: None,
             mem_bytes: DEFAULT_GUEST_MEM,
             pool_bytes: None,
+            populate: None,
             vcpus: 1,
             sw: SwMode::default(),
             bootargs: String::new(),
@@ -890,6 +893,9 @@ fn apply_overrides<'a>(args: &Args<'a>, cfg: &mut BootConfig) -> Result<(), Erro
         }
         if let Some(m) = o.pool {
             g.pool_bytes = Some(m);
+        }
+        if o.populate.is_some() {
+            g.populate = o.populate;
         }
         if let Some(v) = o.vcpus {
             g.vcpus = v;

@@ -52,7 +52,8 @@
 //! ## Command line
 //! `sched=rr|pinned|null` (rr), `hwdom_pin=auto|on|off` (auto),
 //! `slice=<size>` (64K), `loglevel=error|warn|info|debug|trace|0-4` (info),
-//! `guestN.mem=<size>`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,
+//! `guestN.mem=<size>`, `guestN.pool=<size>` (PoD pool, default = mem),
+//! `guestN.populate=demand|eager`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,
 //! `guestN.name=<name>`; `console=` is ignored. Unknown keys and repeated
 //! keys are errors. Sizes take a K, M or G suffix (binary).
 #![cfg_attr(not(test), no_std)]
@@ -69,7 +70,7 @@ pub mod fdt;
 pub mod fdt_writer;
 
 pub use args::{
-    parse_bootargs, parse_size, Args, GuestArgs, HwdomPin, LogLevel, SchedKind, SwMode, MAX_VCPUS,
+    parse_bootargs, parse_size, Args, GuestArgs, HwdomPin, LogLevel, Populate, SchedKind, SwMode, MAX_VCPUS,
     MIN_GUEST_MEM,
 };
 pub use config::*;

@@ -26,7 +26,7 @@ fn empty_and_defaults() {
 fn every_key() {
     let a = parse_bootargs(
         "sched=null hwdom_pin=on slice=128K loglevel=trace  guest0.mem=64M\tguest0.vcpus=4 guest0.sw=no \
-         guest0.name=dom0 guest0.pool=32M guest3.mem=0x200000 guest3.sw=auto\n",
+         guest0.name=dom0 guest0.pool=32M guest0.populate=eager guest3.mem=0x200000 guest3.sw=auto\n",
     )
     .unwrap();
     assert_eq!(a.sched, Some(SchedKind::Null));
@@ -38,6 +38,7 @@ fn every_key() {
     assert_eq!(a.guests[0].sw, Some(SwMode::No));
     assert_eq!(a.guests[0].name, Some("dom0"));
     assert_eq!(a.guests[0].pool, Some(32 << 20));
+    assert_eq!(a.guests[0].populate, Some(bootcfg::Populate::Eager));
     assert_eq!(a.guests[0].first_token, Some("guest0.mem=64M"));
     assert_eq!(a.guests[1], GuestArgs::default());
     assert_eq!(a.guests[3].mem, Some(2 << 20));
@@ -136,6 +137,7 @@ fn every_error() {
         ("loglevel=5", "bootargs: loglevel=5: unknown level (allowed: error, warn, info, debug, trace, or 0 to 4)"),
         ("guest0.mem=1M", "bootargs: guest0.mem=1M: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.mem=2097153", "bootargs: guest0.mem=2097153: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
+        ("guest0.populate=lazy", "bootargs: guest0.populate=lazy: unknown population mode (allowed: demand, eager)"),
         ("guest0.pool=1M", "bootargs: guest0.pool=1M: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.mem=64MB", "bootargs: guest0.mem=64MB: not a size (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.vcpus=0", "bootargs: guest0.vcpus=0: out of range (allowed: 1 to 8)"),
@@ -149,7 +151,7 @@ fn every_error() {
         ("guest4.mem=64M", "bootargs: guest4.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest10.mem=64M", "bootargs: guest10.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest.mem=64M", "bootargs: guest.mem=64M: bad guest number (allowed: guest0 to guest3)"),
-        ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, vcpus, sw, name)"),
+        ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, populate, vcpus, sw, name)"),
         ("shed=rr", "bootargs: shed=rr: unknown key (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
         ("guest0mem=2M", "bootargs: guest0mem=2M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
         ("quiet", "bootargs: quiet: expected key=value (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
