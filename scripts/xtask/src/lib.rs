@@ -1,6 +1,7 @@
 //! The host side of the project: building, QEMU runs, the console demuxer
 //! (text + defmt frames), exit-summary parsing and the integration tests.
 
+pub mod bench;
 pub mod build;
 pub mod demux;
 pub mod dtb;
@@ -11,7 +12,7 @@ pub mod summary;
 use std::path::PathBuf;
 
 /// The bare-metal test guests in test-images/.
-pub const GUESTS: &[&str] = &["sw-basic", "sw-smp", "pod-touch"];
+pub const GUESTS: &[&str] = &["sw-basic", "sw-smp", "pod-touch", "bench"];
 
 /// The workspace root.
 pub fn root() -> PathBuf {

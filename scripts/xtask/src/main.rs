@@ -14,6 +14,7 @@ commands:
         [--bootargs \"...\"] [--timeout SECONDS]
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
+  bench                     deterministic instruction counts of each trap path
   guests                    list the test guests";
 
 fn main() -> ExitCode {
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         "run" => Args::parse(rest).and_then(|a| run::run_cli(&a)),
         "itest" => itest::run_all(rest.first().map(String::as_str)),
         "soak" => xtask::soak(),
+        "bench" => xtask::bench::bench(),
         "guests" => {
             for g in xtask::GUESTS {
                 println!("{g}");
