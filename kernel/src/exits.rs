@@ -130,7 +130,10 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
         }
         FaultKind::Translation(_) => {
             let mut hw = vm.hw();
-            match vm.pod.fault(&mut vm.pager, &mut hw, da.ipa) {
+            let t = crate::hw::pmu0();
+            let r = vm.pod.fault(&mut vm.pager, &mut hw, da.ipa);
+            crate::hw::POD_FAULT_INSNS.fetch_add(crate::hw::pmu0().wrapping_sub(t), core::sync::atomic::Ordering::Relaxed);
+            match r {
                 Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
                 Err(PodError::OutsideRam { ipa }) => {
                     defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", ipa);

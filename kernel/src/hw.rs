@@ -11,8 +11,11 @@ use hwops::{CacheOps, Frames, TlbOps, BLOCK_SIZE};
 /// for 4 KiB and 2 MiB frames: `[zero_4k, zero_2m, clean_4k, clean_2m]`.
 /// Otherwise the counter does not run and these stay meaningless but cheap.
 pub static FILL_INSNS: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// Instructions spent inside the PoD component's fault handling (zeroing
+/// and cleaning included), for the same benchmark.
+pub static POD_FAULT_INSNS: AtomicU64 = AtomicU64::new(0);
 
-fn pmu0() -> u64 {
+pub fn pmu0() -> u64 {
     sysreg_read!("pmevcntr0_el0")
 }
 

@@ -263,6 +263,9 @@ pub struct Pager<F: TableFormat> {
     track_base: u64,
     track_end: u64,
     touched: ChunkSet,
+    /// Tracked chunks with at least one leaf mapped, so that
+    /// `chunk_is_empty` (asked on every PoD fault) needs no table walk.
+    mapped: ChunkSet,
     normal_bytes: u64,
 }
 
@@ -333,6 +336,7 @@ impl<F: TableFormat> Pager<F> {
             track_base,
             track_end: (track_base + TRACK_SPAN).min(limit),
             touched: ChunkSet::new(),
+            mapped: ChunkSet::new(),
             normal_bytes: 0,
         })
     }
@@ -441,8 +445,17 @@ impl<F: TableFormat> Pager<F> {
         }
     }
 
-    /// Whether nothing is mapped in the 2 MiB chunk holding `ipa`.
+    /// Whether nothing is mapped in the 2 MiB chunk holding `ipa`. Inside
+    /// the tracked window this is a bit test.
     pub fn chunk_is_empty(&self, ipa: u64) -> bool {
+        match self.chunk_index(ipa) {
+            Some(i) => !self.mapped.contains(i),
+            None => self.scan_chunk_empty(ipa),
+        }
+    }
+
+    /// `chunk_is_empty` by walking the table.
+    fn scan_chunk_empty(&self, ipa: u64) -> bool {
         let c = align_down(ipa, BLOCK_SIZE);
         let mut empty = true;
         self.walk(c, c + BLOCK_SIZE, &mut |_| {
@@ -515,6 +528,9 @@ impl<F: TableFormat> Pager<F> {
             }
         }
         self.table.write(ipa, pa, size.bytes(), size, attrs, true)?;
+        if let Some(i) = self.chunk_index(ipa) {
+            self.mapped.insert(i);
+        }
         if attrs == MemAttrs::Normal {
             self.normal_bytes += size.bytes();
             self.mark_touched(ipa);
@@ -550,6 +566,11 @@ impl<F: TableFormat> Pager<F> {
                 tlb.invalidate_ipa(vmid, ipa);
                 if l.attrs == MemAttrs::Normal {
                     self.normal_bytes -= PAGE_SIZE;
+                }
+                if let Some(i) = self.chunk_index(ipa) {
+                    if self.scan_chunk_empty(ipa) {
+                        self.mapped.remove(i);
+                    }
                 }
             }
             LeafSize::Block2M => {
@@ -589,6 +610,9 @@ impl<F: TableFormat> Pager<F> {
                 }
                 batch.flush(vmid, tlb);
                 self.normal_bytes -= normal;
+                if let Some(i) = self.chunk_index(ipa) {
+                    self.mapped.remove(i);
+                }
             }
         }
         Ok(())

@@ -279,10 +279,12 @@ fn check(vm: &mut Vm, m: &Model, probes: &[u64]) {
         .map(|l| l.size.bytes())
         .sum();
     assert_eq!(p.normal_bytes(), normal);
-    // The touched record is exact.
+    // The touched record is exact, and so is chunk emptiness.
     for &c in &CHUNKS {
         let c = c * BLOCK_SIZE;
         assert_eq!(p.is_touched(c), m.touched.contains(&c), "touched {c:#x}");
+        let empty = m.leaves.range(c..c + BLOCK_SIZE).next().is_none();
+        assert_eq!(p.chunk_is_empty(c), empty, "chunk_is_empty {c:#x}");
     }
     for all in [false, true] {
         let mut got = Vec::new();

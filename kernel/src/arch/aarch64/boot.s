@@ -1,7 +1,7 @@
 // Entry points and exception vectors of the AArch64 EL2 kernel.
 
 .equ FRAME_SIZE, 272            // TrapFrame: x0..x30, elr, spsr, pad
-.equ STACK_SIZE, 0x10000        // per-pCPU EL2 stack
+.equ STACK_SIZE, 0x40000        // per-pCPU EL2 stack (256 KiB)
 
 .section .text.boot, "ax"
 .global _start
@@ -37,7 +37,7 @@ _secondary_start:
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     add     x2, x0, #1
-    lsl     x2, x2, #16
+    lsl     x2, x2, #18
     add     sp, x1, x2
     sub     sp, sp, #FRAME_SIZE
     bl      secondary_main

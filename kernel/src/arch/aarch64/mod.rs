@@ -84,7 +84,7 @@ unsafe extern "C" {
     fn _secondary_start();
 }
 
-pub const STACK_SIZE: u64 = 0x10000;
+pub const STACK_SIZE: u64 = 0x40000;
 
 /// The trap frame slot at the top of pCPU `cpu`'s EL2 stack.
 pub fn frame_slot(cpu: usize) -> *mut TrapFrame {
