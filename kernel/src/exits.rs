@@ -22,14 +22,17 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
     let esr = sysreg_read!("esr_el2");
     let far = sysreg_read!("far_el2");
     let hpfar = sysreg_read!("hpfar_el2");
-    {
+    let resumed = {
         let mut g = HYP.lock();
         let h = g.as_mut().expect("trap before boot finished");
         if let Some(v) = h.vcpu_ref(pcpu) {
             handle(h, pcpu, v, frame, esr, far, hpfar);
         }
+        h.try_resume(pcpu)
+    };
+    if !resumed {
+        hyp::leave(pcpu, frame);
     }
-    hyp::leave(pcpu, frame);
 }
 
 fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64, far: u64, hpfar: u64) {
@@ -56,22 +59,23 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
             };
             let level = trap::sw_level(frame.reg(rt));
             skip(frame, esr);
-            cache_request(h, pcpu, v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
+            cache_request(h, v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
         }
         Trap::VmReg { reg, rt, rt2, write: true } => {
             let mut value = frame.reg(rt);
             if let Some(r2) = rt2 {
                 value = (value & 0xffff_ffff) | (frame.reg(r2) << 32);
             }
-            let old = el1::sctlr_el1();
-            el1::write_vmreg(reg, value);
-            let (policy_reg, value) = if reg.is_sctlr() {
-                (cache_maint::VmReg::Sctlr, el1::sctlr_el1())
+            let (policy_reg, value, old) = if reg.is_sctlr() {
+                let old = el1::sctlr_el1();
+                el1::write_vmreg(reg, value);
+                (cache_maint::VmReg::Sctlr, el1::sctlr_el1(), old)
             } else {
-                (cache_maint::VmReg::Other(0), value)
+                el1::write_vmreg(reg, value);
+                (cache_maint::VmReg::Other(0), value, 0)
             };
             skip(frame, esr);
-            cache_request(h, pcpu, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
+            cache_request(h, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
         }
         Trap::DataAbort(da) => data_abort(h, v, frame, &da),
         Trap::InstrAbort(ia) => {
@@ -97,7 +101,7 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
 }
 
 /// Hand a set/way or VM-register trap to cache-maint and apply its reply.
-fn cache_request(h: &mut Hyp, pcpu: usize, v: VcpuRef, req: CmRequest) {
+fn cache_request(h: &mut Hyp, v: VcpuRef, req: CmRequest) {
     let vmi = v.vm as usize;
     let vm = &mut h.vms[vmi];
     let (mut hw, mut tlb) = (vm.hw(), vm.hw());
@@ -107,9 +111,8 @@ fn cache_request(h: &mut Hyp, pcpu: usize, v: VcpuRef, req: CmRequest) {
             if reply.sw_first_seen {
                 let _ = h.sched.report_set_way(v.vm);
             }
-            // New TSW/TVM bits; a pending clean runs in `leave` before the
-            // vCPU may resume.
-            h.refresh_hcr(pcpu);
+            // New TSW/TVM bits are applied on the way out; a pending clean
+            // runs in `leave` before the vCPU may resume.
         }
         Err(e) => {
             crate::kprintln!("hyp: guest {}: cache-maint error: {}", vm.name, e);

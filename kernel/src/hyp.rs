@@ -24,6 +24,8 @@ pub struct Hyp {
     pub sched: AnySched,
     /// The vCPU whose state is in each pCPU's registers.
     pub loaded: [Option<VcpuRef>; MAX_PCPUS],
+    /// The HCR_EL2 value each pCPU runs with now.
+    pub hcr_now: [u64; MAX_PCPUS],
 }
 
 pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
@@ -78,6 +80,7 @@ impl Hyp {
         vc.last_pcpu = Some(pcpu);
         vc.el1.hcr = hcr;
         vc.el1.restore();
+        self.hcr_now[pcpu] = hcr;
         vc.fp.restore();
         *frame = vc.frame;
         sysreg_write!("vttbr_el2", vttbr);
@@ -85,12 +88,32 @@ impl Hyp {
         self.loaded[pcpu] = Some(v);
     }
 
-    /// Re-program HCR_EL2 for the vCPU loaded here (after a cache-maint reply).
-    pub fn refresh_hcr(&self, pcpu: usize) {
+    /// Re-program HCR_EL2 for the vCPU loaded here when its trap bits
+    /// changed (after a cache-maint reply).
+    pub fn refresh_hcr(&mut self, pcpu: usize) {
         if let Some(v) = self.loaded[pcpu] {
-            sysreg_write!("hcr_el2", self.vms[v.vm as usize].hcr(v.vcpu as usize));
-            arch::isb();
+            let hcr = self.vms[v.vm as usize].hcr(v.vcpu as usize);
+            if hcr != self.hcr_now[pcpu] {
+                sysreg_write!("hcr_el2", hcr);
+                arch::isb();
+                self.hcr_now[pcpu] = hcr;
+            }
         }
+    }
+
+    /// The common case at the end of a trap: the loaded vCPU may simply go
+    /// on. False when `leave` has work to do (switch, clean, idle).
+    pub fn try_resume(&mut self, pcpu: usize) -> bool {
+        let Some(v) = self.loaded[pcpu] else { return false };
+        if self.sched.current(pcpu) != Some(v) {
+            return false;
+        }
+        let vm = &self.vms[v.vm as usize];
+        if vm.finished() || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
+            return false;
+        }
+        self.refresh_hcr(pcpu);
+        true
     }
 }
 

@@ -471,16 +471,29 @@ fn decode_sys64(iss: u32) -> Trap {
             return Trap::SetWay { op, rt };
         }
     }
-    let enc = (op0, op1, crn, crm, op2);
-    for reg in VmReg::ALL {
-        if reg.sys_encoding() == Some(enc) {
-            return Trap::VmReg {
-                reg,
-                rt,
-                rt2: None,
-                write: !read,
-            };
-        }
+    // A direct match (the inverse of `VmReg::sys_encoding`, which a test
+    // checks): this is on every TVM trap's path.
+    let reg = match (op0, op1, crn, crm, op2) {
+        (3, 0, 1, 0, 0) => Some(VmReg::SctlrEl1),
+        (3, 0, 2, 0, 0) => Some(VmReg::Ttbr0El1),
+        (3, 0, 2, 0, 1) => Some(VmReg::Ttbr1El1),
+        (3, 0, 2, 0, 2) => Some(VmReg::TcrEl1),
+        (3, 0, 5, 1, 0) => Some(VmReg::Afsr0El1),
+        (3, 0, 5, 1, 1) => Some(VmReg::Afsr1El1),
+        (3, 0, 5, 2, 0) => Some(VmReg::EsrEl1),
+        (3, 0, 6, 0, 0) => Some(VmReg::FarEl1),
+        (3, 0, 10, 2, 0) => Some(VmReg::MairEl1),
+        (3, 0, 10, 3, 0) => Some(VmReg::AmairEl1),
+        (3, 0, 13, 0, 1) => Some(VmReg::ContextidrEl1),
+        _ => None,
+    };
+    if let Some(reg) = reg {
+        return Trap::VmReg {
+            reg,
+            rt,
+            rt2: None,
+            write: !read,
+        };
     }
     Trap::SysReg {
         op0,
