@@ -130,7 +130,6 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
-use core::str::FromStr;
 
 pub use hwops::{CacheOps, CleanSource, MemRun, TlbOps};
 use hwops::{BLOCK_SIZE, PAGE_SIZE};
@@ -228,63 +227,6 @@ impl SwMode {
 impl fmt::Display for SwMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A boot value that names nothing known. Displays as
-/// `sw: unknown value 'x' (allowed: yes, no, auto)`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ParseError {
-    field: &'static str,
-    allowed: &'static str,
-    value: [u8; 32],
-    len: u8,
-}
-
-impl ParseError {
-    fn new(field: &'static str, allowed: &'static str, value: &str) -> Self {
-        let mut n = core::cmp::min(value.len(), 32);
-        while !value.is_char_boundary(n) {
-            n -= 1;
-        }
-        let mut buf = [0u8; 32];
-        buf[..n].copy_from_slice(&value.as_bytes()[..n]);
-        ParseError { field, allowed, value: buf, len: n as u8 }
-    }
-
-    /// The field name, e.g. `sw`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// The value that was refused (its first 32 bytes).
-    pub fn value(&self) -> &str {
-        core::str::from_utf8(&self.value[..self.len as usize]).unwrap_or("")
-    }
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: unknown value '{}' (allowed: {})", self.field, self.value(), self.allowed)
-    }
-}
-
-impl fmt::Debug for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl FromStr for SwMode {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "auto" => Ok(SwMode::Auto),
-            "yes" => Ok(SwMode::Yes),
-            "no" => Ok(SwMode::No),
-            _ => Err(ParseError::new("sw", "yes, no, auto", s)),
-        }
     }
 }
 

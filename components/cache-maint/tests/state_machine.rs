@@ -568,19 +568,11 @@ fn config_is_checked() {
 }
 
 #[test]
-fn sw_mode_parses_and_names_the_allowed_values() {
+fn sw_mode_names() {
     for m in [SwMode::Auto, SwMode::Yes, SwMode::No] {
-        assert_eq!(m.as_str().parse::<SwMode>(), Ok(m));
         assert_eq!(m.to_string(), m.as_str());
     }
     assert_eq!(SwMode::default(), SwMode::Auto);
-    let e = "maybe".parse::<SwMode>().unwrap_err();
-    assert_eq!(e.to_string(), "sw: unknown value 'maybe' (allowed: yes, no, auto)");
-    assert_eq!(e.field(), "sw");
-    assert!("Yes".parse::<SwMode>().is_err(), "values are lower case");
-    let long = "é".repeat(40);
-    let e = long.parse::<SwMode>().unwrap_err();
-    assert_eq!(e.value(), "é".repeat(16), "cut at a character boundary");
 }
 
 #[test]

@@ -55,7 +55,6 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
-use core::str::FromStr;
 
 /// Most VMs.
 pub const MAX_VMS: usize = 8;
@@ -89,51 +88,6 @@ impl VcpuRef {
     }
 }
 
-/// A boot value that names nothing known. Displays as, e.g.,
-/// `sched: unknown policy 'foo' (allowed: rr, pinned, null)`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ParseError {
-    field: &'static str,
-    what: &'static str,
-    allowed: &'static str,
-    value: [u8; 32],
-    len: u8,
-}
-
-impl ParseError {
-    fn new(field: &'static str, what: &'static str, allowed: &'static str, value: &str) -> Self {
-        let mut n = core::cmp::min(value.len(), 32);
-        while !value.is_char_boundary(n) {
-            n -= 1;
-        }
-        let mut buf = [0u8; 32];
-        buf[..n].copy_from_slice(&value.as_bytes()[..n]);
-        ParseError { field, what, allowed, value: buf, len: n as u8 }
-    }
-
-    /// The field, `sched` or `hwdom_pin`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// The refused value (its first 32 bytes).
-    pub fn value(&self) -> &str {
-        core::str::from_utf8(&self.value[..self.len as usize]).unwrap_or("")
-    }
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: unknown {} '{}' (allowed: {})", self.field, self.what, self.value(), self.allowed)
-    }
-}
-
-impl fmt::Debug for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 /// The policy chosen by `sched=`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SchedPolicy {
@@ -153,19 +107,6 @@ impl SchedPolicy {
             SchedPolicy::Rr => "rr",
             SchedPolicy::Pinned => "pinned",
             SchedPolicy::Null => "null",
-        }
-    }
-}
-
-impl FromStr for SchedPolicy {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "rr" => Ok(SchedPolicy::Rr),
-            "pinned" => Ok(SchedPolicy::Pinned),
-            "null" => Ok(SchedPolicy::Null),
-            _ => Err(ParseError::new("sched", "policy", "rr, pinned, null", s)),
         }
     }
 }
@@ -195,19 +136,6 @@ impl HwdomPin {
             HwdomPin::Auto => "auto",
             HwdomPin::On => "on",
             HwdomPin::Off => "off",
-        }
-    }
-}
-
-impl FromStr for HwdomPin {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "auto" => Ok(HwdomPin::Auto),
-            "on" => Ok(HwdomPin::On),
-            "off" => Ok(HwdomPin::Off),
-            _ => Err(ParseError::new("hwdom_pin", "value", "auto, on, off", s)),
         }
     }
 }

@@ -18,26 +18,20 @@ fn woken<S: Scheduler>(mut s: S, vm: u8, n: u8, hwdom: bool) -> S {
 }
 
 #[test]
-fn parse_boot_values() {
+fn boot_value_names() {
+    // Parsing lives in bootcfg; these are the spellings it maps from.
     for p in [SchedPolicy::Rr, SchedPolicy::Pinned, SchedPolicy::Null] {
-        assert_eq!(p.as_str().parse::<SchedPolicy>(), Ok(p));
         assert_eq!(p.to_string(), p.as_str());
     }
+    assert_eq!(
+        [SchedPolicy::Rr.as_str(), SchedPolicy::Pinned.as_str(), SchedPolicy::Null.as_str()],
+        ["rr", "pinned", "null"]
+    );
     for h in [HwdomPin::Auto, HwdomPin::On, HwdomPin::Off] {
-        assert_eq!(h.as_str().parse::<HwdomPin>(), Ok(h));
         assert_eq!(h.to_string(), h.as_str());
     }
     assert_eq!(SchedPolicy::default(), SchedPolicy::Rr);
     assert_eq!(HwdomPin::default(), HwdomPin::Auto);
-    let e = "foo".parse::<SchedPolicy>().unwrap_err();
-    assert_eq!(e.to_string(), "sched: unknown policy 'foo' (allowed: rr, pinned, null)");
-    assert_eq!((e.field(), e.value()), ("sched", "foo"));
-    let e = "yes".parse::<HwdomPin>().unwrap_err();
-    assert_eq!(e.to_string(), "hwdom_pin: unknown value 'yes' (allowed: auto, on, off)");
-    assert!("RR".parse::<SchedPolicy>().is_err());
-    assert!("".parse::<HwdomPin>().is_err());
-    let long = "x".repeat(100);
-    assert_eq!(long.parse::<SchedPolicy>().unwrap_err().value().len(), 32);
 }
 
 #[test]
