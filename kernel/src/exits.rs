@@ -167,7 +167,9 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
 /// A hypercall or PSCI call (HVC or SMC conduit).
 fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
     let vmi = v.vm as usize;
-    let ret = match hypercall::classify(frame.x[0], frame.x[1], frame.x[2], frame.x[3]) {
+    // An AArch32 guest's registers are 32 bits; the upper halves are junk.
+    let m = if frame.spsr & (1 << 4) != 0 { 0xffff_ffff } else { u64::MAX };
+    let ret = match hypercall::classify(frame.x[0] & m, frame.x[1] & m, frame.x[2] & m, frame.x[3] & m) {
         Call::Hyp(HypCall::Putc(b)) => {
             crate::console::lock().guest_byte(b);
             hypercall::HC_OK
@@ -247,7 +249,8 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
         CmRequest::Reset { vcpu: VcpuId(i as u8) },
         &mut cache_maint::Hw { cache: &mut hw, source: &mut vm.pager, tlb: &mut tlb },
     );
-    vm.vcpus[i].reset(i, entry, context);
+    let aarch32 = vm.aarch32;
+    vm.vcpus[i].reset(i, entry, context, aarch32);
     let _ = h.sched.wake(VcpuRef::new(vmi as u8, i as u8));
     0
 }

@@ -170,6 +170,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
                 None => g.sw == bootcfg::SwMode::No,
             },
             slice_bytes: cfg.slice_bytes,
+            aarch32: g.aarch32,
         };
         let caps = match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
             Ok(c) => c,

@@ -26,6 +26,7 @@ pub const GUEST_IMAGE_OFFSET: u64 = 0x8_0000;
 pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 31);
 pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
+pub const HCR_RW: u64 = 1 << 31;
 
 /// Stage-2 tables come from the kernel heap, which EL2 maps 1:1.
 pub struct HeapTables;
@@ -64,25 +65,41 @@ pub struct Vcpu {
     pub last_pcpu: Option<usize>,
 }
 
+/// SCTLR reset values: AArch64 SCTLR_EL1 and AArch32 SCTLR RES1 bits,
+/// MMU and caches off.
+const SCTLR_RESET_A64: u64 = 0x30d0_0800;
+const SCTLR_RESET_A32: u64 = 0x00c5_0838;
+/// SPSR for entering a guest: EL1h (AArch64) or SVC (AArch32), A/I/F masked.
+const SPSR_A64: u64 = 0x3c5;
+const SPSR_A32: u64 = 0x1d3;
+
 impl Vcpu {
-    fn new(index: usize) -> Vcpu {
+    fn new(index: usize, aarch32: bool) -> Vcpu {
+        let mut el1 = El1Regs::reset(HCR_BASE, (1 << 31) | index as u64);
+        el1.sctlr = if aarch32 { SCTLR_RESET_A32 } else { SCTLR_RESET_A64 };
         Vcpu {
             frame: TrapFrame::default(),
-            el1: El1Regs::reset(HCR_BASE, (1 << 31) | index as u64),
+            el1,
             fp: FpRegs::default(),
             power: Power::Off,
             last_pcpu: None,
         }
     }
 
-    /// Power on at `entry` with `x0 = context`, MMU and caches off.
-    pub fn reset(&mut self, index: usize, entry: u64, context: u64) {
+    /// Power on at `entry` with `x0`/`r0 = context`, MMU and caches off.
+    /// An AArch32 entry with bit 0 set starts in Thumb state.
+    pub fn reset(&mut self, index: usize, entry: u64, context: u64, aarch32: bool) {
         let last = self.last_pcpu;
-        *self = Vcpu::new(index);
+        *self = Vcpu::new(index, aarch32);
         self.last_pcpu = last;
-        self.frame.elr = entry;
         self.frame.x[0] = context;
-        self.frame.spsr = 0x3c5; // EL1h, DAIF masked
+        if aarch32 {
+            self.frame.elr = entry & !1;
+            self.frame.spsr = SPSR_A32 | ((entry & 1) << 5);
+        } else {
+            self.frame.elr = entry;
+            self.frame.spsr = SPSR_A64;
+        }
         self.power = Power::On;
     }
 }
@@ -95,6 +112,8 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     pub counters: Counters,
     pub exit_ok: Option<bool>,
+    /// The guest's EL1 runs in AArch32 (HCR_EL2.RW = 0).
+    pub aarch32: bool,
 }
 
 /// How a guest is built, from the boot configuration.
@@ -107,6 +126,7 @@ pub struct Spec<'a> {
     pub sw: cache_maint::SwMode,
     /// All RAM mapped at creation instead of on demand.
     pub eager: bool,
+    pub aarch32: bool,
     pub slice_bytes: u64,
 }
 
@@ -126,7 +146,8 @@ impl Vm {
     /// The HCR_EL2 value vCPU `v` runs with now.
     pub fn hcr(&self, v: usize) -> u64 {
         let t = self.cm.hcr(VcpuId(v as u8)).unwrap_or(cache_maint::Hcr { tsw: true, tvm: true });
-        HCR_BASE | if t.tsw { HCR_TSW } else { 0 } | if t.tvm { HCR_TVM } else { 0 }
+        let rw = if self.aarch32 { HCR_RW } else { 0 };
+        (HCR_BASE & !rw) | if t.tsw { HCR_TSW } else { 0 } | if t.tvm { HCR_TVM } else { 0 }
     }
 }
 
@@ -168,15 +189,20 @@ pub fn create(
         pager,
         pod,
         cm,
-        vcpus: (0..spec.vcpus as usize).map(Vcpu::new).collect(),
+        vcpus: (0..spec.vcpus as usize).map(|i| Vcpu::new(i, spec.aarch32)).collect(),
         counters: Counters::default(),
         exit_ok: None,
+        aarch32: spec.aarch32,
     };
     let mut hw = vm.hw();
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
     load_image(&mut vm, spec.image)?;
     let entry = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
-    vm.vcpus[0].reset(0, entry, 0);
+    vm.vcpus[0].reset(0, entry, 0, spec.aarch32);
+    if spec.aarch32 {
+        // The arm boot protocol: r1 = machine type (~0: use the DTB), r2 = DTB.
+        vm.vcpus[0].frame.x[1] = 0xffff_ffff;
+    }
     Ok(vm)
 }
 

@@ -25,6 +25,8 @@ pub struct GuestConfig {
     pub pool_bytes: Option<u64>,
     /// How RAM is backed; `None` lets the kernel choose from `sw`.
     pub populate: Option<Populate>,
+    /// The guest runs at EL1 in AArch32 (`hyp,arch = "aarch32"`).
+    pub aarch32: bool,
     pub vcpus: u32,
     pub sw: SwMode,
     /// The guest kernel's command line (the module's `bootargs`).
@@ -765,6 +767,7 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
             mem_bytes: DEFAULT_GUEST_MEM,
             pool_bytes: None,
             populate: None,
+            aarch32: false,
             vcpus: 1,
             sw: SwMode::default(),
             bootargs: String::new(),
@@ -804,6 +807,14 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                         SW_ALLOWED,
                     ))?;
                 }
+                "hyp,arch" => {
+                    let s = string(n, p)?;
+                    g.aarch32 = match s {
+                        "aarch64" => false,
+                        "aarch32" => true,
+                        _ => return Err(bad(n, p, Shown::Str(s), "unknown architecture", "aarch64, aarch32")),
+                    };
+                }
                 "bootargs" => {
                     let s = string(n, p)?;
                     g.bootargs.push_str(s).map_err(|_| {
@@ -820,7 +831,7 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                     return Err(Error::PropNotAllowed {
                         node: n.name(),
                         prop: name,
-                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw)",
+                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch)",
                     });
                 }
                 _ => {}

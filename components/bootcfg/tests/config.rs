@@ -219,6 +219,9 @@ fn overrides() {
         (g.mem_bytes, g.vcpus, g.sw, g.name.as_str()),
         (32 * MIB, 4, SwMode::No, "dom0")
     );
+    assert!(!g.aarch32);
+    let dtb = one_guest("", &|w| w.prop_str("hyp,arch", "aarch32"));
+    assert!(ok(&dtb).guests[0].aarch32);
 
     let dtb = one_guest("guest1.vcpus=2", &|_| {});
     assert_eq!(
@@ -282,6 +285,10 @@ fn module_errors() {
             "dtb: module@50000000: hyp,sw = \"maybe\": unknown set/way mode (allowed: yes, no, auto)",
         ),
         (
+            &|w| w.prop_str("hyp,arch", "riscv"),
+            "dtb: module@50000000: hyp,arch = \"riscv\": unknown architecture (allowed: aarch64, aarch32)",
+        ),
+        (
             &|w| w.prop_str("hyp,name", "a name"),
             "dtb: module@50000000: hyp,name = \"a name\": bad name (allowed: 1 to 16 of a-z, A-Z, 0-9, '-', '_', '.')",
         ),
@@ -291,7 +298,7 @@ fn module_errors() {
         ),
         (
             &|w| w.prop_u32("hyp,vcpu", 2),
-            "dtb: module@50000000: hyp,vcpu: unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw)",
+            "dtb: module@50000000: hyp,vcpu: unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch)",
         ),
         (
             &|w| w.prop_str("bootargs", &"x".repeat(513)),

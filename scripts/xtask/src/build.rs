@@ -7,6 +7,7 @@ use crate::root;
 
 pub const KERNEL_TARGET: &str = "aarch64-unknown-none-softfloat";
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
+pub const GUEST_TARGET32: &str = "armv7a-none-eabi";
 
 fn cargo_build(package: &str, target: &str, extra_env: &[(&str, &str)]) -> Result<PathBuf, String> {
     let mut cmd = Command::new(env!("CARGO"));
@@ -36,10 +37,10 @@ pub fn kernel() -> Result<PathBuf, String> {
 
 /// Build a test guest and return its flat binary.
 pub fn guest(name: &str) -> Result<PathBuf, String> {
-    if !crate::GUESTS.contains(&name) {
+    let Some((krate, target, _)) = crate::guest_build(name) else {
         return Err(format!("unknown guest '{name}' (allowed: {})", crate::GUESTS.join(", ")));
-    }
-    let elf = cargo_build(name, GUEST_TARGET, &[])?;
+    };
+    let elf = cargo_build(krate, target, &[])?;
     let bin = elf.with_extension("bin");
     let data = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let (_, flat) = elf_to_flat(&data)?;
@@ -65,28 +66,36 @@ fn u64le(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
-/// Turn a little-endian ELF64 into a flat image of its PT_LOAD segments'
-/// file contents, starting at the lowest physical address. Returns that
-/// address and the image.
+/// Turn a little-endian ELF64 or ELF32 into a flat image of its PT_LOAD
+/// segments' file contents, starting at the lowest physical address.
+/// Returns that address and the image.
 pub fn elf_to_flat(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
-        return Err("not a little-endian ELF64 file".into());
+    if elf.len() < 52 || &elf[..4] != b"\x7fELF" || !(1..=2).contains(&elf[4]) || elf[5] != 1 {
+        return Err("not a little-endian ELF file".into());
     }
-    let phoff = u64le(elf, 32) as usize;
-    let phentsize = u16le(elf, 54) as usize;
-    let phnum = u16le(elf, 56) as usize;
+    let wide = elf[4] == 2;
+    if wide && elf.len() < 64 {
+        return Err("truncated ELF header".into());
+    }
+    let (phoff, phentsize, phnum) = if wide {
+        (u64le(elf, 32) as usize, u16le(elf, 54) as usize, u16le(elf, 56) as usize)
+    } else {
+        (u32le(elf, 28) as usize, u16le(elf, 42) as usize, u16le(elf, 44) as usize)
+    };
     let mut segs = Vec::new();
     for i in 0..phnum {
         let o = phoff + i * phentsize;
-        if o + 56 > elf.len() {
+        if o + if wide { 56 } else { 32 } > elf.len() {
             return Err("truncated program header".into());
         }
         if u32le(elf, o) != 1 {
             continue; // not PT_LOAD
         }
-        let off = u64le(elf, o + 8) as usize;
-        let paddr = u64le(elf, o + 24);
-        let filesz = u64le(elf, o + 32) as usize;
+        let (off, paddr, filesz) = if wide {
+            (u64le(elf, o + 8) as usize, u64le(elf, o + 24), u64le(elf, o + 32) as usize)
+        } else {
+            (u32le(elf, o + 4) as usize, u32le(elf, o + 12) as u64, u32le(elf, o + 16) as usize)
+        };
         if filesz == 0 {
             continue;
         }

@@ -14,6 +14,8 @@ pub struct Module<'a> {
     pub vcpus: u32,
     pub sw: &'a str,
     pub bootargs: &'a str,
+    /// "aarch64" or "aarch32".
+    pub arch: &'a str,
 }
 
 fn quote(s: &str) -> String {
@@ -40,6 +42,7 @@ pub fn chosen_dts(hyp_bootargs: &str, modules: &[Module]) -> (String, String) {
         s += &format!("\t\t\thyp,mem = /bits/ 64 <0x{:x}>;\n", m.mem);
         s += &format!("\t\t\thyp,vcpus = <0x{:x}>;\n", m.vcpus);
         s += &format!("\t\t\thyp,sw = \"{}\";\n", quote(m.sw));
+        s += &format!("\t\t\thyp,arch = \"{}\";\n", quote(m.arch));
         s += &format!("\t\t\tbootargs = \"{}\";\n", quote(m.bootargs));
         s += "\t\t};\n";
     }
@@ -114,7 +117,7 @@ mod tests {
     #[test]
     fn chosen_goes_inside_the_node() {
         let dts = "/ {\n\tchosen {\n\t\tstdout-path = \"/pl011@9000000\";\n\t};\n};\n";
-        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "" }];
+        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64" }];
         let out = insert_chosen(dts, &chosen_dts("sched=rr", &m)).unwrap();
         let c = out.find("chosen {").unwrap();
         let a = out.find("hyp,bootargs = \"sched=rr\"").unwrap();

@@ -8,6 +8,7 @@ type TestFn = fn() -> Result<(), String>;
 
 const TESTS: &[(&str, TestFn)] = &[
     ("sw_basic", sw_basic),
+    ("sw_basic_aarch32", sw_basic_aarch32),
     ("sw_smp_rr", sw_smp_rr),
     ("sw_smp_pinned", sw_smp_pinned),
     ("pod_touch", pod_touch),
@@ -178,6 +179,22 @@ fn bad_guest_arg() -> Result<(), String> {
         &r,
     )?;
     check(r.summaries.is_empty(), "a guest ran despite the bad argument", &r)
+}
+
+/// The same guest at EL1 in AArch32 (HCR_EL2.RW = 0): its DCCISW/DCCSW
+/// arrive as EC 0x03 traps and its SCTLR/TTBCR/TTBR0 (MCRR)/MAIR writes as
+/// TVM traps.
+fn sw_basic_aarch32() -> Result<(), String> {
+    let a = Args { guest: "sw-basic32".into(), ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("sw-basic: PASS"), "marker 'sw-basic: PASS' missing", &r)?;
+    let s = r.summary("sw-basic32").ok_or("no summary line for sw-basic32")?;
+    check(s.ok, "exit is not ok", &r)?;
+    let guest_ops = guest_value(&r, "sw_ops").ok_or("the guest did not report sw_ops")?;
+    check(guest_ops > 0 && s.get("sw_traps") == guest_ops, "sw_traps differs from the AArch32 guest's set/way count", &r)?;
+    check(s.get("tvm_traps") >= 2, "tvm_traps < 2", &r)?;
+    check(r.qemu_ok, "QEMU did not exit cleanly", &r)
 }
 
 fn bad_bootarg() -> Result<(), String> {

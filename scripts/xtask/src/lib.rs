@@ -12,7 +12,20 @@ pub mod summary;
 use std::path::PathBuf;
 
 /// The bare-metal test guests in test-images/.
-pub const GUESTS: &[&str] = &["sw-basic", "sw-smp", "pod-touch", "bench"];
+pub const GUESTS: &[&str] = &["sw-basic", "sw-basic32", "sw-smp", "pod-touch", "bench"];
+
+/// A guest's crate, Rust target and EL1 execution state.
+pub fn guest_build(name: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match name {
+        "sw-basic" => ("sw-basic", build::GUEST_TARGET, "aarch64"),
+        // The same program as an AArch32 (ARMv7-A) EL1 guest.
+        "sw-basic32" => ("sw-basic", build::GUEST_TARGET32, "aarch32"),
+        "sw-smp" => ("sw-smp", build::GUEST_TARGET, "aarch64"),
+        "pod-touch" => ("pod-touch", build::GUEST_TARGET, "aarch64"),
+        "bench" => ("bench", build::GUEST_TARGET, "aarch64"),
+        _ => return None,
+    })
+}
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -127,6 +127,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
             vcpus: g.vcpus,
             sw: &g.sw,
             bootargs: &g.bootargs,
+            arch: crate::guest_build(&g.image).map(|b| b.2).unwrap_or("aarch64"),
         })
         .collect();
     let margs = machine_args(a);

@@ -47,7 +47,7 @@ _start:
     mrs     x1, esr_el1
     mrs     x2, far_el1
     mrs     x3, elr_el1
-    bl      guest_exception
+    bl      guest_exception64
     msr     elr_el1, x0
     ldp     x0, x1, [sp, #0]
     ldp     x2, x3, [sp, #16]
