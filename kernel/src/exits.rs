@@ -25,6 +25,7 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
     let resumed = {
         let mut g = HYP.lock();
         let h = g.as_mut().expect("trap before boot finished");
+        h.on_exit(pcpu);
         if let Some(v) = h.vcpu_ref(pcpu) {
             handle(h, pcpu, v, frame, esr, far, hpfar);
         }
@@ -128,6 +129,19 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
     match da.fault {
         FaultKind::AccessFlag(_) => {
             if vm.pager.handle_access_fault(da.ipa).is_err() {
+                el1::inject_data_abort(frame, da.far, da.write);
+            }
+        }
+        FaultKind::Translation(_) if vm.devices.is_some() && !vm.in_ram(da.ipa) => {
+            // An emulated device (GICD, PL011): needs the syndrome (ISV).
+            let handled = match (da.access.as_ref(), vm.devices.as_mut()) {
+                (Some(acc), Some(d)) => d.mmio(v.vcpu as usize, da.ipa, acc, da.write, frame),
+                _ => false,
+            };
+            if handled {
+                frame.elr += if trap::il_32bit(sysreg_read!("esr_el2")) { 4 } else { 2 };
+            } else {
+                defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);
                 el1::inject_data_abort(frame, da.far, da.write);
             }
         }

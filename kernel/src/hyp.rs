@@ -62,10 +62,50 @@ impl Hyp {
 
     fn save(&mut self, pcpu: usize, frame: &TrapFrame) {
         if let Some(v) = self.loaded[pcpu].take() {
-            let vc = &mut self.vms[v.vm as usize].vcpus[v.vcpu as usize];
+            let vm = &mut self.vms[v.vm as usize];
+            if let Some(d) = vm.devices.as_mut() {
+                // List registers fold back into the vGIC; VMCR/APR stay
+                // with the vCPU.
+                d.sync(v.vcpu as usize);
+                let (vmcr, apr) = crate::gich::save_cpu_if();
+                let vc = &mut vm.vcpus[v.vcpu as usize];
+                vc.vmcr = vmcr;
+                vc.apr = apr;
+            }
+            let vc = &mut vm.vcpus[v.vcpu as usize];
             vc.frame = *frame;
             vc.el1 = El1Regs::save();
             vc.fp.save();
+        }
+    }
+
+    /// Exit bookkeeping for the vCPU loaded here: fold its list registers
+    /// back before anything touches its VM's vGIC.
+    pub fn on_exit(&mut self, pcpu: usize) {
+        if let Some(v) = self.loaded[pcpu] {
+            if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
+                d.sync(v.vcpu as usize);
+            }
+        }
+    }
+
+    /// The physical interrupts that belong to the guest running here.
+    pub fn virtual_irqs(&mut self, pcpu: usize, ev: crate::irq::Events) {
+        let Some(v) = self.loaded[pcpu] else { return };
+        if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
+            d.sync(v.vcpu as usize);
+            if ev.vtimer {
+                let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), crate::irq::VIRT_TIMER_INTID);
+            }
+        }
+    }
+
+    /// Entry bookkeeping: pending virtual interrupts into the list registers.
+    fn on_entry(&mut self, pcpu: usize) {
+        if let Some(v) = self.loaded[pcpu] {
+            if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
+                d.flush(v.vcpu as usize);
+            }
         }
     }
 
@@ -83,6 +123,9 @@ impl Hyp {
         self.hcr_now[pcpu] = hcr;
         vc.fp.restore();
         *frame = vc.frame;
+        if vm.devices.is_some() {
+            crate::gich::restore_cpu_if(vc.vmcr, vc.apr);
+        }
         sysreg_write!("vttbr_el2", vttbr);
         arch::isb();
         self.loaded[pcpu] = Some(v);
@@ -113,6 +156,7 @@ impl Hyp {
             return false;
         }
         self.refresh_hcr(pcpu);
+        self.on_entry(pcpu);
         true
     }
 }
@@ -155,6 +199,7 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
                             h.load(pcpu, v, frame);
                         }
                         h.refresh_hcr(pcpu);
+                        h.on_entry(pcpu);
                         Step::Enter
                     } else {
                         // One bounded slice of the pending clean, then let
@@ -191,11 +236,16 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
 
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
-    let tick = IRQS[pcpu].lock().as_mut().is_some_and(|i| i.handle());
-    if tick {
+    let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
+    if ev.tick || ev.vtimer || ev.maint {
         let mut g = HYP.lock();
         if let Some(h) = g.as_mut() {
-            let _ = h.sched.tick(pcpu);
+            if ev.vtimer || ev.maint {
+                h.virtual_irqs(pcpu, ev);
+            }
+            if ev.tick {
+                let _ = h.sched.tick(pcpu);
+            }
         }
     }
 }

@@ -11,6 +11,22 @@ use crate::arch::{sysreg_read, sysreg_write};
 
 /// The hypervisor timer's PPI (INTID 26 on every GICv2 board we support).
 pub const HYP_TIMER_INTID: u32 = 26;
+/// The EL1 virtual timer's PPI, which guests use.
+pub const VIRT_TIMER_INTID: u32 = 27;
+/// The GICv2 virtual interface maintenance interrupt.
+pub const MAINT_INTID: u32 = 25;
+
+/// What the pending interrupts asked for.
+#[derive(Default, Clone, Copy)]
+pub struct Events {
+    /// The scheduler tick.
+    pub tick: bool,
+    /// The running guest's virtual timer fired (it is masked until the
+    /// guest reprograms it).
+    pub vtimer: bool,
+    /// The virtual interface wants list-register maintenance.
+    pub maint: bool,
+}
 /// Scheduler tick period.
 pub const TICK_HZ: u64 = 100;
 
@@ -28,10 +44,15 @@ impl Irq {
         // touch banked PPI state or global enables.
         let mut gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
         gic.setup();
-        let id = IntId::ppi(HYP_TIMER_INTID - 16);
-        gic.set_interrupt_priority(id, 0x80);
-        gic.set_trigger(id, Trigger::Level);
-        let _ = gic.enable_interrupt(id, true);
+        for ppi in [HYP_TIMER_INTID, VIRT_TIMER_INTID, MAINT_INTID] {
+            let id = IntId::ppi(ppi - 16);
+            gic.set_interrupt_priority(id, 0x80);
+            gic.set_trigger(id, Trigger::Level);
+            let _ = gic.enable_interrupt(id, true);
+        }
+        // Guests read the physical counter and run the virtual timer.
+        sysreg_write!("cnthctl_el2", 0b11);
+        sysreg_write!("cntvoff_el2", 0);
         let mut irq = Irq { gic };
         irq.arm_tick();
         irq
@@ -44,19 +65,35 @@ impl Irq {
         crate::arch::isb();
     }
 
-    /// Acknowledge and handle pending interrupts. Returns true when the
-    /// scheduler tick fired.
-    pub fn handle(&mut self) -> bool {
-        let mut tick = false;
+    /// Acknowledge and handle pending interrupts.
+    pub fn handle(&mut self) -> Events {
+        let mut ev = Events::default();
         while let Some(id) = self.gic.get_and_acknowledge_interrupt(InterruptGroup::Group0) {
-            if id == IntId::ppi(HYP_TIMER_INTID - 16) {
-                self.arm_tick();
-                tick = true;
-            } else {
-                defmt::warn!("unexpected interrupt {=u32}", u32::from(id));
+            match u32::from(id) {
+                HYP_TIMER_INTID => {
+                    self.arm_tick();
+                    ev.tick = true;
+                }
+                VIRT_TIMER_INTID => {
+                    // Level-triggered: mask it at the timer (the guest's
+                    // CNTV_CTL.IMASK) so it drops; the guest's handler
+                    // reprograms and unmasks it.
+                    let ctl = sysreg_read!("cntv_ctl_el0");
+                    sysreg_write!("cntv_ctl_el0", ctl | 0b10);
+                    crate::arch::isb();
+                    ev.vtimer = true;
+                }
+                MAINT_INTID => {
+                    // Level: it stays asserted while GICH_HCR asks for it.
+                    // Turn the interface off now; the next sync and flush
+                    // decide again.
+                    crate::gich::disable();
+                    ev.maint = true;
+                }
+                other => defmt::warn!("unexpected interrupt {=u32}", other),
             }
             self.gic.end_interrupt(id, InterruptGroup::Group0);
         }
-        tick
+        ev
     }
 }

@@ -7,6 +7,8 @@ extern crate alloc;
 
 #[macro_use]
 mod console;
+mod devices;
+mod gich;
 #[path = "arch/aarch64/mod.rs"]
 mod arch;
 mod exits;
@@ -110,6 +112,13 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     };
     // SAFETY: written once here, before any secondary starts.
     unsafe { *core::ptr::addr_of_mut!(GIC) = gic };
+    // The virtual interface, for Linux guests' vGIC.
+    if let Some(g) = cfg.gic.as_ref() {
+        if let (Some(gich), Some(gicv)) = (g.gich, g.gicv) {
+            gich::set_base(gich.0);
+            vm::set_gicv(gicv.0);
+        }
+    }
 
     let (img_start, img_end) = arch::image_range();
     let mut reserved: heapless::Vec<(u64, u64), 24> = heapless::Vec::new();
@@ -171,6 +180,8 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
             },
             slice_bytes: cfg.slice_bytes,
             aarch32: g.aarch32,
+            ramdisk: g.ramdisk,
+            bootargs: g.bootargs.as_str(),
         };
         let caps = match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
             Ok(c) => c,

@@ -58,6 +58,9 @@ pub enum Power {
 }
 
 pub struct Vcpu {
+    /// GICH_VMCR and GICH_APR: the guest's virtual CPU interface state.
+    pub vmcr: u32,
+    pub apr: u32,
     pub frame: TrapFrame,
     pub el1: El1Regs,
     pub fp: FpRegs,
@@ -78,6 +81,8 @@ impl Vcpu {
         let mut el1 = El1Regs::reset(HCR_BASE, (1 << 31) | index as u64);
         el1.sctlr = if aarch32 { SCTLR_RESET_A32 } else { SCTLR_RESET_A64 };
         Vcpu {
+            vmcr: 0,
+            apr: 0,
             frame: TrapFrame::default(),
             el1,
             fp: FpRegs::default(),
@@ -114,6 +119,16 @@ pub struct Vm {
     pub exit_ok: Option<bool>,
     /// The guest's EL1 runs in AArch32 (HCR_EL2.RW = 0).
     pub aarch32: bool,
+    /// A Linux guest: it gets the emulated devices (vGIC, PL011, timer).
+    pub linux: bool,
+    pub devices: Option<crate::devices::Devices>,
+}
+
+/// The physical GICV frame, mapped at each Linux guest's GICC address.
+static GICV: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub fn set_gicv(pa: u64) {
+    GICV.store(pa, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// How a guest is built, from the boot configuration.
@@ -127,6 +142,9 @@ pub struct Spec<'a> {
     /// All RAM mapped at creation instead of on demand.
     pub eager: bool,
     pub aarch32: bool,
+    pub ramdisk: Option<(u64, u64)>,
+    /// The guest kernel's command line.
+    pub bootargs: &'a str,
     pub slice_bytes: u64,
 }
 
@@ -137,6 +155,11 @@ impl Vm {
 
     pub fn vttbr(&self) -> u64 {
         self.pager.vttbr()
+    }
+
+    pub fn in_ram(&self, ipa: u64) -> bool {
+        let c = self.pod.config();
+        ipa >= c.ram_base && ipa - c.ram_base < c.ram_size
     }
 
     pub fn finished(&self) -> bool {
@@ -193,32 +216,82 @@ pub fn create(
         counters: Counters::default(),
         exit_ok: None,
         aarch32: spec.aarch32,
+        linux: false,
+        devices: None,
     };
     let mut hw = vm.hw();
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
-    load_image(&mut vm, spec.image)?;
-    let entry = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
-    vm.vcpus[0].reset(0, entry, 0, spec.aarch32);
-    if spec.aarch32 {
-        // The arm boot protocol: r1 = machine type (~0: use the DTB), r2 = DTB.
-        vm.vcpus[0].frame.x[1] = 0xffff_ffff;
+    let kind = image_kind(spec.image.0, spec.image.1);
+    let ram = GUEST_RAM_IPA;
+    match kind {
+        ImageKind::Bare => {
+            copy_in(&mut vm, ram + GUEST_IMAGE_OFFSET, spec.image.0, spec.image.1)?;
+            vm.vcpus[0].reset(0, ram + GUEST_IMAGE_OFFSET, 0, spec.aarch32);
+            if spec.aarch32 {
+                // The arm boot protocol: r1 = machine type (~0: use the DTB).
+                vm.vcpus[0].frame.x[1] = 0xffff_ffff;
+            }
+        }
+        ImageKind::LinuxArm64 { .. } | ImageKind::LinuxZimage => {
+            if spec.mem < LINUX_INITRD_OFFSET + (32 << 20) {
+                return Err("a Linux guest needs at least 192 MiB of RAM");
+            }
+            let (kernel_at, aarch32) = match kind {
+                ImageKind::LinuxArm64 { text_offset } => (ram + LINUX_KERNEL_OFFSET + text_offset, false),
+                _ => (ram + LINUX_ZIMAGE_OFFSET, true),
+            };
+            if aarch32 != spec.aarch32 {
+                return Err("the image's architecture differs from the guest's hyp,arch");
+            }
+            copy_in(&mut vm, kernel_at, spec.image.0, spec.image.1)?;
+            let initrd = match spec.ramdisk {
+                Some((src, len)) => {
+                    copy_in(&mut vm, ram + LINUX_INITRD_OFFSET, src, len)?;
+                    Some((ram + LINUX_INITRD_OFFSET, len))
+                }
+                None => None,
+            };
+            let dtb_ipa = ram + LINUX_DTB_OFFSET;
+            let (buf, n) = crate::devices::guest_dtb(spec, initrd)?;
+            copy_in(&mut vm, dtb_ipa, buf.as_ptr() as u64, n as u64)?;
+            vm.vcpus[0].reset(0, kernel_at, 0, aarch32);
+            if aarch32 {
+                vm.vcpus[0].frame.x[1] = 0xffff_ffff;
+                vm.vcpus[0].frame.x[2] = dtb_ipa;
+            } else {
+                vm.vcpus[0].frame.x[0] = dtb_ipa;
+            }
+            vm.linux = true;
+            let gicv = GICV.load(core::sync::atomic::Ordering::Relaxed);
+            if gicv == 0 || !crate::gich::present() {
+                return Err("a Linux guest needs a GICv2 with virtualization extensions (GICH/GICV)");
+            }
+            let mut tlb = vm.hw();
+            for page in 0..2 {
+                let off = page * hwops::PAGE_SIZE;
+                vm.pager
+                    .map(crate::devices::GUEST_GICC + off, gicv + off, stage2_pager::LeafSize::Page4K, stage2_pager::MemAttrs::Device, &mut tlb)
+                    .map_err(|_| "cannot map the virtual CPU interface")?;
+            }
+            vm.devices = Some(crate::devices::Devices::new(spec.vcpus)?);
+        }
     }
     Ok(vm)
 }
 
-/// Populate the image's pages (4 KiB, or 2 MiB where a whole block is
-/// covered) and copy the image in, page by page through the stage-2 map.
-fn load_image(vm: &mut Vm, (src, len): (u64, u64)) -> Result<(), &'static str> {
-    let ipa = GUEST_RAM_IPA + GUEST_IMAGE_OFFSET;
+/// Populate `[ipa, ipa+len)` (4 KiB pages, or 2 MiB blocks where a whole
+/// chunk is covered) and copy `len` bytes from host address `src` in, page
+/// by page through the stage-2 map.
+fn copy_in(vm: &mut Vm, ipa: u64, src: u64, len: u64) -> Result<(), &'static str> {
     let mut hw = vm.hw();
-    vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "no memory for the guest image")?;
+    vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "not enough guest memory for a boot image")?;
     let mut off = 0;
     while off < len {
-        let (pa, _) = vm.pager.translate(ipa + off).ok_or("image page not mapped")?;
+        let (pa, _) = vm.pager.translate(ipa + off).ok_or("boot image page not mapped")?;
         let n = (hwops::PAGE_SIZE - (ipa + off) % hwops::PAGE_SIZE).min(len - off);
-        // SAFETY: `pa` is a frame of this VM's pool just populated for the
-        // image; the source is the module the DTB describes, outside every
-        // allocation; both are mapped 1:1 at EL2.
+        // SAFETY: `pa` is a frame of this VM's pool just populated; the
+        // source is a module the DTB describes (outside every allocation) or
+        // kernel memory; both are mapped 1:1 at EL2.
         unsafe { core::ptr::copy_nonoverlapping((src + off) as *const u8, pa as *mut u8, n as usize) };
         crate::arch::dc_range(crate::arch::DcOp::Clean, pa, n);
         off += n;
@@ -226,6 +299,39 @@ fn load_image(vm: &mut Vm, (src, len): (u64, u64)) -> Result<(), &'static str> {
     crate::arch::ic_iallu_is();
     Ok(())
 }
+
+/// What a guest image is, from its header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ImageKind {
+    /// A bare-metal test guest: runs at the image offset, no DTB.
+    Bare,
+    /// A Linux arm64 `Image` (magic "ARM\x64" at 0x38).
+    LinuxArm64 { text_offset: u64 },
+    /// A Linux arm `zImage` (magic 0x016f2818 at 0x24).
+    LinuxZimage,
+}
+
+pub fn image_kind(src: u64, len: u64) -> ImageKind {
+    let rd32 = |off: u64| {
+        // SAFETY: reads inside the module, bounds checked by the caller.
+        unsafe { core::ptr::read_unaligned((src + off) as *const u32) }
+    };
+    if len >= 64 && rd32(0x38) == 0x644d_5241 {
+        // SAFETY: as above.
+        let text_offset = unsafe { core::ptr::read_unaligned((src + 8) as *const u64) };
+        return ImageKind::LinuxArm64 { text_offset };
+    }
+    if len >= 0x30 && rd32(0x24) == 0x016f_2818 {
+        return ImageKind::LinuxZimage;
+    }
+    ImageKind::Bare
+}
+
+/// Where a Linux guest's pieces go in its RAM (offsets from its base).
+pub const LINUX_KERNEL_OFFSET: u64 = 2 << 20;
+pub const LINUX_ZIMAGE_OFFSET: u64 = 16 << 20;
+pub const LINUX_DTB_OFFSET: u64 = 128 << 20;
+pub const LINUX_INITRD_OFFSET: u64 = 160 << 20;
 
 /// Print the one-line exit summary tools and tests parse.
 pub fn print_summary(vm: &Vm) {

@@ -52,8 +52,15 @@ if [[ $have_all == 0 || ${FORCE:-0} == 1 ]]; then
         busybox-static:arm64
         busybox-static:armhf
     )
+    # As root, apt's _apt sandbox user cannot write here: download as root.
+    apt_opts=()
+    [[ $(id -u) == 0 ]] && apt_opts=(-o APT::Sandbox::User=root)
     rm -f "$debs"/*.deb
-    (cd "$debs" && apt-get download "${pkgs[@]}")
+    if ! (cd "$debs" && apt-get "${apt_opts[@]}" download "${pkgs[@]}"); then
+        # Stale lists name files the mirror has dropped: refresh once.
+        $sudo apt-get update || echo "fetch.sh: apt-get update reported errors; going on" >&2
+        (cd "$debs" && apt-get "${apt_opts[@]}" download "${pkgs[@]}")
+    fi
 
     : >"$cache/VERSIONS"
     for deb in "$debs"/*.deb; do

@@ -10,6 +10,8 @@ pub struct Module<'a> {
     pub name: &'a str,
     pub addr: u64,
     pub size: u64,
+    /// A `multiboot,ramdisk` module that belongs to this guest: (addr, size).
+    pub ramdisk: Option<(u64, u64)>,
     pub mem: u64,
     pub vcpus: u32,
     pub sw: &'a str,
@@ -45,6 +47,18 @@ pub fn chosen_dts(hyp_bootargs: &str, modules: &[Module]) -> (String, String) {
         s += &format!("\t\t\thyp,arch = \"{}\";\n", quote(m.arch));
         s += &format!("\t\t\tbootargs = \"{}\";\n", quote(m.bootargs));
         s += "\t\t};\n";
+        if let Some((addr, size)) = m.ramdisk {
+            s += &format!("\t\tmodule@{:x} {{\n", addr);
+            s += "\t\t\tcompatible = \"multiboot,ramdisk\", \"multiboot,module\";\n";
+            s += &format!(
+                "\t\t\treg = <0x{:x} 0x{:x} 0x{:x} 0x{:x}>;\n",
+                addr >> 32,
+                addr & 0xffff_ffff,
+                size >> 32,
+                size & 0xffff_ffff
+            );
+            s += "\t\t};\n";
+        }
     }
     (p, s)
 }
@@ -117,7 +131,7 @@ mod tests {
     #[test]
     fn chosen_goes_inside_the_node() {
         let dts = "/ {\n\tchosen {\n\t\tstdout-path = \"/pl011@9000000\";\n\t};\n};\n";
-        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64" }];
+        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, ramdisk: None, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64" }];
         let out = insert_chosen(dts, &chosen_dts("sched=rr", &m)).unwrap();
         let c = out.find("chosen {").unwrap();
         let a = out.find("hyp,bootargs = \"sched=rr\"").unwrap();

@@ -6,13 +6,22 @@ pub mod build;
 pub mod demux;
 pub mod dtb;
 pub mod itest;
+pub mod linux;
 pub mod run;
 pub mod summary;
 
 use std::path::PathBuf;
 
 /// The bare-metal test guests in test-images/.
-pub const GUESTS: &[&str] = &["sw-basic", "sw-basic32", "sw-smp", "pod-touch", "bench"];
+pub const GUESTS: &[&str] = &["sw-basic", "sw-basic32", "sw-smp", "pod-touch", "bench", "linux-arm64", "linux-armhf"];
+
+/// "aarch64" or "aarch32": the guest's EL1 execution state.
+pub fn guest_arch(name: &str) -> &'static str {
+    match name {
+        "linux-armhf" => "aarch32",
+        _ => guest_build(name).map(|b| b.2).unwrap_or("aarch64"),
+    }
+}
 
 /// A guest's crate, Rust target and EL1 execution state.
 pub fn guest_build(name: &str) -> Option<(&'static str, &'static str, &'static str)> {

@@ -15,7 +15,7 @@ pub const QEMU: &str = "qemu-system-aarch64";
 /// Where guest images are loaded in host physical memory (each 16 MiB apart).
 pub const MODULE_BASE: u64 = 0x4800_0000;
 /// Host RAM QEMU gives the machine.
-pub const HOST_RAM: &str = "1G";
+pub const HOST_RAM: &str = "2G";
 
 /// One guest of a run.
 #[derive(Clone, Debug)]
@@ -36,7 +36,7 @@ impl GuestSpec {
             vcpus: a.vcpus,
             mem: a.mem,
             sw: "auto".into(),
-            bootargs: String::new(),
+            bootargs: crate::linux::bootargs(&a.guest).unwrap_or_default().into(),
         }
     }
 }
@@ -106,28 +106,46 @@ fn work_dir() -> PathBuf {
 /// exits or the timeout passes. With `echo`, the console is shown live.
 pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, String> {
     let kernel = build::kernel()?;
-    let mut images = Vec::new();
+    // Each guest's image (and ramdisk), placed one after another, 2 MiB
+    // aligned, from MODULE_BASE.
+    let mut files: Vec<(PathBuf, u64, u64)> = Vec::new();
+    let mut placed = Vec::new();
+    let mut next = MODULE_BASE;
+    let mut place = |path: PathBuf| -> Result<(u64, u64), String> {
+        let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+        let at = next;
+        next = (at + size).next_multiple_of(2 << 20);
+        files.push((path, at, size));
+        Ok((at, size))
+    };
     for g in guests {
-        let bin = build::guest(&g.image)?;
-        let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
-        images.push((bin, size));
+        let (image, ramdisk) = match crate::linux::files(&g.image)? {
+            Some(f) => f,
+            None => (build::guest(&g.image)?, None),
+        };
+        let img = place(image)?;
+        let rd = match ramdisk {
+            Some(p) => Some(place(p)?),
+            None => None,
+        };
+        placed.push((img, rd));
     }
     let dir = work_dir();
     let tag = format!("{}-{}", std::process::id(), guests.first().map(|g| g.name.as_str()).unwrap_or("none"));
     let dtb_path = dir.join(format!("{tag}.dtb"));
     let modules: Vec<Module> = guests
         .iter()
-        .zip(&images)
-        .enumerate()
-        .map(|(i, (g, (_, size)))| Module {
+        .zip(&placed)
+        .map(|(g, &((addr, size), ramdisk))| Module {
             name: &g.name,
-            addr: MODULE_BASE + (i as u64) * (16 << 20),
-            size: *size,
+            addr,
+            size,
+            ramdisk,
             mem: g.mem,
             vcpus: g.vcpus,
             sw: &g.sw,
             bootargs: &g.bootargs,
-            arch: crate::guest_build(&g.image).map(|b| b.2).unwrap_or("aarch64"),
+            arch: crate::guest_arch(&g.image),
         })
         .collect();
     let margs = machine_args(a);
@@ -135,8 +153,8 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
 
     let mut cmd = Command::new(QEMU);
     cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
-    for (m, (bin, _)) in modules.iter().zip(&images) {
-        cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", bin.display(), m.addr));
+    for (path, addr, _) in &files {
+        cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{QEMU}: {e} (run scripts/setup)"))?;

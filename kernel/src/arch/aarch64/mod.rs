@@ -45,6 +45,12 @@ impl TrapFrame {
     pub fn reg(&self, n: u8) -> u64 {
         if n < 31 { self.x[n as usize] } else { 0 }
     }
+    /// Write register `n` (writes to 31, XZR, are dropped).
+    pub fn set_reg(&mut self, n: u8, v: u64) {
+        if n < 31 {
+            self.x[n as usize] = v;
+        }
+    }
 }
 
 /// A vCPU's FP/SIMD registers (the kernel itself never uses them).

@@ -1,0 +1,130 @@
+//! The emulated devices a Linux guest sees, at QEMU virt's addresses: the
+//! GICv2 distributor (trap and emulate, `vgic`), the CPU interface (the
+//! physical GICV mapped at the guest's GICC address), a PL011 console
+//! (`vuart`), the virtual timer (passed through, its PPI injected), and the
+//! guest's generated device tree (`guest-dtb`).
+
+use crate::arch::TrapFrame;
+use crate::gich::Gich;
+use trap::Access as TrapAccess;
+
+pub const GUEST_GICD: u64 = 0x0800_0000;
+pub const GUEST_GICC: u64 = 0x0801_0000;
+pub const GUEST_UART: u64 = 0x0900_0000;
+pub const UART_SPI: u32 = 1;
+pub const UART_INTID: u32 = 32 + UART_SPI;
+const GICD_SIZE: u64 = 0x1_0000;
+const UART_SIZE: u64 = 0x1000;
+/// Interrupt lines past the 32 private ones.
+const SPIS: u16 = 64;
+
+pub struct Devices {
+    pub vgic: vgic::Vgic,
+    pub uart: vuart::Pl011,
+}
+
+impl Devices {
+    pub fn new(vcpus: u32) -> Result<Devices, &'static str> {
+        Ok(Devices {
+            vgic: vgic::Vgic::new(vgic::Config::new(vcpus as u8, SPIS)).map_err(|_| "vGIC refused the configuration")?,
+            uart: vuart::Pl011::new(),
+        })
+    }
+
+    /// Emulate a trapped load or store at `ipa`. Returns false when no
+    /// emulated device lives there.
+    pub fn mmio(&mut self, vcpu: usize, ipa: u64, acc: &TrapAccess, write: bool, frame: &mut TrapFrame) -> bool {
+        let value = frame.reg(acc.rt);
+        let width = acc.size_bytes;
+        let read_value = if (GUEST_GICD..GUEST_GICD + GICD_SIZE).contains(&ipa) {
+            let w = match width {
+                1 => vgic::Width::Byte,
+                2 => vgic::Width::Half,
+                8 => vgic::Width::Double,
+                _ => vgic::Width::Word,
+            };
+            let a = if write { vgic::Access::Write { width: w, value } } else { vgic::Access::Read { width: w } };
+            match self.vgic.mmio(vgic::VcpuId(vcpu as u8), ipa - GUEST_GICD, a) {
+                Ok(r) => r.value as u64,
+                Err(_) => 0,
+            }
+        } else if (GUEST_UART..GUEST_UART + UART_SIZE).contains(&ipa) {
+            let a = if write {
+                vuart::Access::Write { width, value: value as u32 }
+            } else {
+                vuart::Access::Read { width }
+            };
+            match self.uart.mmio(ipa - GUEST_UART, a) {
+                Ok(r) => {
+                    if let Some(b) = r.output {
+                        crate::console::lock().guest_byte(b);
+                    }
+                    let _ = self.vgic.set_level(UART_INTID, r.irq_level);
+                    r.value as u64
+                }
+                Err(_) => 0,
+            }
+        } else {
+            return false;
+        };
+        if !write {
+            let mut v = read_value;
+            if acc.sign_extend && width < 8 {
+                let shift = 64 - 8 * width as u32;
+                v = (((v << shift) as i64) >> shift) as u64;
+            }
+            if !acc.sixty_four {
+                v &= 0xffff_ffff;
+            }
+            frame.set_reg(acc.rt, v);
+        }
+        true
+    }
+
+    /// Put pending virtual interrupts into the list registers before vCPU
+    /// `vcpu` runs.
+    pub fn flush(&mut self, vcpu: usize) {
+        let _ = self.vgic.flush(vgic::VcpuId(vcpu as u8), &mut Gich);
+    }
+
+    /// Fold the list registers back after vCPU `vcpu` exits.
+    pub fn sync(&mut self, vcpu: usize) {
+        let _ = self.vgic.sync(vgic::VcpuId(vcpu as u8), &mut Gich);
+    }
+}
+
+impl vgic::ListRegs for Gich {
+    fn count(&self) -> usize {
+        Gich::count(self)
+    }
+    fn read(&self, i: usize) -> u32 {
+        self.lr(i)
+    }
+    fn write(&mut self, i: usize, value: u32) {
+        self.set_lr(i, value)
+    }
+    fn set_hcr(&mut self, value: u32) {
+        Gich::set_hcr(self, value)
+    }
+    fn elrsr(&self) -> u64 {
+        Gich::elrsr(self)
+    }
+}
+
+/// The guest's device tree: its RAM, vCPUs with PSCI, the GIC, timer and
+/// PL011 above, its command line and initrd. Built in a static buffer at
+/// VM creation (one VM at a time, at boot).
+pub fn guest_dtb(spec: &crate::vm::Spec, initrd: Option<(u64, u64)>) -> Result<(&'static [u8], usize), &'static str> {
+    static mut BUF: [u8; 16384] = [0; 16384];
+    let arch = if spec.aarch32 { guest_dtb::Arch::Aarch32 } else { guest_dtb::Arch::Aarch64 };
+    let mut d = guest_dtb::GuestDtbSpec::qemu_virt(arch, spec.mem, spec.vcpus, spec.bootargs);
+    d.ram_base = crate::vm::GUEST_RAM_IPA;
+    d.initrd = initrd.map(|(start, len)| (start, start + len));
+    d.gic = (GUEST_GICD, GUEST_GICC);
+    d.uart = (GUEST_UART, UART_SPI);
+    // SAFETY: only boot-time VM creation on pCPU 0 uses BUF, one VM at a
+    // time, and the caller copies it out before the next.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
+    let n = guest_dtb::write(&d, buf).map_err(|_| "the guest device tree does not fit")?;
+    Ok((buf, n))
+}

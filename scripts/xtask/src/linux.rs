@@ -1,0 +1,39 @@
+//! Real Linux guests: Debian's arm64 and armhf kernels with a busybox
+//! initramfs, fetched at first use by test-images/linux/fetch.sh into the
+//! ignored test-images/cache/linux/.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::root;
+
+/// The kernel command line each Linux guest boots with.
+pub fn bootargs(guest: &str) -> Option<&'static str> {
+    match guest {
+        "linux-arm64" | "linux-armhf" => Some("console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init"),
+        _ => None,
+    }
+}
+
+/// For a Linux guest: its kernel image and initramfs, fetched if missing.
+/// `None` for other guests.
+pub fn files(guest: &str) -> Result<Option<(PathBuf, Option<PathBuf>)>, String> {
+    let (kernel, initrd) = match guest {
+        "linux-arm64" => ("Image-arm64", "initrd-arm64.cpio.gz"),
+        "linux-armhf" => ("zImage-armhf", "initrd-armhf.cpio.gz"),
+        _ => return Ok(None),
+    };
+    let cache = root().join("test-images/cache/linux");
+    let (k, i) = (cache.join(kernel), cache.join(initrd));
+    if !k.exists() || !i.exists() {
+        eprintln!("xtask: fetching Debian guest kernels (test-images/linux/fetch.sh)");
+        let st = Command::new("bash")
+            .arg(root().join("test-images/linux/fetch.sh"))
+            .status()
+            .map_err(|e| format!("fetch.sh: {e}"))?;
+        if !st.success() || !k.exists() || !i.exists() {
+            return Err("fetching the Linux guest material failed (see above)".into());
+        }
+    }
+    Ok(Some((k, Some(i))))
+}
