@@ -16,6 +16,9 @@ const TESTS: &[(&str, TestFn)] = &[
     ("eager_sw_no", eager_sw_no),
     ("bad_bootarg", bad_bootarg),
     ("bad_guest_arg", bad_guest_arg),
+    ("linux_arm64", linux_arm64),
+    ("linux_armhf_rr", linux_armhf_rr),
+    ("linux_armhf_sw_no", linux_armhf_sw_no),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -195,6 +198,47 @@ fn sw_basic_aarch32() -> Result<(), String> {
     check(guest_ops > 0 && s.get("sw_traps") == guest_ops, "sw_traps differs from the AArch32 guest's set/way count", &r)?;
     check(s.get("tvm_traps") >= 2, "tvm_traps < 2", &r)?;
     check(r.qemu_ok, "QEMU did not exit cleanly", &r)
+}
+
+/// Boot a Debian kernel (fetched on first use) with 2 vCPUs and 512 MiB;
+/// check the initramfs marker says the architecture and 2 CPUs.
+fn linux(guest: &str, arch: &str, bootargs: &str) -> Result<(RunResult, crate::summary::Summary), String> {
+    let a = Args { guest: guest.into(), cpus: 2, vcpus: 2, mem: 512 * MIB, bootargs: bootargs.into(), timeout_s: 180, ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    let marker = format!("LINUX-MARKER arch={arch} cpus=2");
+    check(r.transcript.contains(&marker), &format!("no '{marker}': Linux did not reach /init with both CPUs"), &r)?;
+    let s = r.summary(guest).ok_or("no summary")?.clone();
+    check(s.ok, "exit is not ok", &r)?;
+    check(s.get("vcpus") == 2, "vcpus != 2", &r)?;
+    check(r.qemu_ok, "QEMU did not exit cleanly", &r)?;
+    Ok((r, s))
+}
+
+fn linux_arm64() -> Result<(), String> {
+    linux("linux-arm64", "aarch64", "").map(|_| ())
+}
+
+fn linux_armhf_rr() -> Result<(), String> {
+    // The 32-bit kernel cleans by set/way at boot and around CPU bring-up.
+    let (r, s) = linux("linux-armhf", "armv7l", "sched=rr")?;
+    check(s.get("sw_traps") > 0, "the armhf kernel's set/way operations did not trap", &r)?;
+    check(s.get("populated_bytes") < 256 * MIB, "PoD populated more than half of guest RAM", &r)?;
+    println!(
+        "  linux-armhf PoD: populated_bytes={} cleaned_bytes={} sw_traps={}",
+        s.get("populated_bytes"),
+        s.get("cleaned_bytes"),
+        s.get("sw_traps")
+    );
+    Ok(())
+}
+
+fn linux_armhf_sw_no() -> Result<(), String> {
+    let (r, s) = linux("linux-armhf", "armv7l", "guest0.sw=no")?;
+    check(s.get("sw_traps") == 0 && s.get("tvm_traps") == 0, "sw=no still trapped", &r)?;
+    check(s.get("populated_bytes") == 512 * MIB, "sw=no memory is not eager", &r)?;
+    println!("  linux-armhf sw=no: cleaned_bytes={}", s.get("cleaned_bytes"));
+    Ok(())
 }
 
 fn bad_bootarg() -> Result<(), String> {
