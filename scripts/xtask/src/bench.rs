@@ -104,5 +104,9 @@ pub fn bench() -> Result<u8, String> {
     std::fs::write(&out, &json).map_err(|e| e.to_string())?;
     println!("{json}");
     println!("(written to {})", out.display());
+    if std::env::var_os("BENCH_NO_LINUX").is_none() {
+        println!();
+        crate::boot_bench::linux_boot(3)?;
+    }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! (text + defmt frames), exit-summary parsing and the integration tests.
 
 pub mod bench;
+pub mod boot_bench;
 pub mod build;
 pub mod demux;
 pub mod dtb;

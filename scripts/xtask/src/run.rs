@@ -48,6 +48,8 @@ pub struct RunResult {
     pub summaries: Vec<Summary>,
     pub timed_out: bool,
     pub qemu_ok: bool,
+    /// Seconds from starting QEMU until a Linux guest printed its marker.
+    pub marker_s: Option<f64>,
 }
 
 impl RunResult {
@@ -158,6 +160,8 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{QEMU}: {e} (run scripts/setup)"))?;
+    let started = Instant::now();
+    let mut marker_s = None;
 
     let elf = std::fs::read(&kernel).map_err(|e| e.to_string())?;
     let mut stdout = child.stdout.take().unwrap();
@@ -203,7 +207,12 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     };
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(bytes) => handle(bytes, &mut transcript),
+            Ok(bytes) => {
+                handle(bytes, &mut transcript);
+                if marker_s.is_none() && transcript.contains("LINUX-MARKER") {
+                    marker_s = Some(started.elapsed().as_secs_f64());
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break child.wait().map_err(|e| e.to_string())?;
             }
@@ -234,5 +243,6 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         transcript,
         timed_out,
         qemu_ok: status.success(),
+        marker_s,
     })
 }
