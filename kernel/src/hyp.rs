@@ -76,6 +76,10 @@ impl Hyp {
             vc.frame = *frame;
             vc.el1 = El1Regs::save();
             vc.fp.save();
+            // Its virtual timer goes with it: a stale one must not fire here.
+            // (Restored on another pCPU, an expired timer fires there at once
+            // and is injected, so a descheduled vCPU loses no tick.)
+            sysreg_write!("cntv_ctl_el0", 0);
         }
     }
 
