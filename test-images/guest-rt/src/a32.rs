@@ -1,6 +1,6 @@
 //! AArch32 (ARMv7-A with LPAE) pieces: entry and vectors, hypercall
-//! instructions, CP15 registers, a long-descriptor stage-1 map, and set/way
-//! maintenance with DCISW/DCCSW/DCCISW as Linux's `v7_flush_dcache_all`.
+//! instructions, CP15 registers, a long-descriptor stage-1 map, and the
+//! DCISW/DCCSW/DCCISW set/way primitives.
 
 use core::arch::{asm, global_asm};
 
@@ -101,45 +101,29 @@ pub fn set_sctlr(bits: u64) {
     cp15_write!(0, 1, 0, 0, (sctlr() as u32 & SCTLR_KEEP) | bits as u32);
 }
 
-#[derive(Clone, Copy)]
-pub enum SwOp {
-    Isw,
-    Csw,
-    Cisw,
+pub(crate) fn clidr() -> u32 {
+    cp15_read!(1, 0, 0, 1)
 }
 
-/// Apply `op` by set/way to every data or unified cache level up to the
-/// level of coherency. Returns how many operations ran.
-pub fn dcache_all_by_set_way(op: SwOp) -> u64 {
-    let clidr = cp15_read!(1, 0, 0, 1);
-    let loc = (clidr >> 24) & 7;
-    let mut ops = 0;
-    for level in 0..loc {
-        if (clidr >> (level * 3)) & 7 < 2 {
-            continue;
-        }
-        cp15_write!(2, 0, 0, 0, level << 1); // CSSELR
-        let ccsidr = cp15_read!(1, 0, 0, 0);
-        let line_shift = (ccsidr & 7) + 4;
-        let ways = ((ccsidr >> 3) & 0x3ff) + 1;
-        let sets = ((ccsidr >> 13) & 0x7fff) + 1;
-        let way_shift = (ways - 1).leading_zeros();
-        for way in 0..ways {
-            for set in 0..sets {
-                let v = way.checked_shl(way_shift).unwrap_or(0) | (set << line_shift) | (level << 1);
-                // SAFETY: set/way maintenance only changes cache state.
-                unsafe {
-                    match op {
-                        SwOp::Isw => asm!("mcr p15, 0, {}, c7, c6, 2", in(reg) v),
-                        SwOp::Csw => asm!("mcr p15, 0, {}, c7, c10, 2", in(reg) v),
-                        SwOp::Cisw => asm!("mcr p15, 0, {}, c7, c14, 2", in(reg) v),
-                    }
-                }
-                ops += 1;
-            }
+/// CCSIDR of data/unified cache `level` (0-based), through CSSELR.
+pub(crate) fn ccsidr(level: u32) -> u32 {
+    cp15_write!(2, 0, 0, 0, level << 1);
+    cp15_read!(1, 0, 0, 0)
+}
+
+/// DCISW, DCCSW or DCCISW.
+pub(crate) fn set_way(op: crate::SwOp, v: u32) {
+    // SAFETY: set/way maintenance only changes cache state.
+    unsafe {
+        match op {
+            crate::SwOp::Isw => asm!("mcr p15, 0, {}, c7, c6, 2", in(reg) v),
+            crate::SwOp::Csw => asm!("mcr p15, 0, {}, c7, c10, 2", in(reg) v),
+            crate::SwOp::Cisw => asm!("mcr p15, 0, {}, c7, c14, 2", in(reg) v),
         }
     }
+}
+
+pub(crate) fn barrier() {
     // SAFETY: barriers.
     unsafe { asm!("dsb", "isb") };
-    ops
 }

@@ -95,50 +95,33 @@ pub fn sctlr() -> u64 {
     mrs!("sctlr_el1")
 }
 
-// ---- set/way maintenance, as Linux's v7_flush_dcache_all does ----
+// ---- set/way primitives (the loop is in lib.rs) ----
 
-#[derive(Clone, Copy)]
-pub enum SwOp {
-    Isw,
-    Csw,
-    Cisw,
+pub(crate) fn clidr() -> u32 {
+    mrs!("clidr_el1") as u32
 }
 
-/// Apply `op` to every line of every data/unified cache level up to the
-/// level of coherency, by set/way. Returns how many set/way operations ran.
-pub fn dcache_all_by_set_way(op: SwOp) -> u64 {
-    let clidr = mrs!("clidr_el1");
-    let loc = (clidr >> 24) & 7;
-    let mut ops = 0;
-    for level in 0..loc {
-        let ctype = (clidr >> (level * 3)) & 7;
-        if ctype < 2 {
-            continue; // no cache or instruction only
-        }
-        msr!("csselr_el1", level << 1);
-        let ccsidr = mrs!("ccsidr_el1");
-        let line_shift = (ccsidr & 7) + 4;
-        let ways = ((ccsidr >> 3) & 0x3ff) + 1;
-        let sets = ((ccsidr >> 13) & 0x7fff) + 1;
-        let way_shift = ((ways - 1) as u32).leading_zeros() as u64;
-        for way in 0..ways {
-            for set in 0..sets {
-                let v = (way << way_shift) | (set << line_shift) | (level << 1);
-                // SAFETY: set/way maintenance only changes cache state.
-                unsafe {
-                    match op {
-                        SwOp::Isw => asm!("dc isw, {}", in(reg) v),
-                        SwOp::Csw => asm!("dc csw, {}", in(reg) v),
-                        SwOp::Cisw => asm!("dc cisw, {}", in(reg) v),
-                    }
-                }
-                ops += 1;
-            }
+/// CCSIDR of data/unified cache `level` (0-based).
+pub(crate) fn ccsidr(level: u32) -> u32 {
+    msr!("csselr_el1", (level as u64) << 1);
+    mrs!("ccsidr_el1") as u32
+}
+
+pub(crate) fn set_way(op: crate::SwOp, v: u32) {
+    let v = v as u64;
+    // SAFETY: set/way maintenance only changes cache state.
+    unsafe {
+        match op {
+            crate::SwOp::Isw => asm!("dc isw, {}", in(reg) v),
+            crate::SwOp::Csw => asm!("dc csw, {}", in(reg) v),
+            crate::SwOp::Cisw => asm!("dc cisw, {}", in(reg) v),
         }
     }
+}
+
+pub(crate) fn barrier() {
     // SAFETY: barriers.
     unsafe { asm!("dsb sy", "isb") };
-    ops
 }
 
 // ---- PMU: instructions retired, counting EL2 too (benchmarks) ----

@@ -153,3 +153,38 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     exit(8)
 }
 
+
+// ---- set/way maintenance, as Linux's v7_flush_dcache_all does ----
+
+#[derive(Clone, Copy)]
+pub enum SwOp {
+    Isw,
+    Csw,
+    Cisw,
+}
+
+/// Apply `op` by set/way to every data or unified cache level up to the
+/// level of coherency. Returns how many set/way operations ran.
+pub fn dcache_all_by_set_way(op: SwOp) -> u64 {
+    let clidr = clidr();
+    let loc = (clidr >> 24) & 7;
+    let mut ops = 0;
+    for level in 0..loc {
+        if (clidr >> (level * 3)) & 7 < 2 {
+            continue; // no cache, or instructions only
+        }
+        let ccsidr = ccsidr(level);
+        let line_shift = (ccsidr & 7) + 4;
+        let ways = ((ccsidr >> 3) & 0x3ff) + 1;
+        let sets = ((ccsidr >> 13) & 0x7fff) + 1;
+        let way_shift = (ways - 1).leading_zeros();
+        for way in 0..ways {
+            for set in 0..sets {
+                set_way(op, way.checked_shl(way_shift).unwrap_or(0) | (set << line_shift) | (level << 1));
+                ops += 1;
+            }
+        }
+    }
+    barrier();
+    ops
+}
