@@ -26,6 +26,9 @@ pub struct Hyp {
     pub loaded: [Option<VcpuRef>; MAX_PCPUS],
     /// The HCR_EL2 value each pCPU runs with now.
     pub hcr_now: [u64; MAX_PCPUS],
+    /// Whether the vCPU loaded on each pCPU has emulated devices (a vGIC to
+    /// sync and flush), so other guests' traps skip that work.
+    pub devices_now: [bool; MAX_PCPUS],
 }
 
 pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
@@ -86,6 +89,9 @@ impl Hyp {
     /// Exit bookkeeping for the vCPU loaded here: fold its list registers
     /// back before anything touches its VM's vGIC.
     pub fn on_exit(&mut self, pcpu: usize) {
+        if !self.devices_now[pcpu] {
+            return;
+        }
         if let Some(v) = self.loaded[pcpu] {
             if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
                 d.sync(v.vcpu as usize);
@@ -106,6 +112,9 @@ impl Hyp {
 
     /// Entry bookkeeping: pending virtual interrupts into the list registers.
     fn on_entry(&mut self, pcpu: usize) {
+        if !self.devices_now[pcpu] {
+            return;
+        }
         if let Some(v) = self.loaded[pcpu] {
             if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
                 d.flush(v.vcpu as usize);
@@ -130,6 +139,8 @@ impl Hyp {
         if vm.devices.is_some() {
             crate::gich::restore_cpu_if(vc.vmcr, vc.apr);
         }
+        self.devices_now[pcpu] = vm.devices.is_some();
+        sysreg_write!("cntvoff_el2", vm.cntvoff);
         sysreg_write!("vttbr_el2", vttbr);
         arch::isb();
         self.loaded[pcpu] = Some(v);

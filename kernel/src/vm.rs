@@ -122,6 +122,8 @@ pub struct Vm {
     /// A Linux guest: it gets the emulated devices (vGIC, PL011, timer).
     pub linux: bool,
     pub devices: Option<crate::devices::Devices>,
+    /// CNTVOFF_EL2: the guest's virtual counter starts near 0 at creation.
+    pub cntvoff: u64,
 }
 
 /// The physical GICV frame, mapped at each Linux guest's GICC address.
@@ -218,6 +220,7 @@ pub fn create(
         aarch32: spec.aarch32,
         linux: false,
         devices: None,
+        cntvoff: crate::arch::counter(),
     };
     let mut hw = vm.hw();
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
