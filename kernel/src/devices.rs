@@ -31,9 +31,11 @@ impl Devices {
         })
     }
 
-    /// Emulate a trapped load or store at `ipa`. Returns false when no
-    /// emulated device lives there.
-    pub fn mmio(&mut self, vcpu: usize, ipa: u64, acc: &TrapAccess, write: bool, frame: &mut TrapFrame) -> bool {
+    /// Emulate a trapped load or store at `ipa`. Returns `None` when no
+    /// emulated device lives there, else the vCPUs that now have an
+    /// interrupt to take (to kick if they run elsewhere).
+    pub fn mmio(&mut self, vcpu: usize, ipa: u64, acc: &TrapAccess, write: bool, frame: &mut TrapFrame) -> Option<vgic::VcpuSet> {
+        let mut kick = vgic::VcpuSet::default();
         let value = frame.reg(acc.rt);
         let width = acc.size_bytes;
         let read_value = if (GUEST_GICD..GUEST_GICD + GICD_SIZE).contains(&ipa) {
@@ -45,7 +47,10 @@ impl Devices {
             };
             let a = if write { vgic::Access::Write { width: w, value } } else { vgic::Access::Read { width: w } };
             match self.vgic.mmio(vgic::VcpuId(vcpu as u8), ipa - GUEST_GICD, a) {
-                Ok(r) => r.value as u64,
+                Ok(r) => {
+                    kick = r.kick;
+                    r.value as u64
+                }
                 Err(_) => 0,
             }
         } else if (GUEST_UART..GUEST_UART + UART_SIZE).contains(&ipa) {
@@ -59,13 +64,15 @@ impl Devices {
                     if let Some(b) = r.output {
                         crate::console::lock().guest_byte(b);
                     }
-                    let _ = self.vgic.set_level(UART_INTID, r.irq_level);
+                    if let Ok(Some(v)) = self.vgic.set_level(UART_INTID, r.irq_level) {
+                        kick = vgic::VcpuSet::from_bits(kick.bits() | 1 << v.0);
+                    }
                     r.value as u64
                 }
                 Err(_) => 0,
             }
         } else {
-            return false;
+            return None;
         };
         if !write {
             let mut v = read_value;
@@ -78,7 +85,7 @@ impl Devices {
             }
             frame.set_reg(acc.rt, v);
         }
-        true
+        Some(kick)
     }
 
     /// Put pending virtual interrupts into the list registers before vCPU

@@ -136,10 +136,11 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
             // An emulated device (GICD, PL011): needs the syndrome (ISV).
             let handled = match (da.access.as_ref(), vm.devices.as_mut()) {
                 (Some(acc), Some(d)) => d.mmio(v.vcpu as usize, da.ipa, acc, da.write, frame),
-                _ => false,
+                _ => None,
             };
-            if handled {
+            if let Some(kick) = handled {
                 frame.elr += if trap::il_32bit(sysreg_read!("esr_el2")) { 4 } else { 2 };
+                kick_vcpus(h, v.vm, kick);
             } else {
                 defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);
                 el1::inject_data_abort(frame, da.far, da.write);
@@ -174,6 +175,28 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
         _ => {
             defmt::info!("guest stage-2 fault {=u8:#x} at IPA {=u64:#x}: abort injected", da.fault.fsc(), da.ipa);
             el1::inject_data_abort(frame, da.far, da.write);
+        }
+    }
+}
+
+/// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
+/// virtual interrupts just raised for them are delivered at once.
+fn kick_vcpus(h: &Hyp, vm: u8, set: vgic::VcpuSet) {
+    if set.is_empty() {
+        return;
+    }
+    let me = arch::cpu_id();
+    let mut mask = 0u16;
+    for (p, l) in h.loaded.iter().enumerate() {
+        if let Some(l) = l {
+            if p != me && l.vm == vm && set.contains(vgic::VcpuId(l.vcpu)) {
+                mask |= 1 << p;
+            }
+        }
+    }
+    if mask != 0 {
+        if let Some(irq) = crate::hyp::IRQS[me].lock().as_mut() {
+            irq.kick(mask);
         }
     }
 }
@@ -272,6 +295,9 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
 #[unsafe(no_mangle)]
 extern "C" fn lower_irq(frame: &mut TrapFrame) {
     let pcpu = arch::cpu_id();
+    if let Some(h) = HYP.lock().as_mut() {
+        h.on_exit(pcpu);
+    }
     hyp::poll_tick(pcpu);
     hyp::leave(pcpu, frame);
 }

@@ -4,7 +4,7 @@
 //! HCR_EL2.IMO routes physical IRQs to EL2 while a guest runs; at EL2 they
 //! stay masked, and idle pCPUs poll for them after `wfi`.
 
-use arm_gic::gicv2::GicV2;
+use arm_gic::gicv2::{GicV2, SgiTarget, SgiTargetListFilter};
 use arm_gic::{IntId, InterruptGroup, Trigger};
 
 use crate::arch::{sysreg_read, sysreg_write};
@@ -15,6 +15,9 @@ pub const HYP_TIMER_INTID: u32 = 26;
 pub const VIRT_TIMER_INTID: u32 = 27;
 /// The GICv2 virtual interface maintenance interrupt.
 pub const MAINT_INTID: u32 = 25;
+/// The physical SGI one pCPU sends another to make its guest exit, so a
+/// virtual interrupt just raised for it is delivered now.
+pub const KICK_SGI: u32 = 1;
 
 /// What the pending interrupts asked for.
 #[derive(Default, Clone, Copy)]
@@ -44,10 +47,12 @@ impl Irq {
         // touch banked PPI state or global enables.
         let mut gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
         gic.setup();
-        for ppi in [HYP_TIMER_INTID, VIRT_TIMER_INTID, MAINT_INTID] {
-            let id = IntId::ppi(ppi - 16);
+        for intid in [KICK_SGI, HYP_TIMER_INTID, VIRT_TIMER_INTID, MAINT_INTID] {
+            let id = if intid < 16 { IntId::sgi(intid) } else { IntId::ppi(intid - 16) };
             gic.set_interrupt_priority(id, 0x80);
-            gic.set_trigger(id, Trigger::Level);
+            if intid >= 16 {
+                gic.set_trigger(id, Trigger::Level);
+            }
             let _ = gic.enable_interrupt(id, true);
         }
         // Guests read the physical counter and run the virtual timer.
@@ -63,6 +68,16 @@ impl Irq {
         sysreg_write!("cnthp_tval_el2", ticks);
         sysreg_write!("cnthp_ctl_el2", 1);
         crate::arch::isb();
+    }
+
+    /// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests.
+    pub fn kick(&mut self, mask: u16) {
+        if mask != 0 {
+            self.gic.send_sgi(
+                IntId::sgi(KICK_SGI),
+                SgiTarget::List { target_list_filter: SgiTargetListFilter::CPUTargetList, target_list: mask },
+            );
+        }
     }
 
     /// Acknowledge and handle pending interrupts.
@@ -83,6 +98,7 @@ impl Irq {
                     crate::arch::isb();
                     ev.vtimer = true;
                 }
+                KICK_SGI => {} // the exit was the point
                 MAINT_INTID => {
                     // Level: it stays asserted while GICH_HCR asks for it.
                     // Turn the interface off now; the next sync and flush
