@@ -356,16 +356,18 @@ pub fn print_summary(vm: &Vm) {
         cm.max_slice_bytes,
         c.migrations
     );
-    defmt::info!("guest {=str}: {=u64} clean passes, {=u64} slices", vm.name.as_str(), cm.cleans, cm.slices);
     crate::kprintln!("hyp: guest {} cleans={} slices={}", vm.name, cm.cleans, cm.slices);
     let f: [u64; 4] = core::array::from_fn(|i| crate::hw::FILL_INSNS[i].load(core::sync::atomic::Ordering::Relaxed));
-    defmt::info!("fill instructions: zero 4K {=u64}, zero 2M {=u64}, clean 4K {=u64}, clean 2M {=u64}", f[0], f[1], f[2], f[3]);
-    crate::kprintln!(
-        "hyp: fill_insns zero_4k={} zero_2m={} clean_4k={} clean_2m={} pod_fault_total={}",
-        f[0],
-        f[1],
-        f[2],
-        f[3],
-        crate::hw::POD_FAULT_INSNS.load(core::sync::atomic::Ordering::Relaxed)
-    );
+    let pod_fault = crate::hw::POD_FAULT_INSNS.load(core::sync::atomic::Ordering::Relaxed);
+    // Only a benchmark guest runs the PMU counter these come from.
+    if pod_fault != 0 {
+        crate::kprintln!(
+            "hyp: fill_insns zero_4k={} zero_2m={} clean_4k={} clean_2m={} pod_fault_total={}",
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            pod_fault
+        );
+    }
 }
