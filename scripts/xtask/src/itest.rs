@@ -14,6 +14,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("pod_touch", pod_touch),
     ("pod_exhaustion", pod_exhaustion),
     ("eager_sw_no", eager_sw_no),
+    ("bench_guest_runs", bench_guest_runs),
     ("bad_bootarg", bad_bootarg),
     ("bad_guest_arg", bad_guest_arg),
     ("linux_arm64", linux_arm64),
@@ -170,6 +171,22 @@ fn eager_sw_no() -> Result<(), String> {
     check(s.get("tvm_traps") == 0 && s.get("sw_traps") == 0, "sw=no still trapped set/way or VM registers", &r)?;
     check(s.get("populated_bytes") == 64 * MIB, "sw=no did not populate all guest RAM eagerly", &r)?;
     check(s.get("cleaned_bytes") == 0, "sw=no ran cleans", &r)
+}
+
+/// The benchmark guest runs and reports every figure (no numbers are
+/// checked here: `cargo xtask bench` measures them under -icount).
+fn bench_guest_runs() -> Result<(), String> {
+    let a = Args { guest: "bench".into(), mem: 256 * MIB, bootargs: "guest0.sw=yes".into(), ..Args::default() };
+    // QEMU's PMU counts instructions only under -icount.
+    std::env::set_var("XTASK_ICOUNT", "1");
+    let r = boot(&a, &[GuestSpec::from_args(&a)]);
+    std::env::remove_var("XTASK_ICOUNT");
+    let r = r?;
+    check(r.all_ok(), "the bench guest failed", &r)?;
+    for k in ["hvc_insns", "sw_trap_insns", "tvm_trap_insns", "pod_4k_fault_insns", "pod_2m_fault_insns"] {
+        check(guest_value(&r, k).is_some(), &format!("the bench guest did not report {k}"), &r)?;
+    }
+    check(r.transcript.contains("hyp: fill_insns "), "the hypervisor printed no fill counts", &r)
 }
 
 fn bad_guest_arg() -> Result<(), String> {
