@@ -25,7 +25,6 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
     let resumed = {
         let mut g = HYP.lock();
         let h = g.as_mut().expect("trap before boot finished");
-        h.on_exit(pcpu);
         if let Some(v) = h.vcpu_ref(pcpu) {
             handle(h, pcpu, v, frame, esr, far, hpfar);
         }
@@ -139,6 +138,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
                 _ => None,
             };
             if let Some(kick) = handled {
+                h.vms[v.vm as usize].counters.mmio += 1;
                 frame.elr += if trap::il_32bit(sysreg_read!("esr_el2")) { 4 } else { 2 };
                 kick_vcpus(h, v.vm, kick);
             } else {
@@ -288,6 +288,14 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
     );
     let aarch32 = vm.aarch32;
     vm.vcpus[i].reset(i, entry, context, aarch32);
+    // A pCPU that went idle after this vCPU's CPU_OFF may still hold its old
+    // live state: drop it, the reset state above is what runs next.
+    let me = VcpuRef::new(vmi as u8, i as u8);
+    for l in h.loaded.iter_mut() {
+        if *l == Some(me) {
+            *l = None;
+        }
+    }
     let _ = h.sched.wake(VcpuRef::new(vmi as u8, i as u8));
     0
 }
@@ -296,7 +304,9 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
 extern "C" fn lower_irq(frame: &mut TrapFrame) {
     let pcpu = arch::cpu_id();
     if let Some(h) = HYP.lock().as_mut() {
-        h.on_exit(pcpu);
+        if let Some(v) = h.vcpu_ref(pcpu) {
+            h.vms[v.vm as usize].counters.irq_exits += 1;
+        }
     }
     hyp::poll_tick(pcpu);
     hyp::leave(pcpu, frame);

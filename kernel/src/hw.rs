@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::arch::{self, sysreg_read, sysreg_write, DcOp};
+use crate::arch::{self, sysreg_read, sysreg_write};
 use hwops::{CacheOps, Frames, TlbOps, BLOCK_SIZE};
 
 /// Instructions retired (PMU counter 0, when a benchmark guest programs it
@@ -32,11 +32,13 @@ pub struct KernelHw {
 impl CacheOps for KernelHw {
     fn clean_range(&mut self, pa: u64, len: u64) {
         let t = pmu0();
-        arch::dc_range(DcOp::Clean, pa, len);
+        // Clean and invalidate: new guest frames must leave no clean lines
+        // behind that a guest writing with caches off would later read past.
+        arch::dc_civac_range(pa, len);
         account(1, len, t);
     }
     fn clean_invalidate_range(&mut self, pa: u64, len: u64) {
-        arch::dc_range(DcOp::CleanInval, pa, len);
+        arch::dc_civac_range(pa, len);
     }
     fn invalidate_icache_all(&mut self) {
         arch::ic_iallu_is();

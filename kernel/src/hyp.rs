@@ -29,6 +29,8 @@ pub struct Hyp {
     /// Whether the vCPU loaded on each pCPU has emulated devices (a vGIC to
     /// sync and flush), so other guests' traps skip that work.
     pub devices_now: [bool; MAX_PCPUS],
+    /// Per pCPU and VM: the vCPU of that VM that last ran there.
+    pub ran_here: [[Option<u8>; vcpu_sched::MAX_VMS]; MAX_PCPUS],
 }
 
 pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
@@ -86,19 +88,6 @@ impl Hyp {
         }
     }
 
-    /// Exit bookkeeping for the vCPU loaded here: fold its list registers
-    /// back before anything touches its VM's vGIC.
-    pub fn on_exit(&mut self, pcpu: usize) {
-        if !self.devices_now[pcpu] {
-            return;
-        }
-        if let Some(v) = self.loaded[pcpu] {
-            if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
-                d.sync(v.vcpu as usize);
-            }
-        }
-    }
-
     /// The physical interrupts that belong to the guest running here.
     pub fn virtual_irqs(&mut self, pcpu: usize, ev: crate::irq::Events) {
         let Some(v) = self.loaded[pcpu] else { return };
@@ -132,17 +121,29 @@ impl Hyp {
         }
         vc.last_pcpu = Some(pcpu);
         vc.el1.hcr = hcr;
+        // The virtual counter offset first, then the timer compared with it.
+        sysreg_write!("cntvoff_el2", vm.cntvoff);
         vc.el1.restore();
         self.hcr_now[pcpu] = hcr;
         vc.fp.restore();
         *frame = vc.frame;
-        if vm.devices.is_some() {
+        if let Some(d) = vm.devices.as_mut() {
             crate::gich::restore_cpu_if(vc.vmcr, vc.apr);
+            d.loaded(v.vcpu as usize);
         }
         self.devices_now[pcpu] = vm.devices.is_some();
-        sysreg_write!("cntvoff_el2", vm.cntvoff);
         sysreg_write!("vttbr_el2", vttbr);
         arch::isb();
+        // Another vCPU of this VM ran here last: the TLB and I-cache may hold
+        // its stage-1 entries that the guest flushed only locally on the pCPU
+        // where this vCPU ran before. Drop them (as KVM does).
+        let last = &mut self.ran_here[pcpu][v.vm as usize];
+        if *last != Some(v.vcpu) {
+            if last.is_some() {
+                arch::local_guest_flush();
+            }
+            *last = Some(v.vcpu);
+        }
         self.loaded[pcpu] = Some(v);
     }
 
@@ -181,6 +182,8 @@ enum Step {
     Enter,
     Idle,
     Slice,
+    /// The chosen vCPU is still being saved by another pCPU.
+    Wait,
 }
 
 /// Make this pCPU run what the scheduler chose, then return (to eret).
@@ -203,8 +206,17 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
                     cur = Some(v);
                 }
             }
+            // A vCPU whose live state still sits on another pCPU (that pCPU
+            // has not saved it yet) must wait, or it would run from a stale
+            // copy.
+            let elsewhere = |v: VcpuRef| h.loaded.iter().enumerate().any(|(q, l)| q != pcpu && *l == Some(v));
             match cur {
-                None => Step::Idle,
+                Some(v) if elsewhere(v) => Step::Wait,
+                None => {
+                    // Idle: nothing of a guest may stay live here.
+                    h.save(pcpu, frame);
+                    Step::Idle
+                }
                 Some(v) => {
                     let vm = &mut h.vms[v.vm as usize];
                     let id = VcpuId(v.vcpu);
@@ -241,6 +253,10 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
         match step {
             Step::Enter => return,
             Step::Slice => poll_tick(pcpu),
+            Step::Wait => {
+                core::hint::spin_loop();
+                poll_tick(pcpu);
+            }
             Step::Idle => {
                 arch::wfi();
                 poll_tick(pcpu);
@@ -252,10 +268,10 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
     let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
-    if ev.tick || ev.vtimer || ev.maint {
+    if ev.tick || ev.vtimer || ev.maint || ev.kick {
         let mut g = HYP.lock();
         if let Some(h) = g.as_mut() {
-            if ev.vtimer || ev.maint {
+            if ev.vtimer || ev.maint || ev.kick {
                 h.virtual_irqs(pcpu, ev);
             }
             if ev.tick {

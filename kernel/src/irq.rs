@@ -29,6 +29,8 @@ pub struct Events {
     pub vtimer: bool,
     /// The virtual interface wants list-register maintenance.
     pub maint: bool,
+    /// Another pCPU raised a virtual interrupt for the guest running here.
+    pub kick: bool,
 }
 /// Scheduler tick period.
 pub const TICK_HZ: u64 = 100;
@@ -98,7 +100,7 @@ impl Irq {
                     crate::arch::isb();
                     ev.vtimer = true;
                 }
-                KICK_SGI => {} // the exit was the point
+                KICK_SGI => ev.kick = true,
                 MAINT_INTID => {
                     // Level: it stays asserted while GICH_HCR asks for it.
                     // Turn the interface off now; the next sync and flush

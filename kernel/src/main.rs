@@ -219,7 +219,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
-    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS] });
+    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS], ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS] });
 
     // Start the other pCPUs through the firmware's PSCI.
     for (i, c) in cfg.cpu_list.iter().enumerate().take(pcpus).skip(1) {

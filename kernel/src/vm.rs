@@ -22,7 +22,8 @@ pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
 pub const GUEST_IMAGE_OFFSET: u64 = 0x8_0000;
 
 /// HCR_EL2 bits every guest runs with: VM, SWIO, FMO, IMO, AMO, TSC, RW.
-/// TSW and TVM come from the cache-maintenance service.
+/// TSW and TVM come from the cache-maintenance service. A guest's local
+/// TLB maintenance is made safe across vCPU moves by `Hyp::load`.
 pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 31);
 pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
@@ -49,6 +50,9 @@ pub struct Counters {
     pub stage2_faults: u64,
     pub hvc: u64,
     pub migrations: u64,
+    /// Emulated MMIO accesses, and physical interrupts taken while it ran.
+    pub mmio: u64,
+    pub irq_exits: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -296,7 +300,9 @@ fn copy_in(vm: &mut Vm, ipa: u64, src: u64, len: u64) -> Result<(), &'static str
         // source is a module the DTB describes (outside every allocation) or
         // kernel memory; both are mapped 1:1 at EL2.
         unsafe { core::ptr::copy_nonoverlapping((src + off) as *const u8, pa as *mut u8, n as usize) };
-        crate::arch::dc_range(crate::arch::DcOp::Clean, pa, n);
+        // Clean and invalidate: a guest that starts with caches off must
+        // not later hit stale lines of what it wrote at the PoC.
+        crate::arch::dc_civac_range(pa, n);
         off += n;
     }
     crate::arch::ic_iallu_is();
@@ -356,7 +362,15 @@ pub fn print_summary(vm: &Vm) {
         cm.max_slice_bytes,
         c.migrations
     );
-    crate::kprintln!("hyp: guest {} cleans={} slices={}", vm.name, cm.cleans, cm.slices);
+    crate::kprintln!(
+        "hyp: guest {} cleans={} slices={} mmio={} irq_exits={} hvc={}",
+        vm.name,
+        cm.cleans,
+        cm.slices,
+        c.mmio,
+        c.irq_exits,
+        c.hvc
+    );
     let f: [u64; 4] = core::array::from_fn(|i| crate::hw::FILL_INSNS[i].load(core::sync::atomic::Ordering::Relaxed));
     let pod_fault = crate::hw::POD_FAULT_INSNS.load(core::sync::atomic::Ordering::Relaxed);
     // Only a benchmark guest runs the PMU counter these come from.

@@ -72,6 +72,12 @@ pub struct El1Regs {
     pub cntv_cval: u64,
     pub hcr: u64,
     pub vmpidr: u64,
+    /// AArch32 guests: FPEXC and the banked SPSRs of the exception modes.
+    pub fpexc32: u64,
+    pub spsr_abt: u64,
+    pub spsr_und: u64,
+    pub spsr_irq: u64,
+    pub spsr_fiq: u64,
 }
 
 impl El1Regs {
@@ -111,6 +117,11 @@ impl El1Regs {
             cntv_cval: sysreg_read!("cntv_cval_el0"),
             hcr: sysreg_read!("hcr_el2"),
             vmpidr: sysreg_read!("vmpidr_el2"),
+            fpexc32: sysreg_read!("fpexc32_el2"),
+            spsr_abt: sysreg_read!("spsr_abt"),
+            spsr_und: sysreg_read!("spsr_und"),
+            spsr_irq: sysreg_read!("spsr_irq"),
+            spsr_fiq: sysreg_read!("spsr_fiq"),
         }
     }
 
@@ -144,6 +155,11 @@ impl El1Regs {
         sysreg_write!("cntv_ctl_el0", self.cntv_ctl);
         sysreg_write!("hcr_el2", self.hcr);
         sysreg_write!("vmpidr_el2", self.vmpidr);
+        sysreg_write!("fpexc32_el2", self.fpexc32);
+        sysreg_write!("spsr_abt", self.spsr_abt);
+        sysreg_write!("spsr_und", self.spsr_und);
+        sysreg_write!("spsr_irq", self.spsr_irq);
+        sysreg_write!("spsr_fiq", self.spsr_fiq);
         super::isb();
     }
 }

@@ -120,9 +120,12 @@ pub fn secondary_entry() -> u64 {
 }
 
 /// Install the EL2 vectors.
+/// Install the EL2 vectors, and trap nothing at EL2 that guests use
+/// (CPTR_EL2: FP/SIMD untrapped, only its RES1 bits set).
 pub fn install_vectors() {
     let v = core::ptr::addr_of!(el2_vectors) as u64;
     sysreg_write!("vbar_el2", v);
+    sysreg_write!("cptr_el2", 0x33ff);
     isb();
 }
 
@@ -153,20 +156,16 @@ pub fn dcache_line() -> u64 {
     4 << ((sysreg_read!("ctr_el0") >> 16) & 0xf)
 }
 
-/// Data cache maintenance by VA to the PoC, inner shareable (broadcast).
-pub fn dc_range(op: DcOp, start: u64, len: u64) {
+/// Clean and invalidate `[start, start+len)` by VA to the PoC, inner
+/// shareable (broadcast to every pCPU's caches).
+pub fn dc_civac_range(start: u64, len: u64) {
     let line = dcache_line();
     let mut a = start & !(line - 1);
     let end = start + len;
     while a < end {
         // SAFETY: `a` lies in memory mapped at EL2 (the linear map); data
         // cache maintenance by VA does not change memory contents.
-        unsafe {
-            match op {
-                DcOp::Clean => asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)),
-                DcOp::CleanInval => asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags)),
-            }
-        }
+        unsafe { asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags)) };
         a += line;
     }
     dsb_sy();
@@ -191,11 +190,6 @@ pub fn zero_range(pa: u64, len: u64) {
     }
 }
 
-#[derive(Clone, Copy)]
-pub enum DcOp {
-    Clean,
-    CleanInval,
-}
 
 pub fn ic_iallu_is() {
     // SAFETY: instruction cache invalidation has no data side effects.
@@ -218,6 +212,13 @@ pub fn tlbi_ipa(ipa: u64) {
             options(nostack, preserves_flags)
         )
     }
+}
+
+/// This pCPU only: drop the stage-1 TLB entries of the VMID in VTTBR_EL2
+/// and the instruction cache.
+pub fn local_guest_flush() {
+    // SAFETY: TLB and I-cache maintenance only.
+    unsafe { asm!("tlbi vmalle1", "ic iallu", "dsb nsh", "isb", options(nostack, preserves_flags)) }
 }
 
 /// Invalidate all stage-1 and stage-2 entries of the VMID in VTTBR_EL2.
