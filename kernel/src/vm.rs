@@ -29,13 +29,23 @@ pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
 pub const HCR_RW: u64 = 1 << 31;
 
-/// Stage-2 tables come from the kernel heap, which EL2 maps 1:1.
+/// Stage-2 tables come from the hypervisor's frame allocator (host RAM
+/// outside every guest pool), which EL2 maps 1:1. Not from the small boot
+/// heap: a guest mapped in 4 KiB pages needs a table per 2 MiB it touches.
 pub struct HeapTables;
 
 impl Translation<S2> for HeapTables {
     fn allocate_table(&mut self) -> (NonNull<PageTable<S2>>, PhysicalAddress) {
-        let t = PageTable::new();
-        (t, PhysicalAddress(t.as_ptr() as usize))
+        // aarch64-paging's interface cannot fail here; a host with no 4 KiB
+        // left for a page table is out of memory for any guest.
+        let pa = crate::frames::FRAMES
+            .lock()
+            .alloc(hwops::PAGE_SIZE, hwops::PAGE_SIZE)
+            .expect("host memory exhausted: no frame left for a stage-2 table");
+        // SAFETY: a fresh 4 KiB frame from the allocator, mapped 1:1 at EL2;
+        // all zeros is an empty table.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, hwops::PAGE_SIZE as usize) };
+        (NonNull::new(pa as *mut PageTable<S2>).expect("frame at PA 0"), PhysicalAddress(pa as usize))
     }
     unsafe fn deallocate_table(&mut self, _t: NonNull<PageTable<S2>>) {}
     fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<S2>> {
