@@ -77,10 +77,12 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
             skip(frame, esr);
             cache_request(h, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
         }
-        Trap::DataAbort(da) => data_abort(h, v, frame, &da),
+        Trap::DataAbort(da) => data_abort(h, v, frame, &da, false),
         Trap::InstrAbort(ia) => {
+            // Populated like a data access; an abort it needs is an
+            // instruction abort.
             let da = DataAbort { ipa: ia.ipa, far: ia.far, far_valid: ia.far_valid, write: false, access: None, fault: ia.fault, s1ptw: ia.s1ptw, cache_maint: false, ext_abort: false };
-            data_abort(h, v, frame, &da)
+            data_abort(h, v, frame, &da, true);
         }
         Trap::Wfx { .. } => {
             // No virtual interrupts yet: a WFI/WFE is a yield.
@@ -121,15 +123,26 @@ fn cache_request(h: &mut Hyp, v: VcpuRef, req: CmRequest) {
     }
 }
 
-fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
+/// Give the guest a synchronous external abort for `da`.
+fn inject(h: &Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fetch: bool) {
+    let kind = if fetch { el1::AbortKind::Instruction } else { el1::AbortKind::Data { write: da.write } };
+    el1::inject_abort(frame, da.far, kind, h.vms[v.vm as usize].aarch32);
+}
+
+fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fetch: bool) {
     let vmi = v.vm as usize;
     let vm = &mut h.vms[vmi];
     vm.counters.stage2_faults += 1;
     match da.fault {
         FaultKind::AccessFlag(_) => {
             if vm.pager.handle_access_fault(da.ipa).is_err() {
-                el1::inject_data_abort(frame, da.far, da.write);
+                inject(h, v, frame, da, fetch);
             }
+        }
+        FaultKind::Translation(_) if da.cache_maint && !vm.in_ram(da.ipa) => {
+            // Cache maintenance by VA on a device or a hole: nothing to
+            // maintain, so it completes (as KVM does).
+            frame.elr += if trap::il_32bit(sysreg_read!("esr_el2")) { 4 } else { 2 };
         }
         FaultKind::Translation(_) if vm.devices.is_some() && !vm.in_ram(da.ipa) => {
             // An emulated device (GICD, PL011): needs the syndrome (ISV).
@@ -143,7 +156,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
                 kick_vcpus(h, v.vm, kick);
             } else {
                 defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);
-                el1::inject_data_abort(frame, da.far, da.write);
+                inject(h, v, frame, da, fetch);
             }
         }
         FaultKind::Translation(_) => {
@@ -155,7 +168,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
                 Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
                 Err(PodError::OutsideRam { ipa }) => {
                     defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", ipa);
-                    el1::inject_data_abort(frame, da.far, da.write);
+                    inject(h, v, frame, da, fetch);
                 }
                 Err(PodError::Exhausted { ipa }) => {
                     crate::kprintln!(
@@ -174,7 +187,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort) {
         }
         _ => {
             defmt::info!("guest stage-2 fault {=u8:#x} at IPA {=u64:#x}: abort injected", da.fault.fsc(), da.ipa);
-            el1::inject_data_abort(frame, da.far, da.write);
+            inject(h, v, frame, da, fetch);
         }
     }
 }

@@ -164,49 +164,76 @@ impl El1Regs {
     }
 }
 
-/// Make the guest take a synchronous external data abort at `far`, as if
-/// its own memory system had reported it. AArch64 EL1 guests only; an
-/// AArch32 guest gets a data abort exception in ABT mode.
-pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
+/// What the guest's abort is about.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AbortKind {
+    Data { write: bool },
+    Instruction,
+}
+
+/// Make the guest take a synchronous external abort at `far`, as if its
+/// own memory system had reported it. `aarch32` is the VM's EL1 state (an
+/// AArch64 guest's AArch32 EL0 task still takes it at AArch64 EL1).
+pub fn inject_abort(frame: &mut TrapFrame, far: u64, kind: AbortKind, aarch32: bool) {
     let spsr = frame.spsr;
-    if spsr & (1 << 4) != 0 {
-        inject_abort_aarch32(frame, far, write);
+    if aarch32 {
+        inject_abort_aarch32(frame, far, kind);
         return;
     }
-    let from_el0 = spsr & 0b1100 == 0;
-    let ec: u64 = if from_el0 { 0x24 } else { 0x25 };
-    let esr = (ec << 26) | (1 << 25) | ((write as u64) << 6) | 0x10;
+    let from_el1 = spsr & (1 << 4) == 0 && spsr & 0b1100 == 0b0100;
+    // EC: data abort 0x24 (lower EL) / 0x25 (same EL); instruction abort
+    // 0x20 / 0x21. FSC 0x10: synchronous external abort.
+    let (ec, wnr): (u64, u64) = match kind {
+        AbortKind::Data { write } => (if from_el1 { 0x25 } else { 0x24 }, (write as u64) << 6),
+        AbortKind::Instruction => (if from_el1 { 0x21 } else { 0x20 }, 0),
+    };
+    let esr = (ec << 26) | (1 << 25) | wnr | 0x10;
     sysreg_write!("esr_el1", esr);
     sysreg_write!("far_el1", far);
     sysreg_write!("elr_el1", frame.elr);
     sysreg_write!("spsr_el1", spsr);
     let vbar = sysreg_read!("vbar_el1");
-    let offset = match spsr & 0xf {
-        0b0101 => 0x200, // EL1h
-        0b0100 => 0x000, // EL1t
-        _ => 0x400,      // from EL0 (AArch64)
+    let offset = if spsr & (1 << 4) != 0 {
+        0x600 // from AArch32 EL0
+    } else {
+        match spsr & 0xf {
+            0b0101 => 0x200, // EL1h
+            0b0100 => 0x000, // EL1t
+            _ => 0x400,      // from AArch64 EL0
+        }
     };
     frame.elr = vbar + offset;
     frame.spsr = 0x3c5; // EL1h, DAIF masked
 }
 
-/// AArch32: DFSR/DFAR (ESR_EL1/FAR_EL1 low half), enter ABT mode at the
-/// data abort vector with LR = faulting instruction + 8.
-fn inject_abort_aarch32(frame: &mut TrapFrame, far: u64, write: bool) {
+/// AArch32: a data abort (DFSR/DFAR, vector 0x10, LR = PC + 8) or a
+/// prefetch abort (IFSR/IFAR, vector 0x0C, LR = PC + 4), taken in ABT mode.
+fn inject_abort_aarch32(frame: &mut TrapFrame, far: u64, kind: AbortKind) {
     let cpsr = frame.spsr;
     let sctlr = sysreg_read!("sctlr_el1");
     let lpae = sysreg_read!("tcr_el1") & (1 << 31) != 0;
     // Synchronous external abort: long-descriptor FS 0x10, short FS 0x8.
-    let dfsr = if lpae { (1 << 9) | 0x10 } else { 0x8 } | ((write as u64) << 11);
-    sysreg_write!("esr_el1", dfsr);
+    let fs = if lpae { (1 << 9) | 0x10 } else { 0x8 };
     let cur = sysreg_read!("far_el1");
-    sysreg_write!("far_el1", (cur & !0xffff_ffff) | (far & 0xffff_ffff));
-    // SPSR_abt and LR_abt live in SPSR_abt / X20 (the AArch32 r14_abt view).
+    let (vector, lr_off) = match kind {
+        AbortKind::Data { write } => {
+            sysreg_write!("esr_el1", fs | ((write as u64) << 11)); // DFSR
+            sysreg_write!("far_el1", (cur & !0xffff_ffff) | (far & 0xffff_ffff)); // DFAR
+            (0x10, 8)
+        }
+        AbortKind::Instruction => {
+            sysreg_write!("ifsr32_el2", fs);
+            sysreg_write!("far_el1", (cur & 0xffff_ffff) | (far << 32)); // IFAR
+            (0x0c, 4)
+        }
+    };
+    // SPSR_abt and LR_abt (the AArch32 r14_abt view is X20).
     sysreg_write!("spsr_abt", cpsr);
-    frame.x[20] = frame.elr + 8;
+    frame.x[20] = frame.elr + lr_off;
     let vbar = if sctlr & (1 << 13) != 0 { 0xffff_0000 } else { sysreg_read!("vbar_el1") & 0xffff_ffe0 };
-    let thumb_entry = sctlr & (1 << 30) != 0; // SCTLR.TE
-    frame.elr = vbar + 0x10;
-    // ABT mode, A/I masked, endianness kept, T from TE.
-    frame.spsr = (cpsr & (1 << 9)) | 0x17 | (1 << 8) | (1 << 7) | ((thumb_entry as u64) << 5);
+    let thumb = sctlr & (1 << 30) != 0; // SCTLR.TE
+    let big_endian = sctlr & (1 << 25) != 0; // SCTLR.EE
+    frame.elr = vbar + vector;
+    // ABT mode; A and I masked, F kept; E from SCTLR.EE; T from SCTLR.TE.
+    frame.spsr = 0x17 | (1 << 8) | (1 << 7) | (cpsr & (1 << 6)) | ((big_endian as u64) << 9) | ((thumb as u64) << 5);
 }
