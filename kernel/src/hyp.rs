@@ -61,7 +61,7 @@ impl Hyp {
         vm::print_summary(&self.vms[vmi]);
         if self.vms.iter().all(|v| v.finished()) {
             crate::kprintln!("hyp: all guests stopped; powering off");
-            crate::system_off();
+            crate::power_off(self.vms.iter().all(|v| v.exit_ok == Some(true)));
         }
     }
 

@@ -43,7 +43,20 @@ fn halt() -> ! {
 }
 
 /// Power the machine off through the firmware (QEMU exits).
+/// `exit=semihosting`: power off through semihosting SYS_EXIT, so QEMU
+/// exits with the guests' status.
+static EXIT_SEMIHOSTING: AtomicBool = AtomicBool::new(false);
+
+/// Power the machine off after a boot error or a panic (a failure).
 pub fn system_off() -> ! {
+    power_off(false)
+}
+
+/// Power the machine off; `ok` is whether every guest exited ok.
+pub fn power_off(ok: bool) -> ! {
+    if EXIT_SEMIHOSTING.load(Ordering::Relaxed) {
+        arch::semihosting_exit(if ok { 0 } else { 1 });
+    }
     arch::smc(trap::hypercall::psci::SYSTEM_OFF as u64, 0, 0, 0);
     halt()
 }
@@ -84,6 +97,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         kprintln!("hyp: no device tree found (x0={:#x}, nor at {:#x}); cannot boot", x0, DTB_FALLBACK);
         halt();
     };
+    EXIT_SEMIHOSTING.store(bootcfg::exit_method(dtb) == bootcfg::ExitMethod::Semihosting, Ordering::Relaxed);
     let cfg = match bootcfg::parse(dtb) {
         Ok(c) => c,
         Err(e) => {

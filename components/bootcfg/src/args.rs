@@ -38,6 +38,18 @@ pub enum SwMode {
     Auto,
 }
 
+/// How the hypervisor powers the machine off when every guest stopped
+/// (`exit=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExitMethod {
+    /// PSCI SYSTEM_OFF to the firmware (boards; QEMU exits 0).
+    #[default]
+    Psci,
+    /// Semihosting SYS_EXIT with the guests' status (QEMU with
+    /// `-semihosting`: its exit code is 0 only when every guest exited ok).
+    Semihosting,
+}
+
 /// How a guest's RAM is backed (`guestN.populate=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Populate {
@@ -67,8 +79,9 @@ pub(crate) const MEM_ALLOWED: &str = "a size such as 64M: at least 2M, a multipl
 pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple of 4K";
 pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
-const KEYS_ALLOWED: &str =
-    "sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name";
+const KEYS_ALLOWED: &str = "sched, hwdom_pin, slice, loglevel, exit, console, guestN.mem, guestN.pool, \
+     guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
+const EXIT_ALLOWED: &str = "psci, semihosting";
 const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
@@ -180,6 +193,7 @@ pub struct Args<'a> {
     pub hwdom_pin: Option<HwdomPin>,
     pub slice: Option<u64>,
     pub loglevel: Option<LogLevel>,
+    pub exit: Option<ExitMethod>,
     pub guests: [GuestArgs<'a>; MAX_GUESTS],
 }
 
@@ -236,6 +250,14 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
             "loglevel" => {
                 let v = parse_loglevel(value).ok_or(bad("unknown level", LOGLEVEL_ALLOWED))?;
                 set(&mut a.loglevel, v, token)?;
+            }
+            "exit" => {
+                let v = match value {
+                    "psci" => ExitMethod::Psci,
+                    "semihosting" => ExitMethod::Semihosting,
+                    _ => return Err(bad("unknown exit method", EXIT_ALLOWED)),
+                };
+                set(&mut a.exit, v, token)?;
             }
             _ => {
                 let Some((guest, field)) =

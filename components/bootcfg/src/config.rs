@@ -135,6 +135,7 @@ pub struct BootConfig {
     /// Clean slice budget, bytes.
     pub slice_bytes: u64,
     pub loglevel: LogLevel,
+    pub exit: ExitMethod,
     /// In device tree order; guest0 is the hardware domain.
     pub guests: Vec<GuestConfig, MAX_GUESTS>,
     pub ram: Vec<Range, MAX_RAM>,
@@ -169,6 +170,23 @@ pub fn parse(dtb: &[u8]) -> Result<BootConfig, Error<'_>> {
     from_fdt(&Fdt::new(dtb)?)
 }
 
+/// The `exit=` method the command line asks for, read even when the rest
+/// of the configuration is invalid, so that a boot stopped by an error
+/// still powers off the way the user asked. Psci when absent or unreadable.
+pub fn exit_method(dtb: &[u8]) -> ExitMethod {
+    let Ok(fdt) = Fdt::new(dtb) else { return ExitMethod::Psci };
+    let Some(c) = fdt.root().child("chosen") else { return ExitMethod::Psci };
+    let line = ["hyp,bootargs", "xen,xen-bootargs", "bootargs"]
+        .iter()
+        .find_map(|name| c.prop(name).and_then(|p| string(c, p).ok()))
+        .unwrap_or("");
+    if line.split_ascii_whitespace().any(|t| t == "exit=semihosting") {
+        ExitMethod::Semihosting
+    } else {
+        ExitMethod::Psci
+    }
+}
+
 /// Build the configuration from an already checked tree.
 pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
     let root = fdt.root();
@@ -192,6 +210,7 @@ pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
         hwdom_pin: args.hwdom_pin.unwrap_or_default(),
         slice_bytes: args.slice.unwrap_or(DEFAULT_SLICE),
         loglevel: args.loglevel.unwrap_or_default(),
+        exit: args.exit.unwrap_or_default(),
         guests: Vec::new(),
         ram: Vec::new(),
         reserved: Vec::new(),

@@ -25,7 +25,7 @@ fn empty_and_defaults() {
 #[test]
 fn every_key() {
     let a = parse_bootargs(
-        "sched=null hwdom_pin=on slice=128K loglevel=trace  guest0.mem=64M\tguest0.vcpus=4 guest0.sw=no \
+        "sched=null hwdom_pin=on slice=128K loglevel=trace exit=semihosting guest0.mem=64M\tguest0.vcpus=4 guest0.sw=no \
          guest0.name=dom0 guest0.pool=32M guest0.populate=eager guest3.mem=0x200000 guest3.sw=auto\n",
     )
     .unwrap();
@@ -33,6 +33,7 @@ fn every_key() {
     assert_eq!(a.hwdom_pin, Some(HwdomPin::On));
     assert_eq!(a.slice, Some(128 << 10));
     assert_eq!(a.loglevel, Some(LogLevel::Trace));
+    assert_eq!(a.exit, Some(ExitMethod::Semihosting));
     assert_eq!(a.guests[0].mem, Some(64 << 20));
     assert_eq!(a.guests[0].vcpus, Some(4));
     assert_eq!(a.guests[0].sw, Some(SwMode::No));
@@ -137,6 +138,7 @@ fn every_error() {
         ("loglevel=5", "bootargs: loglevel=5: unknown level (allowed: error, warn, info, debug, trace, or 0 to 4)"),
         ("guest0.mem=1M", "bootargs: guest0.mem=1M: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.mem=2097153", "bootargs: guest0.mem=2097153: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
+        ("exit=reboot", "bootargs: exit=reboot: unknown exit method (allowed: psci, semihosting)"),
         ("guest0.populate=lazy", "bootargs: guest0.populate=lazy: unknown population mode (allowed: demand, eager)"),
         ("guest0.pool=1M", "bootargs: guest0.pool=1M: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.mem=64MB", "bootargs: guest0.mem=64MB: not a size (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
@@ -152,12 +154,12 @@ fn every_error() {
         ("guest10.mem=64M", "bootargs: guest10.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest.mem=64M", "bootargs: guest.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, populate, vcpus, sw, name)"),
-        ("shed=rr", "bootargs: shed=rr: unknown key (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
-        ("guest0mem=2M", "bootargs: guest0mem=2M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
-        ("quiet", "bootargs: quiet: expected key=value (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("shed=rr", "bootargs: shed=rr: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("guest0mem=2M", "bootargs: guest0mem=2M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("quiet", "bootargs: quiet: expected key=value (allowed: sched, hwdom_pin, slice, loglevel, exit, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
         ("sched=rr sched=null", "bootargs: sched=null: given twice (allowed: each key once)"),
         ("guest1.vcpus=1 guest1.vcpus=2", "bootargs: guest1.vcpus=2: given twice (allowed: each key once)"),
-        ("dom0_mem=512M", "bootargs: dom0_mem=512M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, console, guestN.mem, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("dom0_mem=512M", "bootargs: dom0_mem=512M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
     ];
     for (line, want) in table {
         assert_eq!(err(line), want, "{line:?}");

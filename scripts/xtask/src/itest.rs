@@ -158,7 +158,7 @@ fn pod_exhaustion() -> Result<(), String> {
     check(!s.ok, "exit=ok despite an exhausted pool", &r)?;
     check(r.transcript.contains("Exhausted"), "no clear message naming the exhausted pool", &r)?;
     check(!r.transcript.contains("PANIC"), "the hypervisor panicked", &r)?;
-    check(r.qemu_ok, "QEMU did not exit cleanly", &r)
+    check(r.qemu_code == Some(1), "QEMU did not exit with the failed guest's status (1)", &r)
 }
 
 fn eager_sw_no() -> Result<(), String> {
@@ -267,7 +267,8 @@ fn bad_bootarg() -> Result<(), String> {
         "no clear error naming the field and the allowed values",
         &r,
     )?;
-    check(r.summaries.is_empty(), "a guest ran despite the bad argument", &r)
+    check(r.summaries.is_empty(), "a guest ran despite the bad argument", &r)?;
+    check(r.qemu_code == Some(1), "QEMU did not exit with a failure status", &r)
 }
 
 pub fn run_all(filter: Option<&str>) -> Result<u8, String> {

@@ -47,7 +47,10 @@ pub struct RunResult {
     pub transcript: String,
     pub summaries: Vec<Summary>,
     pub timed_out: bool,
+    /// QEMU exited by itself with status 0: every guest exited ok.
     pub qemu_ok: bool,
+    /// QEMU's exit code when it exited by itself.
+    pub qemu_code: Option<i32>,
     /// Seconds from starting QEMU until a Linux guest printed its marker.
     pub marker_s: Option<f64>,
 }
@@ -72,6 +75,7 @@ pub fn run_cli(a: &Args) -> Result<u8, String> {
         eprintln!("xtask: the hypervisor printed no exit summary");
         return Ok(1);
     }
+    // QEMU's own exit code carries the guests' status (semihosting exit).
     Ok(if r.all_ok() { 0 } else { 1 })
 }
 
@@ -91,6 +95,10 @@ fn machine_args(a: &Args) -> Vec<String> {
         "none".into(),
         "-serial".into(),
         "stdio".into(),
+        // The hypervisor powers off by semihosting (exit=semihosting, added
+        // to the boot arguments) so QEMU exits with the guests' status.
+        "-semihosting-config".into(),
+        "enable=on,target=native".into(),
     ];
     if std::env::var_os("XTASK_ICOUNT").is_some() {
         v.extend(["-icount".into(), "shift=0,sleep=off".into()]);
@@ -151,7 +159,8 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         })
         .collect();
     let margs = machine_args(a);
-    dtb::generate(QEMU, &margs, &dtb::chosen_dts(&a.bootargs, &modules), &dtb_path)?;
+    let bootargs = format!("exit=semihosting {}", a.bootargs).trim_end().to_string();
+    dtb::generate(QEMU, &margs, &dtb::chosen_dts(&bootargs, &modules), &dtb_path)?;
 
     let mut cmd = Command::new(QEMU);
     cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
@@ -243,6 +252,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         transcript,
         timed_out,
         qemu_ok: status.success(),
+        qemu_code: if timed_out { None } else { status.code() },
         marker_s,
     })
 }

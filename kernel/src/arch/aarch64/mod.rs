@@ -239,6 +239,18 @@ pub fn smc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     r
 }
 
+/// Semihosting SYS_EXIT (AArch64: `HLT #0xF000`, x0 = 0x18, x1 = a block
+/// {ADP_Stopped_ApplicationExit, code}). Only with `exit=semihosting`:
+/// without a semihosting host, HLT is undefined.
+pub fn semihosting_exit(code: u64) {
+    let block: [u64; 2] = [0x2_0026, code];
+    // SAFETY: the debugger/emulator reads the two-word block we own and
+    // stops the machine; if it returns, nothing changed.
+    unsafe {
+        asm!("hlt #0xf000", in("x0") 0x18u64, in("x1") block.as_ptr(), options(nostack, readonly));
+    }
+}
+
 /// Read the physical counter and its frequency.
 pub fn counter() -> u64 {
     sysreg_read!("cntpct_el0")
