@@ -43,7 +43,7 @@ impl Devices {
     /// interrupt to take (to kick if they run elsewhere).
     pub fn mmio(&mut self, vcpu: usize, ipa: u64, acc: &TrapAccess, write: bool, frame: &mut TrapFrame) -> Option<vgic::VcpuSet> {
         let mut kick = vgic::VcpuSet::default();
-        let value = frame.reg(acc.rt);
+        let value = frame.guest_reg(acc.rt);
         let width = acc.size_bytes;
         let read_value = if (GUEST_GICD..GUEST_GICD + GICD_SIZE).contains(&ipa) {
             let w = match width {
@@ -95,7 +95,7 @@ impl Devices {
             if !acc.sixty_four {
                 v &= 0xffff_ffff;
             }
-            frame.set_reg(acc.rt, v);
+            frame.set_guest_reg(acc.rt, v);
         }
         Some(kick)
     }

@@ -11,9 +11,13 @@ use crate::arch::{self, el1, sysreg_read, TrapFrame};
 use crate::hyp::{self, Hyp, HYP};
 use crate::vm::Power;
 
-/// Advance the guest PC past the trapped instruction.
+/// Advance the guest PC past the trapped instruction (and, for AArch32
+/// Thumb code in an IT block, its IT state).
 fn skip(frame: &mut TrapFrame, esr: u64) {
     frame.elr += if trap::il_32bit(esr) { 4 } else { 2 };
+    if frame.spsr & (1 << 4) != 0 {
+        frame.spsr = trap::aarch32::advance_it(frame.spsr);
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -57,14 +61,14 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
                 trap::SwOp::Csw => cache_maint::SwOp::Csw,
                 trap::SwOp::Cisw => cache_maint::SwOp::Cisw,
             };
-            let level = trap::sw_level(frame.reg(rt));
+            let level = trap::sw_level(frame.guest_reg(rt));
             skip(frame, esr);
             cache_request(h, v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
         }
         Trap::VmReg { reg, rt, rt2, write: true } => {
-            let mut value = frame.reg(rt);
+            let mut value = frame.guest_reg(rt);
             if let Some(r2) = rt2 {
-                value = (value & 0xffff_ffff) | (frame.reg(r2) << 32);
+                value = (value & 0xffff_ffff) | (frame.guest_reg(r2) << 32);
             }
             let (policy_reg, value, old) = if reg.is_sctlr() {
                 let old = el1::sctlr_el1();
@@ -142,7 +146,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
         FaultKind::Translation(_) if da.cache_maint && !vm.in_ram(da.ipa) => {
             // Cache maintenance by VA on a device or a hole: nothing to
             // maintain, so it completes (as KVM does).
-            frame.elr += if trap::il_32bit(sysreg_read!("esr_el2")) { 4 } else { 2 };
+            skip(frame, sysreg_read!("esr_el2"));
         }
         FaultKind::Translation(_) if vm.devices.is_some() && !vm.in_ram(da.ipa) => {
             // An emulated device (GICD, PL011): needs the syndrome (ISV).
@@ -152,7 +156,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
             };
             if let Some(kick) = handled {
                 h.vms[v.vm as usize].counters.mmio += 1;
-                frame.elr += if trap::il_32bit(sysreg_read!("esr_el2")) { 4 } else { 2 };
+                skip(frame, sysreg_read!("esr_el2"));
                 kick_vcpus(h, v.vm, kick);
             } else {
                 defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);

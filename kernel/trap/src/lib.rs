@@ -36,6 +36,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod aarch32;
 mod decode;
 pub mod hypercall;
 

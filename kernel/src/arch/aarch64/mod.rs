@@ -51,6 +51,29 @@ impl TrapFrame {
             self.x[n as usize] = v;
         }
     }
+
+    /// The X register a trapped instruction's Rt names: itself for an
+    /// AArch64 guest; for an AArch32 one, the X register holding that
+    /// (possibly banked) AArch32 register in the current mode. r15 reads as
+    /// the zero register.
+    fn guest_x(&self, rt: u8) -> u8 {
+        if self.spsr & (1 << 4) != 0 {
+            trap::aarch32::xreg(rt, self.spsr).unwrap_or(31)
+        } else {
+            rt
+        }
+    }
+
+    /// A trapped instruction's register operand `rt`.
+    pub fn guest_reg(&self, rt: u8) -> u64 {
+        self.reg(self.guest_x(rt))
+    }
+
+    /// Write a trapped load's result to its register `rt`.
+    pub fn set_guest_reg(&mut self, rt: u8, v: u64) {
+        let x = self.guest_x(rt);
+        self.set_reg(x, v)
+    }
 }
 
 /// A vCPU's FP/SIMD registers (the kernel itself never uses them).
