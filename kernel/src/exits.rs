@@ -313,7 +313,15 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
             *l = None;
         }
     }
-    let _ = h.sched.wake(VcpuRef::new(vmi as u8, i as u8));
+    // An idle pCPU that can run it now is woken at once, not at its tick.
+    if let Ok(Some(p)) = h.sched.wake(VcpuRef::new(vmi as u8, i as u8)) {
+        let me = arch::cpu_id();
+        if p != me {
+            if let Some(irq) = crate::hyp::IRQS[me].lock().as_mut() {
+                irq.kick(1 << p);
+            }
+        }
+    }
     0
 }
 
