@@ -184,7 +184,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(crate::tests::config())]
+        #![proptest_config(stage2_pager::testing::proptest_config())]
         #[test]
         fn matches_a_set_of_units(ops in prop::collection::vec((0u8..3, 0u64..64, 1u64..8), 1..60)) {
             let mut e: Extents<8> = Extents::new();

@@ -993,22 +993,3 @@ impl Pod {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use proptest::test_runner::{Config, RngSeed};
-
-    /// 64 cases and a fixed seed unless PROPTEST_CASES / PROPTEST_RNG_SEED
-    /// say otherwise.
-    pub fn config() -> Config {
-        let mut c = Config::default();
-        if std::env::var_os("PROPTEST_CASES").is_none() {
-            c.cases = 64;
-        }
-        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-            c.rng_seed = RngSeed::Fixed(0x5eed_2026);
-        }
-        c.failure_persistence = None;
-        c
-    }
-}

@@ -225,7 +225,7 @@ fn step(vm: &mut Vm, st: &mut State, base: u64, ram: u64, op: &Op) {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(stage2_pager::testing::proptest_config())]
 
     #[test]
     fn pod_keeps_its_promises((off, ram, sweep, eager, ops) in scenario()) {

@@ -118,7 +118,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(crate::tests::config())]
+        #![proptest_config(crate::testing::proptest_config())]
         #[test]
         fn matches_btreeset(ops in prop::collection::vec((any::<bool>(), 0..CHUNKS), 0..200),
                             probes in prop::collection::vec(0..CHUNKS + 2, 1..50)) {

@@ -816,22 +816,3 @@ impl<F: TableFormat> CleanSource for Pager<F> {
         batch.flush(vmid, tlb);
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use proptest::test_runner::{Config, RngSeed};
-
-    /// Property-test settings: 64 cases and a fixed seed, unless the
-    /// PROPTEST_CASES / PROPTEST_RNG_SEED environment variables say otherwise.
-    pub fn config() -> Config {
-        let mut c = Config::default();
-        if std::env::var_os("PROPTEST_CASES").is_none() {
-            c.cases = 64;
-        }
-        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-            c.rng_seed = RngSeed::Fixed(0x5eed_2026);
-        }
-        c.failure_persistence = None;
-        c
-    }
-}

@@ -9,6 +9,8 @@
 //!   check their order.
 //! - [`BbmChecker`]: replays a log and fails on any write over an entry whose
 //!   old translation may still sit in a TLB.
+//! - [`proptest_config`]: the property-test settings this crate and `pod`
+//!   share.
 
 use crate::format::{FormatError, Leaf, LeafSize, MemAttrs, TableFormat};
 use crate::A64Table;
@@ -368,4 +370,19 @@ impl BbmChecker {
             Err(format!("left without TLB invalidation: {:x?}", self.stale))
         }
     }
+}
+
+/// Property-test settings: 64 cases and a fixed seed, unless the
+/// PROPTEST_CASES / PROPTEST_RNG_SEED environment variables say otherwise.
+pub fn proptest_config() -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let mut c = Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 64;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        c.rng_seed = RngSeed::Fixed(0x5eed_2026);
+    }
+    c.failure_persistence = None;
+    c
 }

@@ -298,7 +298,7 @@ fn check(vm: &mut Vm, m: &Model, probes: &[u64]) {
 }
 
 proptest! {
-    #![proptest_config(common::config())]
+    #![proptest_config(stage2_pager::testing::proptest_config())]
 
     #[test]
     fn pager_matches_model(ops in prop::collection::vec(op(), 1..40)) {

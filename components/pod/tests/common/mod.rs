@@ -5,7 +5,6 @@
 use capabilities::{CacheCap, SchedCap, VmCaps};
 use hwops::{BLOCK_SIZE, PAGE_SIZE};
 use pod::{Mode, Outcome, Pod, PodConfig, PodError};
-use proptest::test_runner::{Config, RngSeed};
 use stage2_pager::testing::{self, BbmChecker, Event, HostTable, Log, RecordingHw, RecordingTable};
 use stage2_pager::Pager;
 
@@ -194,16 +193,3 @@ pub fn zeroed_and_cleaned_before_map(events: &[Event], restored: &[u64]) -> usiz
     checked
 }
 
-/// 64 cases and a fixed seed unless PROPTEST_CASES / PROPTEST_RNG_SEED say
-/// otherwise.
-pub fn config() -> Config {
-    let mut c = Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = 64;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        c.rng_seed = RngSeed::Fixed(0x5eed_2026);
-    }
-    c.failure_persistence = None;
-    c
-}

@@ -3,7 +3,6 @@
 
 use capabilities::{CacheCap, PodCap, SchedCap, VmCaps};
 use hwops::CleanSource;
-use proptest::test_runner::{Config, RngSeed};
 use stage2_pager::testing::{self, BbmChecker, HostTable, Log, RecordingHw, RecordingTable};
 use stage2_pager::{LeafSize, MemAttrs, Pager, PagerError};
 
@@ -120,16 +119,3 @@ impl Drop for Vm {
     }
 }
 
-/// 64 cases and a fixed seed unless PROPTEST_CASES / PROPTEST_RNG_SEED say
-/// otherwise.
-pub fn config() -> Config {
-    let mut c = Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = 64;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        c.rng_seed = RngSeed::Fixed(0x5eed_2026);
-    }
-    c.failure_persistence = None;
-    c
-}
