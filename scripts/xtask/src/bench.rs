@@ -20,8 +20,8 @@ fn value(r: &RunResult, key: &str) -> Result<u64, String> {
 }
 
 fn one(populate: &str) -> Result<(RunResult, BTreeMap<&'static str, u64>), String> {
-    std::env::set_var("XTASK_ICOUNT", "1");
     let a = Args {
+        icount: true,
         guest: "bench".into(),
         mem: 256 << 20,
         bootargs: format!("guest0.sw=yes guest0.populate={populate}"),

@@ -92,13 +92,12 @@ pub fn linux_boot(rounds: usize) -> Result<(), String> {
             return Err("fetching Xen failed".into());
         }
     }
-    let a = Args { guest: "linux-arm64".into(), cpus: 2, vcpus: 2, mem: 512 << 20, timeout_s: 120, ..Args::default() };
+    // Wall time, not instruction counts: no -icount here.
+    let a = Args { guest: "linux-arm64".into(), cpus: 2, vcpus: 2, mem: 512 << 20, timeout_s: 120, icount: false, ..Args::default() };
     let spec = GuestSpec::from_args(&a);
     let dtb_out = crate::build::target_dir().join("run/xen-bench.dtb");
     let (mut ours, mut bare_t, mut xen_t) = (Vec::new(), Vec::new(), Vec::new());
     let timeout = Duration::from_secs(120);
-    // Wall time, not instruction counts: no -icount here.
-    std::env::remove_var("XTASK_ICOUNT");
     for i in 0..rounds {
         let r = run::run(&a, std::slice::from_ref(&spec), false)?;
         ours.push(r.marker_s.ok_or_else(|| format!("no marker under the hypervisor\n{}", r.transcript))?);

@@ -176,12 +176,9 @@ fn eager_sw_no() -> Result<(), String> {
 /// The benchmark guest runs and reports every figure (no numbers are
 /// checked here: `cargo xtask bench` measures them under -icount).
 fn bench_guest_runs() -> Result<(), String> {
-    let a = Args { guest: "bench".into(), mem: 256 * MIB, bootargs: "guest0.sw=yes".into(), ..Args::default() };
     // QEMU's PMU counts instructions only under -icount.
-    std::env::set_var("XTASK_ICOUNT", "1");
-    let r = boot(&a, &[GuestSpec::from_args(&a)]);
-    std::env::remove_var("XTASK_ICOUNT");
-    let r = r?;
+    let a = Args { guest: "bench".into(), mem: 256 * MIB, bootargs: "guest0.sw=yes".into(), icount: true, ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
     check(r.all_ok(), "the bench guest failed", &r)?;
     for k in ["hvc_insns", "sw_trap_insns", "tvm_trap_insns", "pod_4k_fault_insns", "pod_2m_fault_insns"] {
         check(guest_value(&r, k).is_some(), &format!("the bench guest did not report {k}"), &r)?;

@@ -52,8 +52,11 @@ pub struct Args {
     pub mem: u64,
     pub bootargs: String,
     pub timeout_s: u64,
-    /// Extra guests for multi-guest runs: (name, vcpus, mem, sw).
+    /// Do not echo the console (the exit status still tells the outcome).
     pub quiet: bool,
+    /// Run QEMU with `-icount shift=0,sleep=off` (deterministic instruction
+    /// counts; also set by `--icount` or XTASK_ICOUNT).
+    pub icount: bool,
 }
 
 impl Default for Args {
@@ -67,6 +70,7 @@ impl Default for Args {
             bootargs: String::new(),
             timeout_s: 60,
             quiet: false,
+            icount: std::env::var_os("XTASK_ICOUNT").is_some(),
         }
     }
 }
@@ -101,6 +105,7 @@ impl Args {
                 "--bootargs" => a.bootargs = val()?,
                 "--timeout" => a.timeout_s = val()?.parse().map_err(|_| "--timeout takes seconds")?,
                 "--quiet" => a.quiet = true,
+                "--icount" => a.icount = true,
                 other => return Err(format!("unknown option '{other}'")),
             }
         }

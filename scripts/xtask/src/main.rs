@@ -11,7 +11,7 @@ commands:
   build                     build the kernel and the test guests
   run   --guest NAME        build, then boot NAME under the hypervisor on QEMU
         [--board qemu-virt] [--cpus N] [--vcpus N] [--mem SIZE]
-        [--bootargs \"...\"] [--timeout SECONDS]
+        [--bootargs \"...\"] [--timeout SECONDS] [--quiet] [--icount]
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
   bench                     deterministic instruction counts of each trap path

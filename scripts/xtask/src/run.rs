@@ -66,7 +66,7 @@ impl RunResult {
 }
 
 pub fn run_cli(a: &Args) -> Result<u8, String> {
-    let r = run(a, &[GuestSpec::from_args(a)], true)?;
+    let r = run(a, &[GuestSpec::from_args(a)], !a.quiet)?;
     if r.timed_out {
         eprintln!("xtask: timed out after {} s", a.timeout_s);
         return Ok(124);
@@ -100,7 +100,7 @@ fn machine_args(a: &Args) -> Vec<String> {
         "-semihosting-config".into(),
         "enable=on,target=native".into(),
     ];
-    if std::env::var_os("XTASK_ICOUNT").is_some() {
+    if a.icount {
         v.extend(["-icount".into(), "shift=0,sleep=off".into()]);
     }
     v
