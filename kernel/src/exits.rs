@@ -110,9 +110,7 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
 fn cache_request(h: &mut Hyp, v: VcpuRef, req: CmRequest) {
     let vmi = v.vm as usize;
     let vm = &mut h.vms[vmi];
-    let (mut hw, mut tlb) = (vm.hw(), vm.hw());
-    let r = vm.cm.handle(req, &mut cache_maint::Hw { cache: &mut hw, source: &mut vm.pager, tlb: &mut tlb });
-    match r {
+    match vm.cache_maint(req) {
         Ok(reply) => {
             if reply.sw_first_seen {
                 let _ = h.sched.report_set_way(v.vm);
@@ -211,11 +209,7 @@ fn kick_vcpus(h: &Hyp, vm: u8, set: vgic::VcpuSet) {
             }
         }
     }
-    if mask != 0 {
-        if let Some(irq) = crate::hyp::IRQS[me].lock().as_mut() {
-            irq.kick(mask);
-        }
-    }
+    hyp::kick_pcpus(mask);
 }
 
 /// A hypercall or PSCI call (HVC or SMC conduit).
@@ -298,11 +292,7 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
     if vm.vcpus[i].power == Power::On {
         return psci::ret(psci::ALREADY_ON);
     }
-    let (mut hw, mut tlb) = (vm.hw(), vm.hw());
-    let _ = vm.cm.handle(
-        CmRequest::Reset { vcpu: VcpuId(i as u8) },
-        &mut cache_maint::Hw { cache: &mut hw, source: &mut vm.pager, tlb: &mut tlb },
-    );
+    let _ = vm.cache_maint(CmRequest::Reset { vcpu: VcpuId(i as u8) });
     let aarch32 = vm.aarch32;
     vm.vcpus[i].reset(i, entry, context, aarch32);
     // A pCPU that went idle after this vCPU's CPU_OFF may still hold its old
@@ -315,11 +305,8 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
     }
     // An idle pCPU that can run it now is woken at once, not at its tick.
     if let Ok(Some(p)) = h.sched.wake(VcpuRef::new(vmi as u8, i as u8)) {
-        let me = arch::cpu_id();
-        if p != me {
-            if let Some(irq) = crate::hyp::IRQS[me].lock().as_mut() {
-                irq.kick(1 << p);
-            }
+        if p != arch::cpu_id() {
+            hyp::kick_pcpus(1 << p);
         }
     }
     0

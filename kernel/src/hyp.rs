@@ -231,13 +231,7 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
                     } else {
                         // One bounded slice of the pending clean, then let
                         // the tick in before the next.
-                        let (mut hw, mut tlb) = (vm.hw(), vm.hw());
-                        let (pager, cm) = (&mut vm.pager, &mut vm.cm);
-                        let r = cm.handle(
-                            Request::RunSlice { vcpu: id },
-                            &mut cache_maint::Hw { cache: &mut hw, source: pager, tlb: &mut tlb },
-                        );
-                        match r {
+                        match vm.cache_maint(Request::RunSlice { vcpu: id }) {
                             Ok(_) => {}
                             Err(e) => {
                                 crate::kprintln!("hyp: guest {}: clean failed: {}", vm.name, e);
@@ -262,6 +256,14 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
                 poll_tick(pcpu);
             }
         }
+    }
+}
+
+/// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests, through
+/// this pCPU's GIC.
+pub fn kick_pcpus(mask: u16) {
+    if let Some(irq) = IRQS[arch::cpu_id()].lock().as_mut() {
+        irq.kick(mask);
     }
 }
 

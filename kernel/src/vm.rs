@@ -173,6 +173,13 @@ impl Vm {
         self.pager.vttbr()
     }
 
+    /// Hand a request to this VM's cache-maintenance service, with the
+    /// pager as what a clean walks and the real cache and TLB operations.
+    pub fn cache_maint(&mut self, req: cache_maint::Request) -> Result<cache_maint::Reply, cache_maint::Error> {
+        let (mut cache, mut tlb) = (self.hw(), self.hw());
+        self.cm.handle(req, &mut cache_maint::Hw { cache: &mut cache, source: &mut self.pager, tlb: &mut tlb })
+    }
+
     pub fn in_ram(&self, ipa: u64) -> bool {
         let c = self.pod.config();
         ipa >= c.ram_base && ipa - c.ram_base < c.ram_size
