@@ -133,8 +133,8 @@ pub struct Vm {
     pub exit_ok: Option<bool>,
     /// The guest's EL1 runs in AArch32 (HCR_EL2.RW = 0).
     pub aarch32: bool,
-    /// A Linux guest: it gets the emulated devices (vGIC, PL011, timer).
-    pub linux: bool,
+    /// A Linux guest's emulated devices (vGIC, PL011); `None` for the
+    /// bare-metal test guests.
     pub devices: Option<crate::devices::Devices>,
     /// CNTVOFF_EL2: the guest's virtual counter starts near 0 at creation.
     pub cntvoff: u64,
@@ -239,7 +239,6 @@ pub fn create(
         counters: Counters::default(),
         exit_ok: None,
         aarch32: spec.aarch32,
-        linux: false,
         devices: None,
         cntvoff: crate::arch::counter(),
     };
@@ -285,7 +284,6 @@ pub fn create(
             } else {
                 vm.vcpus[0].frame.x[0] = dtb_ipa;
             }
-            vm.linux = true;
             let gicv = GICV.load(core::sync::atomic::Ordering::Relaxed);
             if gicv == 0 || !crate::gich::present() {
                 return Err("a Linux guest needs a GICv2 with virtualization extensions (GICH/GICV)");
