@@ -11,10 +11,29 @@ pub enum Shown<'a> {
     Num(u64),
 }
 
+/// A string from the DTB or the command line, shown with its control
+/// characters escaped (`\n`, `\u{1b}`), so an error stays on one line and
+/// cannot drive the terminal.
+#[derive(Clone, Copy, Debug)]
+pub struct Esc<'a>(pub &'a str);
+
+impl fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Shown::Str(s) => write!(f, "\"{s}\""),
+            Shown::Str(s) => write!(f, "\"{}\"", Esc(s)),
             Shown::Num(n) => write!(f, "{n}"),
         }
     }
@@ -98,12 +117,8 @@ impl From<FdtError> for Error<'_> {
     }
 }
 
-fn node(n: &str) -> &str {
-    if n.is_empty() {
-        "/"
-    } else {
-        n
-    }
+fn node(n: &str) -> Esc<'_> {
+    Esc(if n.is_empty() { "/" } else { n })
 }
 
 impl fmt::Display for Error<'_> {
@@ -113,14 +128,14 @@ impl fmt::Display for Error<'_> {
             Error::Missing { node: n, prop } => write!(f, "dtb: {}: missing {prop}", node(n)),
             Error::Length { node: n, prop, len, unit, exact, cells } => {
                 let how = if exact { "exactly" } else { "a multiple of" };
-                write!(f, "dtb: {}: {prop} is {len} bytes, expected {how} {unit}", node(n))?;
+                write!(f, "dtb: {}: {} is {len} bytes, expected {how} {unit}", node(n), Esc(prop))?;
                 if let Some((a, s)) = cells {
                     write!(f, " (#address-cells = {a}, #size-cells = {s})")?;
                 }
                 Ok(())
             }
             Error::Value { node: n, prop, value, problem, allowed } => {
-                write!(f, "dtb: {}: {prop} = {value}: {problem} (allowed: {allowed})", node(n))
+                write!(f, "dtb: {}: {} = {value}: {problem} (allowed: {allowed})", node(n), Esc(prop))
             }
             Error::Cells { node: n, address, size } => write!(
                 f,
@@ -130,16 +145,17 @@ impl fmt::Display for Error<'_> {
             Error::Unmapped { node: n, addr } => {
                 write!(f, "dtb: {}: bus address {addr:#x} is outside the bus's ranges", node(n))
             }
-            Error::PropNotAllowed { node: n, prop, why } => write!(f, "dtb: {}: {prop}: {why}", node(n)),
-            Error::Module { node: n, problem } => write!(f, "dtb: /chosen/{n}: {problem}"),
+            Error::PropNotAllowed { node: n, prop, why } => write!(f, "dtb: {}: {}: {why}", node(n), Esc(prop)),
+            Error::Module { node: n, problem } => write!(f, "dtb: /chosen/{}: {problem}", Esc(n)),
             Error::TooMany { what, max } => write!(f, "dtb: more than {max} {what} (the most supported)"),
             Error::NoRam => f.write_str("dtb: no RAM: no /memory node with a non-empty reg"),
             Error::Arg { token, problem, allowed } => {
-                write!(f, "bootargs: {token}: {problem} (allowed: {allowed})")
+                write!(f, "bootargs: {}: {problem} (allowed: {allowed})", Esc(token))
             }
             Error::NoSuchGuest { token, count } => write!(
                 f,
-                "bootargs: {token}: no such guest (the device tree has {count}, numbered from guest0)"
+                "bootargs: {}: no such guest (the device tree has {count}, numbered from guest0)",
+                Esc(token)
             ),
             Error::NotInRam { guest, what, base, size } => write!(
                 f,
@@ -147,5 +163,28 @@ impl fmt::Display for Error<'_> {
             ),
             Error::Overlap { a, b } => write!(f, "guest{} {} overlaps guest{} {}", a.0, a.1, b.0, b.1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let e = Error::Value {
+            node: "/chosen/module\n@1",
+            prop: "hyp,sw\r",
+            value: Shown::Str("y\u{1b}[2Jes\n"),
+            problem: "unknown",
+            allowed: "yes, no, auto",
+        };
+        let s = e.to_string();
+        assert_eq!(s, "dtb: /chosen/module\\n@1: hyp,sw\\r = \"y\\u{1b}[2Jes\\n\": unknown (allowed: yes, no, auto)");
+        assert!(!s.chars().any(char::is_control));
+        let a = Error::Arg { token: "sched=\nrr", problem: "unknown scheduler", allowed: "rr" }.to_string();
+        assert!(!a.chars().any(char::is_control), "{a}");
+        let m = Error::Module { node: "m\t", problem: "p" }.to_string();
+        assert!(!m.chars().any(char::is_control), "{m}");
     }
 }

@@ -31,7 +31,8 @@ fn config() -> PtConfig {
     if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
         c.rng_seed = RngSeed::Fixed(0x5eed_2026);
     }
-    c.failure_persistence = None;
+    // Failures are kept in proptest-regressions/ (committed), so a found
+    // case is replayed first on every later run.
     c
 }
 

@@ -40,8 +40,8 @@ fn time_to_marker(mut cmd: Command, timeout: Duration) -> Result<f64, String> {
 }
 
 fn qemu_base(virt: &str, gic: u32) -> Command {
-    let mut c = Command::new(run::QEMU);
-    c.args(["-M", &format!("virt,{virt}gic-version={gic}"), "-cpu", "cortex-a72", "-smp", "2", "-display", "none", "-monitor", "none", "-serial", "stdio"]);
+    let mut c = run::qemu_command();
+    c.args(["-M", &format!("virt,{virt}gic-version={gic}"), "-cpu", "cortex-a72", "-smp", "2"]);
     c
 }
 
@@ -68,7 +68,7 @@ fn xen(xen: &Path, kernel: &Path, initrd: &Path, dtb_out: &Path) -> Result<Comma
         .iter()
         .map(|s| s.to_string())
         .collect();
-    dtb::generate(run::QEMU, &margs, &(props, nodes), dtb_out)?;
+    dtb::generate(&margs, &(props, nodes), dtb_out)?;
     let mut c = qemu_base("virtualization=on,", 3);
     c.args(["-cpu", "cortex-a57", "-m", "2048"]).arg("-kernel").arg(xen).arg("-dtb").arg(dtb_out);
     c.arg("-device").arg(format!("loader,file={},addr={k_at:#x},force-raw=on", kernel.display()));

@@ -12,7 +12,7 @@ pub const GUEST_TARGET32: &str = "armv7a-none-eabi";
 fn cargo_build(package: &str, target: &str, extra_env: &[(&str, &str)]) -> Result<PathBuf, String> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root())
-        .args(["build", "--quiet", "--release", "-p", package, "--target", target])
+        .args(["build", "--quiet", "--release", "-p", package, "--features", "bare", "--target", target])
         .env("CARGO_TARGET_DIR", target_dir());
     for (k, v) in extra_env {
         cmd.env(k, v);

@@ -91,13 +91,13 @@ pub fn insert_chosen(dts: &str, (props, nodes): &(String, String)) -> Result<Str
 }
 
 /// Dump QEMU's tree for `machine_args`, add our `/chosen`, compile to `out`.
-pub fn generate(qemu: &str, machine_args: &[String], chosen: &(String, String), out: &Path) -> Result<(), String> {
+pub fn generate(machine_args: &[String], chosen: &(String, String), out: &Path) -> Result<(), String> {
     let raw = out.with_extension("qemu.dtb");
-    let mut cmd = Command::new(qemu);
+    let mut cmd = crate::run::qemu_command();
     let mut margs = machine_args.to_vec();
     let m = margs.iter().position(|a| a == "-M").ok_or("no -M")? + 1;
     margs[m] = format!("{},dumpdtb={}", margs[m], raw.display());
-    let o = cmd.args(&margs).output().map_err(|e| format!("{qemu}: {e}"))?;
+    let o = cmd.args(&margs).output().map_err(|e| format!("{}: {e} (run scripts/setup)", crate::run::QEMU))?;
     if !raw.exists() {
         return Err(format!("QEMU dumpdtb failed: {}", String::from_utf8_lossy(&o.stderr)));
     }

@@ -14,8 +14,23 @@ use crate::{build, Args};
 pub const QEMU: &str = "qemu-system-aarch64";
 /// Where guest images are loaded in host physical memory (each 16 MiB apart).
 pub const MODULE_BASE: u64 = 0x4800_0000;
-/// Host RAM QEMU gives the machine.
-pub const HOST_RAM: &str = "2G";
+/// The least host RAM QEMU gives the machine.
+const MIN_HOST_RAM: u64 = 2 << 30;
+/// Host RAM kept beyond the guests' own: the hypervisor, its stage-2
+/// tables, the guest images and the DTB.
+const HYP_RAM: u64 = 1 << 30;
+
+/// Host RAM for a run: every guest's RAM plus the hypervisor's share,
+/// rounded up to 1 GiB, and never below 2 GiB.
+pub fn host_ram(guests: &[GuestSpec]) -> u64 {
+    let want = guests.iter().map(|g| g.mem).sum::<u64>() + HYP_RAM;
+    want.next_multiple_of(1 << 30).max(MIN_HOST_RAM)
+}
+
+/// Arguments every QEMU this project starts carries: no default devices
+/// (the `virt` NIC needs an option ROM from a package set-up does not
+/// install), no display, no monitor, the first UART on stdio.
+pub const QEMU_BASE: &[&str] = &["-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio"];
 
 /// One guest of a run.
 #[derive(Clone, Debug)]
@@ -79,8 +94,16 @@ pub fn run_cli(a: &Args) -> Result<u8, String> {
     Ok(if r.all_ok() { 0 } else { 1 })
 }
 
-fn machine_args(a: &Args) -> Vec<String> {
-    let mut v: Vec<String> = vec![
+/// The one way this project starts QEMU: `QEMU_BASE` comes first.
+pub fn qemu_command() -> Command {
+    let mut c = Command::new(QEMU);
+    c.args(QEMU_BASE);
+    c
+}
+
+fn machine_args(a: &Args, guests: &[GuestSpec]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    v.extend([
         "-M".into(),
         "virt,virtualization=on,gic-version=2".into(),
         "-cpu".into(),
@@ -88,18 +111,12 @@ fn machine_args(a: &Args) -> Vec<String> {
         "-smp".into(),
         a.cpus.to_string(),
         "-m".into(),
-        HOST_RAM.into(),
-        "-display".into(),
-        "none".into(),
-        "-monitor".into(),
-        "none".into(),
-        "-serial".into(),
-        "stdio".into(),
+        format!("{}M", host_ram(guests) >> 20),
         // The hypervisor powers off by semihosting (exit=semihosting, added
         // to the boot arguments) so QEMU exits with the guests' status.
         "-semihosting-config".into(),
         "enable=on,target=native".into(),
-    ];
+    ]);
     if a.icount {
         v.extend(["-icount".into(), "shift=0,sleep=off".into()]);
     }
@@ -158,11 +175,11 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
             arch: crate::guest_arch(&g.image),
         })
         .collect();
-    let margs = machine_args(a);
+    let margs = machine_args(a, guests);
     let bootargs = format!("exit=semihosting {}", a.bootargs).trim_end().to_string();
-    dtb::generate(QEMU, &margs, &dtb::chosen_dts(&bootargs, &modules), &dtb_path)?;
+    dtb::generate(&margs, &dtb::chosen_dts(&bootargs, &modules), &dtb_path)?;
 
-    let mut cmd = Command::new(QEMU);
+    let mut cmd = qemu_command();
     cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
@@ -255,4 +272,41 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         qemu_code: if timed_out { None } else { status.code() },
         marker_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(mem: u64) -> GuestSpec {
+        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new() }
+    }
+
+    #[test]
+    fn host_ram_follows_the_guests() {
+        assert_eq!(host_ram(&[guest(64 << 20)]), 2 << 30);
+        assert_eq!(host_ram(&[guest(3 << 30)]), 4 << 30);
+        assert_eq!(host_ram(&[guest(2 << 30), guest(2 << 30)]), 5 << 30);
+    }
+
+    /// Every QEMU starts through `qemu_command`, so with `-nodefaults`: no
+    /// default NIC, whose option ROM a fresh machine does not have.
+    #[test]
+    fn every_qemu_starts_without_default_devices() {
+        let c = qemu_command();
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args.first().and_then(|a| a.to_str()), Some("-nodefaults"));
+        let src = crate::root().join("scripts/xtask/src");
+        for entry in std::fs::read_dir(src).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The code, not its tests (this test names the patterns).
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for (i, line) in code.lines().enumerate() {
+                let direct = line.contains("Command::new(QEMU)") || line.contains("Command::new(run::QEMU)") || line.contains("\"qemu-system");
+                let allowed = path.ends_with("run.rs") && (line.contains("pub const QEMU") || line.trim() == "let mut c = Command::new(QEMU);");
+                assert!(!direct || allowed, "{}:{}: start QEMU through run::qemu_command()", path.display(), i + 1);
+            }
+        }
+    }
 }

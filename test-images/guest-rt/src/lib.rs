@@ -5,6 +5,8 @@
 //! A guest crate provides `fn guest_main() -> bool` (and optionally
 //! `guest_secondary(cpu)`) with `guest_rt::entry!`.
 #![no_std]
+// Bare-metal only: on the host (`cargo test --workspace`) this crate is empty.
+#![cfg(target_os = "none")]
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
