@@ -9,7 +9,7 @@ header carries no time or file name.
 
 The marker /init prints:
 
-    LINUX-MARKER arch=<uname -m> cpus=<processors in /proc/cpuinfo>
+    LINUX-MARKER arch=<uname -m> cpus=<processors in /proc/cpuinfo> MemTotal: <kB> kB
 """
 
 import argparse
@@ -22,7 +22,7 @@ INIT = """#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-echo "LINUX-MARKER arch=$(uname -m) cpus=$(grep -c ^processor /proc/cpuinfo)"
+echo "LINUX-MARKER arch=$(uname -m) cpus=$(grep -c ^processor /proc/cpuinfo) $(grep MemTotal /proc/meminfo)"
 poweroff -f
 """
 

@@ -20,6 +20,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("linux_arm64", linux_arm64),
     ("linux_armhf_rr", linux_armhf_rr),
     ("linux_armhf_sw_no", linux_armhf_sw_no),
+    ("linux_arm64_3g", linux_arm64_3g),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -43,6 +44,14 @@ fn guest_value(r: &RunResult, key: &str) -> Option<u64> {
     r.transcript.lines().filter(|l| !l.starts_with("summary:")).find_map(|l| {
         let at = l.find(&pat)? + pat.len();
         l[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    })
+}
+
+/// The number after `key` (and spaces) on the first line holding it.
+fn guest_value_after(r: &RunResult, key: &str) -> Option<u64> {
+    r.transcript.lines().find_map(|l| {
+        let at = l.find(key)? + key.len();
+        l[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     })
 }
 
@@ -217,7 +226,11 @@ fn sw_basic_aarch32() -> Result<(), String> {
 /// Boot a Debian kernel (fetched on first use) with 2 vCPUs and 512 MiB;
 /// check the initramfs marker says the architecture and 2 CPUs.
 fn linux(guest: &str, arch: &str, bootargs: &str) -> Result<(RunResult, crate::summary::Summary), String> {
-    let a = Args { guest: guest.into(), cpus: 2, vcpus: 2, mem: 512 * MIB, bootargs: bootargs.into(), timeout_s: 180, ..Args::default() };
+    linux_with(guest, arch, bootargs, 512 * MIB)
+}
+
+fn linux_with(guest: &str, arch: &str, bootargs: &str, mem: u64) -> Result<(RunResult, crate::summary::Summary), String> {
+    let a = Args { guest: guest.into(), cpus: 2, vcpus: 2, mem, bootargs: bootargs.into(), timeout_s: 180, ..Args::default() };
     let r = boot(&a, &[GuestSpec::from_args(&a)])?;
     check(!r.timed_out, "timed out", &r)?;
     let marker = format!("LINUX-MARKER arch={arch} cpus=2");
@@ -266,6 +279,14 @@ fn bad_bootarg() -> Result<(), String> {
     )?;
     check(r.summaries.is_empty(), "a guest ran despite the bad argument", &r)?;
     check(r.qemu_code == Some(1), "QEMU did not exit with a failure status", &r)
+}
+
+/// Guest RAM above what QEMU used to get (2 GiB): QEMU's RAM is sized from
+/// the guests, so a 3 GiB guest boots.
+fn linux_arm64_3g() -> Result<(), String> {
+    let (r, _) = linux_with("linux-arm64", "aarch64", "", 3 << 30)?;
+    let kib = guest_value_after(&r, "MemTotal:").ok_or("the marker carries no MemTotal")?;
+    check(kib > 5 * (1 << 20) / 2, &format!("the guest sees {kib} kB, not about 3 GiB"), &r)
 }
 
 pub fn run_all(filter: Option<&str>) -> Result<u8, String> {

@@ -25,7 +25,10 @@ pub fn files(guest: &str) -> Result<Option<(PathBuf, Option<PathBuf>)>, String> 
     };
     let cache = root().join("test-images/cache/linux");
     let (k, i) = (cache.join(kernel), cache.join(initrd));
-    if !k.exists() || !i.exists() {
+    // The initramfs is rebuilt when its generator changed since.
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stale = mtime(&i) < mtime(&root().join("test-images/linux/mkinitramfs.py"));
+    if !k.exists() || !i.exists() || stale {
         eprintln!("xtask: fetching Debian guest kernels (test-images/linux/fetch.sh)");
         let st = Command::new("bash")
             .arg(root().join("test-images/linux/fetch.sh"))
