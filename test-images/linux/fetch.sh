@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Fetch Debian's arm64 and armhf kernels and a static busybox for each, and
-# build a marker initramfs per architecture. Idempotent; everything lands in
+# Fetch Debian's arm64 and armhf kernels (bookworm's 6.1, and trixie's 6.12
+# as bookworm-backports carries it) and a static busybox for each, and build
+# a marker initramfs per architecture. Idempotent; everything lands in
 # test-images/cache/linux/ (ignored by git, never commit it).
 #
 #   test-images/linux/fetch.sh          # fetch what is missing
 #   KABI=50 test-images/linux/fetch.sh  # pin the kernel ABI (6.1.0-50)
 #   FORCE=1 test-images/linux/fetch.sh  # fetch again
 #
-# Outputs: Image-arm64, zImage-armhf, busybox-arm64, busybox-armhf,
-# initrd-arm64.cpio.gz, initrd-armhf.cpio.gz, VERSIONS.
+# Outputs: Image-arm64, zImage-armhf, Image-arm64-6.12, zImage-armhf-6.12,
+# busybox-arm64, busybox-armhf, initrd-arm64.cpio.gz, initrd-armhf.cpio.gz,
+# VERSIONS.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +18,7 @@ cache=$(cd "$here/.." && pwd)/cache/linux
 debs=$cache/debs
 mkdir -p "$debs"
 
-outputs=(Image-arm64 zImage-armhf busybox-arm64 busybox-armhf)
+outputs=(Image-arm64 zImage-armhf Image-arm64-6.12 zImage-armhf-6.12 busybox-arm64 busybox-armhf)
 have_all=1
 for f in "${outputs[@]}"; do
     [[ -s $cache/$f ]] || have_all=0
@@ -32,23 +34,35 @@ pick_abi() {
         sort -n | awk '{n[$1]++} n[$1]==2 {abi=$1} END {print abi}'
 }
 
+# The 6.12 kernel version (trixie's series, from bookworm-backports): the
+# highest 6.12.N+deb12 with both flavours.
+pick_612() {
+    apt-cache pkgnames linux-image-6.12. |
+        sed -nE 's/^linux-image-(6\.12\.[0-9]+\+deb[0-9]+)-(arm64|armmp-lpae)$/\1 \2/p' |
+        sort -V | awk '{n[$1]++} n[$1]==2 {v=$1} END {print v}'
+}
+
 if [[ $have_all == 0 || ${FORCE:-0} == 1 ]]; then
     archs=$(dpkg --print-foreign-architectures)
     for a in arm64 armhf; do
         grep -qx "$a" <<<"$archs" || $sudo dpkg --add-architecture "$a"
     done
     abi=${KABI:-$(pick_abi)}
-    if [[ -z $abi || ${FORCE:-0} == 1 ]] ||
+    if [[ -z $abi || -z $(pick_612) || ${FORCE:-0} == 1 ]] ||
         ! apt-cache show busybox-static:armhf >/dev/null 2>&1; then
         # An unrelated index (e.g. armhf security "mirror sync") may fail.
         $sudo apt-get update || echo "fetch.sh: apt-get update reported errors; going on" >&2
         abi=${KABI:-$(pick_abi)}
     fi
     [[ -n $abi ]] || { echo "fetch.sh: no linux-image-6.1.0-NN-arm64/armmp-lpae pair in apt" >&2; exit 1; }
+    v612=$(pick_612)
+    [[ -n $v612 ]] || { echo "fetch.sh: no linux-image-6.12.N+debNN-arm64/armmp-lpae pair in apt (bookworm-backports missing? scripts/setup adds it)" >&2; exit 1; }
 
     pkgs=(
         "linux-image-6.1.0-$abi-arm64:arm64"
         "linux-image-6.1.0-$abi-armmp-lpae:armhf"
+        "linux-image-$v612-arm64:arm64"
+        "linux-image-$v612-armmp-lpae:armhf"
         busybox-static:arm64
         busybox-static:armhf
     )
@@ -75,16 +89,22 @@ if [[ $have_all == 0 || ${FORCE:-0} == 1 ]]; then
 
     cp "$cache"/extract/linux-image-6.1.0-"$abi"-arm64-arm64/boot/vmlinuz-* "$cache/Image-arm64"
     cp "$cache"/extract/linux-image-6.1.0-"$abi"-armmp-lpae-armhf/boot/vmlinuz-* "$cache/zImage-armhf"
+    cp "$cache"/extract/linux-image-"$v612"-arm64-arm64/boot/vmlinuz-* "$cache/Image-arm64-6.12"
+    cp "$cache"/extract/linux-image-"$v612"-armmp-lpae-armhf/boot/vmlinuz-* "$cache/zImage-armhf-6.12"
     cp "$cache/extract/busybox-static-arm64/bin/busybox" "$cache/busybox-arm64"
     cp "$cache/extract/busybox-static-armhf/bin/busybox" "$cache/busybox-armhf"
 fi
 
 # Check the images are what the boot protocols expect.
 magic() { od -An -tx1 -j "$2" -N "$3" "$1" | tr -d ' \n'; }
-[[ $(magic "$cache/Image-arm64" 56 4) == 41524d64 ]] ||
-    { echo "fetch.sh: Image-arm64 has no arm64 Image magic ARMd" >&2; exit 1; }
-[[ $(magic "$cache/zImage-armhf" 36 4) == 18286f01 ]] ||
-    { echo "fetch.sh: zImage-armhf has no zImage magic 0x016f2818" >&2; exit 1; }
+for f in Image-arm64 Image-arm64-6.12; do
+    [[ $(magic "$cache/$f" 56 4) == 41524d64 ]] ||
+        { echo "fetch.sh: $f has no arm64 Image magic ARMd" >&2; exit 1; }
+done
+for f in zImage-armhf zImage-armhf-6.12; do
+    [[ $(magic "$cache/$f" 36 4) == 18286f01 ]] ||
+        { echo "fetch.sh: $f has no zImage magic 0x016f2818" >&2; exit 1; }
+done
 
 # The initramfs, rebuilt when missing or older than its inputs.
 for a in arm64 armhf; do

@@ -14,12 +14,22 @@ pub mod summary;
 use std::path::PathBuf;
 
 /// The bare-metal test guests in test-images/.
-pub const GUESTS: &[&str] = &["sw-basic", "sw-basic32", "sw-smp", "pod-touch", "bench", "linux-arm64", "linux-armhf"];
+pub const GUESTS: &[&str] = &[
+    "sw-basic",
+    "sw-basic32",
+    "sw-smp",
+    "pod-touch",
+    "bench",
+    "linux-arm64",
+    "linux-armhf",
+    "linux-arm64-6.12",
+    "linux-armhf-6.12",
+];
 
 /// "aarch64" or "aarch32": the guest's EL1 execution state.
 pub fn guest_arch(name: &str) -> &'static str {
     match name {
-        "linux-armhf" => "aarch32",
+        "linux-armhf" | "linux-armhf-6.12" => "aarch32",
         _ => guest_build(name).map(|b| b.2).unwrap_or("aarch64"),
     }
 }

@@ -10,7 +10,7 @@ use crate::root;
 /// The kernel command line each Linux guest boots with.
 pub fn bootargs(guest: &str) -> Option<&'static str> {
     match guest {
-        "linux-arm64" | "linux-armhf" => Some("console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init"),
+        "linux-arm64" | "linux-armhf" | "linux-arm64-6.12" | "linux-armhf-6.12" => Some("console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init"),
         _ => None,
     }
 }
@@ -21,6 +21,8 @@ pub fn files(guest: &str) -> Result<Option<(PathBuf, Option<PathBuf>)>, String> 
     let (kernel, initrd) = match guest {
         "linux-arm64" => ("Image-arm64", "initrd-arm64.cpio.gz"),
         "linux-armhf" => ("zImage-armhf", "initrd-armhf.cpio.gz"),
+        "linux-arm64-6.12" => ("Image-arm64-6.12", "initrd-arm64.cpio.gz"),
+        "linux-armhf-6.12" => ("zImage-armhf-6.12", "initrd-armhf.cpio.gz"),
         _ => return Ok(None),
     };
     let cache = root().join("test-images/cache/linux");
