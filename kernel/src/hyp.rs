@@ -77,6 +77,11 @@ impl Hyp {
                 vc.vmcr = vmcr;
                 vc.apr = apr;
             }
+            // AArch32: the live SPSR of the mode it trapped from into its
+            // bank first, or QEMU would hand it to the next vCPU here.
+            if vm.aarch32 && !arch::spsr32::bank_live(frame.spsr) {
+                crate::kprintln!("hyp: pCPU {}: AArch32 SPSR bank sync failed", pcpu);
+            }
             let vc = &mut vm.vcpus[v.vcpu as usize];
             vc.frame = *frame;
             vc.el1 = El1Regs::save();
@@ -124,6 +129,10 @@ impl Hyp {
         // The virtual counter offset first, then the timer compared with it.
         sysreg_write!("cntvoff_el2", vm.cntvoff);
         vc.el1.restore();
+        // AArch32: the banked SPSR of the mode it resumes in becomes live.
+        if vm.aarch32 && !arch::spsr32::load_live(vc.frame.spsr) {
+            crate::kprintln!("hyp: pCPU {}: AArch32 SPSR load failed", pcpu);
+        }
         self.hcr_now[pcpu] = hcr;
         vc.fp.restore();
         *frame = vc.frame;

@@ -117,6 +117,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     map.enable();
     console::enable_locking();
     arch::install_vectors();
+    arch::spsr32::init();
     defmt::info!("EL2 MMU on, {=usize} KiB heap used", heap::used() / 1024);
 
     let gic = cfg.gic.as_ref().and_then(|g| Some((g.gicd.0, g.gicc?.0)));

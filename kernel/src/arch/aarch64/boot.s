@@ -192,3 +192,64 @@ fp_restore:
     msr     fpcr, x1
     msr     fpsr, x2
     ret
+
+// ---- AArch32 SPSR bank synchronisation (see spsr32.rs) ----
+// aarch32_trip(pc, spsr, r0) -> esr: run the AArch32 trampoline at EL1 with
+// `spsr` and r0, until it traps back (its HVC), and return that ESR. The
+// guest's registers are not live here (they sit in trap frames), so the
+// trip may clobber x0-x18; x19-x30 and VBAR_EL2 are kept.
+.global aarch32_trip
+aarch32_trip:
+    sub     sp, sp, #112
+    stp     x19, x20, [sp, #0]
+    stp     x21, x22, [sp, #16]
+    stp     x23, x24, [sp, #32]
+    stp     x25, x26, [sp, #48]
+    stp     x27, x28, [sp, #64]
+    stp     x29, x30, [sp, #80]
+    mrs     x9, vbar_el2
+    str     x9, [sp, #96]
+    adrp    x9, trip_vectors
+    add     x9, x9, :lo12:trip_vectors
+    msr     vbar_el2, x9
+    isb
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    mov     x0, x2
+    eret
+
+// Any exception during a trip ends it; SP_EL2 is what it was at the eret.
+.macro TRIP_END
+    .balign 0x80
+    b       trip_return
+.endm
+
+.balign 0x800
+trip_vectors:
+    .rept 16
+    TRIP_END
+    .endr
+
+trip_return:
+    ldr     x9, [sp, #96]
+    msr     vbar_el2, x9
+    isb
+    mrs     x0, esr_el2
+    ldp     x19, x20, [sp, #0]
+    ldp     x21, x22, [sp, #16]
+    ldp     x23, x24, [sp, #32]
+    ldp     x25, x26, [sp, #48]
+    ldp     x27, x28, [sp, #64]
+    ldp     x29, x30, [sp, #80]
+    add     sp, sp, #112
+    ret
+
+// The trampoline page (AArch32, ARM state): switch to the mode in r0, then
+// trap back.
+.section .text.trampoline32, "ax"
+.balign 4096
+.global aarch32_trampoline
+aarch32_trampoline:
+    .word   0xe121f000              // msr  cpsr_c, r0
+    .word   0xe1400070              // hvc  #0
+    .balign 4096

@@ -227,8 +227,12 @@ fn inject_abort_aarch32(frame: &mut TrapFrame, far: u64, kind: AbortKind) {
             (0x0c, 4)
         }
     };
-    // SPSR_abt and LR_abt (the AArch32 r14_abt view is X20).
+    // SPSR_abt and LR_abt (the AArch32 r14_abt view is X20). The live SPSR
+    // of the mode it leaves goes to its bank first, and the new SPSR_abt
+    // becomes the live one (exact on QEMU too; see spsr32).
+    let _ = super::spsr32::bank_live(cpsr);
     sysreg_write!("spsr_abt", cpsr);
+    let _ = super::spsr32::load_live(0x17);
     frame.x[20] = frame.elr + lr_off;
     let vbar = if sctlr & (1 << 13) != 0 { 0xffff_0000 } else { sysreg_read!("vbar_el1") & 0xffff_ffe0 };
     let thumb = sctlr & (1 << 30) != 0; // SCTLR.TE

@@ -5,6 +5,7 @@ use core::arch::{asm, global_asm};
 
 pub mod el1;
 pub mod mmu;
+pub mod spsr32;
 
 global_asm!(include_str!("boot.s"));
 
