@@ -88,6 +88,23 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
             let da = DataAbort { ipa: ia.ipa, far: ia.far, far_valid: ia.far_valid, write: false, access: None, fault: ia.fault, s1ptw: ia.s1ptw, cache_maint: false, ext_abort: false };
             data_abort(h, v, frame, &da, true);
         }
+        Trap::SysReg { op0, op1, crn, crm, op2, rt, read } => {
+            shadow_access(h, v, frame, esr, vsysreg::RegId::Sys(op0, op1, crn, crm, op2), rt, None, read)
+        }
+        Trap::Cp15 { opc1, crn, crm, opc2, rt, read } => {
+            shadow_access(h, v, frame, esr, vsysreg::RegId::Cp15(opc1, crn, crm, opc2), rt, None, read)
+        }
+        Trap::Cp15Wide { opc1, crm, rt, rt2, read } => {
+            shadow_access(h, v, frame, esr, vsysreg::RegId::Cp15Wide(opc1, crm), rt, Some(rt2), read)
+        }
+        Trap::Cp14 { opc1, crn, crm, opc2, rt, read } => {
+            shadow_access(h, v, frame, esr, vsysreg::RegId::Cp14(opc1, crn, crm, opc2), rt, None, read)
+        }
+        Trap::Cp14Wide { opc1, crm, rt, rt2, read } => {
+            shadow_access(h, v, frame, esr, vsysreg::RegId::Cp14Wide(opc1, crm), rt, Some(rt2), read)
+        }
+        // A debug data transfer (LDC/STC p14): no debugger listens.
+        Trap::Cp14Transfer => skip(frame, esr),
         Trap::Wfx { .. } => {
             // No virtual interrupts yet: a WFI/WFE is a yield.
             skip(frame, esr);
@@ -104,6 +121,36 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
             h.finish_vm(vmi, false);
         }
     }
+}
+
+/// A trapped debug, PMU or ACTLR register: the vCPU's shadow answers. Any
+/// other register stops the guest, as an unknown trap does.
+#[allow(clippy::too_many_arguments)]
+fn shadow_access(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, esr: u64, id: vsysreg::RegId, rt: u8, rt2: Option<u8>, read: bool) {
+    let vmi = v.vm as usize;
+    if vsysreg::classify(id).is_none() {
+        crate::kprintln!("hyp: guest {}: unhandled register access {:?} at PC {:#x}; stopping it", h.vms[vmi].name, id, frame.elr);
+        h.finish_vm(vmi, false);
+        return;
+    }
+    let shadow = &mut h.vms[vmi].vcpus[v.vcpu as usize].shadow;
+    if read {
+        let value = shadow.read(id);
+        match rt2 {
+            Some(r2) => {
+                frame.set_guest_reg(rt, value & 0xffff_ffff);
+                frame.set_guest_reg(r2, value >> 32);
+            }
+            None => frame.set_guest_reg(rt, value),
+        }
+    } else {
+        let value = match rt2 {
+            Some(r2) => (frame.guest_reg(rt) & 0xffff_ffff) | (frame.guest_reg(r2) << 32),
+            None => frame.guest_reg(rt),
+        };
+        let _ = shadow.write(id, value);
+    }
+    skip(frame, esr);
 }
 
 /// Hand a set/way or VM-register trap to cache-maint and apply its reply.

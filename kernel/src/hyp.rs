@@ -86,10 +86,11 @@ impl Hyp {
             vc.frame = *frame;
             vc.el1 = El1Regs::save();
             vc.fp.save();
-            // Its virtual timer goes with it: a stale one must not fire here.
+            // Its timers go with it: a stale one must not fire here.
             // (Restored on another pCPU, an expired timer fires there at once
             // and is injected, so a descheduled vCPU loses no tick.)
             sysreg_write!("cntv_ctl_el0", 0);
+            sysreg_write!("cntp_ctl_el0", 0);
         }
     }
 
@@ -100,6 +101,9 @@ impl Hyp {
             d.sync(v.vcpu as usize);
             if ev.vtimer {
                 let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), crate::irq::VIRT_TIMER_INTID);
+            }
+            if ev.ptimer {
+                let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), crate::irq::PHYS_TIMER_INTID);
             }
         }
     }
@@ -279,10 +283,10 @@ pub fn kick_pcpus(mask: u16) {
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
     let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
-    if ev.tick || ev.vtimer || ev.maint || ev.kick {
+    if ev.tick || ev.vtimer || ev.ptimer || ev.maint || ev.kick {
         let mut g = HYP.lock();
         if let Some(h) = g.as_mut() {
-            if ev.vtimer || ev.maint || ev.kick {
+            if ev.vtimer || ev.ptimer || ev.maint || ev.kick {
                 h.virtual_irqs(pcpu, ev);
             }
             if ev.tick {

@@ -13,6 +13,8 @@ use crate::arch::{sysreg_read, sysreg_write};
 pub const HYP_TIMER_INTID: u32 = 26;
 /// The EL1 virtual timer's PPI, which guests use.
 pub const VIRT_TIMER_INTID: u32 = 27;
+/// The EL1 physical timer's PPI (non-secure), switched per vCPU too.
+pub const PHYS_TIMER_INTID: u32 = 30;
 /// The GICv2 virtual interface maintenance interrupt.
 pub const MAINT_INTID: u32 = 25;
 /// The physical SGI one pCPU sends another to make its guest exit, so a
@@ -27,6 +29,8 @@ pub struct Events {
     /// The running guest's virtual timer fired (it is masked until the
     /// guest reprograms it).
     pub vtimer: bool,
+    /// The running guest's EL1 physical timer fired (masked likewise).
+    pub ptimer: bool,
     /// The virtual interface wants list-register maintenance.
     pub maint: bool,
     /// Another pCPU raised a virtual interrupt for the guest running here.
@@ -49,7 +53,7 @@ impl Irq {
         // touch banked PPI state or global enables.
         let mut gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
         gic.setup();
-        for intid in [KICK_SGI, HYP_TIMER_INTID, VIRT_TIMER_INTID, MAINT_INTID] {
+        for intid in [KICK_SGI, HYP_TIMER_INTID, VIRT_TIMER_INTID, PHYS_TIMER_INTID, MAINT_INTID] {
             let id = if intid < 16 { IntId::sgi(intid) } else { IntId::ppi(intid - 16) };
             gic.set_interrupt_priority(id, 0x80);
             if intid >= 16 {
@@ -57,8 +61,17 @@ impl Irq {
             }
             let _ = gic.enable_interrupt(id, true);
         }
-        // Guests read the physical counter and run the virtual timer.
+        // Guests read the physical counter and run both EL1 timers, which
+        // are switched with the vCPU.
         sysreg_write!("cnthctl_el2", 0b11);
+        sysreg_write!("cntp_ctl_el0", 0);
+        // Debug and PMU registers trap to their per-vCPU shadows (TDA,
+        // TDOSA, TDRA, TPM, TPMCR) and EL2 is never counted (HPMD), unless
+        // `pmu=passthrough` asked for the real PMU as a measuring aid.
+        let hpmn = (sysreg_read!("pmcr_el0") >> 11) & 0x1f;
+        let debug = (1 << 9) | (1 << 10) | (1 << 11);
+        let pmu = if crate::pmu_passthrough() { 0 } else { (1 << 5) | (1 << 6) | (1 << 17) };
+        sysreg_write!("mdcr_el2", hpmn | debug | pmu);
         sysreg_write!("cntvoff_el2", 0);
         let mut irq = Irq { gic };
         irq.arm_tick();
@@ -86,7 +99,9 @@ impl Irq {
     pub fn handle(&mut self) -> Events {
         let mut ev = Events::default();
         while let Some(id) = self.gic.get_and_acknowledge_interrupt(InterruptGroup::Group0) {
-            match u32::from(id) {
+            // GICC_IAR: INTID in bits 9:0; an SGI's source CPU in 12:10
+            // (EOI takes the whole value back).
+            match u32::from(id) & 0x3ff {
                 HYP_TIMER_INTID => {
                     self.arm_tick();
                     ev.tick = true;
@@ -99,6 +114,12 @@ impl Irq {
                     sysreg_write!("cntv_ctl_el0", ctl | 0b10);
                     crate::arch::isb();
                     ev.vtimer = true;
+                }
+                PHYS_TIMER_INTID => {
+                    let ctl = sysreg_read!("cntp_ctl_el0");
+                    sysreg_write!("cntp_ctl_el0", ctl | 0b10);
+                    crate::arch::isb();
+                    ev.ptimer = true;
                 }
                 KICK_SGI => ev.kick = true,
                 MAINT_INTID => {

@@ -46,6 +46,12 @@ fn halt() -> ! {
 /// `exit=semihosting`: power off through semihosting SYS_EXIT, so QEMU
 /// exits with the guests' status.
 static EXIT_SEMIHOSTING: AtomicBool = AtomicBool::new(false);
+/// `pmu=passthrough`: guests program the real PMU (a measuring aid).
+static PMU_PASSTHROUGH: AtomicBool = AtomicBool::new(false);
+
+pub fn pmu_passthrough() -> bool {
+    PMU_PASSTHROUGH.load(Ordering::Relaxed)
+}
 
 /// Power the machine off after a boot error or a panic (a failure).
 pub fn system_off() -> ! {
@@ -105,6 +111,10 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
             system_off();
         }
     };
+    PMU_PASSTHROUGH.store(cfg.pmu == bootcfg::PmuMode::Passthrough, Ordering::Relaxed);
+    if cfg.pmu == bootcfg::PmuMode::Passthrough {
+        kprintln!("hyp: pmu=passthrough: guests share the real PMU and can count EL2 (a measuring aid only)");
+    }
     if let Some(uart) = &cfg.uart {
         console::set_base(uart.regs.0);
     }

@@ -24,7 +24,8 @@ pub const GUEST_IMAGE_OFFSET: u64 = 0x8_0000;
 /// HCR_EL2 bits every guest runs with: VM, SWIO, FMO, IMO, AMO, TSC, RW.
 /// TSW and TVM come from the cache-maintenance service. A guest's local
 /// TLB maintenance is made safe across vCPU moves by `Hyp::load`.
-pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 31);
+/// VM, SWIO, FMO, IMO, AMO, TSC, TACR (ACTLR is shadowed), RW.
+pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 21) | (1 << 31);
 pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
 pub const HCR_RW: u64 = 1 << 31;
@@ -80,6 +81,8 @@ pub struct Vcpu {
     pub fp: FpRegs,
     pub power: Power,
     pub last_pcpu: Option<usize>,
+    /// Trapped debug, PMU and ACTLR registers (not switched: shadowed).
+    pub shadow: vsysreg::Shadow,
 }
 
 /// SCTLR reset values: AArch64 SCTLR_EL1 and AArch32 SCTLR RES1 bits,
@@ -102,6 +105,7 @@ impl Vcpu {
             fp: FpRegs::default(),
             power: Power::Off,
             last_pcpu: None,
+            shadow: vsysreg::Shadow::new(),
         }
     }
 

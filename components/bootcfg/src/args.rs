@@ -50,6 +50,19 @@ pub enum ExitMethod {
     Semihosting,
 }
 
+/// Who sees the PMU (`pmu=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PmuMode {
+    /// Guests' PMU accesses trap and read a per-vCPU shadow with no
+    /// counters; EL2 is never counted (MDCR_EL2.TPM, HPMD).
+    #[default]
+    Hidden,
+    /// A measuring aid: guests program the real PMU, including counting
+    /// EL2, and its state is shared between guests. `cargo xtask bench`
+    /// uses it; never on a machine that runs guests that distrust each other.
+    Passthrough,
+}
+
 /// How a guest's RAM is backed (`guestN.populate=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Populate {
@@ -79,9 +92,11 @@ pub(crate) const MEM_ALLOWED: &str = "a size such as 64M: at least 2M, a multipl
 pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple of 4K";
 pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
-const KEYS_ALLOWED: &str = "sched, hwdom_pin, slice, loglevel, exit, console, guestN.mem, guestN.pool, \
+const KEYS_ALLOWED: &str =
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
 const EXIT_ALLOWED: &str = "psci, semihosting";
+const PMU_ALLOWED: &str = "hidden, passthrough";
 const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
@@ -194,6 +209,7 @@ pub struct Args<'a> {
     pub slice: Option<u64>,
     pub loglevel: Option<LogLevel>,
     pub exit: Option<ExitMethod>,
+    pub pmu: Option<PmuMode>,
     pub guests: [GuestArgs<'a>; MAX_GUESTS],
 }
 
@@ -258,6 +274,14 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                     _ => return Err(bad("unknown exit method", EXIT_ALLOWED)),
                 };
                 set(&mut a.exit, v, token)?;
+            }
+            "pmu" => {
+                let v = match value {
+                    "hidden" => PmuMode::Hidden,
+                    "passthrough" => PmuMode::Passthrough,
+                    _ => return Err(bad("unknown PMU mode", PMU_ALLOWED)),
+                };
+                set(&mut a.pmu, v, token)?;
             }
             _ => {
                 let Some((guest, field)) =

@@ -136,6 +136,7 @@ pub struct BootConfig {
     pub slice_bytes: u64,
     pub loglevel: LogLevel,
     pub exit: ExitMethod,
+    pub pmu: PmuMode,
     /// In device tree order; guest0 is the hardware domain.
     pub guests: Vec<GuestConfig, MAX_GUESTS>,
     pub ram: Vec<Range, MAX_RAM>,
@@ -174,13 +175,20 @@ pub fn parse(dtb: &[u8]) -> Result<BootConfig, Error<'_>> {
 /// of the configuration is invalid, so that a boot stopped by an error
 /// still powers off the way the user asked. Psci when absent or unreadable.
 pub fn exit_method(dtb: &[u8]) -> ExitMethod {
-    let Ok(fdt) = Fdt::new(dtb) else { return ExitMethod::Psci };
-    let Some(c) = fdt.root().child("chosen") else { return ExitMethod::Psci };
+    let Ok(fdt) = Fdt::new(dtb) else {
+        return ExitMethod::Psci;
+    };
+    let Some(c) = fdt.root().child("chosen") else {
+        return ExitMethod::Psci;
+    };
     let line = ["hyp,bootargs", "xen,xen-bootargs", "bootargs"]
         .iter()
         .find_map(|name| c.prop(name).and_then(|p| string(c, p).ok()))
         .unwrap_or("");
-    if line.split_ascii_whitespace().any(|t| t == "exit=semihosting") {
+    if line
+        .split_ascii_whitespace()
+        .any(|t| t == "exit=semihosting")
+    {
         ExitMethod::Semihosting
     } else {
         ExitMethod::Psci
@@ -211,6 +219,7 @@ pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
         slice_bytes: args.slice.unwrap_or(DEFAULT_SLICE),
         loglevel: args.loglevel.unwrap_or_default(),
         exit: args.exit.unwrap_or_default(),
+        pmu: args.pmu.unwrap_or_default(),
         guests: Vec::new(),
         ram: Vec::new(),
         reserved: Vec::new(),
@@ -831,7 +840,15 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                     g.aarch32 = match s {
                         "aarch64" => false,
                         "aarch32" => true,
-                        _ => return Err(bad(n, p, Shown::Str(s), "unknown architecture", "aarch64, aarch32")),
+                        _ => {
+                            return Err(bad(
+                                n,
+                                p,
+                                Shown::Str(s),
+                                "unknown architecture",
+                                "aarch64, aarch32",
+                            ))
+                        }
                     };
                 }
                 "bootargs" => {

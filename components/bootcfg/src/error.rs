@@ -182,9 +182,18 @@ mod tests {
         let s = e.to_string();
         assert_eq!(s, "dtb: /chosen/module\\n@1: hyp,sw\\r = \"y\\u{1b}[2Jes\\n\": unknown (allowed: yes, no, auto)");
         assert!(!s.chars().any(char::is_control));
-        let a = Error::Arg { token: "sched=\nrr", problem: "unknown scheduler", allowed: "rr" }.to_string();
+        let a = Error::Arg {
+            token: "sched=\nrr",
+            problem: "unknown scheduler",
+            allowed: "rr",
+        }
+        .to_string();
         assert!(!a.chars().any(char::is_control), "{a}");
-        let m = Error::Module { node: "m\t", problem: "p" }.to_string();
+        let m = Error::Module {
+            node: "m\t",
+            problem: "p",
+        }
+        .to_string();
         assert!(!m.chars().any(char::is_control), "{m}");
     }
 }

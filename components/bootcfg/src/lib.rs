@@ -52,7 +52,7 @@
 //! ## Command line
 //! `sched=rr|pinned|null` (rr), `hwdom_pin=auto|on|off` (auto),
 //! `slice=<size>` (64K), `loglevel=error|warn|info|debug|trace|0-4` (info),
-//! `exit=psci|semihosting` (psci),
+//! `exit=psci|semihosting` (psci), `pmu=hidden|passthrough` (hidden),
 //! `guestN.mem=<size>`, `guestN.pool=<size>` (PoD pool, default = mem),
 //! `guestN.populate=demand|eager`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,
 //! `guestN.name=<name>`; `console=` is ignored. Unknown keys and repeated
@@ -71,8 +71,8 @@ pub mod fdt;
 pub mod fdt_writer;
 
 pub use args::{
-    parse_bootargs, parse_size, Args, ExitMethod, GuestArgs, HwdomPin, LogLevel, Populate, SchedKind, SwMode, MAX_VCPUS,
-    MIN_GUEST_MEM,
+    parse_bootargs, parse_size, Args, ExitMethod, GuestArgs, HwdomPin, LogLevel, PmuMode, Populate,
+    SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM,
 };
 pub use config::*;
 pub use error::{Error, Shown};

@@ -1033,7 +1033,13 @@ fn exit_method_is_read_even_from_a_bad_line() {
     let dtb = one_guest("exit=semihosting sched=bogus", &|_| {});
     assert!(parse(&dtb).is_err());
     assert_eq!(exit_method(&dtb), ExitMethod::Semihosting);
-    assert_eq!(exit_method(&one_guest("sched=rr", &|_| {})), ExitMethod::Psci);
+    assert_eq!(
+        exit_method(&one_guest("sched=rr", &|_| {})),
+        ExitMethod::Psci
+    );
     assert_eq!(exit_method(b"not a dtb"), ExitMethod::Psci);
-    assert_eq!(ok(&one_guest("exit=semihosting", &|_| {})).exit, ExitMethod::Semihosting);
+    assert_eq!(
+        ok(&one_guest("exit=semihosting", &|_| {})).exit,
+        ExitMethod::Semihosting
+    );
 }

@@ -32,7 +32,10 @@ fn exercise(b: &[u8]) {
     match parse(b) {
         Err(e) => {
             let s = e.to_string();
-            assert!(!s.is_empty() && !s.chars().any(char::is_control), "not one plain line: {s:?}");
+            assert!(
+                !s.is_empty() && !s.chars().any(char::is_control),
+                "not one plain line: {s:?}"
+            );
         }
         Ok(c) => {
             let irqs = c

@@ -10,6 +10,12 @@ pub mod ec {
     pub const CP15_32: u8 = 0x03;
     /// AArch32 MCRR/MRRC to coprocessor 15.
     pub const CP15_64: u8 = 0x04;
+    /// AArch32 MCR/MRC to coprocessor 14 (debug, MDCR_EL2.TDA/TDOSA).
+    pub const CP14_32: u8 = 0x05;
+    /// AArch32 LDC/STC to coprocessor 14 (DBGDTRRXint/TXint transfers).
+    pub const CP14_LS: u8 = 0x06;
+    /// AArch32 MRRC to coprocessor 14 (DBGDRAR, DBGDSAR).
+    pub const CP14_64: u8 = 0x0c;
     /// AArch32 HVC.
     pub const HVC32: u8 = 0x12;
     /// AArch32 SMC (HCR.TSC).
@@ -67,6 +73,25 @@ pub enum Trap {
         rt: u8,
         read: bool,
     },
+    /// An AArch32 MCR/MRC p14 (EC 0x05): debug registers.
+    Cp14 {
+        opc1: u8,
+        crn: u8,
+        crm: u8,
+        opc2: u8,
+        rt: u8,
+        read: bool,
+    },
+    /// An AArch32 MRRC/MCRR p14 (EC 0x0C).
+    Cp14Wide {
+        opc1: u8,
+        crm: u8,
+        rt: u8,
+        rt2: u8,
+        read: bool,
+    },
+    /// An AArch32 LDC/STC p14 (EC 0x06): a debug data transfer.
+    Cp14Transfer,
     /// Any other AArch32 MCRR/MRRC p15 (EC 0x04).
     Cp15Wide {
         opc1: u8,
@@ -432,6 +457,22 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Trap {
         ec::WFX => Trap::Wfx { wfe: iss & 1 != 0 },
         ec::CP15_32 => decode_cp15(iss),
         ec::CP15_64 => decode_cp15_wide(iss),
+        ec::CP14_32 => Trap::Cp14 {
+            opc1: bits(iss, 14, 3),
+            crn: bits(iss, 10, 4),
+            crm: bits(iss, 1, 4),
+            opc2: bits(iss, 17, 3),
+            rt: bits(iss, 5, 5),
+            read: iss & 1 != 0,
+        },
+        ec::CP14_64 => Trap::Cp14Wide {
+            opc1: bits(iss, 16, 4),
+            crm: bits(iss, 1, 4),
+            rt: bits(iss, 5, 5),
+            rt2: bits(iss, 10, 5),
+            read: iss & 1 != 0,
+        },
+        ec::CP14_LS => Trap::Cp14Transfer,
         ec::HVC32 | ec::HVC64 => Trap::Hvc { imm: iss as u16 },
         ec::SMC32 => Trap::Smc { imm: 0 },
         ec::SMC64 => Trap::Smc { imm: iss as u16 },

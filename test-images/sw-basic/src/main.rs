@@ -49,18 +49,12 @@ fn main() -> bool {
     println!("sw-basic: sw_ops={} bad_caches_off={} bad_caches_on={}", sw_ops, bad_off, bad_on);
     guest_rt::report(abi::ReportKey::SwOps as u64, sw_ops);
 
-    // An access outside guest RAM must come back to us as a data abort.
-    // Not on AArch32 under QEMU: its exception return from AArch64 EL2 into
-    // another AArch32 mode (ABT) keeps the old mode's SPSR, so the guest's
-    // handler cannot return (the hypervisor sets SPSR_abt correctly).
-    if cfg!(target_arch = "arm") {
-        println!("sw-basic: outside-RAM abort skipped on AArch32 (QEMU SPSR banking)");
-    } else {
-        // SAFETY: the hypervisor turns this load into an abort we handle.
-        let _ = unsafe { (OUTSIDE_RAM as *const u64).read_volatile() };
-    }
+    // An access outside guest RAM must come back to us as a data abort
+    // (on AArch32 in ABT mode, whose handler returns through SPSR_abt).
+    // SAFETY: the hypervisor turns this load into an abort we handle.
+    let _ = unsafe { (OUTSIDE_RAM as *const u64).read_volatile() };
     let abort = guest_rt::take_exception();
-    let abort_ok = cfg!(target_arch = "arm") || match abort {
+    let abort_ok = match abort {
         Some((esr, far)) => {
             println!("sw-basic: abort esr={:#x} far={:#x}", esr, far);
             esr >> 26 == 0x25 && far == OUTSIDE_RAM as u64

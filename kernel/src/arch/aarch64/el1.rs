@@ -70,6 +70,8 @@ pub struct El1Regs {
     pub ifsr32: u64,
     pub cntv_ctl: u64,
     pub cntv_cval: u64,
+    pub cntp_ctl: u64,
+    pub cntp_cval: u64,
     pub hcr: u64,
     pub vmpidr: u64,
     /// AArch32 guests: FPEXC and the banked SPSRs of the exception modes.
@@ -115,6 +117,8 @@ impl El1Regs {
             ifsr32: sysreg_read!("ifsr32_el2"),
             cntv_ctl: sysreg_read!("cntv_ctl_el0"),
             cntv_cval: sysreg_read!("cntv_cval_el0"),
+            cntp_ctl: sysreg_read!("cntp_ctl_el0"),
+            cntp_cval: sysreg_read!("cntp_cval_el0"),
             hcr: sysreg_read!("hcr_el2"),
             vmpidr: sysreg_read!("vmpidr_el2"),
             fpexc32: sysreg_read!("fpexc32_el2"),
@@ -153,6 +157,8 @@ impl El1Regs {
         sysreg_write!("ifsr32_el2", self.ifsr32);
         sysreg_write!("cntv_cval_el0", self.cntv_cval);
         sysreg_write!("cntv_ctl_el0", self.cntv_ctl);
+        sysreg_write!("cntp_cval_el0", self.cntp_cval);
+        sysreg_write!("cntp_ctl_el0", self.cntp_ctl);
         sysreg_write!("hcr_el2", self.hcr);
         sysreg_write!("vmpidr_el2", self.vmpidr);
         sysreg_write!("fpexc32_el2", self.fpexc32);
