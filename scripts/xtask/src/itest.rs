@@ -22,6 +22,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("linux_armhf_sw_no", linux_armhf_sw_no),
     ("linux_arm64_3g", linux_arm64_3g),
     ("linux_armhf_612_shared_pcpus", linux_armhf_612_shared_pcpus),
+    ("two_guests_one_pcpu_isolated", two_guests_one_pcpu_isolated),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -294,6 +295,18 @@ fn linux_armhf_612_shared_pcpus() -> Result<(), String> {
         check(s.get("sw_traps") > 0, &format!("{what}: set/way did not trap"), &r)?;
     }
     Ok(())
+}
+
+/// Two guests time-share one pCPU; each marks its timers, debug, PMU and
+/// thread-ID registers and must never read the other's values.
+fn two_guests_one_pcpu_isolated() -> Result<(), String> {
+    let a = Args { guest: "isolation".into(), cpus: 1, timeout_s: 120, ..Args::default() };
+    let spec = |name: &str| GuestSpec { name: name.into(), ..GuestSpec::from_args(&a) };
+    let r = boot(&a, &[spec("iso-a"), spec("iso-b")])?;
+    check(!r.timed_out, "timed out", &r)?;
+    let passes = r.transcript.matches("isolation: PASS").count();
+    check(passes == 2, &format!("{passes} of 2 guests passed: one read another guest's register values"), &r)?;
+    check(r.all_ok() && r.summaries.len() == 2, "not both guests exited ok", &r)
 }
 
 fn bad_bootarg() -> Result<(), String> {

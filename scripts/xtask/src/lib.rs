@@ -20,6 +20,7 @@ pub const GUESTS: &[&str] = &[
     "sw-smp",
     "pod-touch",
     "bench",
+    "isolation",
     "linux-arm64",
     "linux-armhf",
     "linux-arm64-6.12",
@@ -43,6 +44,7 @@ pub fn guest_build(name: &str) -> Option<(&'static str, &'static str, &'static s
         "sw-smp" => ("sw-smp", build::GUEST_TARGET, "aarch64"),
         "pod-touch" => ("pod-touch", build::GUEST_TARGET, "aarch64"),
         "bench" => ("bench", build::GUEST_TARGET, "aarch64"),
+        "isolation" => ("isolation", build::GUEST_TARGET, "aarch64"),
         _ => return None,
     })
 }
