@@ -47,13 +47,22 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
         return;
     }
     match trap::decode(esr, far, hpfar) {
-        Trap::Hvc { .. } => {
+        Trap::Hvc { imm } => {
             h.vms[vmi].counters.hvc += 1;
-            call(h, v, frame);
+            // SMCCC: calls are `hvc #0`; any other immediate is not ours.
+            if imm == 0 {
+                call(h, v, frame);
+            } else {
+                frame.x[0] = hypercall::HC_NOT_SUPPORTED;
+            }
         }
-        Trap::Smc { .. } => {
+        Trap::Smc { imm } => {
             skip(frame, esr);
-            call(h, v, frame);
+            if imm == 0 {
+                call(h, v, frame);
+            } else {
+                frame.x[0] = hypercall::HC_NOT_SUPPORTED;
+            }
         }
         Trap::SetWay { op, rt } => {
             let op = match op {
@@ -204,7 +213,9 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
                 skip(frame, sysreg_read!("esr_el2"));
                 kick_vcpus(h, v.vm, kick);
             } else {
-                defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);
+                if h.vms[vmi].may_log() {
+                    defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);
+                }
                 inject(h, v, frame, da, fetch);
             }
         }
@@ -216,7 +227,9 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
             match r {
                 Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
                 Err(PodError::OutsideRam { ipa }) => {
-                    defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", ipa);
+                    if vm.may_log() {
+                        defmt::info!("guest access outside RAM at IPA {=u64:#x}: abort injected", ipa);
+                    }
                     inject(h, v, frame, da, fetch);
                 }
                 Err(PodError::Exhausted { ipa }) => {
@@ -235,7 +248,9 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
             }
         }
         _ => {
-            defmt::info!("guest stage-2 fault {=u8:#x} at IPA {=u64:#x}: abort injected", da.fault.fsc(), da.ipa);
+            if vm.may_log() {
+                defmt::info!("guest stage-2 fault {=u8:#x} at IPA {=u64:#x}: abort injected", da.fault.fsc(), da.ipa);
+            }
             inject(h, v, frame, da, fetch);
         }
     }
@@ -280,7 +295,11 @@ fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
             hypercall::HC_OK
         }
         Call::Hyp(HypCall::Report { key, value }) => {
-            let vm = &h.vms[vmi];
+            let vm = &mut h.vms[vmi];
+            if !vm.may_log() {
+                frame.x[0] = hypercall::HC_OK;
+                return;
+            }
             // Plain text, so tests can read the populated figure at this point.
             crate::kprintln!(
                 "hyp: guest {} report key={} value={} populated_bytes={}",
@@ -309,6 +328,11 @@ fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
         Call::Psci(PsciCall::CpuOff) => {
             h.vms[vmi].vcpus[v.vcpu as usize].power = Power::Off;
             let _ = h.sched.block(v, BlockKind::Off);
+            // With no vCPU on, nothing can ever turn one on again.
+            if h.vms[vmi].vcpus.iter().all(|c| c.power == Power::Off) {
+                crate::kprintln!("hyp: guest {}: its last vCPU called CPU_OFF; stopped", h.vms[vmi].name);
+                h.finish_vm(vmi, false);
+            }
             return;
         }
         Call::Psci(PsciCall::AffinityInfo { target, lowest_level }) => {
@@ -338,6 +362,12 @@ fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64
     };
     if vm.vcpus[i].power == Power::On {
         return psci::ret(psci::ALREADY_ON);
+    }
+    // The entry point must be an instruction in its RAM: 4-byte aligned,
+    // or 2-byte with bit 0 set (Thumb) for an AArch32 guest.
+    let aligned = (vm.aarch32 && entry & 1 == 1) || entry & 0b11 == 0;
+    if !aligned || !vm.in_ram(entry & !1) {
+        return psci::ret(psci::INVALID_ADDRESS);
     }
     let _ = vm.cache_maint(CmRequest::Reset { vcpu: VcpuId(i as u8) });
     let aarch32 = vm.aarch32;

@@ -127,7 +127,40 @@ impl Vcpu {
     }
 }
 
+/// Log lines a guest may cause per second; the rest are counted, and the
+/// count is printed when the next second starts.
+pub const LOG_LINES_PER_S: u32 = 20;
+
+#[derive(Default)]
+pub struct LogLimit {
+    second: u64,
+    used: u32,
+    dropped: u64,
+}
+
+impl LogLimit {
+    /// Whether one more line may go out in second `now`; also the number
+    /// dropped in earlier seconds, to report once (0 when none).
+    pub fn allow(&mut self, now: u64) -> (bool, u64) {
+        let mut report = 0;
+        if now != self.second {
+            self.second = now;
+            self.used = 0;
+            report = core::mem::take(&mut self.dropped);
+        }
+        if self.used < LOG_LINES_PER_S {
+            self.used += 1;
+            (true, report)
+        } else {
+            self.dropped += 1;
+            (false, report)
+        }
+    }
+}
+
 pub struct Vm {
+    /// Guest-caused log lines (aborts it provoked, reports it made).
+    pub log: LogLimit,
     pub name: heapless::String<16>,
     pub pager: GuestPager,
     pub pod: Pod,
@@ -189,6 +222,16 @@ impl Vm {
         ipa >= c.ram_base && ipa - c.ram_base < c.ram_size
     }
 
+    /// Whether a line this guest caused may be logged now (see [`LogLimit`]).
+    pub fn may_log(&mut self) -> bool {
+        let now = crate::arch::counter() / crate::arch::counter_freq().max(1);
+        let (ok, dropped) = self.log.allow(now);
+        if dropped > 0 {
+            crate::kprintln!("hyp: guest {}: {} log lines suppressed (at most {} a second)", self.name, dropped, LOG_LINES_PER_S);
+        }
+        ok
+    }
+
     pub fn finished(&self) -> bool {
         self.exit_ok.is_some()
     }
@@ -214,6 +257,9 @@ pub fn create(
         return Err("guest image larger than its RAM");
     }
     let pager = Pager::new(stage2, A64Table::new(HeapTables), GUEST_RAM_IPA).map_err(|_| "stage-2 pager refused")?;
+    if GUEST_RAM_IPA.checked_add(spec.mem).is_none_or(|end| end > pager.tracked().1) {
+        return Err("mem (guestN.mem / hyp,mem) is beyond the 64 GiB of guest RAM the stage-2 pager tracks (allowed: up to 64G)");
+    }
     let eager = spec.eager;
     let mode = if eager { Mode::Eager } else { Mode::OnDemand };
     let mut pod = Pod::new(pod, PodConfig::new(GUEST_RAM_IPA, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
@@ -231,6 +277,7 @@ pub fn create(
     };
     let cm = CacheMaint::new(cfg).map_err(|_| "cache-maint refused the VM configuration")?;
     let mut vm = Vm {
+        log: LogLimit::default(),
         name: {
             let mut n = heapless::String::new();
             let _ = n.push_str(&spec.name[..spec.name.len().min(16)]);

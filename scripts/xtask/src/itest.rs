@@ -23,6 +23,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("linux_arm64_3g", linux_arm64_3g),
     ("linux_armhf_612_shared_pcpus", linux_armhf_612_shared_pcpus),
     ("two_guests_one_pcpu_isolated", two_guests_one_pcpu_isolated),
+    ("hostile_guest", hostile_guest),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -307,6 +308,27 @@ fn two_guests_one_pcpu_isolated() -> Result<(), String> {
     let passes = r.transcript.matches("isolation: PASS").count();
     check(passes == 2, &format!("{passes} of 2 guests passed: one read another guest's register values"), &r)?;
     check(r.all_ok() && r.summaries.len() == 2, "not both guests exited ok", &r)
+}
+
+/// A hostile guest beside a well-behaved one: its bad calls get errors, its
+/// abort flood a few log lines, and its last CPU_OFF stops it (with a
+/// summary) instead of leaving the machine running forever.
+fn hostile_guest() -> Result<(), String> {
+    let a = Args { guest: "hostile".into(), cpus: 2, vcpus: 2, timeout_s: 120, ..Args::default() };
+    let good = Args { guest: "sw-basic".into(), vcpus: 1, ..a.clone() };
+    let r = boot(&a, &[GuestSpec::from_args(&a), GuestSpec::from_args(&good)])?;
+    check(!r.timed_out, "timed out: the hostile guest was never counted as stopped", &r)?;
+    // NOT_SUPPORTED is -1, PSCI INVALID_ADDRESS -9.
+    let want = "hostile: hvc1=-1 cpu_on_outside=-9 cpu_on_misaligned=-9";
+    check(r.transcript.contains(want), &format!("wanted '{want}'"), &r)?;
+    check(r.transcript.contains("hostile: aborts=5000"), "not every outside-RAM load came back as an abort", &r)?;
+    let logged = r.transcript.matches("abort injected").count();
+    check(logged <= 3 * crate::LOG_LINES_PER_S, &format!("{logged} abort log lines for one guest's flood"), &r)?;
+    check(r.transcript.contains("log lines suppressed") || logged < 5000, "no suppression noted", &r)?;
+    let h = r.summary("hostile").ok_or("no summary for the hostile guest")?;
+    check(!h.ok, "the hostile guest's CPU_OFF of its last vCPU counted as ok", &r)?;
+    check(r.summary("sw-basic").is_some_and(|s| s.ok), "the well-behaved guest did not pass", &r)?;
+    check(r.qemu_code == Some(1), "QEMU did not exit with the failed guest's status", &r)
 }
 
 fn bad_bootarg() -> Result<(), String> {

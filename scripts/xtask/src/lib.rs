@@ -13,6 +13,9 @@ pub mod summary;
 
 use std::path::PathBuf;
 
+/// Log lines one guest may cause per second (the kernel's `LOG_LINES_PER_S`).
+pub const LOG_LINES_PER_S: usize = 20;
+
 /// The bare-metal test guests in test-images/.
 pub const GUESTS: &[&str] = &[
     "sw-basic",
@@ -21,6 +24,7 @@ pub const GUESTS: &[&str] = &[
     "pod-touch",
     "bench",
     "isolation",
+    "hostile",
     "linux-arm64",
     "linux-armhf",
     "linux-arm64-6.12",
@@ -45,6 +49,7 @@ pub fn guest_build(name: &str) -> Option<(&'static str, &'static str, &'static s
         "pod-touch" => ("pod-touch", build::GUEST_TARGET, "aarch64"),
         "bench" => ("bench", build::GUEST_TARGET, "aarch64"),
         "isolation" => ("isolation", build::GUEST_TARGET, "aarch64"),
+        "hostile" => ("hostile", build::GUEST_TARGET, "aarch64"),
         _ => return None,
     })
 }
@@ -129,6 +134,9 @@ impl Args {
         }
         if !(1..=4).contains(&a.cpus) {
             return Err("--cpus must be 1..=4".into());
+        }
+        if a.mem > 64 << 30 {
+            return Err("--mem must be at most 64G (the guest RAM the stage-2 pager tracks)".into());
         }
         if !(1..=8).contains(&a.vcpus) {
             return Err("--vcpus must be 1..=8".into());

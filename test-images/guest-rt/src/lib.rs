@@ -109,6 +109,11 @@ pub fn cpu_on(mpidr: u64, context: u64) -> i64 {
     smc(PSCI_CPU_ON as u64, mpidr, _start as *const () as u64, context) as i64
 }
 
+/// PSCI CPU_ON with an entry point of the caller's choosing.
+pub fn cpu_on_at(mpidr: u64, entry: u64, context: u64) -> i64 {
+    smc(PSCI_CPU_ON as u64, mpidr, entry, context) as i64
+}
+
 /// PSCI AFFINITY_INFO: 0 on, 1 off, 2 on-pending, negative when absent.
 pub fn affinity_info(mpidr: u64) -> i64 {
     smc(PSCI_AFFINITY_INFO as u64, mpidr, 0, 0) as i64
