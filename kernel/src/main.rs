@@ -231,6 +231,14 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
                     kprintln!("hyp: boot stopped: {}", e);
                     system_off();
                 }
+                // Untrapped set/way is safe only on vCPUs that never move:
+                // vCPU k of a sw=no guest stays on pCPU k mod n.
+                if g.sw == bootcfg::SwMode::No {
+                    for k in 0..g.vcpus as u8 {
+                        let _ = sched.pin(vcpu_sched::VcpuRef::new(i as u8, k), k as usize % pcpus);
+                    }
+                    kprintln!("hyp: guest {}: sw=no: set/way runs untrapped, so its vCPUs are pinned (vCPU k on pCPU k mod {})", g.name.as_str(), pcpus);
+                }
                 let _ = sched.wake(vcpu_sched::VcpuRef::new(i as u8, 0));
                 vms.push(v)
             }

@@ -961,7 +961,28 @@ fn apply_overrides<'a>(args: &Args<'a>, cfg: &mut BootConfig) -> Result<(), Erro
 fn validate(cfg: &BootConfig) -> Result<(), Error<'static>> {
     // Values were checked where they were read; these rules need the whole.
     let mut mods: Vec<(usize, &'static str, Range), { 2 * MAX_GUESTS }> = Vec::new();
+    let ram: u64 = cfg.ram.iter().map(|r| r.1).sum();
     for (i, g) in cfg.guests.iter().enumerate() {
+        if g.sw == SwMode::No && g.populate == Some(Populate::Demand) {
+            return Err(Error::Conflict {
+                guest: i,
+                problem: "sw=no with populate=demand: untrapped set/way needs eager memory (allowed: populate=eager, or sw=yes/auto)",
+            });
+        }
+        let eager = g.populate.map_or(g.sw == SwMode::No, |p| p == Populate::Eager);
+        if eager && g.pool_bytes.is_some() {
+            return Err(Error::Conflict {
+                guest: i,
+                problem: "pool= with eager memory: a pool is for populate=demand (eager memory is all of mem)",
+            });
+        }
+        let (field, bytes) = match g.pool_bytes {
+            Some(p) if !eager => ("pool", p.min(g.mem_bytes)),
+            _ => ("mem", g.mem_bytes),
+        };
+        if bytes > ram {
+            return Err(Error::TooBig { guest: i, field, bytes, ram });
+        }
         for (what, r) in [("image", Some(g.image)), ("ramdisk", g.ramdisk)] {
             let Some(r) = r else { continue };
             if !cfg.in_ram(r.0, r.1) {

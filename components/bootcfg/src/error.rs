@@ -104,6 +104,10 @@ pub enum Error<'a> {
         base: u64,
         size: u64,
     },
+    /// Options of one guest that contradict each other.
+    Conflict { guest: usize, problem: &'static str },
+    /// A guest's memory cannot fit in the host's RAM.
+    TooBig { guest: usize, field: &'static str, bytes: u64, ram: u64 },
     /// Two modules overlap.
     Overlap {
         a: (usize, &'static str),
@@ -160,6 +164,13 @@ impl fmt::Display for Error<'_> {
             Error::NotInRam { guest, what, base, size } => write!(
                 f,
                 "guest{guest}: {what} at {base:#x} size {size:#x} is not inside one RAM range"
+            ),
+            Error::Conflict { guest, problem } => write!(f, "guest{guest}: {problem}"),
+            Error::TooBig { guest, field, bytes, ram } => write!(
+                f,
+                "guest{guest}.{field} = {} MiB does not fit in host RAM ({} MiB in all)",
+                bytes >> 20,
+                ram >> 20
             ),
             Error::Overlap { a, b } => write!(f, "guest{} {} overlaps guest{} {}", a.0, a.1, b.0, b.1),
         }

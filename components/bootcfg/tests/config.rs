@@ -237,7 +237,7 @@ fn hyp_mem_forms() {
             &(|w: &mut FdtWriter| w.prop_u32("hyp,mem", 0x0400_0000)) as &dyn Fn(&mut FdtWriter),
             64 * MIB,
         ),
-        (&|w: &mut FdtWriter| w.prop_u64("hyp,mem", 8 * GIB), 8 * GIB),
+        (&|w: &mut FdtWriter| w.prop_u64("hyp,mem", 512 * MIB), 512 * MIB),
         (
             &|w: &mut FdtWriter| w.prop_str("hyp,mem", "0x200000"),
             2 * MIB,
@@ -1042,4 +1042,27 @@ fn exit_method_is_read_even_from_a_bad_line() {
         ok(&one_guest("exit=semihosting", &|_| {})).exit,
         ExitMethod::Semihosting
     );
+}
+
+#[test]
+fn contradictory_guest_options() {
+    let none = |_: &mut FdtWriter| {};
+    assert_eq!(
+        err(&one_guest("guest0.sw=no guest0.populate=demand", &none)),
+        "guest0: sw=no with populate=demand: untrapped set/way needs eager memory (allowed: populate=eager, or sw=yes/auto)"
+    );
+    assert_eq!(
+        err(&one_guest("guest0.populate=eager guest0.pool=8M", &none)),
+        "guest0: pool= with eager memory: a pool is for populate=demand (eager memory is all of mem)"
+    );
+    // sw=no means eager memory unless told otherwise: a pool contradicts it too.
+    assert!(err(&one_guest("guest0.sw=no guest0.pool=8M", &none)).starts_with("guest0: pool= with eager memory"));
+    // The test tree has 1 GiB of RAM.
+    assert_eq!(err(&one_guest("guest0.mem=4G", &none)), "guest0.mem = 4096 MiB does not fit in host RAM (1024 MiB in all)");
+    assert_eq!(err(&one_guest("guest0.mem=4G guest0.pool=2G", &none)), "guest0.pool = 2048 MiB does not fit in host RAM (1024 MiB in all)");
+    // A pre-ballooned PoD guest larger than RAM is fine: only its pool must fit.
+    let c = ok(&one_guest("guest0.mem=4G guest0.pool=256M", &none));
+    assert_eq!(c.guests[0].pool_bytes, Some(256 * MIB));
+    assert_eq!(ok(&one_guest("pmu=passthrough", &none)).pmu, PmuMode::Passthrough);
+    assert_eq!(ok(&one_guest("", &none)).pmu, PmuMode::Hidden);
 }

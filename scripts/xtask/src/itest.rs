@@ -263,10 +263,27 @@ fn linux_armhf_rr() -> Result<(), String> {
     Ok(())
 }
 
+/// sw=no (set/way untrapped, eager memory) with 4 vCPUs on 2 pCPUs under
+/// sched=rr: its vCPUs are pinned, so they never migrate.
 fn linux_armhf_sw_no() -> Result<(), String> {
-    let (r, s) = linux("linux-armhf", "armv7l", "guest0.sw=no")?;
+    let a = Args {
+        guest: "linux-armhf".into(),
+        cpus: 2,
+        vcpus: 4,
+        mem: 512 * MIB,
+        bootargs: "sched=rr guest0.sw=no".into(),
+        timeout_s: 240,
+        ..Args::default()
+    };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=4"), "no marker with all 4 CPUs online", &r)?;
+    let s = r.summary("linux-armhf").ok_or("no summary")?;
+    check(s.ok && r.qemu_ok, "exit is not ok", &r)?;
     check(s.get("sw_traps") == 0 && s.get("tvm_traps") == 0, "sw=no still trapped", &r)?;
     check(s.get("populated_bytes") == 512 * MIB, "sw=no memory is not eager", &r)?;
+    check(s.get("migrations") == 0, &format!("{} migrations of a sw=no guest (untrapped set/way would lose data)", s.get("migrations")), &r)?;
+    check(r.transcript.contains("its vCPUs are pinned"), "the boot log does not say the sw=no guest was pinned", &r)?;
     println!("  linux-armhf sw=no: cleaned_bytes={}", s.get("cleaned_bytes"));
     Ok(())
 }
