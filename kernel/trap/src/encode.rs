@@ -29,6 +29,10 @@ fn sys(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8, rt: u8, read: bool) -> u64 {
 }
 
 fn cp15(opc1: u8, crn: u8, crm: u8, opc2: u8, rt: u8, read: bool) -> u64 {
+    coproc(ec::CP15_32, opc1, crn, crm, opc2, rt, read)
+}
+
+fn coproc(class: u8, opc1: u8, crn: u8, crm: u8, opc2: u8, rt: u8, read: bool) -> u64 {
     let iss = COND_AL
         | (u64::from(opc2 & 7) << 17)
         | (u64::from(opc1 & 7) << 14)
@@ -36,17 +40,21 @@ fn cp15(opc1: u8, crn: u8, crm: u8, opc2: u8, rt: u8, read: bool) -> u64 {
         | (u64::from(rt & 0x1f) << 5)
         | (u64::from(crm & 0xf) << 1)
         | u64::from(read);
-    esr(ec::CP15_32, iss)
+    esr(class, iss)
 }
 
 fn cp15_wide(opc1: u8, crm: u8, rt: u8, rt2: u8, read: bool) -> u64 {
+    coproc_wide(ec::CP15_64, opc1, crm, rt, rt2, read)
+}
+
+fn coproc_wide(class: u8, opc1: u8, crm: u8, rt: u8, rt2: u8, read: bool) -> u64 {
     let iss = COND_AL
         | (u64::from(opc1 & 0xf) << 16)
         | (u64::from(rt2 & 0x1f) << 10)
         | (u64::from(rt & 0x1f) << 5)
         | (u64::from(crm & 0xf) << 1)
         | u64::from(read);
-    esr(ec::CP15_64, iss)
+    esr(class, iss)
 }
 
 /// `(esr, far, hpfar)` that [`decode`] turns back into `trap`, with IL set
@@ -116,6 +124,22 @@ pub fn encode(trap: &Trap, width: Width) -> (u64, u64, u64) {
             rt2,
             read,
         } => cp15_wide(opc1, crm, rt, rt2, read),
+        Trap::Cp14 {
+            opc1,
+            crn,
+            crm,
+            opc2,
+            rt,
+            read,
+        } => coproc(ec::CP14_32, opc1, crn, crm, opc2, rt, read),
+        Trap::Cp14Wide {
+            opc1,
+            crm,
+            rt,
+            rt2,
+            read,
+        } => coproc_wide(ec::CP14_64, opc1, crm, rt, rt2, read),
+        Trap::Cp14Transfer => esr(ec::CP14_LS, COND_AL),
         Trap::DataAbort(d) => {
             let mut iss = u64::from(d.fault.fsc())
                 | (u64::from(d.write) << 6)

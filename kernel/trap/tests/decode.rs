@@ -672,3 +672,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn cp14_debug_accesses() {
+    // MCR p14, 0, r2, c0, c0, 4 (DBGBVR0): EC 0x05, IL, CV, COND = AL.
+    let esr = (0x05u64 << 26) | (1 << 25) | (1 << 24) | (0xe << 20) | (4 << 17) | (2 << 5);
+    let want = Trap::Cp14 { opc1: 0, crn: 0, crm: 0, opc2: 4, rt: 2, read: false };
+    assert_eq!(decode(esr, 0, 0), want);
+    // MRRC p14, 0, r0, r1, c1 (DBGDRAR) and an LDC/STC p14.
+    let wide = Trap::Cp14Wide { opc1: 0, crm: 1, rt: 0, rt2: 1, read: true };
+    for t in [want, wide, Trap::Cp14Transfer] {
+        let (e, f, h) = encode(&t, Width::Aarch32);
+        assert_eq!(decode(e, f, h), t);
+        assert!(trap::cond_passed(e, 0x1d3), "COND = AL passes");
+    }
+}
