@@ -271,8 +271,10 @@ pub fn create(
         vcpus: spec.vcpus as u8,
         sw: spec.sw,
         slice_bytes: spec.slice_bytes,
-        // Eager memory has no touched record worth trusting: walk it all.
-        walk: if eager { cache_maint::Walk::All } else { cache_maint::Walk::Touched },
+        // Eager memory too: population marks every chunk touched, so the
+        // first clean walks it all and later ones only what the guest
+        // touched since (access flags, as for PoD).
+        walk: cache_maint::Walk::Touched,
         ..VmConfig::new(spec.vcpus as u8)
     };
     let cm = CacheMaint::new(cfg).map_err(|_| "cache-maint refused the VM configuration")?;

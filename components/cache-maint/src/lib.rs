@@ -100,11 +100,11 @@
 //!
 //! ## The clean
 //!
-//! [`Walk::Touched`] (with populate-on-demand): find the next chunk with
+//! [`Walk::Touched`] (populate-on-demand and eager memory alike): find the next chunk with
 //! `next_run(from, all = false)`, call `clear_touched(chunk, 2 MiB)`, then
 //! clean every run of that chunk found with `next_run(.., all = true)`, one
 //! [`CacheOps::clean_invalidate_range`] per contiguous run (split only where
-//! a slice's byte budget ends). [`Walk::All`] (eager population, and the
+//! a slice's byte budget ends). [`Walk::All`] (the
 //! hardware domain) walks `next_run(.., all = true)` and never calls
 //! `clear_touched`. Clean+invalidate serves both directions: it pushes dirty
 //! lines out before caches go off, and drops stale lines before they come on.
@@ -233,10 +233,10 @@ impl fmt::Display for SwMode {
 /// What a clean walks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Walk {
-    /// Only chunks populated and touched since the last clean (PoD).
+    /// Only chunks populated or touched since the last clean.
     #[default]
     Touched,
-    /// Everything populated, no touch tracking (eager mapping; comparison).
+    /// Everything populated, no touch tracking (for comparison).
     All,
 }
 

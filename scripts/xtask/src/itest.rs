@@ -14,6 +14,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("pod_touch", pod_touch),
     ("pod_exhaustion", pod_exhaustion),
     ("eager_sw_no", eager_sw_no),
+    ("eager_cleans_touched_only", eager_cleans_touched_only),
     ("bench_guest_runs", bench_guest_runs),
     ("bad_bootarg", bad_bootarg),
     ("bad_guest_arg", bad_guest_arg),
@@ -183,6 +184,23 @@ fn eager_sw_no() -> Result<(), String> {
     check(s.get("tvm_traps") == 0 && s.get("sw_traps") == 0, "sw=no still trapped set/way or VM registers", &r)?;
     check(s.get("populated_bytes") == 64 * MIB, "sw=no did not populate all guest RAM eagerly", &r)?;
     check(s.get("cleaned_bytes") == 0, "sw=no ran cleans", &r)
+}
+
+/// Eager memory with set/way trapped: the first clean walks all of it, the
+/// later ones only what the guest touched since (not all 256 MiB each time).
+fn eager_cleans_touched_only() -> Result<(), String> {
+    let a = Args { guest: "sw-basic".into(), mem: 256 * MIB, bootargs: "guest0.sw=yes guest0.populate=eager".into(), ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(r.all_ok() && r.transcript.contains("sw-basic: PASS"), "the guest failed", &r)?;
+    let s = r.summary("sw-basic").ok_or("no summary")?;
+    let n = cleans(&r, "sw-basic").ok_or("no clean count")?;
+    check(n >= 3, &format!("only {n} cleans"), &r)?;
+    check(s.get("populated_bytes") == 256 * MIB, "memory is not eager", &r)?;
+    check(
+        s.get("cleaned_bytes") < 2 * 256 * MIB,
+        &format!("{} cleans of eager memory cleaned {} bytes: each walked all of it", n, s.get("cleaned_bytes")),
+        &r,
+    )
 }
 
 /// The benchmark guest runs and reports every figure (no numbers are
