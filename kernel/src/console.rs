@@ -1,6 +1,13 @@
 //! The hypervisor console: a PL011 UART shared by plain text (banner,
 //! panics, guest output, exit summaries) and defmt log frames.
 //!
+//! Once locks work, output goes into a ring buffer under the console lock
+//! and [`drain`] moves it to the UART only as far as its FIFO has room, so
+//! no pCPU ever waits on a slow UART (115200 baud on a board) while it holds
+//! a lock others need. `drain` runs on every way back to a guest and in
+//! idle loops; a full ring drops bytes and counts them. Power-off and panics
+//! [`flush`] everything first.
+//!
 //! Framing on the wire: a defmt frame is sent as `0xFF`, then its rzcobs
 //! bytes, ending with `0x00`. Text never contains `0xFF` (it is not valid
 //! UTF-8, and guest bytes of 0xFF are replaced), so the host side
@@ -30,15 +37,104 @@ pub fn enable_locking() {
     LOCKS_OK.store(true, Ordering::Release);
 }
 
-fn put_raw(b: u8) {
+fn uart_full() -> bool {
     let base = BASE.load(Ordering::Relaxed);
     // SAFETY: `base` is the PL011 of this board (from the platform
-    // description or the DTB), mapped as Device at EL2; DR and FR are its
-    // data and flag registers.
-    unsafe {
-        while core::ptr::read_volatile((base + FR) as *const u32) & FR_TXFF != 0 {}
-        core::ptr::write_volatile((base + DR) as *mut u32, b as u32);
+    // description or the DTB), mapped as Device at EL2; FR is its flag
+    // register.
+    unsafe { core::ptr::read_volatile((base + FR) as *const u32) & FR_TXFF != 0 }
+}
+
+fn uart_put(b: u8) {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: as in `uart_full`; DR is the data register.
+    unsafe { core::ptr::write_volatile((base + DR) as *mut u32, b as u32) };
+}
+
+fn put_blocking(b: u8) {
+    while uart_full() {}
+    uart_put(b);
+}
+
+const RING_BYTES: usize = 32 * 1024;
+
+/// Bytes not yet sent, guarded by the console lock.
+struct Ring {
+    buf: [u8; RING_BYTES],
+    head: usize,
+    len: usize,
+}
+
+static mut RING: Ring = Ring { buf: [0; RING_BYTES], head: 0, len: 0 };
+/// Whether the ring holds anything (read without the lock).
+static PENDING: AtomicBool = AtomicBool::new(false);
+/// Bytes dropped because the ring was full.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Unbuffered from now on (a panic).
+static DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// The ring. Callers hold the console lock.
+fn ring() -> &'static mut Ring {
+    // SAFETY: every caller holds the console lock (a `Guard` with
+    // `locked`), which serialises all access to RING.
+    unsafe { &mut *core::ptr::addr_of_mut!(RING) }
+}
+
+/// Send what the UART takes now without waiting. Console lock held.
+fn send_ready(r: &mut Ring) {
+    while r.len > 0 && !uart_full() {
+        uart_put(r.buf[r.head]);
+        r.head = (r.head + 1) % RING_BYTES;
+        r.len -= 1;
     }
+    PENDING.store(r.len > 0, Ordering::Relaxed);
+}
+
+/// One byte out. With locks on it goes to the ring (the lock is held);
+/// before that, or after a panic, straight to the UART.
+fn put_raw(b: u8) {
+    if !locks_ok() || DIRECT.load(Ordering::Relaxed) {
+        put_blocking(b);
+        return;
+    }
+    let r = ring();
+    if r.len == RING_BYTES {
+        send_ready(r);
+    }
+    if r.len == RING_BYTES {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    r.buf[(r.head + r.len) % RING_BYTES] = b;
+    r.len += 1;
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// Move buffered output to the UART as far as it has room, if no other
+/// pCPU holds the console. Never waits for the UART.
+pub fn drain() {
+    if !PENDING.load(Ordering::Relaxed) || !locks_ok() {
+        return;
+    }
+    if LOCK.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        send_ready(ring());
+        LOCK.store(false, Ordering::Release);
+    }
+}
+
+/// Send everything buffered, waiting for the UART (power-off, panic).
+pub fn flush() {
+    if !locks_ok() {
+        return;
+    }
+    let _g = lock();
+    let r = ring();
+    while r.len > 0 {
+        put_blocking(r.buf[r.head]);
+        r.head = (r.head + 1) % RING_BYTES;
+        r.len -= 1;
+    }
+    PENDING.store(false, Ordering::Relaxed);
 }
 
 /// Exclusive use of the UART until dropped.
@@ -95,9 +191,12 @@ pub fn print(args: fmt::Arguments) {
     let _ = g.write_fmt(args);
 }
 
-/// Break a lock held by a pCPU that panicked, so the panic can be printed.
+/// Break a lock held by a pCPU that panicked, send what was buffered, and
+/// print directly from now on, so the panic itself gets out.
 pub fn force_unlock() {
     LOCK.store(false, Ordering::Release);
+    flush();
+    DIRECT.store(true, Ordering::Relaxed);
 }
 
 #[macro_export]

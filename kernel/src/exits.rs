@@ -37,6 +37,7 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
     if !resumed {
         hyp::leave(pcpu, frame);
     }
+    crate::console::drain();
 }
 
 fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64, far: u64, hpfar: u64) {

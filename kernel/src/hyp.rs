@@ -257,6 +257,8 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
                 }
             }
         };
+        // No lock is held here: the console may take its time.
+        crate::console::drain();
         match step {
             Step::Enter => return,
             Step::Slice => poll_tick(pcpu),

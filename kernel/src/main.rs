@@ -60,6 +60,12 @@ pub fn system_off() -> ! {
 
 /// Power the machine off; `ok` is whether every guest exited ok.
 pub fn power_off(ok: bool) -> ! {
+    console::flush();
+    let dropped = console::DROPPED.load(Ordering::Relaxed);
+    if dropped > 0 {
+        kprintln!("hyp: {} console bytes were dropped (the UART was slower than the output)", dropped);
+        console::flush();
+    }
     if EXIT_SEMIHOSTING.load(Ordering::Relaxed) {
         arch::semihosting_exit(if ok { 0 } else { 1 });
     }
