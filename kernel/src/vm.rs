@@ -30,21 +30,41 @@ pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
 pub const HCR_RW: u64 = 1 << 31;
 
-/// Stage-2 tables come from the hypervisor's frame allocator (host RAM
-/// outside every guest pool), which EL2 maps 1:1. Not from the small boot
-/// heap: a guest mapped in 4 KiB pages needs a table per 2 MiB it touches.
-pub struct HeapTables;
+/// A VM's stage-2 tables come from frames reserved for it when it is
+/// created (host RAM outside every guest pool, mapped 1:1 at EL2), enough
+/// for its whole RAM in 4 KiB pages plus its devices. So a table is never
+/// asked of the allocator while the guest runs, and aarch64-paging's
+/// allocation, which cannot fail, never does.
+pub struct ReservedTables {
+    next: u64,
+    end: u64,
+}
 
-impl Translation<S2> for HeapTables {
+/// Table frames a VM with `mem` bytes of RAM at [`GUEST_RAM_IPA`] can need:
+/// a level-3 table per 2 MiB and a level-2 table per 1 GiB of RAM (one more
+/// of each for a misaligned end), the root, and a few for device mappings
+/// below RAM.
+pub fn table_frames(mem: u64) -> u64 {
+    let l3 = mem.div_ceil(hwops::BLOCK_SIZE) + 1;
+    let l2 = mem.div_ceil(1 << 30) + 1;
+    const DEVICES: u64 = 8;
+    l3 + l2 + 1 + DEVICES
+}
+
+impl ReservedTables {
+    fn new(pa: u64, frames: u64) -> Self {
+        ReservedTables { next: pa, end: pa + frames * hwops::PAGE_SIZE }
+    }
+}
+
+impl Translation<S2> for ReservedTables {
     fn allocate_table(&mut self) -> (NonNull<PageTable<S2>>, PhysicalAddress) {
-        // aarch64-paging's interface cannot fail here; a host with no 4 KiB
-        // left for a page table is out of memory for any guest.
-        let pa = crate::frames::FRAMES
-            .lock()
-            .alloc(hwops::PAGE_SIZE, hwops::PAGE_SIZE)
-            .expect("host memory exhausted: no frame left for a stage-2 table");
-        // SAFETY: a fresh 4 KiB frame from the allocator, mapped 1:1 at EL2;
-        // all zeros is an empty table.
+        // `table_frames` bounds what this VM's tables can use.
+        assert!(self.next < self.end, "stage-2 table reservation exceeded (table_frames is wrong)");
+        let pa = self.next;
+        self.next += hwops::PAGE_SIZE;
+        // SAFETY: a frame of this VM's table reservation, used once, mapped
+        // 1:1 at EL2; all zeros is an empty table.
         unsafe { core::ptr::write_bytes(pa as *mut u8, 0, hwops::PAGE_SIZE as usize) };
         (NonNull::new(pa as *mut PageTable<S2>).expect("frame at PA 0"), PhysicalAddress(pa as usize))
     }
@@ -54,7 +74,7 @@ impl Translation<S2> for HeapTables {
     }
 }
 
-pub type GuestPager = Pager<A64Table<HeapTables>>;
+pub type GuestPager = Pager<A64Table<ReservedTables>>;
 
 #[derive(Clone, Copy, Default)]
 pub struct Counters {
@@ -256,10 +276,13 @@ pub fn create(
     if spec.image.1 > spec.mem.saturating_sub(GUEST_IMAGE_OFFSET) {
         return Err("guest image larger than its RAM");
     }
-    let pager = Pager::new(stage2, A64Table::new(HeapTables), GUEST_RAM_IPA).map_err(|_| "stage-2 pager refused")?;
-    if GUEST_RAM_IPA.checked_add(spec.mem).is_none_or(|end| end > pager.tracked().1) {
+    if GUEST_RAM_IPA.checked_add(spec.mem).is_none_or(|end| end > GUEST_RAM_IPA + stage2_pager::TRACK_SPAN) {
         return Err("mem (guestN.mem / hyp,mem) is beyond the 64 GiB of guest RAM the stage-2 pager tracks (allowed: up to 64G)");
     }
+    let frames = table_frames(spec.mem);
+    let tables = alloc(frames * hwops::PAGE_SIZE, hwops::PAGE_SIZE).ok_or("not enough host RAM for the guest's stage-2 tables")?;
+    let pager = Pager::new(stage2, A64Table::new(ReservedTables::new(tables, frames)), GUEST_RAM_IPA)
+        .map_err(|_| "stage-2 pager refused")?;
     let eager = spec.eager;
     let mode = if eager { Mode::Eager } else { Mode::OnDemand };
     let mut pod = Pod::new(pod, PodConfig::new(GUEST_RAM_IPA, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
