@@ -6,6 +6,7 @@ pub mod boot_bench;
 pub mod build;
 pub mod demux;
 pub mod dtb;
+pub mod fuzz;
 pub mod itest;
 pub mod linux;
 pub mod run;

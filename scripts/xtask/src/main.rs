@@ -14,6 +14,8 @@ commands:
         [--bootargs \"...\"] [--timeout SECONDS] [--quiet] [--icount]
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
+  fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:
+                            decode, bootcfg, devices, pager; 10^7 runs each by default
   bench                     deterministic instruction counts of each trap path
   guests                    list the test guests";
 
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         "run" => Args::parse(rest).and_then(|a| run::run_cli(&a)),
         "itest" => itest::run_all(rest.first().map(String::as_str)),
         "soak" => xtask::soak(),
+        "fuzz" => xtask::fuzz::fuzz(rest),
         "bench" => xtask::bench::bench(),
         "guests" => {
             for g in xtask::GUESTS {
