@@ -5,8 +5,9 @@
 //! and [`drain`] moves it to the UART only as far as its FIFO has room, so
 //! no pCPU ever waits on a slow UART (115200 baud on a board) while it holds
 //! a lock others need. `drain` runs on every way back to a guest and in
-//! idle loops; a full ring drops bytes and counts them. Power-off and panics
-//! [`flush`] everything first.
+//! idle loops. A full ring falls back to waiting for the UART (counted as
+//! overruns), so nothing is lost. Power-off [`flush`]es everything; a panic
+//! prints directly.
 //!
 //! Framing on the wire: a defmt frame is sent as `0xFF`, then its rzcobs
 //! bytes, ending with `0x00`. Text never contains `0xFF` (it is not valid
@@ -68,7 +69,7 @@ struct Ring {
 static mut RING: Ring = Ring { buf: [0; RING_BYTES], head: 0, len: 0 };
 /// Whether the ring holds anything (read without the lock).
 static PENDING: AtomicBool = AtomicBool::new(false);
-/// Bytes dropped because the ring was full.
+/// Bytes that found the ring full and had to wait for the UART.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Unbuffered from now on (a panic).
 static DIRECT: AtomicBool = AtomicBool::new(false);
@@ -102,8 +103,12 @@ fn put_raw(b: u8) {
         send_ready(r);
     }
     if r.len == RING_BYTES {
+        // Output outpaces the UART by a whole ring: fall back to waiting
+        // for room rather than losing bytes (or cutting a defmt frame).
+        put_blocking(r.buf[r.head]);
+        r.head = (r.head + 1) % RING_BYTES;
+        r.len -= 1;
         DROPPED.fetch_add(1, Ordering::Relaxed);
-        return;
     }
     r.buf[(r.head + r.len) % RING_BYTES] = b;
     r.len += 1;
@@ -122,9 +127,10 @@ pub fn drain() {
     }
 }
 
-/// Send everything buffered, waiting for the UART (power-off, panic).
+/// Send everything buffered, waiting for the UART (power-off).
 pub fn flush() {
-    if !locks_ok() {
+    // Before locks, and after a panic, nothing is buffered.
+    if !locks_ok() || DIRECT.load(Ordering::Relaxed) {
         return;
     }
     let _g = lock();
@@ -168,9 +174,42 @@ impl Guard {
     pub fn byte(&mut self, b: u8) {
         put_raw(b);
     }
-    /// A byte of guest output: never a frame marker.
-    pub fn guest_byte(&mut self, b: u8) {
-        put_raw(if b == 0xff { b'?' } else { b });
+}
+
+/// A guest's output, held until a line is complete (or the buffer is
+/// full), then printed whole: guests' lines are never split by another
+/// guest's, another vCPU's or the hypervisor's.
+pub struct LineBuf {
+    buf: heapless::Vec<u8, 256>,
+}
+
+impl LineBuf {
+    pub const fn new() -> Self {
+        LineBuf { buf: heapless::Vec::new() }
+    }
+
+    pub fn push(&mut self, b: u8) {
+        let _ = self.buf.push(if b == 0xff { b'?' } else { b });
+        if b == b'\n' || self.buf.is_full() {
+            self.flush();
+        }
+    }
+
+    /// Print what is held (a stopped guest's last, unfinished line).
+    pub fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            let mut g = lock();
+            for &b in self.buf.iter() {
+                g.byte(b);
+            }
+            self.buf.clear();
+        }
+    }
+}
+
+impl Default for LineBuf {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -191,12 +230,25 @@ pub fn print(args: fmt::Arguments) {
     let _ = g.write_fmt(args);
 }
 
-/// Break a lock held by a pCPU that panicked, send what was buffered, and
-/// print directly from now on, so the panic itself gets out.
+/// A panic: print directly from now on (the lock may be held by a pCPU that
+/// will never let go), so the panic itself gets out. Whatever was still
+/// buffered is sent first if the console can be had within a bounded wait.
 pub fn force_unlock() {
-    LOCK.store(false, Ordering::Release);
-    flush();
+    for _ in 0..1_000_000 {
+        if LOCK.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            let r = ring();
+            // At most one ring's worth, whatever state it is in.
+            for _ in 0..r.len.min(RING_BYTES) {
+                put_blocking(r.buf[r.head % RING_BYTES]);
+                r.head = (r.head + 1) % RING_BYTES;
+            }
+            r.len = 0;
+            break;
+        }
+        core::hint::spin_loop();
+    }
     DIRECT.store(true, Ordering::Relaxed);
+    LOCK.store(false, Ordering::Release);
 }
 
 #[macro_export]

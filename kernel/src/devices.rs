@@ -25,6 +25,8 @@ pub struct Devices {
     /// entry, so a second sync in the same exit is skipped.
     synced: [bool; 8],
     uart_level: bool,
+    /// What the guest sent to its UART, a line at a time.
+    pub out: crate::console::LineBuf,
 }
 
 impl Devices {
@@ -32,6 +34,7 @@ impl Devices {
         Ok(Devices {
             vgic: vgic::Vgic::new(vgic::Config::new(vcpus as u8, SPIS)).map_err(|_| "vGIC refused the configuration")?,
             uart: vuart::Pl011::new(),
+            out: crate::console::LineBuf::new(),
             // Nothing is in any list register yet: the first entry flushes.
             synced: [true; 8],
             uart_level: false,
@@ -70,7 +73,7 @@ impl Devices {
             match self.uart.mmio(ipa - GUEST_UART, a) {
                 Ok(r) => {
                     if let Some(b) = r.output {
-                        crate::console::lock().guest_byte(b);
+                        self.out.push(b);
                     }
                     if r.irq_level != self.uart_level {
                         self.uart_level = r.irq_level;

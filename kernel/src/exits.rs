@@ -282,16 +282,16 @@ fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
     let m = if frame.spsr & (1 << 4) != 0 { 0xffff_ffff } else { u64::MAX };
     let ret = match hypercall::classify(frame.x[0] & m, frame.x[1] & m, frame.x[2] & m, frame.x[3] & m) {
         Call::Hyp(HypCall::Putc(b)) => {
-            crate::console::lock().guest_byte(b);
+            h.vms[vmi].vcpus[v.vcpu as usize].out.push(b);
             hypercall::HC_OK
         }
         Call::Hyp(HypCall::Puts8(chunk)) => {
-            let mut c = crate::console::lock();
+            let out = &mut h.vms[vmi].vcpus[v.vcpu as usize].out;
             for &b in chunk.as_bytes() {
                 if b == b'\n' {
-                    c.guest_byte(b'\r');
+                    out.push(b'\r');
                 }
-                c.guest_byte(b);
+                out.push(b);
             }
             hypercall::HC_OK
         }

@@ -52,6 +52,16 @@ impl Hyp {
             return;
         }
         vm.exit_ok = Some(ok);
+        for c in vm.vcpus.iter_mut() {
+            c.out.flush();
+        }
+        if let Some(d) = vm.devices.as_mut() {
+            d.out.flush();
+        }
+        let dropped = vm.log.take_dropped();
+        if dropped > 0 {
+            crate::kprintln!("hyp: guest {}: {} log lines suppressed (at most {} a second)", vm.name, dropped, vm::LOG_LINES_PER_S);
+        }
         for (i, v) in vm.vcpus.iter_mut().enumerate() {
             if v.power == Power::On {
                 v.power = Power::Off;
@@ -79,9 +89,7 @@ impl Hyp {
             }
             // AArch32: the live SPSR of the mode it trapped from into its
             // bank first, or QEMU would hand it to the next vCPU here.
-            if vm.aarch32 && !arch::spsr32::bank_live(frame.spsr) {
-                crate::kprintln!("hyp: pCPU {}: AArch32 SPSR bank sync failed", pcpu);
-            }
+            let banked = !vm.aarch32 || arch::spsr32::bank_live(frame.spsr);
             let vc = &mut vm.vcpus[v.vcpu as usize];
             vc.frame = *frame;
             vc.el1 = El1Regs::save();
@@ -91,6 +99,10 @@ impl Hyp {
             // and is injected, so a descheduled vCPU loses no tick.)
             sysreg_write!("cntv_ctl_el0", 0);
             sysreg_write!("cntp_ctl_el0", 0);
+            if !banked {
+                crate::kprintln!("hyp: guest {}: AArch32 SPSR bank sync failed on pCPU {}; stopping it", self.vms[v.vm as usize].name, pcpu);
+                self.finish_vm(v.vm as usize, false);
+            }
         }
     }
 
@@ -120,7 +132,9 @@ impl Hyp {
         }
     }
 
-    fn load(&mut self, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame) {
+    /// Make `v` the vCPU in this pCPU's registers. False when its VM had to
+    /// be stopped on the way (an AArch32 SPSR load that failed).
+    fn load(&mut self, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame) -> bool {
         let vm = &mut self.vms[v.vm as usize];
         let hcr = vm.hcr(v.vcpu as usize);
         let vttbr = vm.vttbr();
@@ -134,9 +148,7 @@ impl Hyp {
         sysreg_write!("cntvoff_el2", vm.cntvoff);
         vc.el1.restore();
         // AArch32: the banked SPSR of the mode it resumes in becomes live.
-        if vm.aarch32 && !arch::spsr32::load_live(vc.frame.spsr) {
-            crate::kprintln!("hyp: pCPU {}: AArch32 SPSR load failed", pcpu);
-        }
+        let loaded = !vm.aarch32 || arch::spsr32::load_live(vc.frame.spsr);
         self.hcr_now[pcpu] = hcr;
         vc.fp.restore();
         *frame = vc.frame;
@@ -158,6 +170,11 @@ impl Hyp {
             *last = Some(v.vcpu);
         }
         self.loaded[pcpu] = Some(v);
+        if !loaded {
+            crate::kprintln!("hyp: guest {}: AArch32 SPSR load failed on pCPU {}; stopping it", self.vms[v.vm as usize].name, pcpu);
+            self.finish_vm(v.vm as usize, false);
+        }
+        loaded
     }
 
     /// Re-program HCR_EL2 for the vCPU loaded here when its trap bits
@@ -236,7 +253,10 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
                     if vm.cm.may_run(id).is_ok() {
                         if h.loaded[pcpu] != Some(v) {
                             h.save(pcpu, frame);
-                            h.load(pcpu, v, frame);
+                            if !h.load(pcpu, v, frame) {
+                                // Its VM stopped: choose again.
+                                continue;
+                            }
                         }
                         h.refresh_hcr(pcpu);
                         h.on_entry(pcpu);

@@ -66,11 +66,17 @@ impl Irq {
         sysreg_write!("cnthctl_el2", 0b11);
         sysreg_write!("cntp_ctl_el0", 0);
         // Debug and PMU registers trap to their per-vCPU shadows (TDA,
-        // TDOSA, TDRA, TPM, TPMCR) and EL2 is never counted (HPMD), unless
+        // TDOSA, TDRA, TPM, TPMCR) and, with PMUv3p1, EL2 is never counted
+        // (HPMD; before it, trapping every guest PMU access does it), unless
         // `pmu=passthrough` asked for the real PMU as a measuring aid.
-        let hpmn = (sysreg_read!("pmcr_el0") >> 11) & 0x1f;
+        // ID_AA64DFR0_EL1.PMUVer: 0 no PMU, 0xf IMPLEMENTATION DEFINED,
+        // 4 and up PMUv3p1 (which has HPMD).
+        let pmuver = (sysreg_read!("id_aa64dfr0_el1") >> 8) & 0xf;
+        let has_pmu = pmuver != 0 && pmuver != 0xf;
+        let hpmn = if has_pmu { (sysreg_read!("pmcr_el0") >> 11) & 0x1f } else { 0 };
         let debug = (1 << 9) | (1 << 10) | (1 << 11);
-        let pmu = if crate::pmu_passthrough() { 0 } else { (1 << 5) | (1 << 6) | (1 << 17) };
+        let hpmd = if pmuver >= 4 && has_pmu { 1 << 17 } else { 0 };
+        let pmu = if crate::pmu_passthrough() { 0 } else { (1 << 5) | (1 << 6) | hpmd };
         sysreg_write!("mdcr_el2", hpmn | debug | pmu);
         sysreg_write!("cntvoff_el2", 0);
         let mut irq = Irq { gic };

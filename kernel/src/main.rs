@@ -63,7 +63,7 @@ pub fn power_off(ok: bool) -> ! {
     console::flush();
     let dropped = console::DROPPED.load(Ordering::Relaxed);
     if dropped > 0 {
-        kprintln!("hyp: {} console bytes were dropped (the UART was slower than the output)", dropped);
+        kprintln!("hyp: the console ring overran {} times (output waited for the UART)", dropped);
         console::flush();
     }
     if EXIT_SEMIHOSTING.load(Ordering::Relaxed) {

@@ -38,6 +38,9 @@ pub const HCR_RW: u64 = 1 << 31;
 pub struct ReservedTables {
     next: u64,
     end: u64,
+    /// Tables aarch64-paging gave back (a 2 MiB block mapped over an empty
+    /// page table frees it), reused before the reservation.
+    free: heapless::Vec<u64, 64>,
 }
 
 /// Table frames a VM with `mem` bytes of RAM at [`GUEST_RAM_IPA`] can need:
@@ -53,22 +56,33 @@ pub fn table_frames(mem: u64) -> u64 {
 
 impl ReservedTables {
     fn new(pa: u64, frames: u64) -> Self {
-        ReservedTables { next: pa, end: pa + frames * hwops::PAGE_SIZE }
+        ReservedTables { next: pa, end: pa + frames * hwops::PAGE_SIZE, free: heapless::Vec::new() }
     }
 }
 
 impl Translation<S2> for ReservedTables {
     fn allocate_table(&mut self) -> (NonNull<PageTable<S2>>, PhysicalAddress) {
-        // `table_frames` bounds what this VM's tables can use.
-        assert!(self.next < self.end, "stage-2 table reservation exceeded (table_frames is wrong)");
-        let pa = self.next;
-        self.next += hwops::PAGE_SIZE;
+        // A freed table first; else the reservation, which `table_frames`
+        // sizes for every table the VM can hold at once.
+        let pa = match self.free.pop() {
+            Some(pa) => pa,
+            None => {
+                assert!(self.next < self.end, "stage-2 table reservation exceeded (table_frames is wrong)");
+                self.next += hwops::PAGE_SIZE;
+                self.next - hwops::PAGE_SIZE
+            }
+        };
         // SAFETY: a frame of this VM's table reservation, used once, mapped
         // 1:1 at EL2; all zeros is an empty table.
         unsafe { core::ptr::write_bytes(pa as *mut u8, 0, hwops::PAGE_SIZE as usize) };
         (NonNull::new(pa as *mut PageTable<S2>).expect("frame at PA 0"), PhysicalAddress(pa as usize))
     }
-    unsafe fn deallocate_table(&mut self, _t: NonNull<PageTable<S2>>) {}
+    unsafe fn deallocate_table(&mut self, t: NonNull<PageTable<S2>>) {
+        // The pager invalidated the TLB for it before the table was freed.
+        // A full free list keeps the frame out of use (at most 64 leak,
+        // and only if that many are freed without one being reused).
+        let _ = self.free.push(t.as_ptr() as u64);
+    }
     fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<S2>> {
         NonNull::new(pa.0 as *mut PageTable<S2>).expect("table at PA 0")
     }
@@ -103,6 +117,8 @@ pub struct Vcpu {
     pub last_pcpu: Option<usize>,
     /// Trapped debug, PMU and ACTLR registers (not switched: shadowed).
     pub shadow: vsysreg::Shadow,
+    /// Its console output (hypercalls), a line at a time.
+    pub out: crate::console::LineBuf,
 }
 
 /// SCTLR reset values: AArch64 SCTLR_EL1 and AArch32 SCTLR RES1 bits,
@@ -126,6 +142,7 @@ impl Vcpu {
             power: Power::Off,
             last_pcpu: None,
             shadow: vsysreg::Shadow::new(),
+            out: crate::console::LineBuf::new(),
         }
     }
 
@@ -161,6 +178,11 @@ pub struct LogLimit {
 impl LogLimit {
     /// Whether one more line may go out in second `now`; also the number
     /// dropped in earlier seconds, to report once (0 when none).
+    /// Lines dropped and not reported yet.
+    pub fn take_dropped(&mut self) -> u64 {
+        core::mem::take(&mut self.dropped)
+    }
+
     pub fn allow(&mut self, now: u64) -> (bool, u64) {
         let mut report = 0;
         if now != self.second {

@@ -47,6 +47,8 @@ fn trampoline_pa() -> u64 {
 /// Build the trampoline's stage-2 table. Boot, pCPU 0, before any guest.
 pub fn init() {
     let pa = trampoline_pa();
+    // With its MMU off an AArch32 EL1 fetches from a 32-bit PC.
+    assert!(pa < 1 << 32, "the AArch32 trampoline must lie below 4 GiB");
     // SAFETY: boot runs on pCPU 0 alone; nothing reads TABLES or VTTBR yet.
     unsafe {
         let t = &mut *core::ptr::addr_of_mut!(TABLES);
