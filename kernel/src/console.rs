@@ -24,7 +24,41 @@ static LOCKS_OK: AtomicBool = AtomicBool::new(false);
 
 const DR: u64 = 0x00;
 const FR: u64 = 0x18;
+const IMSC: u64 = 0x38;
 const FR_TXFF: u32 = 1 << 5;
+const FR_RXFE: u32 = 1 << 4;
+/// IMSC: receive and receive-timeout interrupts.
+const IMSC_RX: u32 = (1 << 4) | (1 << 6);
+
+/// Bytes typed at the console, read by the UART interrupt on pCPU 0 and
+/// handed to the guest with the input focus by `Hyp::route_input`.
+pub static INPUT: crate::frames::spin_cell::SpinCell<heapless::Deque<u8, 256>> =
+    crate::frames::spin_cell::SpinCell::new(heapless::Deque::new());
+
+/// Let the UART interrupt on received bytes.
+pub fn enable_rx_irq() {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: `base` is this board's PL011, mapped as Device at EL2; IMSC
+    // is its interrupt mask register. Only pCPU 0 calls this, at start.
+    unsafe {
+        let m = core::ptr::read_volatile((base + IMSC) as *const u32);
+        core::ptr::write_volatile((base + IMSC) as *mut u32, m | IMSC_RX);
+    }
+}
+
+/// Read every received byte into [`INPUT`] (dropping what does not fit).
+pub fn take_rx() {
+    let base = BASE.load(Ordering::Relaxed);
+    let mut q = INPUT.lock();
+    // SAFETY: as in `enable_rx_irq`; FR and DR are the flag and data
+    // registers. Reading DR pops the receive FIFO, which nothing else does.
+    unsafe {
+        while core::ptr::read_volatile((base + FR) as *const u32) & FR_RXFE == 0 {
+            let b = core::ptr::read_volatile((base + DR) as *const u32) as u8;
+            let _ = q.push_back(b);
+        }
+    }
+}
 
 pub fn set_base(base: u64) {
     BASE.store(base, Ordering::Relaxed);

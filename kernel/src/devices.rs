@@ -27,6 +27,9 @@ pub struct Devices {
     uart_level: bool,
     /// What the guest sent to its UART, a line at a time.
     pub out: crate::console::LineBuf,
+    /// Bytes typed at the console for this guest, waiting for room in its
+    /// UART's receive FIFO (more than this is dropped).
+    input: heapless::Deque<u8, 1024>,
 }
 
 impl Devices {
@@ -35,6 +38,7 @@ impl Devices {
             vgic: vgic::Vgic::new(vgic::Config::new(vcpus as u8, SPIS)).map_err(|_| "vGIC refused the configuration")?,
             uart: vuart::Pl011::new(),
             out: crate::console::LineBuf::new(),
+            input: heapless::Deque::new(),
             // Nothing is in any list register yet: the first entry flushes.
             synced: [true; 8],
             uart_level: false,
@@ -75,13 +79,8 @@ impl Devices {
                     if let Some(b) = r.output {
                         self.out.push(b);
                     }
-                    if r.irq_level != self.uart_level {
-                        self.uart_level = r.irq_level;
-                        self.sync(vcpu);
-                        if let Ok(Some(v)) = self.vgic.set_level(UART_INTID, r.irq_level) {
-                            kick = vgic::VcpuSet::from_bits(kick.bits() | 1 << v.0);
-                        }
-                    }
+                    // A read may have made room for more typed input.
+                    kick = self.refill(Some(vcpu));
                     r.value as u64
                 }
                 Err(_) => 0,
@@ -101,6 +100,40 @@ impl Devices {
             frame.set_guest_reg(acc.rt, v);
         }
         Some(kick)
+    }
+
+    /// Console input for this guest. `loaded_here`: its vCPU whose list
+    /// registers this pCPU holds, if any. Returns the vCPUs to kick.
+    pub fn feed(&mut self, bytes: &[u8], loaded_here: Option<usize>) -> vgic::VcpuSet {
+        for &b in bytes {
+            let _ = self.input.push_back(b);
+        }
+        self.refill(loaded_here)
+    }
+
+    /// Move queued input into the UART's receive FIFO as far as it has
+    /// room, and follow its interrupt line in the vGIC.
+    fn refill(&mut self, loaded_here: Option<usize>) -> vgic::VcpuSet {
+        while self.uart.input_room() > 0 {
+            match self.input.pop_front() {
+                Some(b) => {
+                    let _ = self.uart.push_input(b);
+                }
+                None => break,
+            }
+        }
+        let level = self.uart.irq_level();
+        if level == self.uart_level {
+            return vgic::VcpuSet::default();
+        }
+        self.uart_level = level;
+        if let Some(v) = loaded_here {
+            self.sync(v);
+        }
+        match self.vgic.set_level(UART_INTID, level) {
+            Ok(Some(v)) => vgic::VcpuSet::from_bits(1 << v.0),
+            _ => vgic::VcpuSet::default(),
+        }
     }
 
     /// Before vCPU `vcpu` runs: fold its list registers back (if this exit

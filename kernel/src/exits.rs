@@ -259,7 +259,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
 
 /// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
 /// virtual interrupts just raised for them are delivered at once.
-fn kick_vcpus(h: &Hyp, vm: u8, set: vgic::VcpuSet) {
+pub(crate) fn kick_vcpus(h: &Hyp, vm: u8, set: vgic::VcpuSet) {
     if set.is_empty() {
         return;
     }

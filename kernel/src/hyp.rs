@@ -31,6 +31,10 @@ pub struct Hyp {
     pub devices_now: [bool; MAX_PCPUS],
     /// Per pCPU and VM: the vCPU of that VM that last ran there.
     pub ran_here: [[Option<u8>; vcpu_sched::MAX_VMS]; MAX_PCPUS],
+    /// The guest that console input goes to.
+    pub focus: usize,
+    /// CTRL-a bytes typed in a row (three switch the focus).
+    pub ctrl_a: u8,
 }
 
 pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
@@ -104,6 +108,62 @@ impl Hyp {
                 self.finish_vm(v.vm as usize, false);
             }
         }
+    }
+
+    /// Hand what was typed at the console to the guest with the focus
+    /// (its emulated UART). CTRL-a three times in a row moves the focus to
+    /// the next running guest instead.
+    pub fn route_input(&mut self, pcpu: usize) {
+        let mut typed: heapless::Vec<u8, 256> = heapless::Vec::new();
+        {
+            let mut q = crate::console::INPUT.lock();
+            while let Some(b) = q.pop_front() {
+                let _ = typed.push(b);
+            }
+        }
+        let mut out: heapless::Vec<u8, 256> = heapless::Vec::new();
+        for b in typed {
+            if b == 0x01 {
+                self.ctrl_a += 1;
+                if self.ctrl_a == 3 {
+                    self.ctrl_a = 0;
+                    self.deliver(pcpu, &out);
+                    out.clear();
+                    self.next_focus();
+                }
+                continue;
+            }
+            for _ in 0..core::mem::take(&mut self.ctrl_a) {
+                let _ = out.push(0x01);
+            }
+            let _ = out.push(b);
+        }
+        self.deliver(pcpu, &out);
+    }
+
+    fn deliver(&mut self, pcpu: usize, bytes: &[u8]) {
+        let f = self.focus;
+        let here = self.loaded[pcpu].filter(|v| v.vm as usize == f).map(|v| v.vcpu as usize);
+        let Some(vm) = self.vms.get_mut(f) else { return };
+        if bytes.is_empty() || vm.finished() {
+            return;
+        }
+        if let Some(d) = vm.devices.as_mut() {
+            let kick = d.feed(bytes, here);
+            crate::exits::kick_vcpus(self, f as u8, kick);
+        }
+    }
+
+    fn next_focus(&mut self) {
+        let n = self.vms.len();
+        for k in 1..=n {
+            let i = (self.focus + k) % n;
+            if !self.vms[i].finished() {
+                self.focus = i;
+                break;
+            }
+        }
+        crate::kprintln!("hyp: console input goes to guest {}", self.vms[self.focus].name);
     }
 
     /// The physical interrupts that belong to the guest running here.
@@ -305,9 +365,12 @@ pub fn kick_pcpus(mask: u16) {
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
     let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
-    if ev.tick || ev.vtimer || ev.ptimer || ev.maint || ev.kick {
+    if ev.tick || ev.vtimer || ev.ptimer || ev.maint || ev.kick || ev.input {
         let mut g = HYP.lock();
         if let Some(h) = g.as_mut() {
+            if ev.input {
+                h.route_input(pcpu);
+            }
             if ev.vtimer || ev.ptimer || ev.maint || ev.kick {
                 h.virtual_irqs(pcpu, ev);
             }

@@ -21,6 +21,9 @@ pub const MAINT_INTID: u32 = 25;
 /// virtual interrupt just raised for it is delivered now.
 pub const KICK_SGI: u32 = 1;
 
+/// The console UART's interrupt (GIC INTID), 0 when the DTB gives none.
+pub static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 /// What the pending interrupts asked for.
 #[derive(Default, Clone, Copy)]
 pub struct Events {
@@ -35,6 +38,8 @@ pub struct Events {
     pub maint: bool,
     /// Another pCPU raised a virtual interrupt for the guest running here.
     pub kick: bool,
+    /// Bytes were typed at the console (they wait in `console::INPUT`).
+    pub input: bool,
 }
 /// Scheduler tick period.
 pub const TICK_HZ: u64 = 100;
@@ -60,6 +65,19 @@ impl Irq {
                 gic.set_trigger(id, Trigger::Level);
             }
             let _ = gic.enable_interrupt(id, true);
+        }
+        // Console input: the UART's SPI goes to pCPU 0 alone.
+        let uart = UART_INTID.load(core::sync::atomic::Ordering::Relaxed);
+        if uart >= 32 && crate::arch::cpu_id() == 0 {
+            let id = IntId::spi(uart - 32);
+            // SAFETY: GICD_ITARGETSR<n> is a byte per interrupt at 0x800;
+            // `uart` is an SPI the DTB names, below the 1020 INTIDs GICv2
+            // has; bit 0 targets CPU interface 0.
+            unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(uart)) as *mut u8, 1) };
+            gic.set_interrupt_priority(id, 0x80);
+            gic.set_trigger(id, Trigger::Level);
+            let _ = gic.enable_interrupt(id, true);
+            crate::console::enable_rx_irq();
         }
         // Guests read the physical counter and run both EL1 timers, which
         // are switched with the vCPU.
@@ -128,6 +146,10 @@ impl Irq {
                     ev.ptimer = true;
                 }
                 KICK_SGI => ev.kick = true,
+                id if id >= 32 && id == UART_INTID.load(core::sync::atomic::Ordering::Relaxed) => {
+                    crate::console::take_rx();
+                    ev.input = true;
+                }
                 MAINT_INTID => {
                     // Level: it stays asserted while GICH_HCR asks for it.
                     // Turn the interface off now; the next sync and flush

@@ -123,6 +123,10 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     }
     if let Some(uart) = &cfg.uart {
         console::set_base(uart.regs.0);
+        if let Some(irq) = uart.irq.filter(|i| i.kind == bootcfg::IrqKind::Spi) {
+            // A plain store: no exclusives before the MMU is on.
+            irq::UART_INTID.store(32 + irq.num, Ordering::Relaxed);
+        }
     }
 
     // The EL2 MMU and caches go on before any lock or atomic is used.
@@ -258,7 +262,10 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
-    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS], ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS] });
+    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS], ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS], focus: 0, ctrl_a: 0 });
+    if cfg.guests.len() > 1 {
+        kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());
+    }
 
     // Start the other pCPUs through the firmware's PSCI.
     for (i, c) in cfg.cpu_list.iter().enumerate().take(pcpus).skip(1) {

@@ -10,6 +10,9 @@ header carries no time or file name.
 The marker /init prints:
 
     LINUX-MARKER arch=<uname -m> cpus=<processors in /proc/cpuinfo> MemTotal: <kB> kB
+
+With `shell` on the kernel command line it then prints `LINUX-SHELL ready`
+and runs an interactive `sh` on the console; leaving it powers off.
 """
 
 import argparse
@@ -23,6 +26,11 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 echo "LINUX-MARKER arch=$(uname -m) cpus=$(grep -c ^processor /proc/cpuinfo) $(grep MemTotal /proc/meminfo)"
+# With `shell` on the command line: an interactive shell on the console.
+if grep -qw shell /proc/cmdline; then
+    echo "LINUX-SHELL ready"
+    sh
+fi
 poweroff -f
 """
 

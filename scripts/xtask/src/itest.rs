@@ -25,6 +25,8 @@ const TESTS: &[(&str, TestFn)] = &[
     ("linux_armhf_612_shared_pcpus", linux_armhf_612_shared_pcpus),
     ("two_guests_one_pcpu_isolated", two_guests_one_pcpu_isolated),
     ("hostile_guest", hostile_guest),
+    ("linux_shell_input", linux_shell_input),
+    ("two_guests_input_focus", two_guests_input_focus),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -364,6 +366,46 @@ fn hostile_guest() -> Result<(), String> {
     check(!h.ok, "the hostile guest's CPU_OFF of its last vCPU counted as ok", &r)?;
     check(r.summary("sw-basic").is_some_and(|s| s.ok), "the well-behaved guest did not pass", &r)?;
     check(r.qemu_code == Some(1), "QEMU did not exit with the failed guest's status", &r)
+}
+
+/// Typed console input reaches a Linux guest's shell through the emulated
+/// PL011 (RX FIFO and interrupt): it runs a command and powers off.
+fn linux_shell_input() -> Result<(), String> {
+    let a = Args {
+        guest: "linux-arm64".into(),
+        mem: 512 * MIB,
+        append: "shell".into(),
+        input: Some(crate::Input { after: "LINUX-SHELL ready".into(), times: 1, text: b"echo HELLO-$((6*7))\npoweroff -f\n".to_vec() }),
+        timeout_s: 180,
+        ..Args::default()
+    };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out: the typed commands never ran", &r)?;
+    check(r.transcript.contains("HELLO-42"), "the shell did not run the typed command", &r)?;
+    check(r.all_ok(), "the guest did not power off cleanly", &r)
+}
+
+/// Two Linux guests with shells: input goes to guest0 until CTRL-a three
+/// times moves the focus to guest1, and back.
+fn two_guests_input_focus() -> Result<(), String> {
+    let a = Args {
+        guest: "linux-arm64".into(),
+        cpus: 2,
+        mem: 256 * MIB,
+        append: "shell".into(),
+        timeout_s: 240,
+        ..Args::default()
+    };
+    let one = GuestSpec { name: "one".into(), ..GuestSpec::from_args(&a) };
+    let two = GuestSpec { name: "two".into(), ..GuestSpec::from_args(&a) };
+    let text = b"echo ONE-$((1+1))\n\x01\x01\x01echo TWO-$((2+2))\npoweroff -f\n\x01\x01\x01poweroff -f\n".to_vec();
+    let a = Args { input: Some(crate::Input { after: "LINUX-SHELL ready".into(), times: 2, text }), ..a };
+    let r = boot(&a, &[one, two])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("ONE-2") && r.transcript.contains("TWO-4"), "a typed command did not run", &r)?;
+    check(r.transcript.contains("hyp: console input goes to guest two"), "the focus did not move to guest two", &r)?;
+    check(r.transcript.contains("hyp: console input goes to guest one"), "the focus did not come back to guest one", &r)?;
+    check(r.all_ok() && r.summaries.len() == 2, "not both guests powered off cleanly", &r)
 }
 
 fn bad_bootarg() -> Result<(), String> {

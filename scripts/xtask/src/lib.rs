@@ -75,6 +75,20 @@ pub struct Args {
     /// Run QEMU with `-icount shift=0,sleep=off` (deterministic instruction
     /// counts; also set by `--icount` or XTASK_ICOUNT).
     pub icount: bool,
+    /// Appended to the guest's kernel command line (Linux guests).
+    pub append: String,
+    /// Typed at the console once the output holds `after` `times` times
+    /// (tests). Without it, an interactive terminal's input reaches the
+    /// console.
+    pub input: Option<Input>,
+}
+
+/// Console input a test types.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub after: String,
+    pub times: usize,
+    pub text: Vec<u8>,
 }
 
 impl Default for Args {
@@ -89,6 +103,8 @@ impl Default for Args {
             timeout_s: 60,
             quiet: false,
             icount: std::env::var_os("XTASK_ICOUNT").is_some(),
+            append: String::new(),
+            input: None,
         }
     }
 }
@@ -124,6 +140,7 @@ impl Args {
                 "--timeout" => a.timeout_s = val()?.parse().map_err(|_| "--timeout takes seconds")?,
                 "--quiet" => a.quiet = true,
                 "--icount" => a.icount = true,
+                "--append" => a.append = val()?,
                 other => return Err(format!("unknown option '{other}'")),
             }
         }

@@ -11,7 +11,9 @@ commands:
   build                     build the kernel and the test guests
   run   --guest NAME        build, then boot NAME under the hypervisor on QEMU
         [--board qemu-virt] [--cpus N] [--vcpus N] [--mem SIZE]
-        [--bootargs \"...\"] [--timeout SECONDS] [--quiet] [--icount]
+        [--bootargs \"...\"] [--append \"...\"] [--timeout SECONDS] [--quiet] [--icount]
+                            (a terminal's input reaches the guest's console;
+                            --append adds to a Linux guest's command line)
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:

@@ -1,6 +1,6 @@
 //! Booting the hypervisor with guests on QEMU virt and reading its console.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -51,7 +51,7 @@ impl GuestSpec {
             vcpus: a.vcpus,
             mem: a.mem,
             sw: "auto".into(),
-            bootargs: crate::linux::bootargs(&a.guest).unwrap_or_default().into(),
+            bootargs: format!("{} {}", crate::linux::bootargs(&a.guest).unwrap_or_default(), a.append).trim().to_string(),
         }
     }
 }
@@ -184,8 +184,18 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Console input: a test's scripted text, or an interactive terminal.
+    let interactive = a.input.is_none() && echo && std::io::stdin().is_terminal();
+    let stdin = if a.input.is_some() {
+        Stdio::piped()
+    } else if interactive {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{QEMU}: {e} (run scripts/setup)"))?;
+    let mut typed = child.stdin.take();
     let started = Instant::now();
     let mut marker_s = None;
 
@@ -237,6 +247,15 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
                 handle(bytes, &mut transcript);
                 if marker_s.is_none() && transcript.contains("LINUX-MARKER") {
                     marker_s = Some(started.elapsed().as_secs_f64());
+                }
+                if let (Some(input), Some(pipe)) = (&a.input, typed.as_mut()) {
+                    if transcript.matches(input.after.as_str()).count() >= input.times {
+                        let _ = pipe.write_all(&input.text);
+                        let _ = pipe.flush();
+                        // Keep the pipe open (EOF would end QEMU's input),
+                        // but type only once.
+                        std::mem::forget(typed.take());
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
