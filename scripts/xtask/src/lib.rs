@@ -127,6 +127,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl Args {
     pub fn parse(argv: &[String]) -> Result<Args, String> {
         let mut a = Args::default();
+        let mut mem_given = false;
         let mut it = argv.iter();
         while let Some(flag) = it.next() {
             let mut val = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
@@ -135,7 +136,10 @@ impl Args {
                 "--guest" => a.guest = val()?,
                 "--cpus" => a.cpus = val()?.parse().map_err(|_| "--cpus takes a number 1..=4")?,
                 "--vcpus" => a.vcpus = val()?.parse().map_err(|_| "--vcpus takes a number 1..=8")?,
-                "--mem" => a.mem = parse_size(&val()?)?,
+                "--mem" => {
+                    a.mem = parse_size(&val()?)?;
+                    mem_given = true;
+                }
                 "--bootargs" => a.bootargs = val()?,
                 "--timeout" => a.timeout_s = val()?.parse().map_err(|_| "--timeout takes seconds")?,
                 "--quiet" => a.quiet = true,
@@ -152,6 +156,10 @@ impl Args {
         }
         if !(1..=4).contains(&a.cpus) {
             return Err("--cpus must be 1..=4".into());
+        }
+        // Linux needs more than the bare guests' 64 MiB.
+        if !mem_given && crate::linux::bootargs(&a.guest).is_some() {
+            a.mem = 512 << 20;
         }
         if a.mem > 64 << 30 {
             return Err("--mem must be at most 64G (the guest RAM the stage-2 pager tracks)".into());
