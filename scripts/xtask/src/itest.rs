@@ -26,6 +26,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("two_guests_one_pcpu_isolated", two_guests_one_pcpu_isolated),
     ("hostile_guest", hostile_guest),
     ("linux_shell_input", linux_shell_input),
+    ("own_kernel_option", own_kernel_option),
     ("two_guests_input_focus", two_guests_input_focus),
 ];
 
@@ -406,6 +407,22 @@ fn two_guests_input_focus() -> Result<(), String> {
     check(r.transcript.contains("hyp: console input goes to guest two"), "the focus did not move to guest two", &r)?;
     check(r.transcript.contains("hyp: console input goes to guest one"), "the focus did not come back to guest one", &r)?;
     check(r.all_ok() && r.summaries.len() == 2, "not both guests powered off cleanly", &r)
+}
+
+/// `--kernel`/`--initrd` boot any Linux image: trixie's 6.12 arm64 Image
+/// and armhf zImage, their architecture read from their headers.
+fn own_kernel_option() -> Result<(), String> {
+    for (guest, uname) in [("linux-arm64-6.12", "aarch64"), ("linux-armhf-6.12", "armv7l")] {
+        let (kernel, initrd) = crate::linux::files(guest)?.ok_or("no fetched kernel")?;
+        let a = Args { kernel: Some(kernel.clone()), initrd, cpus: 2, vcpus: 2, mem: 512 * MIB, timeout_s: 180, ..Args::default() };
+        let spec = GuestSpec::from_args(&a);
+        let r = boot(&a, std::slice::from_ref(&spec))?;
+        check(!r.timed_out, &format!("{}: timed out", kernel.display()), &r)?;
+        let marker = format!("LINUX-MARKER arch={uname} cpus=2");
+        check(r.transcript.contains(&marker), &format!("{}: no '{marker}'", kernel.display()), &r)?;
+        check(r.summary(&spec.name).is_some_and(|s| s.ok), "no ok summary under the file's name", &r)?;
+    }
+    Ok(())
 }
 
 fn bad_bootarg() -> Result<(), String> {

@@ -77,6 +77,13 @@ pub struct Args {
     pub icount: bool,
     /// Appended to the guest's kernel command line (Linux guests).
     pub append: String,
+    /// Boot this Linux Image or zImage (and initramfs) instead of `guest`.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    /// "aarch64" or "aarch32" for `kernel`; read from its header if absent.
+    pub arch: Option<String>,
+    /// Start QEMU's gdbstub (port 1234) and wait for a debugger.
+    pub gdb: bool,
     /// Typed at the console once the output holds `after` `times` times
     /// (tests). Without it, an interactive terminal's input reaches the
     /// console.
@@ -105,6 +112,10 @@ impl Default for Args {
             icount: std::env::var_os("XTASK_ICOUNT").is_some(),
             append: String::new(),
             input: None,
+            kernel: None,
+            initrd: None,
+            arch: None,
+            gdb: false,
         }
     }
 }
@@ -145,6 +156,16 @@ impl Args {
                 "--quiet" => a.quiet = true,
                 "--icount" => a.icount = true,
                 "--append" => a.append = val()?,
+                "--kernel" => a.kernel = Some(PathBuf::from(val()?)),
+                "--initrd" => a.initrd = Some(PathBuf::from(val()?)),
+                "--arch" => {
+                    let v = val()?;
+                    if v != "aarch64" && v != "aarch32" {
+                        return Err(format!("--arch {v}: allowed: aarch64, aarch32"));
+                    }
+                    a.arch = Some(v);
+                }
+                "--gdb" => a.gdb = true,
                 other => return Err(format!("unknown option '{other}'")),
             }
         }
@@ -158,7 +179,10 @@ impl Args {
             return Err("--cpus must be 1..=4".into());
         }
         // Linux needs more than the bare guests' 64 MiB.
-        if !mem_given && crate::linux::bootargs(&a.guest).is_some() {
+        if a.initrd.is_some() && a.kernel.is_none() {
+            return Err("--initrd goes with --kernel".into());
+        }
+        if !mem_given && (a.kernel.is_some() || crate::linux::bootargs(&a.guest).is_some()) {
             a.mem = 512 << 20;
         }
         if a.mem > 64 << 30 {

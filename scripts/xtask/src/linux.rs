@@ -7,10 +7,14 @@ use std::process::Command;
 
 use crate::root;
 
-/// The kernel command line each Linux guest boots with.
+/// The kernel command line a Linux guest boots with (the guests' virtual
+/// platform has its PL011 at 0x9000000, as QEMU virt does).
+pub const DEFAULT_BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init";
+
+/// The kernel command line each Linux test guest boots with.
 pub fn bootargs(guest: &str) -> Option<&'static str> {
     match guest {
-        "linux-arm64" | "linux-armhf" | "linux-arm64-6.12" | "linux-armhf-6.12" => Some("console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init"),
+        "linux-arm64" | "linux-armhf" | "linux-arm64-6.12" | "linux-armhf-6.12" => Some(DEFAULT_BOOTARGS),
         _ => None,
     }
 }

@@ -14,6 +14,9 @@ commands:
         [--bootargs \"...\"] [--append \"...\"] [--timeout SECONDS] [--quiet] [--icount]
                             (a terminal's input reaches the guest's console;
                             --append adds to a Linux guest's command line)
+  run   --kernel IMAGE [--initrd FILE] [--arch aarch64|aarch32] [options]
+                            boot your own Linux Image or zImage as the guest
+  run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:

@@ -41,10 +41,45 @@ pub struct GuestSpec {
     pub mem: u64,
     pub sw: String,
     pub bootargs: String,
+    /// A kernel (and initramfs) of the user's, instead of `image`'s.
+    pub kernel: Option<(PathBuf, Option<PathBuf>)>,
+    /// Its EL1 execution state, when not `image`'s.
+    pub arch: Option<String>,
+}
+
+/// "aarch64" for an arm64 Image, "aarch32" for a zImage, from the header.
+pub fn image_arch(path: &std::path::Path) -> Result<&'static str, String> {
+    let mut head = [0u8; 64];
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let n = f.read(&mut head).map_err(|e| format!("{}: {e}", path.display()))?;
+    if n >= 60 && head[56..60] == *b"ARMd" {
+        Ok("aarch64")
+    } else if n >= 40 && u32::from_le_bytes(head[36..40].try_into().unwrap()) == 0x016f_2818 {
+        Ok("aarch32")
+    } else {
+        Err(format!("{}: neither an arm64 Image nor a zImage; give --arch aarch64|aarch32", path.display()))
+    }
 }
 
 impl GuestSpec {
     pub fn from_args(a: &Args) -> GuestSpec {
+        if let Some(k) = &a.kernel {
+            let stem: String = k
+                .file_stem()
+                .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(16).collect())
+                .filter(|s: &String| !s.is_empty())
+                .unwrap_or_else(|| "kernel".into());
+            return GuestSpec {
+                image: stem.clone(),
+                name: stem,
+                vcpus: a.vcpus,
+                mem: a.mem,
+                sw: "auto".into(),
+                bootargs: format!("{} {}", crate::linux::DEFAULT_BOOTARGS, a.append).trim().to_string(),
+                kernel: Some((k.clone(), a.initrd.clone())),
+                arch: a.arch.clone(),
+            };
+        }
         GuestSpec {
             image: a.guest.clone(),
             name: a.guest.clone(),
@@ -52,6 +87,8 @@ impl GuestSpec {
             mem: a.mem,
             sw: "auto".into(),
             bootargs: format!("{} {}", crate::linux::bootargs(&a.guest).unwrap_or_default(), a.append).trim().to_string(),
+            kernel: None,
+            arch: None,
         }
     }
 }
@@ -145,11 +182,18 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         files.push((path, at, size));
         Ok((at, size))
     };
+    let mut arches = Vec::new();
     for g in guests {
-        let (image, ramdisk) = match crate::linux::files(&g.image)? {
-            Some(f) => f,
-            None => (build::guest(&g.image)?, None),
+        let (image, ramdisk) = match (&g.kernel, crate::linux::files(&g.image)?) {
+            (Some(k), _) => k.clone(),
+            (None, Some(f)) => f,
+            (None, None) => (build::guest(&g.image)?, None),
         };
+        arches.push(match (&g.arch, &g.kernel) {
+            (Some(a), _) => a.clone(),
+            (None, Some(_)) => image_arch(&image)?.to_string(),
+            (None, None) => crate::guest_arch(&g.image).to_string(),
+        });
         let img = place(image)?;
         let rd = match ramdisk {
             Some(p) => Some(place(p)?),
@@ -163,7 +207,8 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     let modules: Vec<Module> = guests
         .iter()
         .zip(&placed)
-        .map(|(g, &((addr, size), ramdisk))| Module {
+        .zip(&arches)
+        .map(|((g, &((addr, size), ramdisk)), arch)| Module {
             name: &g.name,
             addr,
             size,
@@ -172,7 +217,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
             vcpus: g.vcpus,
             sw: &g.sw,
             bootargs: &g.bootargs,
-            arch: crate::guest_arch(&g.image),
+            arch,
         })
         .collect();
     let margs = machine_args(a, guests);
@@ -180,6 +225,14 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     dtb::generate(&margs, &dtb::chosen_dts(&bootargs, &modules), &dtb_path)?;
 
     let mut cmd = qemu_command();
+    if a.gdb {
+        // QEMU's gdbstub on TCP port 1234; the CPUs wait for the debugger.
+        cmd.args(["-s", "-S"]);
+        eprintln!(
+            "xtask: QEMU waits for gdb: gdb-multiarch -ex 'target remote :1234' {} (Debian: apt-get install gdb-multiarch)",
+            kernel.display()
+        );
+    }
     cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
@@ -298,7 +351,7 @@ mod tests {
     use super::*;
 
     fn guest(mem: u64) -> GuestSpec {
-        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new() }
+        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new(), kernel: None, arch: None }
     }
 
     #[test]
