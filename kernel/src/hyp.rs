@@ -31,7 +31,8 @@ pub struct Hyp {
     pub devices_now: [bool; MAX_PCPUS],
     /// Per pCPU and VM: the vCPU of that VM that last ran there.
     pub ran_here: [[Option<u8>; vcpu_sched::MAX_VMS]; MAX_PCPUS],
-    /// The guest that console input goes to.
+    /// Where console input goes: a guest's index, or `vms.len()` for the
+    /// hypervisor's own commands.
     pub focus: usize,
     /// CTRL-a bytes typed in a row (three switch the focus).
     pub ctrl_a: u8,
@@ -143,6 +144,12 @@ impl Hyp {
 
     fn deliver(&mut self, pcpu: usize, bytes: &[u8]) {
         let f = self.focus;
+        if f == self.vms.len() {
+            for &b in bytes {
+                self.command(b);
+            }
+            return;
+        }
         let here = self.loaded[pcpu].filter(|v| v.vm as usize == f).map(|v| v.vcpu as usize);
         let Some(vm) = self.vms.get_mut(f) else { return };
         if bytes.is_empty() || vm.finished() {
@@ -154,16 +161,66 @@ impl Hyp {
         }
     }
 
+    /// The next running guest, or the hypervisor after the last guest.
     fn next_focus(&mut self) {
         let n = self.vms.len();
-        for k in 1..=n {
-            let i = (self.focus + k) % n;
-            if !self.vms[i].finished() {
+        for k in 1..=n + 1 {
+            let i = (self.focus + k) % (n + 1);
+            if i == n || !self.vms[i].finished() {
                 self.focus = i;
                 break;
             }
         }
-        crate::kprintln!("hyp: console input goes to guest {}", self.vms[self.focus].name);
+        if self.focus == n {
+            crate::kprintln!("hyp: console input goes to the hypervisor (l: list guests, c: counters, h: help)");
+        } else {
+            crate::kprintln!("hyp: console input goes to guest {}", self.vms[self.focus].name);
+        }
+    }
+
+    /// One key typed to the hypervisor.
+    fn command(&mut self, key: u8) {
+        match key {
+            b'l' => {
+                for (i, vm) in self.vms.iter().enumerate() {
+                    let state = match vm.exit_ok {
+                        None => "running",
+                        Some(true) => "stopped (ok)",
+                        Some(false) => "stopped (fail)",
+                    };
+                    crate::kprintln!(
+                        "hyp: guest{} {}: {}, {} vCPUs, {} MiB RAM, {} MiB populated, {}",
+                        i,
+                        vm.name,
+                        state,
+                        vm.vcpus.len(),
+                        vm.pod.config().ram_size >> 20,
+                        vm.pod.stats().populated_bytes() >> 20,
+                        if vm.aarch32 { "AArch32" } else { "AArch64" }
+                    );
+                }
+            }
+            b'c' => {
+                for vm in self.vms.iter() {
+                    let (c, cm, pod) = (&vm.counters, vm.cm.counters(), vm.pod.stats());
+                    crate::kprintln!(
+                        "hyp: guest {} counters: sw_traps={} tvm_traps={} stage2_faults={} populated_bytes={} cleaned_bytes={} cleans={} migrations={} mmio={} irq_exits={}",
+                        vm.name,
+                        cm.sw_traps,
+                        cm.tvm_traps,
+                        c.stage2_faults,
+                        pod.populated_bytes(),
+                        cm.cleaned_bytes,
+                        cm.cleans,
+                        c.migrations,
+                        c.mmio,
+                        c.irq_exits
+                    );
+                }
+            }
+            b'h' | b'?' => crate::kprintln!("hyp: keys: l list guests, c counters, h help; CTRL-a three times: next guest"),
+            _ => {}
+        }
     }
 
     /// The physical interrupts that belong to the guest running here.

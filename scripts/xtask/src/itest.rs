@@ -376,13 +376,21 @@ fn linux_shell_input() -> Result<(), String> {
         guest: "linux-arm64".into(),
         mem: 512 * MIB,
         append: "shell".into(),
-        input: Some(crate::Input { after: "LINUX-SHELL ready".into(), times: 1, text: b"echo HELLO-$((6*7))\npoweroff -f\n".to_vec() }),
+        // A command, then CTRL-a three times to the hypervisor ('l' lists
+        // guests, 'c' shows counters), three more back to the guest.
+        input: Some(crate::Input {
+            after: "LINUX-SHELL ready".into(),
+            times: 1,
+            text: b"echo HELLO-$((6*7))\n\x01\x01\x01lc\x01\x01\x01poweroff -f\n".to_vec(),
+        }),
         timeout_s: 180,
         ..Args::default()
     };
     let r = boot(&a, &[GuestSpec::from_args(&a)])?;
     check(!r.timed_out, "timed out: the typed commands never ran", &r)?;
     check(r.transcript.contains("HELLO-42"), "the shell did not run the typed command", &r)?;
+    check(r.transcript.contains("hyp: guest0 linux-arm64: running, 1 vCPUs"), "the hypervisor's 'l' did not list the guest", &r)?;
+    check(r.transcript.contains("hyp: guest linux-arm64 counters: sw_traps="), "the hypervisor's 'c' did not show counters", &r)?;
     check(r.all_ok(), "the guest did not power off cleanly", &r)
 }
 
@@ -399,7 +407,8 @@ fn two_guests_input_focus() -> Result<(), String> {
     };
     let one = GuestSpec { name: "one".into(), ..GuestSpec::from_args(&a) };
     let two = GuestSpec { name: "two".into(), ..GuestSpec::from_args(&a) };
-    let text = b"echo ONE-$((1+1))\n\x01\x01\x01echo TWO-$((2+2))\npoweroff -f\n\x01\x01\x01poweroff -f\n".to_vec();
+    // one -> two -> (two stopped) the hypervisor -> one.
+    let text = b"echo ONE-$((1+1))\n\x01\x01\x01echo TWO-$((2+2))\npoweroff -f\n\x01\x01\x01\x01\x01\x01poweroff -f\n".to_vec();
     let a = Args { input: Some(crate::Input { after: "LINUX-SHELL ready".into(), times: 2, text }), ..a };
     let r = boot(&a, &[one, two])?;
     check(!r.timed_out, "timed out", &r)?;
