@@ -262,6 +262,8 @@ fn linux_with(guest: &str, arch: &str, bootargs: &str, mem: u64) -> Result<(RunR
     let s = r.summary(guest).ok_or("no summary")?.clone();
     check(s.ok, "exit is not ok", &r)?;
     check(s.get("vcpus") == 2, "vcpus != 2", &r)?;
+    // Kick SGIs from pCPU 1 carry its number in GICC_IAR[12:10].
+    check(!r.transcript.contains("unexpected interrupt"), "an interrupt was not recognised (kick SGI source bits?)", &r)?;
     check(r.qemu_ok, "QEMU did not exit cleanly", &r)?;
     Ok((r, s))
 }
@@ -332,6 +334,7 @@ fn linux_armhf_612_shared_pcpus() -> Result<(), String> {
         let s = r.summary("linux-armhf-6.12").ok_or("no summary")?;
         check(s.ok && r.qemu_ok, &format!("{what}: exit is not ok"), &r)?;
         check(s.get("sw_traps") > 0, &format!("{what}: set/way did not trap"), &r)?;
+        check(!r.transcript.contains("unexpected interrupt"), &format!("{what}: an interrupt was not recognised"), &r)?;
     }
     Ok(())
 }
