@@ -215,11 +215,19 @@ impl Guard {
 /// guest's, another vCPU's or the hypervisor's.
 pub struct LineBuf {
     buf: heapless::Vec<u8, 256>,
+    /// `[name] ` before each line, when several guests share the console.
+    prefix: heapless::String<20>,
 }
 
 impl LineBuf {
     pub const fn new() -> Self {
-        LineBuf { buf: heapless::Vec::new() }
+        LineBuf { buf: heapless::Vec::new(), prefix: heapless::String::new() }
+    }
+
+    /// Print `[name] ` before each line from now on.
+    pub fn set_prefix(&mut self, name: &str) {
+        self.prefix.clear();
+        let _ = write!(self.prefix, "[{}] ", name);
     }
 
     pub fn push(&mut self, b: u8) {
@@ -233,6 +241,9 @@ impl LineBuf {
     pub fn flush(&mut self) {
         if !self.buf.is_empty() {
             let mut g = lock();
+            for b in self.prefix.bytes() {
+                g.byte(b);
+            }
             for &b in self.buf.iter() {
                 g.byte(b);
             }

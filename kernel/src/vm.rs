@@ -150,8 +150,10 @@ impl Vcpu {
     /// An AArch32 entry with bit 0 set starts in Thumb state.
     pub fn reset(&mut self, index: usize, entry: u64, context: u64, aarch32: bool) {
         let last = self.last_pcpu;
+        let out = core::mem::take(&mut self.out);
         *self = Vcpu::new(index, aarch32);
         self.last_pcpu = last;
+        self.out = out;
         self.frame.x[0] = context;
         if aarch32 {
             self.frame.elr = entry & !1;
