@@ -213,6 +213,11 @@ pub struct Args<'a> {
     pub guests: [GuestArgs<'a>; MAX_GUESTS],
 }
 
+/// The value `table` gives for `value`, if any.
+fn choose<T: Copy>(value: &str, table: &[(&str, T)]) -> Option<T> {
+    table.iter().find(|(k, _)| *k == value).map(|&(_, v)| v)
+}
+
 fn set<'a, T>(slot: &mut Option<T>, v: T, token: &'a str) -> Result<(), Error<'a>> {
     if slot.is_some() {
         return Err(Error::Arg {
@@ -268,19 +273,13 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                 set(&mut a.loglevel, v, token)?;
             }
             "exit" => {
-                let v = match value {
-                    "psci" => ExitMethod::Psci,
-                    "semihosting" => ExitMethod::Semihosting,
-                    _ => return Err(bad("unknown exit method", EXIT_ALLOWED)),
-                };
+                let v = choose(value, &[("psci", ExitMethod::Psci), ("semihosting", ExitMethod::Semihosting)])
+                    .ok_or(bad("unknown exit method", EXIT_ALLOWED))?;
                 set(&mut a.exit, v, token)?;
             }
             "pmu" => {
-                let v = match value {
-                    "hidden" => PmuMode::Hidden,
-                    "passthrough" => PmuMode::Passthrough,
-                    _ => return Err(bad("unknown PMU mode", PMU_ALLOWED)),
-                };
+                let v = choose(value, &[("hidden", PmuMode::Hidden), ("passthrough", PmuMode::Passthrough)])
+                    .ok_or(bad("unknown PMU mode", PMU_ALLOWED))?;
                 set(&mut a.pmu, v, token)?;
             }
             _ => {
