@@ -313,10 +313,7 @@ fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
         }
         Call::Hyp(HypCall::Exit { status }) => return h.finish_vm(vmi, status == 0),
         Call::Psci(PsciCall::SystemOff) => return h.finish_vm(vmi, true),
-        Call::Psci(PsciCall::SystemReset) => {
-            crate::kprintln!("hyp: guest {} asked for a reset; stopping it (reset is not supported yet)", h.vms[vmi].name);
-            return h.finish_vm(vmi, false);
-        }
+        Call::Psci(PsciCall::SystemReset) => return h.request_restart(vmi),
         Call::Psci(PsciCall::Version) => 0x0001_0000, // PSCI 1.0
         Call::Psci(PsciCall::MigrateInfoType) => 2,    // trusted OS not present
         Call::Psci(PsciCall::Features { fid }) => match fid {

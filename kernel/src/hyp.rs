@@ -36,6 +36,8 @@ pub struct Hyp {
     pub focus: usize,
     /// CTRL-a bytes typed in a row (three switch the focus).
     pub ctrl_a: u8,
+    /// Restarts a guest may make (`reboots=`) before it is stopped.
+    pub reboots: u32,
 }
 
 pub static HYP: SpinCell<Option<Hyp>> = SpinCell::new(None);
@@ -107,6 +109,58 @@ impl Hyp {
             if !banked {
                 crate::kprintln!("hyp: guest {}: AArch32 SPSR bank sync failed on pCPU {}; stopping it", self.vms[v.vm as usize].name, pcpu);
                 self.finish_vm(v.vm as usize, false);
+            }
+        }
+    }
+
+    /// PSCI SYSTEM_RESET from VM `vmi`: every vCPU stops now; the VM is
+    /// rebuilt once no pCPU holds any of them ([`Hyp::run_restarts`]).
+    pub fn request_restart(&mut self, vmi: usize) {
+        let limit = self.reboots;
+        let vm = &mut self.vms[vmi];
+        if vm.restarts >= limit {
+            crate::kprintln!("hyp: guest {}: asked for its restart number {} (reboots={}); stopped", vm.name, vm.restarts + 1, limit);
+            return self.finish_vm(vmi, false);
+        }
+        crate::kprintln!("hyp: guest {}: restarting", vm.name);
+        vm.restart_pending = true;
+        for (i, c) in vm.vcpus.iter_mut().enumerate() {
+            c.out.flush();
+            if c.power == Power::On {
+                c.power = Power::Off;
+                let _ = self.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+            }
+        }
+        if let Some(d) = vm.devices.as_mut() {
+            d.out.flush();
+        }
+        // pCPUs running its other vCPUs exit now and let go of them.
+        let me = arch::cpu_id();
+        let mask = self.loaded.iter().enumerate().filter(|(p, l)| *p != me && l.is_some_and(|l| l.vm as usize == vmi)).fold(0u16, |m, (p, _)| m | 1 << p);
+        kick_pcpus(mask);
+    }
+
+    /// Rebuild every VM whose restart waits and whose vCPUs no pCPU holds.
+    fn run_restarts(&mut self) {
+        for i in 0..self.vms.len() {
+            if !self.vms[i].restart_pending || self.loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == i)) {
+                continue;
+            }
+            let old = self.vms.remove(i);
+            match vm::restart(old) {
+                Ok(new) => {
+                    self.vms.insert(i, new);
+                    if let Ok(Some(p)) = self.sched.wake(VcpuRef::new(i as u8, 0)) {
+                        if p != arch::cpu_id() {
+                            kick_pcpus(1 << p);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // It was built from the same spec and memory at boot.
+                    crate::kprintln!("hyp: guest{}: restart failed: {}; powering off", i, e);
+                    crate::power_off(false);
+                }
             }
         }
     }
@@ -340,6 +394,7 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
         let step = {
             let mut g = HYP.lock();
             let h = g.as_mut().expect("hypervisor state");
+            h.run_restarts();
             let mut cur = h.sched.current(pcpu);
             // A vCPU of a stopped VM never runs again.
             if let Some(v) = cur {

@@ -274,7 +274,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
-    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS], ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS], focus: 0, ctrl_a: 0 });
+    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS], ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS], focus: 0, ctrl_a: 0, reboots: cfg.reboots });
     if cfg.guests.len() > 1 {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());
     }

@@ -178,13 +178,13 @@ pub struct LogLimit {
 }
 
 impl LogLimit {
-    /// Whether one more line may go out in second `now`; also the number
-    /// dropped in earlier seconds, to report once (0 when none).
     /// Lines dropped and not reported yet.
     pub fn take_dropped(&mut self) -> u64 {
         core::mem::take(&mut self.dropped)
     }
 
+    /// Whether one more line may go out in second `now`; also the number
+    /// dropped in earlier seconds, to report once (0 when none).
     pub fn allow(&mut self, now: u64) -> (bool, u64) {
         let mut report = 0;
         if now != self.second {
@@ -205,6 +205,12 @@ impl LogLimit {
 pub struct Vm {
     /// Guest-caused log lines (aborts it provoked, reports it made).
     pub log: LogLimit,
+    /// How it was built, for a restart.
+    pub boot: Boot,
+    /// Restarts so far (PSCI SYSTEM_RESET), and one asked for: it happens
+    /// once no pCPU holds any of its vCPUs.
+    pub restarts: u32,
+    pub restart_pending: bool,
     pub name: heapless::String<16>,
     pub pager: GuestPager,
     pub pod: Pod,
@@ -229,6 +235,7 @@ pub fn set_gicv(pa: u64) {
 }
 
 /// How a guest is built, from the boot configuration.
+#[derive(Clone, Copy)]
 pub struct Spec<'a> {
     pub name: &'a str,
     pub image: (u64, u64),
@@ -243,6 +250,16 @@ pub struct Spec<'a> {
     /// The guest kernel's command line.
     pub bootargs: &'a str,
     pub slice_bytes: u64,
+}
+
+/// What a restart needs to build the VM again: its spec (owned), and the
+/// host RAM it was given (pool and table reservation), reused as they are.
+pub struct Boot {
+    name: heapless::String<16>,
+    bootargs: heapless::String<512>,
+    spec: Spec<'static>,
+    tables: u64,
+    pool: u64,
 }
 
 impl Vm {
@@ -305,15 +322,59 @@ pub fn create(
     }
     let frames = table_frames(spec.mem);
     let tables = alloc(frames * hwops::PAGE_SIZE, hwops::PAGE_SIZE).ok_or("not enough host RAM for the guest's stage-2 tables")?;
-    let pager = Pager::new(stage2, A64Table::new(ReservedTables::new(tables, frames)), GUEST_RAM_IPA)
+    // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
+    let pool = if spec.eager { spec.mem } else { spec.pool.min(spec.mem) };
+    let pool_pa = alloc(pool, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?;
+    let mut boot = Boot {
+        name: heapless::String::new(),
+        bootargs: heapless::String::new(),
+        spec: Spec { name: "", bootargs: "", ..*spec },
+        tables,
+        pool: pool_pa,
+    };
+    let _ = boot.name.push_str(&spec.name[..spec.name.len().min(16)]);
+    boot.bootargs.push_str(spec.bootargs).map_err(|_| "guest bootargs longer than 512 bytes")?;
+    build(stage2, pod, boot, 0)
+}
+
+/// The VM after PSCI SYSTEM_RESET: the same spec, pool and table frames,
+/// fresh state, the image copied in again from its module (which the guest
+/// never wrote), `hyp.restarts=N` on a Linux guest's command line. No pCPU
+/// may hold any of its vCPUs.
+pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
+    let restarts = vm.restarts + 1;
+    let log = vm.log;
+    let (stage2, _) = vm.pager.into_parts();
+    let pod = vm.pod.into_cap();
+    let mut boot = vm.boot;
+    let base = boot.bootargs.split(" hyp.restarts=").next().unwrap_or("").len();
+    boot.bootargs.truncate(base);
+    let _ = core::fmt::Write::write_fmt(&mut boot.bootargs, format_args!(" hyp.restarts={restarts}"));
+    let mut new = build(stage2, pod, boot, restarts)?;
+    new.log = log;
+    // The tables are rebuilt in the same frames (the same VTTBR): drop every
+    // translation of this VMID, and the old image's instructions.
+    let cur = crate::arch::sysreg_read!("vttbr_el2");
+    crate::arch::sysreg_write!("vttbr_el2", new.vttbr());
+    crate::arch::isb();
+    crate::arch::tlbi_vmid();
+    crate::arch::sysreg_write!("vttbr_el2", cur);
+    crate::arch::isb();
+    crate::arch::ic_iallu_is();
+    Ok(new)
+}
+
+fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
+    let (name, bootargs) = (boot.name.clone(), boot.bootargs.clone());
+    let spec = &Spec { name: name.as_str(), bootargs: bootargs.as_str(), ..boot.spec };
+    let frames = table_frames(spec.mem);
+    let pager = Pager::new(stage2, A64Table::new(ReservedTables::new(boot.tables, frames)), GUEST_RAM_IPA)
         .map_err(|_| "stage-2 pager refused")?;
     let eager = spec.eager;
     let mode = if eager { Mode::Eager } else { Mode::OnDemand };
     let mut pod = Pod::new(pod, PodConfig::new(GUEST_RAM_IPA, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
-    // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
     let pool = if eager { spec.mem } else { spec.pool.min(spec.mem) };
-    let pa = alloc(pool, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?;
-    pod.grant(pa, pool).map_err(|_| "PoD refused the pool grant")?;
+    pod.grant(boot.pool, pool).map_err(|_| "PoD refused the pool grant")?;
     let cfg = VmConfig {
         vcpus: spec.vcpus as u8,
         sw: spec.sw,
@@ -327,6 +388,9 @@ pub fn create(
     let cm = CacheMaint::new(cfg).map_err(|_| "cache-maint refused the VM configuration")?;
     let mut vm = Vm {
         log: LogLimit::default(),
+        boot,
+        restarts,
+        restart_pending: false,
         name: {
             let mut n = heapless::String::new();
             let _ = n.push_str(&spec.name[..spec.name.len().min(16)]);
@@ -463,7 +527,7 @@ pub fn print_summary(vm: &Vm) {
     let cm = vm.cm.counters();
     let pod = vm.pod.stats();
     crate::kprintln!(
-        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={}",
+        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={} restarts={}",
         vm.name,
         if vm.exit_ok == Some(true) { "ok" } else { "fail" },
         vm.vcpus.len(),
@@ -475,7 +539,8 @@ pub fn print_summary(vm: &Vm) {
         pod.populated_bytes(),
         cm.cleaned_bytes,
         cm.max_slice_bytes,
-        c.migrations
+        c.migrations,
+        vm.restarts
     );
     crate::kprintln!(
         "hyp: guest {} cleans={} slices={} mmio={} irq_exits={} hvc={}",

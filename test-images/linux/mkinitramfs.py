@@ -11,7 +11,9 @@ The marker /init prints:
 
     LINUX-MARKER arch=<uname -m> cpus=<processors in /proc/cpuinfo> MemTotal: <kB> kB
 
-With `shell` on the kernel command line it then prints `LINUX-SHELL ready`
+With `reboot` on the kernel command line it restarts once (PSCI
+SYSTEM_RESET; the hypervisor marks the next boot with `hyp.restarts=N`),
+with `rebootloop` every time. With `shell` it then prints `LINUX-SHELL ready`
 and runs an interactive `sh` on the console; leaving it powers off.
 """
 
@@ -26,6 +28,10 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 echo "LINUX-MARKER arch=$(uname -m) cpus=$(grep -c ^processor /proc/cpuinfo) $(grep MemTotal /proc/meminfo)"
+# `reboot`: restart once (the hypervisor adds hyp.restarts=N after a
+# restart); `rebootloop`: restart every time.
+if grep -qw rebootloop /proc/cmdline; then reboot -f; fi
+if grep -qw reboot /proc/cmdline && ! grep -q hyp.restarts= /proc/cmdline; then reboot -f; fi
 # With `shell` on the command line: an interactive shell on the console.
 if grep -qw shell /proc/cmdline; then
     echo "LINUX-SHELL ready"
@@ -35,7 +41,7 @@ poweroff -f
 """
 
 # Busybox applets /init runs, as symlinks in /bin.
-APPLETS = ["sh", "mount", "uname", "grep", "poweroff", "cat", "ls"]
+APPLETS = ["sh", "mount", "uname", "grep", "poweroff", "reboot", "cat", "ls"]
 
 
 class Newc:

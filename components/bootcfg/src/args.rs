@@ -93,10 +93,11 @@ pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple
 pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 const KEYS_ALLOWED: &str =
-    "sched, hwdom_pin, slice, loglevel, exit, pmu, console, guestN.mem, guestN.pool, \
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
 const EXIT_ALLOWED: &str = "psci, semihosting";
 const PMU_ALLOWED: &str = "hidden, passthrough";
+const REBOOTS_ALLOWED: &str = "0 to 1000";
 const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
@@ -210,6 +211,7 @@ pub struct Args<'a> {
     pub loglevel: Option<LogLevel>,
     pub exit: Option<ExitMethod>,
     pub pmu: Option<PmuMode>,
+    pub reboots: Option<u32>,
     pub guests: [GuestArgs<'a>; MAX_GUESTS],
 }
 
@@ -276,6 +278,10 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                 let v = choose(value, &[("psci", ExitMethod::Psci), ("semihosting", ExitMethod::Semihosting)])
                     .ok_or(bad("unknown exit method", EXIT_ALLOWED))?;
                 set(&mut a.exit, v, token)?;
+            }
+            "reboots" => {
+                let v = value.parse::<u32>().ok().filter(|n| *n <= 1000).ok_or(bad("out of range", REBOOTS_ALLOWED))?;
+                set(&mut a.reboots, v, token)?;
             }
             "pmu" => {
                 let v = choose(value, &[("hidden", PmuMode::Hidden), ("passthrough", PmuMode::Passthrough)])

@@ -137,6 +137,8 @@ pub struct BootConfig {
     pub loglevel: LogLevel,
     pub exit: ExitMethod,
     pub pmu: PmuMode,
+    /// Restarts (PSCI SYSTEM_RESET) a guest may make before it is stopped.
+    pub reboots: u32,
     /// In device tree order; guest0 is the hardware domain.
     pub guests: Vec<GuestConfig, MAX_GUESTS>,
     pub ram: Vec<Range, MAX_RAM>,
@@ -220,6 +222,7 @@ pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
         loglevel: args.loglevel.unwrap_or_default(),
         exit: args.exit.unwrap_or_default(),
         pmu: args.pmu.unwrap_or_default(),
+        reboots: args.reboots.unwrap_or(10),
         guests: Vec::new(),
         ram: Vec::new(),
         reserved: Vec::new(),

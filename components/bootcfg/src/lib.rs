@@ -52,7 +52,7 @@
 //! ## Command line
 //! `sched=rr|pinned|null` (rr), `hwdom_pin=auto|on|off` (auto),
 //! `slice=<size>` (64K), `loglevel=error|warn|info|debug|trace|0-4` (info),
-//! `exit=psci|semihosting` (psci), `pmu=hidden|passthrough` (hidden),
+//! `exit=psci|semihosting` (psci), `pmu=hidden|passthrough` (hidden), `reboots=0..1000` (10),
 //! `guestN.mem=<size>`, `guestN.pool=<size>` (PoD pool, default = mem),
 //! `guestN.populate=demand|eager`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,
 //! `guestN.name=<name>`; `console=` is ignored. Unknown keys and repeated

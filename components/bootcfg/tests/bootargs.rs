@@ -140,6 +140,8 @@ fn every_error() {
         ("guest0.mem=2097153", "bootargs: guest0.mem=2097153: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("exit=reboot", "bootargs: exit=reboot: unknown exit method (allowed: psci, semihosting)"),
         ("pmu=on", "bootargs: pmu=on: unknown PMU mode (allowed: hidden, passthrough)"),
+        ("reboots=1001", "bootargs: reboots=1001: out of range (allowed: 0 to 1000)"),
+        ("reboots=many", "bootargs: reboots=many: out of range (allowed: 0 to 1000)"),
         ("guest0.populate=lazy", "bootargs: guest0.populate=lazy: unknown population mode (allowed: demand, eager)"),
         ("guest0.pool=1M", "bootargs: guest0.pool=1M: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.mem=64MB", "bootargs: guest0.mem=64MB: not a size (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
@@ -155,12 +157,12 @@ fn every_error() {
         ("guest10.mem=64M", "bootargs: guest10.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest.mem=64M", "bootargs: guest.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, populate, vcpus, sw, name)"),
-        ("shed=rr", "bootargs: shed=rr: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
-        ("guest0mem=2M", "bootargs: guest0mem=2M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
-        ("quiet", "bootargs: quiet: expected key=value (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("shed=rr", "bootargs: shed=rr: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("guest0mem=2M", "bootargs: guest0mem=2M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("quiet", "bootargs: quiet: expected key=value (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
         ("sched=rr sched=null", "bootargs: sched=null: given twice (allowed: each key once)"),
         ("guest1.vcpus=1 guest1.vcpus=2", "bootargs: guest1.vcpus=2: given twice (allowed: each key once)"),
-        ("dom0_mem=512M", "bootargs: dom0_mem=512M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
+        ("dom0_mem=512M", "bootargs: dom0_mem=512M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
     ];
     for (line, want) in table {
         assert_eq!(err(line), want, "{line:?}");

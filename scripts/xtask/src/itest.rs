@@ -27,6 +27,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("hostile_guest", hostile_guest),
     ("linux_shell_input", linux_shell_input),
     ("own_kernel_option", own_kernel_option),
+    ("reboot_restarts_guest", reboot_restarts_guest),
     ("two_guests_input_focus", two_guests_input_focus),
 ];
 
@@ -435,6 +436,25 @@ fn own_kernel_option() -> Result<(), String> {
         check(r.summary(&spec.name).is_some_and(|s| s.ok), "no ok summary under the file's name", &r)?;
     }
     Ok(())
+}
+
+/// `reboot -f` (PSCI SYSTEM_RESET) restarts the guest from its pristine
+/// image with fresh memory; the second boot powers off cleanly. A guest
+/// that reboots every time is stopped after `reboots=` restarts.
+fn reboot_restarts_guest() -> Result<(), String> {
+    let a = Args { guest: "linux-arm64".into(), append: "reboot".into(), timeout_s: 180, ..Args::parse(&["--guest".into(), "linux-arm64".into()])? };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.matches("LINUX-MARKER arch=aarch64").count() == 2, "not exactly two boots", &r)?;
+    let s = r.summary("linux-arm64").ok_or("no summary")?;
+    check(s.ok && s.get("restarts") == 1, "not one restart and a clean power-off", &r)?;
+    let a = Args { append: "rebootloop".into(), bootargs: "reboots=2".into(), ..a };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out: a reboot loop was not stopped", &r)?;
+    check(r.transcript.matches("LINUX-MARKER arch=aarch64").count() == 3, "not three boots (2 restarts)", &r)?;
+    let s = r.summary("linux-arm64").ok_or("no summary")?;
+    check(!s.ok && s.get("restarts") == 2, "the loop was not stopped after 2 restarts", &r)?;
+    check(r.transcript.contains("(reboots=2); stopped"), "no line saying why it stopped", &r)
 }
 
 fn bad_bootarg() -> Result<(), String> {
