@@ -148,7 +148,10 @@ impl Hyp {
             }
             let old = self.vms.remove(i);
             match vm::restart(old) {
-                Ok(new) => {
+                Ok(mut new) => {
+                    if !self.vms.is_empty() {
+                        new.prefix_console();
+                    }
                     self.vms.insert(i, new);
                     if let Ok(Some(p)) = self.sched.wake(VcpuRef::new(i as u8, 0)) {
                         if p != arch::cpu_id() {

@@ -261,13 +261,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     // Several guests on one console: each line says whose it is.
     if vms.len() > 1 {
         for vm in vms.iter_mut() {
-            let name = vm.name.clone();
-            for c in vm.vcpus.iter_mut() {
-                c.out.set_prefix(&name);
-            }
-            if let Some(d) = vm.devices.as_mut() {
-                d.out.set_prefix(&name);
-            }
+            vm.prefix_console();
         }
     }
     if vms.is_empty() {

@@ -283,6 +283,17 @@ impl Vm {
         ipa >= c.ram_base && ipa - c.ram_base < c.ram_size
     }
 
+    /// Start each of its console lines with `[name] ` (several guests).
+    pub fn prefix_console(&mut self) {
+        let name = self.name.clone();
+        for c in self.vcpus.iter_mut() {
+            c.out.set_prefix(&name);
+        }
+        if let Some(d) = self.devices.as_mut() {
+            d.out.set_prefix(&name);
+        }
+    }
+
     /// Whether a line this guest caused may be logged now (see [`LogLimit`]).
     pub fn may_log(&mut self) -> bool {
         let now = crate::arch::counter() / crate::arch::counter_freq().max(1);
