@@ -355,6 +355,10 @@ fn vcpu_of(mpidr: u64) -> Option<usize> {
 
 fn cpu_on(h: &mut Hyp, vmi: usize, target: u64, entry: u64, context: u64) -> u64 {
     let vm = &mut h.vms[vmi];
+    // A VM that is stopping or restarting starts nothing.
+    if vm.finished() || vm.restart_pending {
+        return psci::ret(psci::DENIED);
+    }
     let Some(i) = vcpu_of(target).filter(|&i| i < vm.vcpus.len()) else {
         return psci::ret(psci::INVALID_PARAMETERS);
     };

@@ -59,6 +59,7 @@ impl Hyp {
             return;
         }
         vm.exit_ok = Some(ok);
+        vm.restart_pending = false;
         for c in vm.vcpus.iter_mut() {
             c.out.flush();
         }
@@ -118,6 +119,9 @@ impl Hyp {
     pub fn request_restart(&mut self, vmi: usize) {
         let limit = self.reboots;
         let vm = &mut self.vms[vmi];
+        if vm.finished() || vm.restart_pending {
+            return;
+        }
         if vm.restarts >= limit {
             crate::kprintln!("hyp: guest {}: asked for its restart number {} (reboots={}); stopped", vm.name, vm.restarts + 1, limit);
             return self.finish_vm(vmi, false);
@@ -143,8 +147,13 @@ impl Hyp {
     /// Rebuild every VM whose restart waits and whose vCPUs no pCPU holds.
     fn run_restarts(&mut self) {
         for i in 0..self.vms.len() {
-            if !self.vms[i].restart_pending || self.loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == i)) {
+            let vm = &self.vms[i];
+            if !vm.restart_pending || vm.finished() || self.loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == i)) {
                 continue;
+            }
+            // None of its vCPUs may run again before the rebuild.
+            for k in 0..vm.vcpus.len() {
+                let _ = self.sched.block(VcpuRef::new(i as u8, k as u8), BlockKind::Off);
             }
             let old = self.vms.remove(i);
             match vm::restart(old) {
@@ -372,7 +381,7 @@ impl Hyp {
             return false;
         }
         let vm = &self.vms[v.vm as usize];
-        if vm.finished() || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
+        if vm.finished() || vm.restart_pending || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
             return false;
         }
         self.refresh_hcr(pcpu);
@@ -399,16 +408,22 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
             let h = g.as_mut().expect("hypervisor state");
             h.run_restarts();
             let mut cur = h.sched.current(pcpu);
-            // A vCPU of a stopped VM never runs again.
+            // A vCPU of a stopped VM, or of one waiting for its restart,
+            // does not run.
+            let halted = |h: &Hyp, v: VcpuRef| h.vms[v.vm as usize].finished() || h.vms[v.vm as usize].restart_pending;
             if let Some(v) = cur {
-                if h.vms[v.vm as usize].finished() {
+                if halted(h, v) {
                     let _ = h.sched.block(v, BlockKind::Off);
                     cur = None;
                 }
             }
             if cur.is_none() {
                 if let Ok(vcpu_sched::Decision::Run(v)) = h.sched.pick_next(pcpu) {
-                    cur = Some(v);
+                    if halted(h, v) {
+                        let _ = h.sched.block(v, BlockKind::Off);
+                    } else {
+                        cur = Some(v);
+                    }
                 }
             }
             // A vCPU whose live state still sits on another pCPU (that pCPU

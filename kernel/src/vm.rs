@@ -360,7 +360,10 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
     let mut boot = vm.boot;
     let base = boot.bootargs.split(" hyp.restarts=").next().unwrap_or("").len();
     boot.bootargs.truncate(base);
-    let _ = core::fmt::Write::write_fmt(&mut boot.bootargs, format_args!(" hyp.restarts={restarts}"));
+    if core::fmt::Write::write_fmt(&mut boot.bootargs, format_args!(" hyp.restarts={restarts}")).is_err() {
+        // No room on a full command line: the guest just cannot tell.
+        boot.bootargs.truncate(base);
+    }
     let mut new = build(stage2, pod, boot, restarts)?;
     new.log = log;
     // The tables are rebuilt in the same frames (the same VTTBR): drop every
