@@ -104,7 +104,7 @@ static mut RING: Ring = Ring { buf: [0; RING_BYTES], head: 0, len: 0 };
 /// Whether the ring holds anything (read without the lock).
 static PENDING: AtomicBool = AtomicBool::new(false);
 /// Bytes that found the ring full and had to wait for the UART.
-pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+pub static OVERRUNS: AtomicU64 = AtomicU64::new(0);
 /// Unbuffered from now on (a panic).
 static DIRECT: AtomicBool = AtomicBool::new(false);
 
@@ -113,6 +113,21 @@ fn ring() -> &'static mut Ring {
     // SAFETY: every caller holds the console lock (a `Guard` with
     // `locked`), which serialises all access to RING.
     unsafe { &mut *core::ptr::addr_of_mut!(RING) }
+}
+
+/// Send the oldest byte, waiting for the UART. Console lock held, `len > 0`.
+fn send_one(r: &mut Ring) {
+    put_blocking(r.buf[r.head]);
+    r.head = (r.head + 1) % RING_BYTES;
+    r.len -= 1;
+}
+
+/// Send everything, waiting for the UART. Console lock held.
+fn send_all(r: &mut Ring) {
+    while r.len > 0 {
+        send_one(r);
+    }
+    PENDING.store(false, Ordering::Relaxed);
 }
 
 /// Send what the UART takes now without waiting. Console lock held.
@@ -139,10 +154,8 @@ fn put_raw(b: u8) {
     if r.len == RING_BYTES {
         // Output outpaces the UART by a whole ring: fall back to waiting
         // for room rather than losing bytes (or cutting a defmt frame).
-        put_blocking(r.buf[r.head]);
-        r.head = (r.head + 1) % RING_BYTES;
-        r.len -= 1;
-        DROPPED.fetch_add(1, Ordering::Relaxed);
+        send_one(r);
+        OVERRUNS.fetch_add(1, Ordering::Relaxed);
     }
     r.buf[(r.head + r.len) % RING_BYTES] = b;
     r.len += 1;
@@ -168,13 +181,7 @@ pub fn flush() {
         return;
     }
     let _g = lock();
-    let r = ring();
-    while r.len > 0 {
-        put_blocking(r.buf[r.head]);
-        r.head = (r.head + 1) % RING_BYTES;
-        r.len -= 1;
-    }
-    PENDING.store(false, Ordering::Relaxed);
+    send_all(ring());
 }
 
 /// Exclusive use of the UART until dropped.
@@ -283,11 +290,9 @@ pub fn force_unlock() {
         if LOCK.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             let r = ring();
             // At most one ring's worth, whatever state it is in.
-            for _ in 0..r.len.min(RING_BYTES) {
-                put_blocking(r.buf[r.head % RING_BYTES]);
-                r.head = (r.head + 1) % RING_BYTES;
-            }
-            r.len = 0;
+            r.head %= RING_BYTES;
+            r.len = r.len.min(RING_BYTES);
+            send_all(r);
             break;
         }
         core::hint::spin_loop();

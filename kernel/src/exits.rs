@@ -50,20 +50,11 @@ fn handle(h: &mut Hyp, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, esr: u64,
     match trap::decode(esr, far, hpfar) {
         Trap::Hvc { imm } => {
             h.vms[vmi].counters.hvc += 1;
-            // SMCCC: calls are `hvc #0`; any other immediate is not ours.
-            if imm == 0 {
-                call(h, v, frame);
-            } else {
-                frame.x[0] = hypercall::HC_NOT_SUPPORTED;
-            }
+            call(h, v, frame, imm);
         }
         Trap::Smc { imm } => {
             skip(frame, esr);
-            if imm == 0 {
-                call(h, v, frame);
-            } else {
-                frame.x[0] = hypercall::HC_NOT_SUPPORTED;
-            }
+            call(h, v, frame, imm);
         }
         Trap::SetWay { op, rt } => {
             let op = match op {
@@ -276,7 +267,12 @@ pub(crate) fn kick_vcpus(h: &Hyp, vm: u8, set: vgic::VcpuSet) {
 }
 
 /// A hypercall or PSCI call (HVC or SMC conduit).
-fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame) {
+fn call(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, imm: u16) {
+    // SMCCC: calls are `hvc #0` / `smc #0`; any other immediate is not ours.
+    if imm != 0 {
+        frame.x[0] = hypercall::HC_NOT_SUPPORTED;
+        return;
+    }
     let vmi = v.vm as usize;
     // An AArch32 guest's registers are 32 bits; the upper halves are junk.
     let m = if frame.spsr & (1 << 4) != 0 { 0xffff_ffff } else { u64::MAX };

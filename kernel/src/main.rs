@@ -61,9 +61,9 @@ pub fn system_off() -> ! {
 /// Power the machine off; `ok` is whether every guest exited ok.
 pub fn power_off(ok: bool) -> ! {
     console::flush();
-    let dropped = console::DROPPED.load(Ordering::Relaxed);
-    if dropped > 0 {
-        kprintln!("hyp: the console ring overran {} times (output waited for the UART)", dropped);
+    let overruns = console::OVERRUNS.load(Ordering::Relaxed);
+    if overruns > 0 {
+        kprintln!("hyp: the console ring overran {} times (output waited for the UART)", overruns);
         console::flush();
     }
     if EXIT_SEMIHOSTING.load(Ordering::Relaxed) {
