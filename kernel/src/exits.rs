@@ -213,6 +213,9 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
         }
         FaultKind::Translation(_) => {
             let mut hw = vm.hw();
+            // TEST ONLY (`fault=no-pod-clean`): the new frame is zeroed but
+            // not cleaned to the PoC before it is mapped.
+            hw.skip_frame_clean = vm.faults.contains(bootcfg::Faults::NO_POD_CLEAN);
             let t = crate::hw::pmu0();
             let r = vm.pod.fault(&mut vm.pager, &mut hw, da.ipa);
             crate::hw::POD_FAULT_INSNS.fetch_add(crate::hw::pmu0().wrapping_sub(t), core::sync::atomic::Ordering::Relaxed);

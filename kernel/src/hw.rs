@@ -27,10 +27,16 @@ fn account(slot: usize, len: u64, start: u64) {
 /// Hardware access on behalf of one VM (its VTTBR names its VMID and root).
 pub struct KernelHw {
     pub vttbr: u64,
+    /// TEST ONLY (`fault=no-pod-clean`): `clean_range`, which only PoD's
+    /// zero-clean-map of a new frame calls, does nothing.
+    pub skip_frame_clean: bool,
 }
 
 impl CacheOps for KernelHw {
     fn clean_range(&mut self, pa: u64, len: u64) {
+        if self.skip_frame_clean {
+            return;
+        }
         let t = pmu0();
         // Clean and invalidate: new guest frames must leave no clean lines
         // behind that a guest writing with caches off would later read past.

@@ -117,6 +117,14 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
             system_off();
         }
     };
+    if !cfg.faults.is_empty() {
+        let mut names: heapless::String<64> = heapless::String::new();
+        for name in cfg.faults.names() {
+            let _ = names.push_str(if names.is_empty() { "" } else { "," });
+            let _ = names.push_str(name);
+        }
+        kprintln!("hyp: WARN UNSAFE test build: fault={} active (cache-coherence safety broken on purpose; for negative-control tests only)", names);
+    }
     PMU_PASSTHROUGH.store(cfg.pmu == bootcfg::PmuMode::Passthrough, Ordering::Relaxed);
     if cfg.pmu == bootcfg::PmuMode::Passthrough {
         kprintln!("hyp: pmu=passthrough: guests share the real PMU and can count EL2 (a measuring aid only)");
@@ -135,6 +143,10 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     // they are started below.
     let map = unsafe { (*core::ptr::addr_of_mut!(EL2_MAP)).insert(El2Map::new(&ram)) };
     map.enable();
+    // A secondary reads EL2_MAP with its MMU and caches still off: the
+    // point of coherency must hold what we just wrote (the cache oracle
+    // caught this one).
+    arch::dc_civac_range(core::ptr::addr_of!(EL2_MAP) as u64, core::mem::size_of::<Option<El2Map>>() as u64);
     console::enable_locking();
     arch::install_vectors();
     arch::spsr32::init();
@@ -217,6 +229,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
             aarch32: g.aarch32,
             ramdisk: g.ramdisk,
             bootargs: g.bootargs.as_str(),
+            faults: cfg.faults,
         };
         let caps = match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
             Ok(c) => c,
@@ -242,8 +255,11 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
                     system_off();
                 }
                 // Untrapped set/way is safe only on vCPUs that never move:
-                // vCPU k of a sw=no guest stays on pCPU k mod n.
-                if g.sw == bootcfg::SwMode::No {
+                // vCPU k of a sw=no guest stays on pCPU k mod n. TEST ONLY
+                // `fault=sw-unpinned` leaves them unpinned.
+                if g.sw == bootcfg::SwMode::No && cfg.faults.contains(bootcfg::Faults::SW_UNPINNED) {
+                    kprintln!("hyp: guest {}: sw=no: set/way runs untrapped and its vCPUs are NOT pinned (fault=sw-unpinned)", g.name.as_str());
+                } else if g.sw == bootcfg::SwMode::No {
                     for k in 0..g.vcpus as u8 {
                         let _ = sched.pin(vcpu_sched::VcpuRef::new(i as u8, k), k as usize % pcpus);
                     }

@@ -7,6 +7,7 @@ use core::ptr::NonNull;
 
 use aarch64_paging::descriptor::{PhysicalAddress, Stage2Attributes as S2};
 use aarch64_paging::paging::{PageTable, Translation};
+use bootcfg::Faults;
 use cache_maint::{CacheMaint, VcpuId, VmConfig};
 use capabilities::VmCaps;
 use pod::{Mode, Pod, PodConfig};
@@ -89,6 +90,17 @@ impl Translation<S2> for ReservedTables {
 }
 
 pub type GuestPager = Pager<A64Table<ReservedTables>>;
+
+/// TEST ONLY (`fault=clean-skips-walk`): a clean source with no memory, so a
+/// clean pass ends at once having cleaned 0 bytes.
+struct NothingToClean;
+
+impl hwops::CleanSource for NothingToClean {
+    fn next_run(&self, _from: u64, _all: bool) -> Option<hwops::MemRun> {
+        None
+    }
+    fn clear_touched(&mut self, _ipa: u64, _len: u64, _tlb: &mut dyn hwops::TlbOps) {}
+}
 
 #[derive(Clone, Copy, Default)]
 pub struct Counters {
@@ -225,6 +237,8 @@ pub struct Vm {
     pub devices: Option<crate::devices::Devices>,
     /// CNTVOFF_EL2: the guest's virtual counter starts near 0 at creation.
     pub cntvoff: u64,
+    /// TEST ONLY `fault=` (always empty in a normal build).
+    pub faults: Faults,
 }
 
 /// The physical GICV frame, mapped at each Linux guest's GICC address.
@@ -250,6 +264,8 @@ pub struct Spec<'a> {
     /// The guest kernel's command line.
     pub bootargs: &'a str,
     pub slice_bytes: u64,
+    /// TEST ONLY `fault=` (always empty in a normal build).
+    pub faults: Faults,
 }
 
 /// What a restart needs to build the VM again: its spec (owned), and the
@@ -264,7 +280,7 @@ pub struct Boot {
 
 impl Vm {
     pub fn hw(&self) -> KernelHw {
-        KernelHw { vttbr: self.vttbr() }
+        KernelHw { vttbr: self.vttbr(), skip_frame_clean: false }
     }
 
     pub fn vttbr(&self) -> u64 {
@@ -275,7 +291,10 @@ impl Vm {
     /// pager as what a clean walks and the real cache and TLB operations.
     pub fn cache_maint(&mut self, req: cache_maint::Request) -> Result<cache_maint::Reply, cache_maint::Error> {
         let (mut cache, mut tlb) = (self.hw(), self.hw());
-        self.cm.handle(req, &mut cache_maint::Hw { cache: &mut cache, source: &mut self.pager, tlb: &mut tlb })
+        // TEST ONLY (`fault=clean-skips-walk`): every clean finds nothing.
+        let source: &mut dyn hwops::CleanSource =
+            if self.faults.contains(Faults::CLEAN_SKIPS_WALK) { &mut NothingToClean } else { &mut self.pager };
+        self.cm.handle(req, &mut cache_maint::Hw { cache: &mut cache, source, tlb: &mut tlb })
     }
 
     pub fn in_ram(&self, ipa: u64) -> bool {
@@ -419,6 +438,7 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
         aarch32: spec.aarch32,
         devices: None,
         cntvoff: crate::arch::counter(),
+        faults: spec.faults,
     };
     let mut hw = vm.hw();
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;

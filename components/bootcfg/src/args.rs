@@ -92,14 +92,74 @@ pub(crate) const MEM_ALLOWED: &str = "a size such as 64M: at least 2M, a multipl
 pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple of 4K";
 pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
+#[cfg(not(feature = "faults"))]
 const KEYS_ALLOWED: &str =
     "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
+/// A `faults` (test-only) build also knows `fault`.
+#[cfg(feature = "faults")]
+const KEYS_ALLOWED: &str =
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, \
+     guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
+#[cfg(feature = "faults")]
+const FAULTS_ALLOWED: &str =
+    "a comma-separated list of sw-unpinned, no-pod-clean, clean-skips-walk";
 const EXIT_ALLOWED: &str = "psci, semihosting";
 const PMU_ALLOWED: &str = "hidden, passthrough";
 const REBOOTS_ALLOWED: &str = "0 to 1000";
 const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
+
+/// TEST ONLY: safety properties broken on purpose (`fault=NAME[,NAME...]`),
+/// as negative controls for tests that must see incoherence. Only a build
+/// with feature `faults` parses `fault=`; in any other build every set is
+/// empty and [`Faults::contains`] is false, so no fault path is ever taken.
+///
+/// | name | what breaks |
+/// |---|---|
+/// | `sw-unpinned` | `sw=no` guests are not pinned: their vCPUs migrate like any other's |
+/// | `no-pod-clean` | a PoD fault zeroes the new frame but does not clean it to the PoC before mapping it |
+/// | `clean-skips-walk` | the clean a set/way op or a caches on/off toggle asks for walks nothing (cleans 0 bytes) |
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults(u8);
+
+impl Faults {
+    pub const SW_UNPINNED: Faults = Faults(1 << 0);
+    pub const NO_POD_CLEAN: Faults = Faults(1 << 1);
+    pub const CLEAN_SKIPS_WALK: Faults = Faults(1 << 2);
+    /// Each fault and its `fault=` name.
+    pub const NAMES: [(&'static str, Faults); 3] = [
+        ("sw-unpinned", Faults::SW_UNPINNED),
+        ("no-pod-clean", Faults::NO_POD_CLEAN),
+        ("clean-skips-walk", Faults::CLEAN_SKIPS_WALK),
+    ];
+
+    /// Whether fault `f` is active; always false without feature `faults`.
+    pub fn contains(self, f: Faults) -> bool {
+        cfg!(feature = "faults") && f.0 != 0 && self.0 & f.0 == f.0
+    }
+
+    /// Whether no fault is active; always true without feature `faults`.
+    pub fn is_empty(self) -> bool {
+        !cfg!(feature = "faults") || self.0 == 0
+    }
+
+    /// The names of the active faults, in [`Faults::NAMES`] order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Faults::NAMES
+            .into_iter()
+            .filter(move |&(_, f)| self.contains(f))
+            .map(|(n, _)| n)
+    }
+
+    /// `NAME[,NAME...]`; `None` for an empty or unknown name.
+    #[cfg(feature = "faults")]
+    fn parse(list: &str) -> Option<Faults> {
+        list.split(',').try_fold(Faults::default(), |acc, name| {
+            choose(name, &Faults::NAMES).map(|f| Faults(acc.0 | f.0))
+        })
+    }
+}
 
 /// Most vCPUs a guest may have.
 pub const MAX_VCPUS: u32 = 8;
@@ -212,6 +272,8 @@ pub struct Args<'a> {
     pub exit: Option<ExitMethod>,
     pub pmu: Option<PmuMode>,
     pub reboots: Option<u32>,
+    /// `fault=` (only a `faults` build parses it; TEST ONLY).
+    pub faults: Option<Faults>,
     pub guests: [GuestArgs<'a>; MAX_GUESTS],
 }
 
@@ -287,6 +349,12 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                 let v = choose(value, &[("hidden", PmuMode::Hidden), ("passthrough", PmuMode::Passthrough)])
                     .ok_or(bad("unknown PMU mode", PMU_ALLOWED))?;
                 set(&mut a.pmu, v, token)?;
+            }
+            // TEST ONLY: a normal build has no such key.
+            #[cfg(feature = "faults")]
+            "fault" => {
+                let v = Faults::parse(value).ok_or(bad("unknown fault", FAULTS_ALLOWED))?;
+                set(&mut a.faults, v, token)?;
             }
             _ => {
                 let Some((guest, field)) =

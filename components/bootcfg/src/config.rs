@@ -139,6 +139,8 @@ pub struct BootConfig {
     pub pmu: PmuMode,
     /// Restarts (PSCI SYSTEM_RESET) a guest may make before it is stopped.
     pub reboots: u32,
+    /// TEST ONLY `fault=`: always empty without feature `faults`.
+    pub faults: Faults,
     /// In device tree order; guest0 is the hardware domain.
     pub guests: Vec<GuestConfig, MAX_GUESTS>,
     pub ram: Vec<Range, MAX_RAM>,
@@ -223,6 +225,7 @@ pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
         exit: args.exit.unwrap_or_default(),
         pmu: args.pmu.unwrap_or_default(),
         reboots: args.reboots.unwrap_or(10),
+        faults: args.faults.unwrap_or_default(),
         guests: Vec::new(),
         ram: Vec::new(),
         reserved: Vec::new(),

@@ -57,6 +57,12 @@
 //! `guestN.populate=demand|eager`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,
 //! `guestN.name=<name>`; `console=` is ignored. Unknown keys and repeated
 //! keys are errors. Sizes take a K, M or G suffix (binary).
+#![cfg_attr(
+    feature = "faults",
+    doc = "\n\nThis is a TEST-ONLY `faults` build: it also takes \
+           `fault=sw-unpinned|no-pod-clean|clean-skips-walk[,...]`, which breaks \
+           cache-coherence safety on purpose (see [`Faults`])."
+)]
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -71,8 +77,8 @@ pub mod fdt;
 pub mod fdt_writer;
 
 pub use args::{
-    parse_bootargs, parse_size, Args, ExitMethod, GuestArgs, HwdomPin, LogLevel, PmuMode, Populate,
-    SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM,
+    parse_bootargs, parse_size, Args, ExitMethod, Faults, GuestArgs, HwdomPin, LogLevel, PmuMode,
+    Populate, SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM,
 };
 pub use config::*;
 pub use error::{Error, Shown};

@@ -9,6 +9,12 @@ fn err(line: &str) -> String {
     }
 }
 
+/// The keys an error lists. A test-only `faults` build also knows `fault`.
+#[cfg(not(feature = "faults"))]
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
+#[cfg(feature = "faults")]
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
+
 #[test]
 fn empty_and_defaults() {
     for line in [
@@ -157,16 +163,16 @@ fn every_error() {
         ("guest10.mem=64M", "bootargs: guest10.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest.mem=64M", "bootargs: guest.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, populate, vcpus, sw, name)"),
-        ("shed=rr", "bootargs: shed=rr: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
-        ("guest0mem=2M", "bootargs: guest0mem=2M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
-        ("quiet", "bootargs: quiet: expected key=value (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
         ("sched=rr sched=null", "bootargs: sched=null: given twice (allowed: each key once)"),
         ("guest1.vcpus=1 guest1.vcpus=2", "bootargs: guest1.vcpus=2: given twice (allowed: each key once)"),
-        ("dom0_mem=512M", "bootargs: dom0_mem=512M: unknown key (allowed: sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name)"),
     ];
     for (line, want) in table {
         assert_eq!(err(line), want, "{line:?}");
     }
+    for line in ["shed=rr", "guest0mem=2M", "dom0_mem=512M"] {
+        assert_eq!(err(line), format!("bootargs: {line}: unknown key (allowed: {KEYS})"));
+    }
+    assert_eq!(err("quiet"), format!("bootargs: quiet: expected key=value (allowed: {KEYS})"));
     // The first bad token is the one reported.
     assert_eq!(err("sched=rr foo=1 bar=2"), err("foo=1"));
 }
@@ -185,4 +191,54 @@ fn sizes() {
     assert_eq!(parse_size("1T"), None);
     assert_eq!(parse_size("é"), None);
     assert_eq!(parse_size("1é"), None);
+}
+
+/// A normal build has no `fault=` key: it is an unknown key like any other,
+/// the error does not offer it, and nothing can turn a fault on.
+#[cfg(not(feature = "faults"))]
+#[test]
+fn no_fault_key_in_a_normal_build() {
+    for line in ["fault=sw-unpinned", "fault=no-pod-clean,clean-skips-walk", "fault="] {
+        let e = err(line);
+        assert_eq!(e, format!("bootargs: {line}: unknown key (allowed: {KEYS})"));
+        let allowed = e.split_once("(allowed: ").unwrap().1;
+        assert!(!allowed.contains("fault"), "{e}");
+    }
+    assert!(!err("quiet").contains("fault"));
+    assert_eq!(Args::default().faults, None);
+    for (_, f) in Faults::NAMES {
+        assert!(!f.contains(f), "a normal build never has a fault active");
+    }
+}
+
+/// TEST ONLY `faults` build (`cargo test -p bootcfg --features faults`):
+/// `fault=NAME[,NAME...]` is accepted, checked, and reaches the config.
+#[cfg(feature = "faults")]
+#[test]
+fn fault_key_in_a_faults_build() {
+    let f = |line: &str| parse_bootargs(line).unwrap().faults.unwrap();
+    assert!(f("fault=sw-unpinned").contains(Faults::SW_UNPINNED));
+    assert!(!f("fault=sw-unpinned").contains(Faults::NO_POD_CLEAN));
+    let all = f("fault=no-pod-clean,clean-skips-walk,sw-unpinned");
+    for (_, x) in Faults::NAMES {
+        assert!(all.contains(x));
+    }
+    assert_eq!(
+        all.names().collect::<Vec<_>>(),
+        ["sw-unpinned", "no-pod-clean", "clean-skips-walk"]
+    );
+    let one = f("fault=clean-skips-walk");
+    assert_eq!(one.names().collect::<Vec<_>>(), ["clean-skips-walk"]);
+    assert!(!one.is_empty());
+    assert!(Faults::default().is_empty());
+    assert_eq!(parse_bootargs("sched=rr").unwrap().faults, None);
+    let allowed = "a comma-separated list of sw-unpinned, no-pod-clean, clean-skips-walk";
+    for bad in ["fault=", "fault=nope", "fault=sw-unpinned,", "fault=,sw-unpinned", "fault=sw-unpinned,,no-pod-clean", "fault=SW-UNPINNED"] {
+        assert_eq!(err(bad), format!("bootargs: {bad}: unknown fault (allowed: {allowed})"));
+    }
+    assert_eq!(
+        err("fault=sw-unpinned fault=no-pod-clean"),
+        "bootargs: fault=no-pod-clean: given twice (allowed: each key once)"
+    );
+    assert!(err("fault").contains(", fault)"));
 }

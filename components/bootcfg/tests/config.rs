@@ -1066,3 +1066,18 @@ fn contradictory_guest_options() {
     assert_eq!(ok(&one_guest("pmu=passthrough", &none)).pmu, PmuMode::Passthrough);
     assert_eq!(ok(&one_guest("", &none)).pmu, PmuMode::Hidden);
 }
+
+/// `fault=` reaches the config only in a TEST-ONLY `faults` build; the
+/// default config has none.
+#[test]
+fn faults_in_the_config() {
+    assert!(ok(&default_dtb()).faults.is_empty());
+    let dtb = one_guest("fault=sw-unpinned,no-pod-clean", &|_| {});
+    if cfg!(feature = "faults") {
+        let f = ok(&dtb).faults;
+        assert!(f.contains(Faults::SW_UNPINNED) && f.contains(Faults::NO_POD_CLEAN));
+        assert!(!f.contains(Faults::CLEAN_SKIPS_WALK));
+    } else {
+        assert!(err(&dtb).starts_with("bootargs: fault=sw-unpinned,no-pod-clean: unknown key"));
+    }
+}

@@ -5,7 +5,10 @@
 //!
 //! These stand in for the stage-2 pager and the PoD pool; they keep the
 //! contract of `hwops::CleanSource`: runs never span a 2 MiB boundary, runs
-//! start at or after `from`, newly populated memory counts as touched.
+//! start at or after `from`, newly populated memory counts as touched. They
+//! are perfect (no access flags, no TLB): the soak in this crate's tests runs
+//! the real pager and pod instead; these serve tests that want the policy
+//! alone (cache-maint's own).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use core::cell::Cell;

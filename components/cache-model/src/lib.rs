@@ -1,8 +1,9 @@
-//! # cache-model: a deterministic model of Arm data caches over PoC memory
+//! # cache-model: a deterministic model of Arm data caches and stage-2 TLBs
 //!
 //! **Responsible for:** modelling, for host tests of any crate, `N` pCPUs
 //! that each have a private write-back, set-associative L1 data cache, an
-//! optional shared L2, and main memory at the point of coherency (PoC):
+//! optional shared L2, main memory at the point of coherency (PoC), and a
+//! stage-2 TLB:
 //! - cacheable loads and stores through one pCPU's caches, kept coherent
 //!   between the pCPUs (a store invalidates the other L1 copies, a miss takes
 //!   the line from a peer L1 first), as Arm SMP cores are for cacheable memory;
@@ -14,17 +15,36 @@
 //! - maintenance by set/way on **one** pCPU's L1 (or the shared L2), like
 //!   `DC CSW`, `DC ISW`, `DC CISW`, with CCSIDR-style geometry so a test guest
 //!   can run a loop shaped like Linux's `v7_flush_dcache_all`;
-//! - the `hwops::CacheOps` and `hwops::Frames` traits, plus fakes of the other
-//!   hwops traits ([`guest::FakeSource`], [`fakes::CountingTlb`],
-//!   [`fakes::RecordingCache`]) and a tiny seeded generator ([`rng::Rng`]).
+//! - per-pCPU, VMID-tagged stage-2 TLBs ([`tlb::Tlb`]): filled by guest
+//!   accesses from a table behind the small [`tlb::Stage2Walk`] trait (a miss
+//!   on no leaf is a translation fault, on AF = 0 an access-flag fault),
+//!   emptied only by `hwops::TlbOps` invalidations and capacity. A hit is
+//!   used without a look at the table, so an entry left behind by a missing
+//!   invalidation lets a guest access through, as on hardware; such hits are
+//!   counted ([`tlb::TlbStats::stale_hits`]);
+//! - the hwops traits: `CacheOps` and `Frames` on [`CacheModel`], `TlbOps`
+//!   on [`tlb::Tlb`], and all three together as the kernel's `KernelHw`
+//!   does them ([`hw::ModelHw`], which the real `pod` and `stage2-pager`
+//!   take); fakes for tests that need no model ([`guest::FakeSource`], a
+//!   perfect pager stand-in, [`fakes::CountingTlb`], [`fakes::RecordingCache`]);
+//!   and a tiny seeded generator ([`rng::Rng`]).
 //!
-//! **Not responsible for:** timing, instruction caches, TLBs, speculation,
-//! prefetching, memory ordering, or caches beyond two levels. The line size is
-//! fixed at 64 bytes (Cortex-A7 and Cortex-A72 both use it).
+//! Its tests run the real kernel-independent components together on these
+//! models (`tests/soak.rs`, `tests/real_pager.rs`): the `cache-maint` policy
+//! cleaning through the real `stage2-pager` (access flags, touched record,
+//! TLB invalidations) while the real `pod` populates, zeroes and reclaims,
+//! under random multi-vCPU, multi-pCPU schedules with migrations.
+//!
+//! **Not responsible for:** timing, instruction caches, stage-1 translation
+//! and walk caches, speculation, prefetching, memory ordering, or caches
+//! beyond two levels. The line size is fixed at 64 bytes (Cortex-A7 and
+//! Cortex-A72 both use it). It holds no policy: what the hypervisor does is
+//! the real components' code, driven by the tests.
 //!
 //! **Invariants:**
-//! - Deterministic: the same calls give the same state. Victims are chosen
-//!   round-robin per set, after any invalid way.
+//! - Deterministic: the same calls give the same state. Cache victims are
+//!   chosen round-robin per set, after any invalid way; TLB victims
+//!   round-robin per pCPU.
 //! - Among the L1s, a line is either dirty in exactly one L1 and valid in no
 //!   other, or clean wherever it is valid. The newest value of a line is its
 //!   L1 copy if one exists, else its L2 copy, else PoC memory ([`CacheModel::peek`]).
@@ -32,6 +52,9 @@
 //!   (level 0) or the shared L2 (level 1). Cleaning an L1 line by set/way
 //!   writes it to the L2, not to the PoC, as on real hardware.
 //! - Memory never written reads as zero.
+//! - A TLB entry is only ever made from a leaf with AF = 1, and an
+//!   invalidation by IPA drops every entry of that VMID translating that
+//!   address (a whole block), on every pCPU.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -39,7 +62,9 @@ extern crate alloc;
 
 pub mod fakes;
 pub mod guest;
+pub mod hw;
 pub mod rng;
+pub mod tlb;
 
 use alloc::collections::BTreeMap;
 use alloc::vec;
@@ -334,7 +359,13 @@ impl CacheModel {
 
     fn write_poc(&mut self, line: u64, data: [u8; LINE as usize]) {
         self.stats.poc_writebacks += 1;
-        self.mem.insert(line, data);
+        // Memory holds only non-zero lines (a missing line reads as zero),
+        // so zeroed guest frames cost nothing to keep.
+        if data == [0; LINE as usize] {
+            self.mem.remove(&line);
+        } else {
+            self.mem.insert(line, data);
+        }
     }
 
     /// Put a line into the L2 (or memory when there is no L2).
@@ -538,6 +569,26 @@ impl CacheModel {
             .sum()
     }
 
+    /// Bytes all caches together can hold.
+    fn cache_bytes(&self) -> u64 {
+        self.l1.iter().chain(self.l2.iter()).map(|c| c.geo.bytes()).sum()
+    }
+
+    /// Drop the lines of `[lo, hi)` (line-aligned) from every cache and make
+    /// them read zero at the PoC.
+    fn zero_at_poc(&mut self, lo: u64, hi: u64) {
+        for c in self.l1.iter_mut().chain(self.l2.iter_mut()) {
+            for s in c.slots.iter_mut().filter(|s| s.valid && s.line >= lo && s.line < hi) {
+                s.valid = false;
+                s.dirty = false;
+            }
+        }
+        let mut tail = self.mem.split_off(&lo);
+        let mut rest = tail.split_off(&hi);
+        self.mem.append(&mut rest);
+        self.stats.poc_writebacks += (hi - lo) / LINE;
+    }
+
     /// The L1 set index `pa` falls in.
     pub fn l1_set_of(&self, pa: u64) -> u32 {
         self.l1[0].set_of(line_of(pa)) as u32
@@ -605,8 +656,11 @@ impl CacheModel {
         let first = line_of(pa);
         let end = pa.saturating_add(len);
         let nlines = (end - first).div_ceil(LINE);
+        // Looking a line up costs a probe of every cache; scanning costs a
+        // visit of every slot. Same lines, same order: take the cheaper.
         let slots: u64 = self.l1.iter().chain(self.l2.iter()).map(|c| c.slots.len() as u64).sum();
-        if nlines <= slots {
+        let caches = (self.l1.len() + self.l2.iter().count()) as u64;
+        if nlines * caches <= slots {
             let mut line = first;
             while line < end {
                 self.va_line(line, clean, inval);
@@ -726,10 +780,30 @@ impl hwops::CacheOps for CacheModel {
 impl hwops::Frames for CacheModel {
     /// Zeros are stored through the hypervisor pCPU's cache (see
     /// [`CacheModel::set_hyp_cpu`]), so they may sit dirty in it afterwards.
+    ///
+    /// A range larger than twice the caches takes a short cut: storing line
+    /// after line through one L1 leaves at most the last cache-full of lines
+    /// cached, every earlier one written back (to the L2 or the PoC). So all
+    /// but that tail are dropped from every cache and zeroed at the PoC at
+    /// once (counted as written back), and only the tail is stored line by
+    /// line. Same newest values, same PoC after a clean; only a line that
+    /// would have waited dirty in the L2 reaches the PoC sooner.
     fn zero(&mut self, pa: u64, len: u64) {
         let zeros = [0u8; LINE as usize];
         let end = pa + len;
         let mut a = pa;
+        let keep = self.cache_bytes();
+        let first = pa.next_multiple_of(LINE);
+        if len > 2 * keep && first < line_of(end - keep) {
+            let cut = line_of(end - keep);
+            while a < first {
+                let n = core::cmp::min(first - a, end - a);
+                self.store(Access::Cached(self.hyp_cpu), a, &zeros[..n as usize]);
+                a += n;
+            }
+            self.zero_at_poc(first, cut);
+            a = cut;
+        }
         while a < end {
             let n = core::cmp::min(LINE - (a - line_of(a)), end - a);
             self.store(Access::Cached(self.hyp_cpu), a, &zeros[..n as usize]);
@@ -940,6 +1014,46 @@ mod tests {
         assert_eq!(m.poc_u64(0x5000), 0);
         m.store(Access::Cached(0), 0x5010, &[1]);
         assert!(!m.is_zero(0x5000, 256));
+    }
+
+    #[test]
+    fn zeroing_a_large_range_matches_line_by_line() {
+        // The short cut and the slow path leave the same newest values and
+        // PoC contents, and both keep the tail dirty in the hypervisor pCPU.
+        let fill = |m: &mut CacheModel| {
+            for k in 0..600u64 {
+                m.store_u64(Access::Cached((k % 2) as usize), 0x10_0000 + k * 72, k + 1);
+                m.store_u64(Access::Uncached, 0x20_0000 + k * 4096, k + 1);
+            }
+        };
+        let (pa, len) = (0x10_0000 - 24, 3 * 4096 * 16 + 40);
+        let mut fast = model(2);
+        fill(&mut fast);
+        fast.set_hyp_cpu(1);
+        fast.zero(pa, len);
+        let mut slow = model(2);
+        fill(&mut slow);
+        slow.set_hyp_cpu(1);
+        let mut a = pa;
+        while a < pa + len {
+            let n = core::cmp::min(8 - a % 8, pa + len - a);
+            slow.store(Access::Cached(1), a, &[0u8; 8][..n as usize]);
+            a += n;
+        }
+        assert!(fast.is_zero(pa, len));
+        assert!(fast.dirty_in_l1(1, pa + len - 1), "the tail stays dirty");
+        let probes: Vec<u64> = (0..(len + 0x2000) / 8)
+            .map(|k| pa - 0x1000 + k * 8)
+            .chain((0..600).map(|k| 0x20_0000 + k * 4096))
+            .collect();
+        for &a in &probes {
+            assert_eq!(fast.peek_u64(a), slow.peek_u64(a), "newest at {a:#x}");
+        }
+        fast.clean_va(0, 1 << 40);
+        slow.clean_va(0, 1 << 40);
+        for &a in &probes {
+            assert_eq!(fast.poc_u64(a), slow.poc_u64(a), "PoC at {a:#x}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Building the kernel and the guests for the bare-metal targets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::root;
@@ -10,18 +10,23 @@ pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 pub const GUEST_TARGET32: &str = "armv7a-none-eabi";
 
 fn cargo_build(package: &str, target: &str, extra_env: &[(&str, &str)]) -> Result<PathBuf, String> {
+    cargo_build_in(&target_dir(), package, "bare", target, extra_env)
+}
+
+/// `cargo build --release` of `package` with `features`, into `dir`.
+fn cargo_build_in(dir: &Path, package: &str, features: &str, target: &str, extra_env: &[(&str, &str)]) -> Result<PathBuf, String> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root())
-        .args(["build", "--quiet", "--release", "-p", package, "--features", "bare", "--target", target])
-        .env("CARGO_TARGET_DIR", target_dir());
+        .args(["build", "--quiet", "--release", "-p", package, "--features", features, "--target", target])
+        .env("CARGO_TARGET_DIR", dir);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
     let st = cmd.status().map_err(|e| format!("cargo: {e}"))?;
     if !st.success() {
-        return Err(format!("building {package} for {target} failed"));
+        return Err(format!("building {package} ({features}) for {target} failed"));
     }
-    Ok(target_dir().join(target).join("release").join(package))
+    Ok(dir.join(target).join("release").join(package))
 }
 
 /// A target dir of its own, so a host `cargo test` and a bare-metal build
@@ -33,6 +38,20 @@ pub fn target_dir() -> PathBuf {
 pub fn kernel() -> Result<PathBuf, String> {
     let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
     cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+}
+
+/// The target dir of the TEST-ONLY fault-injection kernel, apart from
+/// [`target_dir`] so it never replaces the real kernel.
+pub fn faults_target_dir() -> PathBuf {
+    root().join("target/bare-faults")
+}
+
+/// TEST ONLY: the kernel built with feature `faults`, whose command line
+/// also takes `fault=NAME[,NAME...]` (safety broken on purpose, as negative
+/// controls). Returns its ELF, in [`faults_target_dir`].
+pub fn kernel_faults() -> Result<PathBuf, String> {
+    let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
+    cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
 }
 
 /// Build a test guest and return its flat binary.
@@ -50,6 +69,7 @@ pub fn guest(name: &str) -> Result<PathBuf, String> {
 
 pub fn build_all() -> Result<(), String> {
     kernel()?;
+    kernel_faults()?;
     for g in crate::GUESTS {
         // Linux guests are fetched, not built.
         if crate::guest_build(g).is_some() {

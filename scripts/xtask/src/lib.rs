@@ -9,6 +9,7 @@ pub mod dtb;
 pub mod fuzz;
 pub mod itest;
 pub mod linux;
+pub mod oracle;
 pub mod run;
 pub mod summary;
 
@@ -84,6 +85,11 @@ pub struct Args {
     pub arch: Option<String>,
     /// Start QEMU's gdbstub (port 1234) and wait for a debugger.
     pub gdb: bool,
+    /// Run under the cache oracle (tools/cache-oracle); any event fails.
+    pub oracle: bool,
+    /// Boot the test-only fault-injection build (`fault=` boot argument;
+    /// the oracle's negative controls). Not a CLI option.
+    pub faults_kernel: bool,
     /// Typed at the console once the output holds `after` `times` times
     /// (tests). Without it, an interactive terminal's input reaches the
     /// console.
@@ -116,6 +122,8 @@ impl Default for Args {
             initrd: None,
             arch: None,
             gdb: false,
+            oracle: false,
+            faults_kernel: false,
         }
     }
 }
@@ -166,6 +174,7 @@ impl Args {
                     a.arch = Some(v);
                 }
                 "--gdb" => a.gdb = true,
+                "--oracle" => a.oracle = true,
                 other => return Err(format!("unknown option '{other}'")),
             }
         }
@@ -200,7 +209,7 @@ pub fn soak() -> Result<u8, String> {
     let status = std::process::Command::new(env!("CARGO"))
         .current_dir(root())
         .env("SOAK_CASES", "100000")
-        .args(["test", "--release", "-p", "cache-maint", "soak", "--", "--nocapture"])
+        .args(["test", "--release", "-p", "cache-maint", "-p", "cache-model", "soak", "--", "--nocapture"])
         .status()
         .map_err(|e| format!("cargo: {e}"))?;
     Ok(if status.success() { 0 } else { 1 })

@@ -17,6 +17,8 @@ commands:
   run   --kernel IMAGE [--initrd FILE] [--arch aarch64|aarch32] [options]
                             boot your own Linux Image or zImage as the guest
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
+  run   ... --oracle        under the cache oracle: reports where real hardware would
+                            lose or expose stale data; any event fails the run
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::demux::{Demux, Piece};
 use crate::dtb::{self, Module};
 use crate::summary::{self, Summary};
-use crate::{build, Args};
+use crate::{build, oracle, Args};
 
 pub const QEMU: &str = "qemu-system-aarch64";
 /// Where guest images are loaded in host physical memory (each 16 MiB apart).
@@ -105,6 +105,8 @@ pub struct RunResult {
     pub qemu_code: Option<i32>,
     /// Seconds from starting QEMU until a Linux guest printed its marker.
     pub marker_s: Option<f64>,
+    /// The cache oracle's report (runs with `oracle`).
+    pub oracle: Option<oracle::Report>,
 }
 
 impl RunResult {
@@ -126,6 +128,21 @@ pub fn run_cli(a: &Args) -> Result<u8, String> {
     if r.summaries.is_empty() {
         eprintln!("xtask: the hypervisor printed no exit summary");
         return Ok(1);
+    }
+    if a.oracle {
+        match &r.oracle {
+            None => {
+                eprintln!("xtask: the cache oracle wrote no report");
+                return Ok(1);
+            }
+            Some(rep) => {
+                eprint!("{}", rep.text);
+                if rep.events() > 0 {
+                    eprintln!("xtask: the cache oracle saw {} event(s): real hardware would lose or expose stale data", rep.events());
+                    return Ok(1);
+                }
+            }
+        }
     }
     // QEMU's own exit code carries the guests' status (semihosting exit).
     Ok(if r.all_ok() { 0 } else { 1 })
@@ -169,7 +186,7 @@ fn work_dir() -> PathBuf {
 /// Build everything needed, boot QEMU, and collect the console until QEMU
 /// exits or the timeout passes. With `echo`, the console is shown live.
 pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, String> {
-    let kernel = build::kernel()?;
+    let kernel = if a.faults_kernel { build::kernel_faults()? } else { build::kernel()? };
     // Each guest's image (and ramdisk), placed one after another, 2 MiB
     // aligned, from MODULE_BASE.
     let mut files: Vec<(PathBuf, u64, u64)> = Vec::new();
@@ -234,6 +251,11 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         );
     }
     cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
+    let report_path = dir.join(format!("{tag}.oracle"));
+    let _ = std::fs::remove_file(&report_path);
+    if a.oracle {
+        cmd.args(oracle::qemu_args(&kernel, a.cpus, &report_path)?);
+    }
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
     }
@@ -254,6 +276,13 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
 
     let elf = std::fs::read(&kernel).map_err(|e| e.to_string())?;
     let mut stdout = child.stdout.take().unwrap();
+    // Drained as it comes, so a chatty QEMU (or plugin) never blocks on a full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -326,15 +355,14 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     while let Ok(bytes) = rx.try_recv() {
         handle(bytes, &mut transcript);
     }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let err = err_reader.join().unwrap_or_default();
     if !err.trim().is_empty() && echo {
         eprintln!("qemu: {}", err.trim());
     }
+    let oracle = if a.oracle { std::fs::read_to_string(&report_path).ok().and_then(|t| oracle::Report::parse(&t)) } else { None };
     if std::env::var_os("XTASK_KEEP").is_none() {
         let _ = std::fs::remove_file(&dtb_path);
+        let _ = std::fs::remove_file(&report_path);
     }
     Ok(RunResult {
         summaries: summary::parse_all(&transcript),
@@ -343,6 +371,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         qemu_ok: status.success(),
         qemu_code: if timed_out { None } else { status.code() },
         marker_s,
+        oracle,
     })
 }
 

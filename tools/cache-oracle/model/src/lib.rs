@@ -1,0 +1,518 @@
+//! cache-oracle-model: the cache hierarchy the QEMU cache oracle plays
+//! every memory access of a run against.
+//!
+//! **Is responsible for:** a write-back data cache per physical CPU (L1,
+//! 64-byte lines) and one L2 shared by all CPUs (one cluster, as on the
+//! Cortex-A72 of a Raspberry Pi 4 and the Cortex-A7 of a Cubietruck);
+//! coherence among them for cacheable accesses; maintenance by address to
+//! the point of coherency (acts on every cache, as broadcast maintenance
+//! does); maintenance by set/way (acts on one cache: the issuing CPU's L1,
+//! or the L2); and the events real hardware would turn into lost or stale
+//! data:
+//! - `StaleRead`: a non-cacheable read of bytes whose newest data sits
+//!   dirty in a cache (the reader sees old memory; dirty lines keep a
+//!   mask of the bytes written, so a neighbour's write is not a loss);
+//! - `LostWrite`: a non-cacheable write to such a line (the dirty line's
+//!   eviction later overwrites it);
+//! - `StaleLine`: a cacheable access that hits a clean line left behind
+//!   after memory was written non-cacheably without an invalidate.
+//!
+//! **Is not responsible for:** deciding whether an access is cacheable or
+//! which physical address a virtual one maps to (the plugin does that from
+//! the CPU's registers and QEMU's translation), instruction caches, TLBs,
+//! or speculation (real caches may also fetch lines early; the model only
+//! allocates on access).
+//!
+//! **Invariants:** a line is dirty in at most one cache level of one CPU or
+//! in the L2, never in two L1s at once (a cacheable write invalidates the
+//! other L1s' copies after writing a dirty one back to the L2); set/way
+//! operations never touch another CPU's L1; replacement is round-robin per
+//! set, so a run replays the same way every time.
+#![forbid(unsafe_code)]
+
+pub mod decode;
+
+pub const LINE_SHIFT: u32 = 6;
+pub const LINE: u64 = 1 << LINE_SHIFT;
+
+/// Sets and ways of one cache (64-byte lines). Sets are a power of two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub sets: usize,
+    pub ways: usize,
+}
+
+impl Geometry {
+    /// QEMU's Cortex-A72: 32 KiB 2-way L1 data cache, 1 MiB 16-way L2.
+    pub const A72_L1: Geometry = Geometry { sets: 256, ways: 2 };
+    pub const A72_L2: Geometry = Geometry { sets: 1024, ways: 16 };
+
+    /// Parse `SETSxWAYS`, for example `256x2`.
+    pub fn parse(s: &str) -> Option<Geometry> {
+        let (a, b) = s.split_once('x')?;
+        let g = Geometry { sets: a.parse().ok()?, ways: b.parse().ok()? };
+        (g.sets.is_power_of_two() && (1..=64).contains(&g.ways) && g.sets <= 1 << 16).then_some(g)
+    }
+
+    /// The set and way a set/way operand names at this level, as the
+    /// Arm ARM lays it out for 64-byte lines: way in the top bits, set
+    /// from bit 6.
+    pub fn decode_set_way(self, operand: u64) -> (usize, usize) {
+        let set = ((operand >> LINE_SHIFT) as usize) & (self.sets - 1);
+        let way_bits = usize::BITS - (self.ways - 1).leading_zeros();
+        let way = if way_bits == 0 { 0 } else { ((operand as u32) >> (32 - way_bits)) as usize };
+        (set, way)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    StaleRead,
+    LostWrite,
+    StaleLine,
+}
+
+/// Where the data that makes an event sat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    L1(usize),
+    L2,
+}
+
+/// Who made an access: its CPU, exception level class and PC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Who {
+    pub cpu: usize,
+    /// True at EL2 (the hypervisor), false at EL1/EL0 (a guest).
+    pub el2: bool,
+    pub pc: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: Kind,
+    pub pa: u64,
+    pub who: Who,
+    pub holder: Holder,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Clean,
+    Invalidate,
+    CleanInvalidate,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub stale_reads: u64,
+    pub lost_writes: u64,
+    pub stale_lines: u64,
+    pub cacheable: u64,
+    pub uncached: u64,
+    pub va_ops: u64,
+    pub sw_ops: u64,
+    /// Whole-cache operations standing in for maintenance whose operand
+    /// could not be read (AArch32 guests).
+    pub approx_ops: u64,
+}
+
+impl Counts {
+    pub fn events(&self) -> u64 {
+        self.stale_reads + self.lost_writes + self.stale_lines
+    }
+}
+
+const EMPTY: u64 = u64::MAX;
+const DIRTY: u8 = 1;
+const STALE: u8 = 2;
+
+/// One set-associative write-back cache.
+struct Cache {
+    geo: Geometry,
+    tags: Vec<u64>,
+    state: Vec<u8>,
+    /// The bytes of each dirty line written since it was last clean.
+    mask: Vec<u64>,
+    next: Vec<u8>,
+}
+
+impl Cache {
+    fn new(geo: Geometry) -> Self {
+        let n = geo.sets * geo.ways;
+        Cache { geo, tags: vec![EMPTY; n], state: vec![0; n], mask: vec![0; n], next: vec![0; geo.sets] }
+    }
+
+    fn set_of(&self, line: u64) -> usize {
+        (line as usize) & (self.geo.sets - 1)
+    }
+
+    fn find(&self, line: u64) -> Option<usize> {
+        let base = self.set_of(line) * self.geo.ways;
+        (base..base + self.geo.ways).find(|&i| self.tags[i] == line)
+    }
+
+    /// Put `line` in with `state` and dirty bytes `mask`; returns the line
+    /// it pushed out, if dirty, with its mask.
+    fn insert(&mut self, line: u64, state: u8, mask: u64) -> Option<(u64, u64)> {
+        let set = self.set_of(line);
+        let base = set * self.geo.ways;
+        let slot = match (base..base + self.geo.ways).find(|&i| self.tags[i] == EMPTY) {
+            Some(i) => i,
+            None => {
+                let w = self.next[set] as usize % self.geo.ways;
+                self.next[set] = ((w + 1) % self.geo.ways) as u8;
+                base + w
+            }
+        };
+        let out = (self.tags[slot] != EMPTY && self.state[slot] & DIRTY != 0).then_some((self.tags[slot], self.mask[slot]));
+        self.tags[slot] = line;
+        self.state[slot] = state;
+        self.mask[slot] = mask;
+        out
+    }
+
+    fn drop_slot(&mut self, i: usize) {
+        self.tags[i] = EMPTY;
+        self.state[i] = 0;
+        self.mask[i] = 0;
+    }
+
+    fn clean_slot(&mut self, i: usize) {
+        self.state[i] &= !DIRTY;
+        self.mask[i] = 0;
+    }
+}
+
+/// The oracle's caches and what they have seen.
+pub struct Model {
+    l1: Vec<Cache>,
+    l2: Cache,
+    pub counts: Counts,
+    /// The first events, in order, up to `keep`.
+    pub events: Vec<Event>,
+    keep: usize,
+    /// Cacheable writes so far; lets repeated whole-cache stand-ins skip
+    /// work when nothing was written since the last one.
+    writes: u64,
+    flushed_at: Vec<u64>,
+}
+
+impl Model {
+    pub fn new(cpus: usize, l1: Geometry, l2: Geometry, keep: usize) -> Self {
+        Model {
+            l1: (0..cpus).map(|_| Cache::new(l1)).collect(),
+            l2: Cache::new(l2),
+            counts: Counts::default(),
+            events: Vec::new(),
+            keep,
+            writes: 0,
+            flushed_at: vec![u64::MAX; cpus + 1],
+        }
+    }
+
+    pub fn cpus(&self) -> usize {
+        self.l1.len()
+    }
+
+    fn event(&mut self, kind: Kind, line: u64, who: Who, holder: Holder) {
+        match kind {
+            Kind::StaleRead => self.counts.stale_reads += 1,
+            Kind::LostWrite => self.counts.lost_writes += 1,
+            Kind::StaleLine => self.counts.stale_lines += 1,
+        }
+        if self.events.len() < self.keep {
+            self.events.push(Event { kind, pa: line << LINE_SHIFT, who, holder });
+        }
+    }
+
+    /// A memory access of `size` bytes at physical `pa`.
+    pub fn access(&mut self, who: Who, pa: u64, size: u64, write: bool, cacheable: bool) {
+        if who.cpu >= self.l1.len() {
+            return;
+        }
+        let end = pa + size.max(1);
+        let first = pa >> LINE_SHIFT;
+        let last = (end - 1) >> LINE_SHIFT;
+        for line in first..=last {
+            let lo = pa.max(line << LINE_SHIFT) - (line << LINE_SHIFT);
+            let hi = end.min((line + 1) << LINE_SHIFT) - (line << LINE_SHIFT);
+            let bytes = if hi - lo == 64 { u64::MAX } else { ((1u64 << (hi - lo)) - 1) << lo };
+            match (cacheable, write) {
+                (true, false) => self.read_line(who, line),
+                (true, true) => self.write_line(who, line, bytes),
+                (false, false) => self.uncached_read(who, line, bytes),
+                (false, true) => self.uncached_write(who, line),
+            }
+        }
+        if cacheable {
+            self.counts.cacheable += 1;
+        } else {
+            self.counts.uncached += 1;
+        }
+    }
+
+    /// `DC ZVA`: a whole-line write of zeros.
+    pub fn zero_line(&mut self, who: Who, pa: u64, cacheable: bool) {
+        if who.cpu >= self.l1.len() {
+            return;
+        }
+        let line = pa >> LINE_SHIFT;
+        if cacheable {
+            self.write_line(who, line, u64::MAX);
+        } else {
+            self.uncached_write(who, line);
+        }
+    }
+
+    fn l2_write_back(&mut self, line: u64, mask: u64) {
+        match self.l2.find(line) {
+            Some(i) => {
+                self.l2.state[i] = DIRTY;
+                self.l2.mask[i] |= mask;
+            }
+            // A dirty L2 victim goes to memory: nothing to track.
+            None => {
+                self.l2.insert(line, DIRTY, mask);
+            }
+        }
+    }
+
+    /// A stale copy anywhere `who` could be served from, reported once.
+    fn take_stale(&mut self, line: u64) -> Option<Holder> {
+        let mut found = None;
+        for (d, c) in self.l1.iter_mut().enumerate() {
+            if let Some(i) = c.find(line) {
+                if c.state[i] & STALE != 0 {
+                    c.state[i] &= !STALE;
+                    found.get_or_insert(Holder::L1(d));
+                }
+            }
+        }
+        if let Some(i) = self.l2.find(line) {
+            if self.l2.state[i] & STALE != 0 {
+                self.l2.state[i] &= !STALE;
+                found.get_or_insert(Holder::L2);
+            }
+        }
+        found
+    }
+
+    fn read_line(&mut self, who: Who, line: u64) {
+        let c = who.cpu;
+        if let Some(i) = self.l1[c].find(line) {
+            if self.l1[c].state[i] & STALE != 0 {
+                self.l1[c].state[i] &= !STALE;
+                self.event(Kind::StaleLine, line, who, Holder::L1(c));
+            }
+            return;
+        }
+        // Miss: a dirty copy in another L1 is written back to the L2 first.
+        for d in 0..self.l1.len() {
+            if d == c {
+                continue;
+            }
+            if let Some(i) = self.l1[d].find(line) {
+                if self.l1[d].state[i] & DIRTY != 0 {
+                    let m = self.l1[d].mask[i];
+                    self.l1[d].clean_slot(i);
+                    self.l2_write_back(line, m);
+                }
+            }
+        }
+        if let Some(h) = self.take_stale(line) {
+            self.event(Kind::StaleLine, line, who, h);
+        }
+        if self.l2.find(line).is_none() {
+            self.l2.insert(line, 0, 0);
+        }
+        if let Some((out, m)) = self.l1[c].insert(line, 0, 0) {
+            self.l2_write_back(out, m);
+        }
+    }
+
+    fn write_line(&mut self, who: Who, line: u64, bytes: u64) {
+        let full = bytes == u64::MAX;
+        let c = who.cpu;
+        self.writes += 1;
+        // Other L1s give their copies up; a dirty one goes to the L2 first.
+        for d in 0..self.l1.len() {
+            if d == c {
+                continue;
+            }
+            if let Some(i) = self.l1[d].find(line) {
+                if self.l1[d].state[i] & DIRTY != 0 {
+                    let m = self.l1[d].mask[i];
+                    self.l2_write_back(line, m);
+                }
+                if self.l1[d].state[i] & STALE != 0 && !full {
+                    self.event(Kind::StaleLine, line, who, Holder::L1(d));
+                }
+                self.l1[d].drop_slot(i);
+            }
+        }
+        if let Some(i) = self.l1[c].find(line) {
+            if self.l1[c].state[i] & STALE != 0 && !full {
+                self.event(Kind::StaleLine, line, who, Holder::L1(c));
+            }
+            self.l1[c].state[i] = DIRTY;
+            self.l1[c].mask[i] |= bytes;
+            return;
+        }
+        if let Some(i) = self.l2.find(line) {
+            if self.l2.state[i] & STALE != 0 {
+                self.l2.state[i] &= !STALE;
+                if !full {
+                    self.event(Kind::StaleLine, line, who, Holder::L2);
+                }
+            }
+        }
+        if let Some((out, m)) = self.l1[c].insert(line, DIRTY, bytes) {
+            self.l2_write_back(out, m);
+        }
+    }
+
+    /// A cache holding newer data than memory for any of `bytes` of `line`.
+    fn dirty_holder(&self, line: u64, bytes: u64) -> Option<Holder> {
+        for (d, c) in self.l1.iter().enumerate() {
+            if let Some(i) = c.find(line) {
+                if c.state[i] & DIRTY != 0 && c.mask[i] & bytes != 0 {
+                    return Some(Holder::L1(d));
+                }
+            }
+        }
+        let i = self.l2.find(line)?;
+        (self.l2.state[i] & DIRTY != 0 && self.l2.mask[i] & bytes != 0).then_some(Holder::L2)
+    }
+
+    /// Reads see memory: stale where a cache holds newer bytes.
+    fn uncached_read(&mut self, who: Who, line: u64, bytes: u64) {
+        if let Some(h) = self.dirty_holder(line, bytes) {
+            self.event(Kind::StaleRead, line, who, h);
+        }
+    }
+
+    /// Writes go to memory, and a dirty copy of the line, whatever bytes it
+    /// changed, is written back over them when it leaves the cache.
+    fn uncached_write(&mut self, who: Who, line: u64) {
+        if let Some(h) = self.dirty_holder(line, u64::MAX) {
+            self.event(Kind::LostWrite, line, who, h);
+        }
+        // Clean copies now hold older data than memory.
+        for c in self.l1.iter_mut() {
+            if let Some(i) = c.find(line) {
+                if c.state[i] & DIRTY == 0 {
+                    c.state[i] |= STALE;
+                }
+            }
+        }
+        if let Some(i) = self.l2.find(line) {
+            if self.l2.state[i] & DIRTY == 0 {
+                self.l2.state[i] |= STALE;
+            }
+        }
+    }
+
+    /// Maintenance by address to the point of coherency, on every cache.
+    pub fn by_address(&mut self, pa: u64, op: Op) {
+        self.counts.va_ops += 1;
+        let line = pa >> LINE_SHIFT;
+        let caches = self.l1.iter_mut().chain(std::iter::once(&mut self.l2));
+        for c in caches {
+            if let Some(i) = c.find(line) {
+                match op {
+                    // Memory gets the newest data; a clean copy that was
+                    // already stale stays stale (cleaning a clean line does
+                    // nothing).
+                    Op::Clean => c.clean_slot(i),
+                    Op::Invalidate | Op::CleanInvalidate => c.drop_slot(i),
+                }
+            }
+        }
+    }
+
+    /// Maintenance by set/way on `cpu`: `level` 0 is that CPU's L1, 1 the
+    /// shared L2; other levels do not exist here.
+    pub fn by_set_way(&mut self, cpu: usize, level: u32, operand: u64, op: Op) {
+        self.counts.sw_ops += 1;
+        if cpu >= self.l1.len() {
+            return;
+        }
+        match level {
+            0 => {
+                let geo = self.l1[cpu].geo;
+                let (set, way) = geo.decode_set_way(operand);
+                if way >= geo.ways {
+                    return;
+                }
+                let i = set * geo.ways + way;
+                let line = self.l1[cpu].tags[i];
+                if line == EMPTY {
+                    return;
+                }
+                if op != Op::Invalidate && self.l1[cpu].state[i] & DIRTY != 0 {
+                    let m = self.l1[cpu].mask[i];
+                    self.l1[cpu].clean_slot(i);
+                    self.l2_write_back(line, m);
+                }
+                if op != Op::Clean {
+                    self.l1[cpu].drop_slot(i);
+                }
+            }
+            1 => {
+                let geo = self.l2.geo;
+                let (set, way) = geo.decode_set_way(operand);
+                if way >= geo.ways {
+                    return;
+                }
+                let i = set * geo.ways + way;
+                if self.l2.tags[i] == EMPTY {
+                    return;
+                }
+                match op {
+                    Op::Clean => self.l2.clean_slot(i),
+                    Op::Invalidate | Op::CleanInvalidate => self.l2.drop_slot(i),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A stand-in for maintenance whose operand is unknown: `op` on every
+    /// line of the given caches (one CPU's L1 and the L2 for set/way,
+    /// every cache for an address). It over-approximates the clean, so it
+    /// can hide a missing one but never report a false event.
+    pub fn whole(&mut self, cpu: Option<usize>, op: Op) {
+        self.counts.approx_ops += 1;
+        let key = cpu.unwrap_or(self.l1.len());
+        if op == Op::Clean && self.flushed_at.get(key) == Some(&self.writes) {
+            return;
+        }
+        if let Some(slot) = self.flushed_at.get_mut(key) {
+            *slot = self.writes;
+        }
+        let l1s: Vec<usize> = match cpu {
+            Some(c) if c < self.l1.len() => vec![c],
+            Some(_) => vec![],
+            None => (0..self.l1.len()).collect(),
+        };
+        for c in l1s {
+            let cache = &mut self.l1[c];
+            for i in 0..cache.tags.len() {
+                match op {
+                    Op::Clean => cache.clean_slot(i),
+                    _ => cache.drop_slot(i),
+                }
+            }
+        }
+        for i in 0..self.l2.tags.len() {
+            match op {
+                Op::Clean => self.l2.clean_slot(i),
+                _ => self.l2.drop_slot(i),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
