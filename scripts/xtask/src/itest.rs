@@ -29,7 +29,6 @@ const TESTS: &[(&str, TestFn)] = &[
     ("own_kernel_option", own_kernel_option),
     ("reboot_restarts_guest", reboot_restarts_guest),
     ("two_guests_input_focus", two_guests_input_focus),
-    ("oracle_bare_guests", oracle_bare_guests),
     ("oracle_bites_no_pod_clean", oracle_bites_no_pod_clean),
     ("oracle_bites_skipped_walk", oracle_bites_skipped_walk),
     ("oracle_bites_unpinned_sw_no", oracle_bites_unpinned_sw_no),
@@ -67,8 +66,29 @@ fn guest_value_after(r: &RunResult, key: &str) -> Option<u64> {
     })
 }
 
+/// Every integration test runs under the cache oracle: with the real
+/// policy (not the fault build), real hardware would lose nothing.
 fn boot(a: &Args, guests: &[GuestSpec]) -> Result<RunResult, String> {
-    run(a, guests, std::env::var_os("XTASK_ECHO").is_some())
+    let mut a = a.clone();
+    a.oracle = true;
+    boot_as(&a, guests)
+}
+
+/// Without the oracle: only for a test that repeats a boot many times for
+/// something caches cannot affect (its first boot runs under `boot`).
+fn boot_plain(a: &Args, guests: &[GuestSpec]) -> Result<RunResult, String> {
+    let mut a = a.clone();
+    a.oracle = false;
+    boot_as(&a, guests)
+}
+
+fn boot_as(a: &Args, guests: &[GuestSpec]) -> Result<RunResult, String> {
+    let r = run(a, guests, std::env::var_os("XTASK_ECHO").is_some())?;
+    if a.oracle && !a.faults_kernel && !r.timed_out {
+        let rep = oracle_report(&r)?;
+        check(rep.events() == 0, &format!("the cache oracle saw lost or stale data:\n{}", rep.text), &r)?;
+    }
+    Ok(r)
 }
 
 fn sw_basic() -> Result<(), String> {
@@ -332,7 +352,9 @@ fn linux_armhf_612_shared_pcpus() -> Result<(), String> {
             timeout_s: 240,
             ..Args::default()
         };
-        let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+        // The SPSR-banking regression this guards is not about caches: the
+        // oracle watches the first boot, the other five run plain.
+        let r = if round == 0 { boot(&a, &[GuestSpec::from_args(&a)])? } else { boot_plain(&a, &[GuestSpec::from_args(&a)])? };
         let what = format!("boot {} of 6 (sched={sched})", round + 1);
         check(!r.timed_out, &format!("{what}: timed out"), &r)?;
         check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=4"), &format!("{what}: no marker with all 4 CPUs online"), &r)?;
@@ -512,22 +534,6 @@ fn oracle_report(r: &RunResult) -> Result<&crate::oracle::Report, String> {
     r.oracle.as_ref().ok_or_else(|| format!("the cache oracle wrote no report\n---- console ----\n{}", tail(&r.transcript, 40)))
 }
 
-/// Bare guests, AArch64 and AArch32, run under the oracle with the real
-/// policy: real hardware would have lost nothing. (sw-smp under sched=rr
-/// still shows one line of events now and then: see the README.)
-fn oracle_bare_guests() -> Result<(), String> {
-    for (guest, cpus, vcpus, bootargs) in [("sw-basic", 1, 1, ""), ("sw-basic32", 1, 1, ""), ("pod-touch", 1, 1, "")] {
-        let a = Args { guest: guest.into(), cpus, vcpus, bootargs: bootargs.into(), oracle: true, timeout_s: 240, ..Args::default() };
-        let r = boot(&a, &[GuestSpec::from_args(&a)])?;
-        check(r.all_ok(), &format!("{guest} did not pass under the oracle"), &r)?;
-        let rep = oracle_report(&r)?;
-        check(rep.events() == 0, &format!("{guest}: the cache oracle saw lost or stale data:\n{}", rep.text), &r)?;
-        check(rep.get("cacheable").unwrap_or(0) > 0 && rep.get("va_ops").unwrap_or(0) > 0, &format!("{guest}: the oracle saw no cacheable access or no clean"), &r)?;
-        println!("  {guest}: {}", rep.text.lines().next().unwrap_or(""));
-    }
-    Ok(())
-}
-
 /// Run `guest` on the fault-injection build with `fault` and expect the
 /// oracle to report events (a negative control: the oracle must bite).
 fn oracle_bites(guest: &str, cpus: u32, vcpus: u32, bootargs: &str, sw: &str) -> Result<(RunResult, crate::summary::Summary), String> {
@@ -550,6 +556,9 @@ fn oracle_bites(guest: &str, cpus: u32, vcpus: u32, bootargs: &str, sw: &str) ->
     let rep = oracle_report(&r)?;
     check(rep.events() > 0, &format!("with {bootargs} the cache oracle saw nothing:\n{}", rep.text), &r)?;
     println!("  {bootargs}: {}", rep.text.lines().next().unwrap_or(""));
+    if let Some(first) = rep.text.lines().nth(1) {
+        println!("    first: {first}");
+    }
     Ok((r, s))
 }
 
@@ -568,8 +577,19 @@ fn oracle_bites_skipped_walk() -> Result<(), String> {
 
 /// The heisenbug itself: set/way not trapped and the vCPUs not pinned, so
 /// a set/way loop runs partly on one pCPU and partly on another.
+///
+/// Whether a flush is split depends on where the scheduler's ticks fall:
+/// up to three boots, and one must show it.
 fn oracle_bites_unpinned_sw_no() -> Result<(), String> {
-    let (r, s) = oracle_bites("sw-smp", 2, 4, "sched=rr slice=64K fault=sw-unpinned", "no")?;
-    check(s.get("sw_traps") == 0, "set/way was trapped", &r)?;
-    check(s.get("migrations") > 0, "no vCPU migrated", &r)
+    let mut last = String::new();
+    for _ in 0..3 {
+        match oracle_bites("sw-smp", 2, 4, "sched=rr slice=64K fault=sw-unpinned", "no") {
+            Ok((r, s)) => {
+                check(s.get("sw_traps") == 0, "set/way was trapped", &r)?;
+                return check(s.get("migrations") > 0, "no vCPU migrated", &r);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }

@@ -39,8 +39,12 @@ fn main() -> bool {
 
     // Clean+invalidate everything by set/way, then run with caches off:
     // what we read must come from the point of coherency.
+    // As Linux does: clean, turn the data cache off, clean again (lines
+    // dirtied in between, the stack's, would otherwise be written back
+    // later over what we write with caches off).
     let mut sw_ops = guest_rt::dcache_all_by_set_way(SwOp::Cisw);
     guest_rt::set_sctlr(guest_rt::SCTLR_M | guest_rt::SCTLR_I);
+    sw_ops += guest_rt::dcache_all_by_set_way(SwOp::Cisw);
     let bad_off = check_pattern();
     guest_rt::set_sctlr(guest_rt::SCTLR_M | guest_rt::SCTLR_C | guest_rt::SCTLR_I);
     // A clean-only pass, as Linux does before turning caches off again.

@@ -35,6 +35,7 @@ pub enum Reg {
     SctlrEl1,
     SctlrEl2,
     HcrEl2,
+    VbarEl2,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub enum Insn {
     /// A TLB invalidate.
     Tlbi,
     /// Another write that changes translation (TTBRs, TCR, VTTBR,
-    /// CONTEXTIDR) or, for AArch32, SCTLR.
+    /// CONTEXTIDR).
     Context,
 }
 
@@ -87,6 +88,7 @@ pub fn a64(w: u32) -> Option<Insn> {
             (4, 1, 0) => Some(Insn::Write { reg: Reg::HcrEl2, rt }),
             _ => None,
         },
+        (3, 12) if (op1, crm, op2) == (4, 0, 0) => Some(Insn::Write { reg: Reg::VbarEl2, rt }),
         (3, 2 | 13) => Some(Insn::Context),
         _ => None,
     }
@@ -103,6 +105,7 @@ fn mcr_fields(opc1: u32, crn: u32, rt: u32, opc2: u32, crm: u32) -> Option<Insn>
         (7, 0, 14, 1) => Some(Insn::DcVa { op: Op::CleanInvalidate, rt }),
         (7, 0, 14, 2) => Some(Insn::DcSw { op: Op::CleanInvalidate, rt }),
         (8, ..) => Some(Insn::Tlbi),
+        (1, 0, 0, 0) => Some(Insn::Write { reg: Reg::SctlrEl1, rt }),
         (1 | 2 | 13, ..) => Some(Insn::Context),
         _ => None,
     }
@@ -168,6 +171,7 @@ mod tests {
         assert_eq!(a64(0xd51c_1001), Some(Insn::Write { reg: Reg::SctlrEl2, rt: 1 })); // msr sctlr_el2, x1
         assert_eq!(a64(0xd51c_1102), Some(Insn::Write { reg: Reg::HcrEl2, rt: 2 })); // msr hcr_el2, x2
         assert_eq!(a64(0xd51c_2100), Some(Insn::Context)); // msr vttbr_el2, x0
+        assert_eq!(a64(0xd51c_c000), Some(Insn::Write { reg: Reg::VbarEl2, rt: 0 })); // msr vbar_el2, x0
         assert_eq!(a64(0xd538_1000), None); // mrs x0, sctlr_el1
         assert_eq!(a64(0xd503_201f), None); // nop
     }
@@ -176,7 +180,8 @@ mod tests {
     fn a32_and_t32_cp15() {
         assert_eq!(a32(0xee07_1f3a), Some(Insn::DcVa { op: Op::Clean, rt: 1 })); // mcr p15, 0, r1, c7, c10, 1
         assert_eq!(a32(0xee07_af5e), Some(Insn::DcSw { op: Op::CleanInvalidate, rt: 10 })); // mcr p15, 0, sl, c7, c14, 2
-        assert_eq!(a32(0xee01_0f10), Some(Insn::Context)); // mcr p15, 0, r0, c1, c0, 0 (SCTLR)
+        assert_eq!(a32(0xee01_0f10), Some(Insn::Write { reg: Reg::SctlrEl1, rt: 0 })); // mcr p15, 0, r0, c1, c0, 0 (SCTLR)
+        assert_eq!(a32(0xee02_0f10), Some(Insn::Context)); // mcr p15, 0, r0, c2, c0, 0 (TTBR0)
         assert_eq!(a32(0xec41_0f02), Some(Insn::Context)); // mcrr p15, 0, r0, r1, c2 (TTBR0)
         assert_eq!(a32(0xee11_0f10), None); // mrc
         assert_eq!(a32(0xfe07_1f3a), None); // mcr2

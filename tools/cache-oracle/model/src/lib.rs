@@ -9,6 +9,8 @@
 //! does); maintenance by set/way (acts on one cache: the issuing CPU's L1,
 //! or the L2); and the events real hardware would turn into lost or stale
 //! data:
+//! The L2 is shared by default (`Model::new`'s `shared_l2`), or private per
+//! CPU, as if each CPU were a cluster of its own.
 //! - `StaleRead`: a non-cacheable read of bytes whose newest data sits
 //!   dirty in a cache (the reader sees old memory; dirty lines keep a
 //!   mask of the bytes written, so a neighbour's write is not a loss);
@@ -43,9 +45,11 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// QEMU's Cortex-A72: 32 KiB 2-way L1 data cache, 1 MiB 16-way L2.
-    pub const A72_L1: Geometry = Geometry { sets: 256, ways: 2 };
-    pub const A72_L2: Geometry = Geometry { sets: 1024, ways: 16 };
+    /// What QEMU's Cortex-A72 reports in CCSIDR (and so what a guest's
+    /// set/way loop walks): a 32 KiB 4-way L1 data cache (the real A72's is
+    /// 2-way) and a 1 MiB 16-way L2.
+    pub const QEMU_A72_L1: Geometry = Geometry { sets: 128, ways: 4 };
+    pub const QEMU_A72_L2: Geometry = Geometry { sets: 1024, ways: 16 };
 
     /// Parse `SETSxWAYS`, for example `256x2`.
     pub fn parse(s: &str) -> Option<Geometry> {
@@ -76,7 +80,8 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Holder {
     L1(usize),
-    L2,
+    /// An L2: index 0 when shared, else the CPU's.
+    L2(usize),
 }
 
 /// Who made an access: its CPU, exception level class and PC.
@@ -135,12 +140,65 @@ struct Cache {
     /// The bytes of each dirty line written since it was last clean.
     mask: Vec<u64>,
     next: Vec<u8>,
+    /// Slots filled, and slots made dirty, since the last whole-cache
+    /// operation (may repeat; `None` once too long: scan everything).
+    filled: Option<Vec<u32>>,
+    dirtied: Option<Vec<u32>>,
 }
 
 impl Cache {
     fn new(geo: Geometry) -> Self {
         let n = geo.sets * geo.ways;
-        Cache { geo, tags: vec![EMPTY; n], state: vec![0; n], mask: vec![0; n], next: vec![0; geo.sets] }
+        Cache {
+            geo,
+            tags: vec![EMPTY; n],
+            state: vec![0; n],
+            mask: vec![0; n],
+            next: vec![0; geo.sets],
+            filled: Some(Vec::new()),
+            dirtied: Some(Vec::new()),
+        }
+    }
+
+    fn note(list: &mut Option<Vec<u32>>, i: usize, cap: usize) {
+        if let Some(v) = list {
+            if v.len() >= cap {
+                *list = None;
+            } else {
+                v.push(i as u32);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, i: usize, mask: u64) {
+        if self.state[i] & DIRTY == 0 {
+            Self::note(&mut self.dirtied, i, 4 * self.tags.len());
+        }
+        self.state[i] = DIRTY;
+        self.mask[i] |= mask;
+    }
+
+    /// `op` on every line: by the recorded slots when they are complete.
+    fn whole(&mut self, op: Op) {
+        let all = || None;
+        let slots: Option<Vec<u32>> = match op {
+            Op::Clean => self.dirtied.take().or_else(all),
+            _ => self.filled.take().or_else(all),
+        };
+        let slots: Vec<usize> = match slots {
+            Some(v) => v.into_iter().map(|i| i as usize).collect(),
+            None => (0..self.tags.len()).collect(),
+        };
+        for i in slots {
+            match op {
+                Op::Clean => self.clean_slot(i),
+                _ => self.drop_slot(i),
+            }
+        }
+        self.dirtied = Some(Vec::new());
+        if op != Op::Clean {
+            self.filled = Some(Vec::new());
+        }
     }
 
     fn set_of(&self, line: u64) -> usize {
@@ -169,6 +227,11 @@ impl Cache {
         self.tags[slot] = line;
         self.state[slot] = state;
         self.mask[slot] = mask;
+        let cap = 4 * self.tags.len();
+        Self::note(&mut self.filled, slot, cap);
+        if state & DIRTY != 0 {
+            Self::note(&mut self.dirtied, slot, cap);
+        }
         out
     }
 
@@ -187,7 +250,9 @@ impl Cache {
 /// The oracle's caches and what they have seen.
 pub struct Model {
     l1: Vec<Cache>,
-    l2: Cache,
+    /// One shared L2, or one per CPU (as if each CPU were its own cluster:
+    /// set/way then reaches no other CPU's data at any level).
+    l2: Vec<Cache>,
     pub counts: Counts,
     /// The first events, in order, up to `keep`.
     pub events: Vec<Event>,
@@ -199,16 +264,47 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cpus: usize, l1: Geometry, l2: Geometry, keep: usize) -> Self {
+    /// `shared_l2`: one L2 for all CPUs (one cluster, as on the RPi 4 and
+    /// the Cubietruck), else a private L2 per CPU.
+    pub fn new(cpus: usize, l1: Geometry, l2: Geometry, shared_l2: bool, keep: usize) -> Self {
         Model {
             l1: (0..cpus).map(|_| Cache::new(l1)).collect(),
-            l2: Cache::new(l2),
+            l2: (0..if shared_l2 { 1 } else { cpus }).map(|_| Cache::new(l2)).collect(),
             counts: Counts::default(),
             events: Vec::new(),
             keep,
             writes: 0,
             flushed_at: vec![u64::MAX; cpus + 1],
         }
+    }
+
+    pub fn shared_l2(&self) -> bool {
+        self.l2.len() == 1
+    }
+
+    fn l2_of(&self, cpu: usize) -> usize {
+        if self.shared_l2() {
+            0
+        } else {
+            cpu
+        }
+    }
+
+    /// Where `pa`'s line sits (debugging): cache, slot, state.
+    pub fn locate(&self, pa: u64) -> String {
+        let line = pa >> LINE_SHIFT;
+        let mut out = String::new();
+        for (d, c) in self.l1.iter().enumerate() {
+            if let Some(i) = c.find(line) {
+                out += &format!("L1[{d}] slot {i} state {} ", c.state[i]);
+            }
+        }
+        for (k, c) in self.l2.iter().enumerate() {
+            if let Some(i) = c.find(line) {
+                out += &format!("L2[{k}] slot {i} state {} ", c.state[i]);
+            }
+        }
+        out
     }
 
     pub fn cpus(&self) -> usize {
@@ -265,15 +361,13 @@ impl Model {
         }
     }
 
-    fn l2_write_back(&mut self, line: u64, mask: u64) {
-        match self.l2.find(line) {
-            Some(i) => {
-                self.l2.state[i] = DIRTY;
-                self.l2.mask[i] |= mask;
-            }
+    fn l2_write_back(&mut self, k: usize, line: u64, mask: u64) {
+        let l2 = &mut self.l2[k];
+        match l2.find(line) {
+            Some(i) => l2.mark_dirty(i, mask),
             // A dirty L2 victim goes to memory: nothing to track.
             None => {
-                self.l2.insert(line, DIRTY, mask);
+                l2.insert(line, DIRTY, mask);
             }
         }
     }
@@ -289,10 +383,12 @@ impl Model {
                 }
             }
         }
-        if let Some(i) = self.l2.find(line) {
-            if self.l2.state[i] & STALE != 0 {
-                self.l2.state[i] &= !STALE;
-                found.get_or_insert(Holder::L2);
+        for (k, c) in self.l2.iter_mut().enumerate() {
+            if let Some(i) = c.find(line) {
+                if c.state[i] & STALE != 0 {
+                    c.state[i] &= !STALE;
+                    found.get_or_insert(Holder::L2(k));
+                }
             }
         }
         found
@@ -307,7 +403,8 @@ impl Model {
             }
             return;
         }
-        // Miss: a dirty copy in another L1 is written back to the L2 first.
+        // Miss: a dirty copy in another L1 goes down to that CPU's L2 and
+        // stays owned there; we get a clean copy.
         for d in 0..self.l1.len() {
             if d == c {
                 continue;
@@ -316,26 +413,29 @@ impl Model {
                 if self.l1[d].state[i] & DIRTY != 0 {
                     let m = self.l1[d].mask[i];
                     self.l1[d].clean_slot(i);
-                    self.l2_write_back(line, m);
+                    let k = self.l2_of(d);
+                    self.l2_write_back(k, line, m);
                 }
             }
         }
         if let Some(h) = self.take_stale(line) {
             self.event(Kind::StaleLine, line, who, h);
         }
-        if self.l2.find(line).is_none() {
-            self.l2.insert(line, 0, 0);
+        let k = self.l2_of(c);
+        if self.l2[k].find(line).is_none() {
+            self.l2[k].insert(line, 0, 0);
         }
         if let Some((out, m)) = self.l1[c].insert(line, 0, 0) {
-            self.l2_write_back(out, m);
+            self.l2_write_back(k, out, m);
         }
     }
 
     fn write_line(&mut self, who: Who, line: u64, bytes: u64) {
         let full = bytes == u64::MAX;
         let c = who.cpu;
+        let own = self.l2_of(c);
         self.writes += 1;
-        // Other L1s give their copies up; a dirty one goes to the L2 first.
+        // Other L1s give their copies up; a dirty one goes to its L2 first.
         for d in 0..self.l1.len() {
             if d == c {
                 continue;
@@ -343,7 +443,8 @@ impl Model {
             if let Some(i) = self.l1[d].find(line) {
                 if self.l1[d].state[i] & DIRTY != 0 {
                     let m = self.l1[d].mask[i];
-                    self.l2_write_back(line, m);
+                    let k = self.l2_of(d);
+                    self.l2_write_back(k, line, m);
                 }
                 if self.l1[d].state[i] & STALE != 0 && !full {
                     self.event(Kind::StaleLine, line, who, Holder::L1(d));
@@ -351,24 +452,39 @@ impl Model {
                 self.l1[d].drop_slot(i);
             }
         }
+        // Other CPUs' L2s give theirs up too; dirty bytes come with them.
+        let mut carried = 0;
+        for k in 0..self.l2.len() {
+            if k == own {
+                continue;
+            }
+            if let Some(i) = self.l2[k].find(line) {
+                if self.l2[k].state[i] & DIRTY != 0 {
+                    carried |= self.l2[k].mask[i];
+                }
+                if self.l2[k].state[i] & STALE != 0 && !full {
+                    self.event(Kind::StaleLine, line, who, Holder::L2(k));
+                }
+                self.l2[k].drop_slot(i);
+            }
+        }
         if let Some(i) = self.l1[c].find(line) {
             if self.l1[c].state[i] & STALE != 0 && !full {
                 self.event(Kind::StaleLine, line, who, Holder::L1(c));
             }
-            self.l1[c].state[i] = DIRTY;
-            self.l1[c].mask[i] |= bytes;
+            self.l1[c].mark_dirty(i, bytes | carried);
             return;
         }
-        if let Some(i) = self.l2.find(line) {
-            if self.l2.state[i] & STALE != 0 {
-                self.l2.state[i] &= !STALE;
+        if let Some(i) = self.l2[own].find(line) {
+            if self.l2[own].state[i] & STALE != 0 {
+                self.l2[own].state[i] &= !STALE;
                 if !full {
-                    self.event(Kind::StaleLine, line, who, Holder::L2);
+                    self.event(Kind::StaleLine, line, who, Holder::L2(own));
                 }
             }
         }
-        if let Some((out, m)) = self.l1[c].insert(line, DIRTY, bytes) {
-            self.l2_write_back(out, m);
+        if let Some((out, m)) = self.l1[c].insert(line, DIRTY, bytes | carried) {
+            self.l2_write_back(own, out, m);
         }
     }
 
@@ -381,8 +497,14 @@ impl Model {
                 }
             }
         }
-        let i = self.l2.find(line)?;
-        (self.l2.state[i] & DIRTY != 0 && self.l2.mask[i] & bytes != 0).then_some(Holder::L2)
+        for (k, c) in self.l2.iter().enumerate() {
+            if let Some(i) = c.find(line) {
+                if c.state[i] & DIRTY != 0 && c.mask[i] & bytes != 0 {
+                    return Some(Holder::L2(k));
+                }
+            }
+        }
+        None
     }
 
     /// Reads see memory: stale where a cache holds newer bytes.
@@ -399,16 +521,11 @@ impl Model {
             self.event(Kind::LostWrite, line, who, h);
         }
         // Clean copies now hold older data than memory.
-        for c in self.l1.iter_mut() {
+        for c in self.l1.iter_mut().chain(self.l2.iter_mut()) {
             if let Some(i) = c.find(line) {
                 if c.state[i] & DIRTY == 0 {
                     c.state[i] |= STALE;
                 }
-            }
-        }
-        if let Some(i) = self.l2.find(line) {
-            if self.l2.state[i] & DIRTY == 0 {
-                self.l2.state[i] |= STALE;
             }
         }
     }
@@ -417,8 +534,7 @@ impl Model {
     pub fn by_address(&mut self, pa: u64, op: Op) {
         self.counts.va_ops += 1;
         let line = pa >> LINE_SHIFT;
-        let caches = self.l1.iter_mut().chain(std::iter::once(&mut self.l2));
-        for c in caches {
+        for c in self.l1.iter_mut().chain(self.l2.iter_mut()) {
             if let Some(i) = c.find(line) {
                 match op {
                     // Memory gets the newest data; a clean copy that was
@@ -431,13 +547,14 @@ impl Model {
         }
     }
 
-    /// Maintenance by set/way on `cpu`: `level` 0 is that CPU's L1, 1 the
-    /// shared L2; other levels do not exist here.
+    /// Maintenance by set/way on `cpu`: `level` 0 is that CPU's L1, 1 its
+    /// L2 (shared or its own); other levels do not exist here.
     pub fn by_set_way(&mut self, cpu: usize, level: u32, operand: u64, op: Op) {
         self.counts.sw_ops += 1;
         if cpu >= self.l1.len() {
             return;
         }
+        let k = self.l2_of(cpu);
         match level {
             0 => {
                 let geo = self.l1[cpu].geo;
@@ -453,25 +570,25 @@ impl Model {
                 if op != Op::Invalidate && self.l1[cpu].state[i] & DIRTY != 0 {
                     let m = self.l1[cpu].mask[i];
                     self.l1[cpu].clean_slot(i);
-                    self.l2_write_back(line, m);
+                    self.l2_write_back(k, line, m);
                 }
                 if op != Op::Clean {
                     self.l1[cpu].drop_slot(i);
                 }
             }
             1 => {
-                let geo = self.l2.geo;
-                let (set, way) = geo.decode_set_way(operand);
-                if way >= geo.ways {
+                let l2 = &mut self.l2[k];
+                let (set, way) = l2.geo.decode_set_way(operand);
+                if way >= l2.geo.ways {
                     return;
                 }
-                let i = set * geo.ways + way;
-                if self.l2.tags[i] == EMPTY {
+                let i = set * l2.geo.ways + way;
+                if l2.tags[i] == EMPTY {
                     return;
                 }
                 match op {
-                    Op::Clean => self.l2.clean_slot(i),
-                    Op::Invalidate | Op::CleanInvalidate => self.l2.drop_slot(i),
+                    Op::Clean => l2.clean_slot(i),
+                    Op::Invalidate | Op::CleanInvalidate => l2.drop_slot(i),
                 }
             }
             _ => {}
@@ -479,9 +596,9 @@ impl Model {
     }
 
     /// A stand-in for maintenance whose operand is unknown: `op` on every
-    /// line of the given caches (one CPU's L1 and the L2 for set/way,
-    /// every cache for an address). It over-approximates the clean, so it
-    /// can hide a missing one but never report a false event.
+    /// line of the given caches (one CPU's L1 and L2 for set/way, every
+    /// cache for an address). It over-approximates the clean, so it can
+    /// hide a missing one but never report a false event.
     pub fn whole(&mut self, cpu: Option<usize>, op: Op) {
         self.counts.approx_ops += 1;
         let key = cpu.unwrap_or(self.l1.len());
@@ -491,24 +608,17 @@ impl Model {
         if let Some(slot) = self.flushed_at.get_mut(key) {
             *slot = self.writes;
         }
-        let l1s: Vec<usize> = match cpu {
-            Some(c) if c < self.l1.len() => vec![c],
-            Some(_) => vec![],
-            None => (0..self.l1.len()).collect(),
-        };
-        for c in l1s {
-            let cache = &mut self.l1[c];
-            for i in 0..cache.tags.len() {
-                match op {
-                    Op::Clean => cache.clean_slot(i),
-                    _ => cache.drop_slot(i),
-                }
+        match cpu {
+            Some(c) if c < self.l1.len() => {
+                let k = self.l2_of(c);
+                self.l1[c].whole(op);
+                self.l2[k].whole(op);
             }
-        }
-        for i in 0..self.l2.tags.len() {
-            match op {
-                Op::Clean => self.l2.clean_slot(i),
-                _ => self.l2.drop_slot(i),
+            Some(_) => {}
+            None => {
+                for c in self.l1.iter_mut().chain(self.l2.iter_mut()) {
+                    c.whole(op);
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 use super::*;
 
 fn model() -> Model {
-    Model::new(2, Geometry::A72_L1, Geometry::A72_L2, 8)
+    Model::new(2, Geometry::QEMU_A72_L1, Geometry::QEMU_A72_L2, true, 8)
 }
 
 fn cpu(c: usize) -> Who {
@@ -39,7 +39,7 @@ fn loop_operands(geo: Geometry, level: u32) -> Vec<u64> {
 
 fn sw_all(m: &mut Model, c: usize, op: Op) {
     for level in 0..2 {
-        let geo = if level == 0 { Geometry::A72_L1 } else { Geometry::A72_L2 };
+        let geo = if level == 0 { Geometry::QEMU_A72_L1 } else { Geometry::QEMU_A72_L2 };
         for o in loop_operands(geo, level) {
             m.by_set_way(c, level, o, op);
         }
@@ -131,7 +131,7 @@ fn migrating_in_the_middle_of_the_l1_loop_loses_the_rest() {
     for i in 0..512u64 {
         m.access(cpu(0), A + i * LINE, 8, true, true);
     }
-    let l1 = loop_operands(Geometry::A72_L1, 0);
+    let l1 = loop_operands(Geometry::QEMU_A72_L1, 0);
     let (first, rest) = l1.split_at(l1.len() / 4);
     for &o in first {
         m.by_set_way(0, 0, o, Op::CleanInvalidate);
@@ -139,7 +139,7 @@ fn migrating_in_the_middle_of_the_l1_loop_loses_the_rest() {
     for &o in rest {
         m.by_set_way(1, 0, o, Op::CleanInvalidate);
     }
-    for o in loop_operands(Geometry::A72_L2, 1) {
+    for o in loop_operands(Geometry::QEMU_A72_L2, 1) {
         m.by_set_way(1, 1, o, Op::CleanInvalidate);
     }
     for i in 0..512u64 {
@@ -153,11 +153,11 @@ fn migrating_in_the_middle_of_the_l1_loop_loses_the_rest() {
 fn l1_only_clean_leaves_the_line_dirty_in_the_l2() {
     let mut m = model();
     wr(&mut m, 0, A);
-    for o in loop_operands(Geometry::A72_L1, 0) {
+    for o in loop_operands(Geometry::QEMU_A72_L1, 0) {
         m.by_set_way(0, 0, o, Op::Clean);
     }
     nc_rd(&mut m, 0, A);
-    assert_eq!(m.events[0].holder, Holder::L2);
+    assert_eq!(m.events[0].holder, Holder::L2(0));
 }
 
 #[test]
@@ -218,17 +218,17 @@ fn the_whole_cache_stand_in_cleans_everything() {
 
 #[test]
 fn geometry_parses_and_decodes() {
-    assert_eq!(Geometry::parse("256x2"), Some(Geometry::A72_L1));
+    assert_eq!(Geometry::parse("128x4"), Some(Geometry::QEMU_A72_L1));
     assert_eq!(Geometry::parse("100x2"), None);
     assert_eq!(Geometry::parse("x"), None);
-    let g = Geometry::A72_L2;
+    let g = Geometry::QEMU_A72_L2;
     assert_eq!(g.decode_set_way((5 << 28) | (77 << 6) | 2), (77, 5));
-    assert_eq!(Geometry::A72_L1.decode_set_way((1 << 31) | (255 << 6)), (255, 1));
+    assert_eq!(Geometry::QEMU_A72_L1.decode_set_way((3 << 30) | (127 << 6)), (127, 3));
 }
 
 #[test]
 fn only_the_first_events_are_kept() {
-    let mut m = Model::new(2, Geometry::A72_L1, Geometry::A72_L2, 3);
+    let mut m = Model::new(2, Geometry::QEMU_A72_L1, Geometry::QEMU_A72_L2, true, 3);
     for i in 0..10u64 {
         m.access(cpu(0), A + i * LINE, 8, true, true);
         m.access(cpu(1), A + i * LINE, 8, false, false);
@@ -247,4 +247,92 @@ fn a_dirty_neighbour_in_the_line_is_not_a_stale_read() {
     // But writing them is lost when the line is written back.
     nc_wr(&mut m, 1, A + 32);
     assert_eq!(m.counts.lost_writes, 1);
+}
+
+#[test]
+fn whole_cache_operations_reach_every_line_however_many() {
+    // Few lines (recorded slots) and many (the lists overflow: full scan).
+    for n in [3u64, 40_000] {
+        let mut m = model();
+        for i in 0..n {
+            wr(&mut m, (i % 2) as usize, A + i * LINE);
+        }
+        m.whole(None, Op::Clean);
+        for i in 0..n {
+            nc_rd(&mut m, 1, A + i * LINE);
+        }
+        assert_eq!(m.counts.events(), 0, "clean, n={n}");
+        // Lines cleaned stay; an invalidate drops them, so a later
+        // non-cacheable write leaves nothing stale.
+        for i in 0..n {
+            rd(&mut m, 0, A + i * LINE);
+        }
+        m.whole(None, Op::Invalidate);
+        for i in 0..n {
+            nc_wr(&mut m, 1, A + i * LINE);
+            rd(&mut m, 0, A + i * LINE);
+        }
+        assert_eq!(m.counts.events(), 0, "invalidate, n={n}");
+    }
+}
+
+#[test]
+fn the_guest_rt_loop_cleans_512k() {
+    let mut m = Model::new(1, Geometry::QEMU_A72_L1, Geometry::QEMU_A72_L2, true, 8);
+    let base = 0x4180_0000u64;
+    for i in 0..(512u64 << 10) / 8 {
+        m.access(cpu(0), base + i * 8, 8, true, true);
+    }
+    sw_all(&mut m, 0, Op::CleanInvalidate);
+    for i in 0..(512u64 << 10) / 8 {
+        m.access(cpu(0), base + i * 8, 8, false, false);
+    }
+    assert_eq!(m.counts.events(), 0, "{:?}", m.events.first());
+}
+
+fn private() -> Model {
+    Model::new(2, Geometry::QEMU_A72_L1, Geometry::QEMU_A72_L2, false, 8)
+}
+
+#[test]
+fn with_private_l2s_a_loop_on_another_cpu_misses_both_levels() {
+    let mut m = private();
+    for i in 0..2048u64 {
+        wr(&mut m, 0, A + i * LINE);
+    }
+    // The loop ran on CPU 1: CPU 0's L1 and L2 keep the data.
+    sw_all(&mut m, 1, Op::CleanInvalidate);
+    for i in 0..2048u64 {
+        nc_rd(&mut m, 1, A + i * LINE);
+    }
+    assert_eq!(m.counts.stale_reads, 2048);
+    // The same loop on the writing CPU loses nothing.
+    let mut m = private();
+    for i in 0..2048u64 {
+        wr(&mut m, 0, A + i * LINE);
+    }
+    sw_all(&mut m, 0, Op::CleanInvalidate);
+    for i in 0..2048u64 {
+        nc_rd(&mut m, 1, A + i * LINE);
+    }
+    assert_eq!(m.counts.events(), 0);
+}
+
+#[test]
+fn with_private_l2s_coherence_and_broadcast_cleans_still_hold() {
+    let mut m = private();
+    wr(&mut m, 0, A);
+    for i in 1..40_000u64 {
+        wr(&mut m, 0, A + i * LINE); // pushes A down to CPU 0's L2
+    }
+    wr(&mut m, 1, A + 8); // CPU 1 takes the line over, dirty bytes and all
+    m.by_address(A, Op::CleanInvalidate);
+    nc_rd(&mut m, 0, A);
+    nc_rd(&mut m, 1, A + 8);
+    assert_eq!(m.counts.events(), 0);
+    // A read on the other CPU leaves the dirty copy owned where it was.
+    wr(&mut m, 0, A + 4 * LINE);
+    rd(&mut m, 1, A + 4 * LINE);
+    nc_rd(&mut m, 1, A + 4 * LINE);
+    assert_eq!(m.counts.stale_reads, 1);
 }

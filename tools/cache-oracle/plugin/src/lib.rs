@@ -11,7 +11,9 @@
 //!
 //! Arguments: `out=FILE` (the report), `hyp=START-END` (physical range of
 //! the hypervisor's code, hex), `cpus=N`, optional `l1=SETSxWAYS`,
-//! `l2=SETSxWAYS`, `events=N` (how many events to describe).
+//! `l2=SETSxWAYS`, `topology=private|shared` (an L2 per pCPU, the default
+//! and the stricter, or one for all), `events=N` (how many to describe),
+//! `watch=PA` (trace one line on stderr).
 //!
 //! What it cannot see (QEMU 10.0's plugin API, version 4):
 //! - AArch32 general registers are not readable, so an AArch32 guest's own
@@ -55,6 +57,9 @@ struct Cpu {
     sctlr_el1: u64,
     sctlr_el2: u64,
     hcr: u64,
+    /// VBAR_EL2: tells a trap (synchronous entry from a lower EL) from an
+    /// interrupt at the hypervisor's vectors.
+    vbar: Option<u64>,
     /// SCTLR_EL1 changed by an instruction whose operand we cannot read.
     el1_unknown: bool,
     epoch: u64,
@@ -66,7 +71,7 @@ struct Cpu {
 
 impl Cpu {
     fn new() -> Self {
-        Cpu { sctlr_el1: 0, sctlr_el2: 0, hcr: 0, el1_unknown: false, epoch: 0, pages: vec![Page::default(); PAGES], pending: None }
+        Cpu { sctlr_el1: 0, sctlr_el2: 0, hcr: 0, vbar: None, el1_unknown: false, epoch: 0, pages: vec![Page::default(); PAGES], pending: None }
     }
 
     fn cacheable(&self, el2: bool) -> bool {
@@ -101,6 +106,8 @@ struct Extra {
     untranslated: u64,
     undecided: u64,
     unreadable: u64,
+    /// Accesses made while SCTLR_EL1 could not be read back.
+    unknown_sctlr: u64,
 }
 
 struct Oracle {
@@ -115,6 +122,7 @@ struct Config {
     cpus: usize,
     l1: Geometry,
     l2: Geometry,
+    shared_l2: bool,
     events: usize,
 }
 
@@ -189,8 +197,13 @@ fn config(args: &Args) -> Result<Config, String> {
         out: get("out"),
         hyp,
         cpus,
-        l1: geo("l1", Geometry::A72_L1)?,
-        l2: geo("l2", Geometry::A72_L2)?,
+        l1: geo("l1", Geometry::QEMU_A72_L1)?,
+        l2: geo("l2", Geometry::QEMU_A72_L2)?,
+        shared_l2: match get("topology").as_deref() {
+            None | Some("private") => false,
+            Some("shared") => true,
+            Some(t) => return Err(format!("cache-oracle: topology={t}: expected private or shared")),
+        },
         events: get("events").and_then(|s| s.parse().ok()).unwrap_or(20),
     })
 }
@@ -205,7 +218,7 @@ impl Register for Plugin {
             }
         };
         let _ = ORACLE.set(Mutex::new(Oracle {
-            model: Model::new(cfg.cpus, cfg.l1, cfg.l2, cfg.events),
+            model: Model::new(cfg.cpus, cfg.l1, cfg.l2, cfg.shared_l2, cfg.events),
             cpus: (0..cfg.cpus).map(|_| Cpu::new()).collect(),
             extra: Extra::default(),
         }));
@@ -231,7 +244,8 @@ impl HasCallbacks for Plugin {
             let mut by_name: HashMap<String, RegisterDescriptor<'static>> =
                 all.into_iter().map(|r| (r.name.to_ascii_lowercase(), r)).collect();
             let x = (0..31).map(|i| by_name.remove(&format!("x{i}"))).collect();
-            let sctlr_el1 = by_name.remove("sctlr_el1");
+            // QEMU names it SCTLR (the AArch32 name) in its system register list.
+            let sctlr_el1 = by_name.remove("sctlr_el1").or_else(|| by_name.remove("sctlr"));
             let _ = REGS.set(Regs { x, sctlr_el1 });
         }
         Ok(())
@@ -251,6 +265,11 @@ impl HasCallbacks for Plugin {
             None => true,
             Some(_) => false,
         };
+        if el2 && tb.vaddr() & 0x7f == 0 {
+            // Maybe an exception vector: decide the pending guest op there.
+            let va = tb.vaddr();
+            tb.register_execute_callback(move |vcpu| on_vector(vcpu, va));
+        }
         let mut confirm_next = false;
         for insn in tb.instructions() {
             let pc = insn.vaddr();
@@ -296,11 +315,6 @@ impl HasCallbacks for Plugin {
 }
 
 fn on_access(vcpu: VCPUIndex, info: qemu_plugin::MemoryInfo, va: u64, el2: bool, pc: u64) {
-    let Some(hw) = info.hwaddr(va) else { return };
-    if hw.is_io() {
-        return;
-    }
-    let pa = hw.hwaddr();
     let size = 1u64 << info.size_shift();
     let write = info.is_store();
     let mut o = oracle();
@@ -308,20 +322,39 @@ fn on_access(vcpu: VCPUIndex, info: qemu_plugin::MemoryInfo, va: u64, el2: bool,
     if c >= o.cpus.len() {
         return;
     }
+    // The page this CPU last touched at `va`, while no TLB invalidate or
+    // translation register write came since, saves asking QEMU.
+    let pa = match o.cpus[c].translate(va, el2) {
+        Some(pa) => pa,
+        None => {
+            let Some(hw) = info.hwaddr(va) else { return };
+            if hw.is_io() {
+                return;
+            }
+            let pa = hw.hwaddr();
+            o.cpus[c].learn(va, pa, el2);
+            pa
+        }
+    };
     settle(&mut o, c, el2);
     if o.cpus[c].el1_unknown && !el2 {
         // Sysregs live in CPU state, not in TCG registers: readable here.
         if let Some(v) = REGS.get().and_then(|r| r.sctlr_el1.as_ref()).and_then(read) {
             o.cpus[c].sctlr_el1 = v;
             o.cpus[c].el1_unknown = false;
+        } else {
+            o.extra.unknown_sctlr += 1;
         }
     }
+    let sw_ops = o.model.counts.sw_ops;
     let cpu = &mut o.cpus[c];
-    cpu.learn(va, pa, el2);
     let cacheable = cpu.cacheable(el2);
+    let cpu = &o.cpus[c];
     let who = Who { cpu: c, el2, pc };
     if WATCH.get().is_some() {
-        watched(pa, size, &format!("{}{}", if cacheable { "" } else { "nc_" }, if write { "write" } else { "read" }), who);
+        let what = format!("{}{} sctlr_el1={:#x} unknown={} sw_ops={}", if cacheable { "" } else { "nc_" }, if write { "write" } else { "read" }, cpu.sctlr_el1, cpu.el1_unknown, sw_ops);
+        let what = format!("{what} at {}", o.model.locate(pa));
+        watched(pa, size, &what, who);
     }
     o.model.access(who, pa, size, write, cacheable);
 }
@@ -353,17 +386,42 @@ fn on_a64(vcpu: VCPUIndex, insn: Insn, el2: bool, pc: u64) {
     }
 }
 
+/// Hypervisor code at a 128-byte boundary: when it is the synchronous
+/// entry from a lower EL, the pending guest instruction trapped; any other
+/// entry (an interrupt) means it ran.
+fn on_vector(vcpu: VCPUIndex, va: u64) {
+    let mut o = oracle();
+    let c = vcpu as usize;
+    if c >= o.cpus.len() {
+        return;
+    }
+    let Some(vbar) = o.cpus[c].vbar else { return };
+    match va.wrapping_sub(vbar) {
+        0x400 | 0x600 => settle(&mut o, c, true),
+        0x480 | 0x500 | 0x580 | 0x680 | 0x700 | 0x780 => settle(&mut o, c, false),
+        _ => {}
+    }
+}
+
 /// Resolve `c`'s pending guest instruction before anything else it does:
-/// hypervisor code running first means it trapped.
+/// `trapped` (the hypervisor runs first) drops it, otherwise it applies.
 fn settle(o: &mut Oracle, c: usize, el2: bool) {
     let Some((insn, value, who, a32)) = o.cpus[c].pending.take() else { return };
     if !el2 && a32 {
         apply_a32(o, insn, c);
     } else if !el2 {
         apply(o, insn, value, who);
-    } else if let Insn::Write { .. } | Insn::Context = insn {
-        // Trapped, or an interrupt came first: read the register again.
+    } else if let (true, Insn::Write { .. }) = (a32, insn) {
+        // Its operand is unreadable: read SCTLR_EL1 back when we can.
         o.cpus[c].el1_unknown = true;
+    } else if let Insn::Write { reg: Reg::SctlrEl1, .. } = insn {
+        // Trapped, or an interrupt came first. If it trapped, the
+        // hypervisor's emulation writes SCTLR_EL1 next and overrides this.
+        if WATCH.get().is_some() {
+            eprintln!("oracle: watch trapped-or-interrupted {insn:?} pcpu={c} pc={:#x}", who.pc);
+        }
+        o.cpus[c].sctlr_el1 = value;
+        o.cpus[c].el1_unknown = false;
     }
 }
 
@@ -371,6 +429,9 @@ fn apply(o: &mut Oracle, insn: Insn, v: u64, who: Who) {
     let (c, el2) = (who.cpu, who.el2);
     match insn {
         Insn::Write { reg, .. } => {
+            if WATCH.get().is_some() && reg == Reg::SctlrEl1 {
+                eprintln!("oracle: watch sctlr_el1 write pcpu={c} v={v:#x} el={} pc={:#x}", if el2 { 2 } else { 1 }, who.pc);
+            }
             let cpu = &mut o.cpus[c];
             match reg {
                 Reg::SctlrEl1 => {
@@ -379,6 +440,7 @@ fn apply(o: &mut Oracle, insn: Insn, v: u64, who: Who) {
                 }
                 Reg::SctlrEl2 => cpu.sctlr_el2 = v,
                 Reg::HcrEl2 => cpu.hcr = v,
+                Reg::VbarEl2 => cpu.vbar = Some(v),
             }
             cpu.epoch += 1;
         }
@@ -402,7 +464,17 @@ fn apply(o: &mut Oracle, insn: Insn, v: u64, who: Who) {
                 _ => o.model.zero_line(who, pa & !63, cacheable),
             }
         }
-        Insn::DcSw { op, .. } => o.model.by_set_way(c, ((v >> 1) & 7) as u32, v, op),
+        Insn::DcSw { op, .. } => {
+            let w = WATCH.get().copied();
+            let before = w.map(|w| o.model.locate(w));
+            o.model.by_set_way(c, ((v >> 1) & 7) as u32, v, op);
+            if let (Some(w), Some(b)) = (w, before) {
+                let after = o.model.locate(w);
+                if after != b {
+                    eprintln!("oracle: watch sw {op:?} v={v:#x} pcpu={c}: {b} -> {after}");
+                }
+            }
+        }
     }
 }
 
@@ -422,11 +494,12 @@ fn apply_a32(o: &mut Oracle, insn: Insn, c: usize) {
         Insn::DcVa { op, .. } => o.model.whole(None, op),
         Insn::DcSw { op, .. } => o.model.whole(Some(c), op),
         Insn::Tlbi => o.cpus.iter_mut().for_each(|p| p.epoch += 1),
-        _ => {
-            // SCTLR, TTBRs, CONTEXTIDR: read SCTLR_EL1 again at the next access.
+        Insn::Write { .. } => {
+            // SCTLR: its value cannot be read here; read it back later.
             o.cpus[c].el1_unknown = true;
             o.cpus[c].epoch += 1;
         }
+        _ => o.cpus[c].epoch += 1,
     }
 }
 
@@ -442,7 +515,7 @@ fn report(out: Option<&str>) {
     let o = oracle();
     let n = o.model.counts;
     let mut text = format!(
-        "oracle: stale_reads={} lost_writes={} stale_lines={} cacheable={} uncached={} va_ops={} sw_ops={} approx_ops={} untranslated={} unreadable={} undecided={}\n",
+        "oracle: stale_reads={} lost_writes={} stale_lines={} cacheable={} uncached={} va_ops={} sw_ops={} approx_ops={} untranslated={} unreadable={} undecided={} unknown_sctlr={}\n",
         n.stale_reads,
         n.lost_writes,
         n.stale_lines,
@@ -453,12 +526,14 @@ fn report(out: Option<&str>) {
         n.approx_ops,
         o.extra.untranslated,
         o.extra.unreadable,
-        o.extra.undecided
+        o.extra.undecided,
+        o.extra.unknown_sctlr
     );
     for e in &o.model.events {
         let holder = match e.holder {
             Holder::L1(c) => format!("L1 of pCPU{c}"),
-            Holder::L2 => "L2".to_string(),
+            Holder::L2(_) if o.model.shared_l2() => "the shared L2".to_string(),
+            Holder::L2(k) => format!("L2 of pCPU{k}"),
         };
         text += &format!(
             "oracle: {} pa={:#x} pcpu={} el={} pc={:#x} newest_data_in={}\n",
