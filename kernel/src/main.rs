@@ -143,10 +143,6 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     // they are started below.
     let map = unsafe { (*core::ptr::addr_of_mut!(EL2_MAP)).insert(El2Map::new(&ram)) };
     map.enable();
-    // A secondary reads EL2_MAP with its MMU and caches still off: the
-    // point of coherency must hold what we just wrote (the cache oracle
-    // caught this one).
-    arch::dc_civac_range(core::ptr::addr_of!(EL2_MAP) as u64, core::mem::size_of::<Option<El2Map>>() as u64);
     console::enable_locking();
     arch::install_vectors();
     arch::spsr32::init();

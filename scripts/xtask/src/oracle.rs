@@ -23,6 +23,21 @@ impl Report {
         self.stale_reads + self.lost_writes + self.stale_lines
     }
 
+    /// Why this report cannot be trusted, if it cannot: the oracle saw no
+    /// cacheable access, or could not read or decode what it had to.
+    pub fn blind(&self) -> Option<String> {
+        let n = |k: &str| self.get(k).unwrap_or(0);
+        if n("cacheable") == 0 {
+            return Some("the oracle saw no cacheable access".into());
+        }
+        for k in ["undecided", "unreadable", "unknown_sctlr"] {
+            if n(k) > 0 {
+                return Some(format!("the oracle was blind in part of the run ({k}={})", n(k)));
+            }
+        }
+        None
+    }
+
     pub fn get(&self, key: &str) -> Option<u64> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
@@ -93,7 +108,12 @@ pub fn code_range(elf: &[u8]) -> Result<(u64, u64), String> {
 /// QEMU arguments that load the oracle, writing its report to `report`.
 /// Multi-threaded TCG (QEMU's default): with `thread=single`, QEMU 10.0
 /// hands the plugin's instruction callbacks a wrong vCPU index.
-pub fn qemu_args(kernel: &Path, cpus: u32, report: &Path) -> Result<Vec<String>, String> {
+pub fn qemu_args(kernel: &Path, cpus: u32, icount: bool, report: &Path) -> Result<Vec<String>, String> {
+    if icount && cpus > 1 {
+        // -icount means one TCG thread, whose vCPU indices the plugin API
+        // gets wrong in QEMU 10.0.
+        return Err("--oracle with --icount needs --cpus 1".into());
+    }
     let so = plugin()?;
     let elf = std::fs::read(kernel).map_err(|e| format!("{}: {e}", kernel.display()))?;
     let (lo, hi) = code_range(&elf)?;
@@ -118,5 +138,10 @@ mod tests {
         assert_eq!(r.get("va_ops"), Some(9));
         assert!(Report::parse("oracle: nothing").is_none());
         assert!(Report::parse("").is_none());
+        assert!(r.blind().is_some(), "no cacheable= field: blind");
+        let ok = Report::parse("oracle: stale_reads=0 lost_writes=0 stale_lines=0 cacheable=5 undecided=0\n").unwrap();
+        assert_eq!(ok.blind(), None);
+        let bad = Report::parse("oracle: stale_reads=0 lost_writes=0 stale_lines=0 cacheable=5 unknown_sctlr=2\n").unwrap();
+        assert!(bad.blind().unwrap().contains("unknown_sctlr=2"));
     }
 }

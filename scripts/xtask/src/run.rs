@@ -137,6 +137,10 @@ pub fn run_cli(a: &Args) -> Result<u8, String> {
             }
             Some(rep) => {
                 eprint!("{}", rep.text);
+                if let Some(why) = rep.blind() {
+                    eprintln!("xtask: {why}");
+                    return Ok(1);
+                }
                 if rep.events() > 0 {
                     eprintln!("xtask: the cache oracle saw {} event(s): real hardware would lose or expose stale data", rep.events());
                     return Ok(1);
@@ -254,7 +258,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     let report_path = dir.join(format!("{tag}.oracle"));
     let _ = std::fs::remove_file(&report_path);
     if a.oracle {
-        cmd.args(oracle::qemu_args(&kernel, a.cpus, &report_path)?);
+        cmd.args(oracle::qemu_args(&kernel, a.cpus, a.icount, &report_path)?);
     }
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));

@@ -89,7 +89,9 @@ pub fn a64(w: u32) -> Option<Insn> {
             _ => None,
         },
         (3, 12) if (op1, crm, op2) == (4, 0, 0) => Some(Insn::Write { reg: Reg::VbarEl2, rt }),
-        (3, 2 | 13) => Some(Insn::Context),
+        // TTBR0/1, TCR, VTTBR, VTCR (not the TPIDRs, nor CONTEXTIDR, which
+        // does not change an AArch64 translation).
+        (3, 2) => Some(Insn::Context),
         _ => None,
     }
 }
@@ -173,6 +175,7 @@ mod tests {
         assert_eq!(a64(0xd51c_2100), Some(Insn::Context)); // msr vttbr_el2, x0
         assert_eq!(a64(0xd51c_c000), Some(Insn::Write { reg: Reg::VbarEl2, rt: 0 })); // msr vbar_el2, x0
         assert_eq!(a64(0xd538_1000), None); // mrs x0, sctlr_el1
+        assert_eq!(a64(0xd51c_d040), None); // msr tpidr_el2, x0
         assert_eq!(a64(0xd503_201f), None); // nop
     }
 

@@ -25,9 +25,9 @@
 //! or speculation (real caches may also fetch lines early; the model only
 //! allocates on access).
 //!
-//! **Invariants:** a line is dirty in at most one cache level of one CPU or
-//! in the L2, never in two L1s at once (a cacheable write invalidates the
-//! other L1s' copies after writing a dirty one back to the L2); set/way
+//! **Invariants:** a line is dirty in at most one CPU's caches (its L1, its
+//! L2 or both), never in two CPUs' at once: a cacheable write takes the
+//! other CPUs' copies over, dirty bytes and all; set/way
 //! operations never touch another CPU's L1; replacement is round-robin per
 //! set, so a run replays the same way every time.
 #![forbid(unsafe_code)]
@@ -257,10 +257,6 @@ pub struct Model {
     /// The first events, in order, up to `keep`.
     pub events: Vec<Event>,
     keep: usize,
-    /// Cacheable writes so far; lets repeated whole-cache stand-ins skip
-    /// work when nothing was written since the last one.
-    writes: u64,
-    flushed_at: Vec<u64>,
 }
 
 impl Model {
@@ -273,8 +269,6 @@ impl Model {
             counts: Counts::default(),
             events: Vec::new(),
             keep,
-            writes: 0,
-            flushed_at: vec![u64::MAX; cpus + 1],
         }
     }
 
@@ -434,7 +428,6 @@ impl Model {
         let full = bytes == u64::MAX;
         let c = who.cpu;
         let own = self.l2_of(c);
-        self.writes += 1;
         // Other L1s give their copies up; a dirty one goes to its L2 first.
         for d in 0..self.l1.len() {
             if d == c {
@@ -473,6 +466,12 @@ impl Model {
                 self.event(Kind::StaleLine, line, who, Holder::L1(c));
             }
             self.l1[c].mark_dirty(i, bytes | carried);
+            if full {
+                // The whole line is new: no copy below it is stale any more.
+                if let Some(j) = self.l2[own].find(line) {
+                    self.l2[own].state[j] &= !STALE;
+                }
+            }
             return;
         }
         if let Some(i) = self.l2[own].find(line) {
@@ -601,13 +600,6 @@ impl Model {
     /// hide a missing one but never report a false event.
     pub fn whole(&mut self, cpu: Option<usize>, op: Op) {
         self.counts.approx_ops += 1;
-        let key = cpu.unwrap_or(self.l1.len());
-        if op == Op::Clean && self.flushed_at.get(key) == Some(&self.writes) {
-            return;
-        }
-        if let Some(slot) = self.flushed_at.get_mut(key) {
-            *slot = self.writes;
-        }
         match cpu {
             Some(c) if c < self.l1.len() => {
                 let k = self.l2_of(c);

@@ -165,9 +165,31 @@ fn coherence_moves_dirty_data_between_cpus() {
     let mut m = model();
     wr(&mut m, 0, A);
     wr(&mut m, 1, A); // takes the line over
-    m.by_address(A, Op::CleanInvalidate);
+    assert!(!m.locate(A).contains("L1[0]"), "CPU 0 kept its copy: {}", m.locate(A));
+    nc_rd(&mut m, 0, A);
+    assert_eq!(m.events[0].holder, Holder::L1(1));
+    // CPU 1's set/way clean alone now reaches the data.
+    let mut m = model();
+    wr(&mut m, 0, A);
+    wr(&mut m, 1, A);
+    sw_all(&mut m, 1, Op::CleanInvalidate);
     nc_rd(&mut m, 0, A);
     assert_eq!(m.counts.events(), 0);
+}
+
+#[test]
+fn zeroing_a_line_that_hits_in_l1_refreshes_the_l2_copy() {
+    let mut m = private();
+    rd(&mut m, 0, A); // clean in L1 and L2
+    nc_wr(&mut m, 1, A); // both copies stale
+    m.zero_line(cpu(0), A, true); // L1 hit, whole line new
+    m.by_address(A, Op::Clean);
+    for i in 1..64u64 {
+        // Evict A from CPU 0's L1 (same set, 4 ways), not from its L2.
+        rd(&mut m, 0, A + i * 128 * LINE);
+    }
+    rd(&mut m, 0, A);
+    assert_eq!(m.counts.events(), 0, "{:?}", m.events.first());
 }
 
 #[test]

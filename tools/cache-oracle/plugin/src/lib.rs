@@ -24,13 +24,15 @@
 //!   (`untranslated` counts misses); the hypervisor maps memory 1:1.
 //! - Stage-1 memory attributes are not read: with SCTLR.M and C set, RAM
 //!   counts as write-back cacheable, as Linux and the test guests map it.
+//! - A conditional AArch32 MCR counts as executed even when its condition
+//!   fails (for maintenance, that can only over-approximate a clean).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
 use cache_oracle_model::decode::{self, Insn, Reg, Set};
-use cache_oracle_model::{Geometry, Holder, Kind, Model, Who};
+use cache_oracle_model::{Geometry, Holder, Kind, Model, Op, Who};
 use qemu_plugin::install::{Args, Info, Value};
 use qemu_plugin::plugin::{HasCallbacks, Register};
 use qemu_plugin::{
@@ -322,6 +324,9 @@ fn on_access(vcpu: VCPUIndex, info: qemu_plugin::MemoryInfo, va: u64, el2: bool,
     if c >= o.cpus.len() {
         return;
     }
+    // First what the guest did before this access: a TLBI or a translation
+    // register write decides which page cache entries still hold.
+    settle(&mut o, c, el2);
     // The page this CPU last touched at `va`, while no TLB invalidate or
     // translation register write came since, saves asking QEMU.
     let pa = match o.cpus[c].translate(va, el2) {
@@ -336,7 +341,6 @@ fn on_access(vcpu: VCPUIndex, info: qemu_plugin::MemoryInfo, va: u64, el2: bool,
             pa
         }
     };
-    settle(&mut o, c, el2);
     if o.cpus[c].el1_unknown && !el2 {
         // Sysregs live in CPU state, not in TCG registers: readable here.
         if let Some(v) = REGS.get().and_then(|r| r.sctlr_el1.as_ref()).and_then(read) {
@@ -411,6 +415,11 @@ fn settle(o: &mut Oracle, c: usize, el2: bool) {
         apply_a32(o, insn, c);
     } else if !el2 {
         apply(o, insn, value, who);
+    } else if let Insn::Tlbi = insn {
+        // Trapped or not, assume the worst for the page caches.
+        o.cpus.iter_mut().for_each(|p| p.epoch += 1);
+    } else if let Insn::Context = insn {
+        o.cpus[c].epoch += 1;
     } else if let (true, Insn::Write { .. }) = (a32, insn) {
         // Its operand is unreadable: read SCTLR_EL1 back when we can.
         o.cpus[c].el1_unknown = true;
@@ -422,6 +431,21 @@ fn settle(o: &mut Oracle, c: usize, el2: bool) {
         }
         o.cpus[c].sctlr_el1 = value;
         o.cpus[c].el1_unknown = false;
+        o.cpus[c].epoch += 1;
+    }
+}
+
+/// At EL1 with stage 2 on (HCR_EL2.VM) or set/way invalidation overridden
+/// (HCR_EL2.SWIO), an invalidate is performed as clean and invalidate: a
+/// guest cannot discard data that is not its own.
+fn el1_op(o: &Oracle, c: usize, op: Op, set_way: bool) -> Op {
+    const HCR_VM: u64 = 1;
+    const HCR_SWIO: u64 = 1 << 1;
+    let bit = if set_way { HCR_SWIO } else { HCR_VM };
+    if op == Op::Invalidate && o.cpus[c].hcr & bit != 0 {
+        Op::CleanInvalidate
+    } else {
+        op
     }
 }
 
@@ -460,11 +484,15 @@ fn apply(o: &mut Oracle, insn: Insn, v: u64, who: Who) {
                 watched(pa, 1, &format!("{insn:?}"), who);
             }
             match insn {
-                Insn::DcVa { op, .. } => o.model.by_address(pa, op),
+                Insn::DcVa { op, .. } => {
+                    let op = if el2 { op } else { el1_op(o, c, op, false) };
+                    o.model.by_address(pa, op)
+                }
                 _ => o.model.zero_line(who, pa & !63, cacheable),
             }
         }
         Insn::DcSw { op, .. } => {
+            let op = if el2 { op } else { el1_op(o, c, op, true) };
             let w = WATCH.get().copied();
             let before = w.map(|w| o.model.locate(w));
             o.model.by_set_way(c, ((v >> 1) & 7) as u32, v, op);
@@ -491,8 +519,14 @@ fn on_a32(vcpu: VCPUIndex, insn: Insn, pc: u64) {
 
 fn apply_a32(o: &mut Oracle, insn: Insn, c: usize) {
     match insn {
-        Insn::DcVa { op, .. } => o.model.whole(None, op),
-        Insn::DcSw { op, .. } => o.model.whole(Some(c), op),
+        Insn::DcVa { op, .. } => {
+            let op = el1_op(o, c, op, false);
+            o.model.whole(None, op)
+        }
+        Insn::DcSw { op, .. } => {
+            let op = el1_op(o, c, op, true);
+            o.model.whole(Some(c), op)
+        }
         Insn::Tlbi => o.cpus.iter_mut().for_each(|p| p.epoch += 1),
         Insn::Write { .. } => {
             // SCTLR: its value cannot be read here; read it back later.
