@@ -29,7 +29,8 @@ const TESTS: &[(&str, TestFn)] = &[
     ("own_kernel_option", own_kernel_option),
     ("reboot_restarts_guest", reboot_restarts_guest),
     ("two_guests_input_focus", two_guests_input_focus),
-    ("sw_smp_sw_no_pinned", sw_smp_sw_no_pinned),
+    ("sw_split_trapped_rr", sw_split_trapped_rr),
+    ("sw_split_sw_no_pinned", sw_split_sw_no_pinned),
     ("oracle_bites_no_pod_clean", oracle_bites_no_pod_clean),
     ("oracle_bites_skipped_walk", oracle_bites_skipped_walk),
     ("oracle_bites_unpinned_sw_no", oracle_bites_unpinned_sw_no),
@@ -571,16 +572,27 @@ fn oracle_bites(guest: &str, cpus: u32, vcpus: u32, bootargs: &str, sw: &str) ->
     Ok((r, s))
 }
 
-/// The twin of the heisenbug control: the same sw=no guest under sched=rr
-/// on the normal build, whose pinning keeps every flush on one pCPU: the
-/// oracle (in `boot`) sees nothing.
-fn sw_smp_sw_no_pinned() -> Result<(), String> {
-    let a = Args { guest: "sw-smp".into(), cpus: 2, vcpus: 4, bootargs: "sched=rr slice=64K".into(), ..Args::default() };
+/// sw-split (write, run a while, clean by set/way, read back with caches
+/// off, twelve rounds) under sched=rr with more vCPUs than pCPUs: set/way
+/// trapped, so the hypervisor's clean covers a vCPU moved mid-round.
+fn sw_split_trapped_rr() -> Result<(), String> {
+    let a = Args { guest: "sw-split".into(), cpus: 2, vcpus: 4, bootargs: "sched=rr".into(), ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(r.transcript.contains("sw-split: PASS"), "sw-split did not pass", &r)?;
+    let s = r.summary("sw-split").ok_or("no summary")?;
+    check(s.get("sw_traps") > 0, "set/way did not trap", &r)
+}
+
+/// The twin of the heisenbug control: the same guest with sw=no under
+/// sched=rr on the normal build, whose pinning keeps each vCPU's writes
+/// and cleans on one pCPU: the oracle (in `boot`) sees nothing.
+fn sw_split_sw_no_pinned() -> Result<(), String> {
+    let a = Args { guest: "sw-split".into(), cpus: 2, vcpus: 4, bootargs: "sched=rr".into(), ..Args::default() };
     let mut g = GuestSpec::from_args(&a);
     g.sw = "no".into();
     let r = boot(&a, &[g])?;
-    check(r.transcript.contains("sw-smp: PASS"), "sw-smp did not pass", &r)?;
-    let s = r.summary("sw-smp").ok_or("no summary")?;
+    check(r.transcript.contains("sw-split: PASS"), "sw-split did not pass", &r)?;
+    let s = r.summary("sw-split").ok_or("no summary")?;
     check(s.get("sw_traps") == 0 && s.get("migrations") == 0, "sw=no trapped set/way or migrated", &r)
 }
 
@@ -600,19 +612,18 @@ fn oracle_bites_skipped_walk() -> Result<(), String> {
 }
 
 /// The heisenbug itself: set/way not trapped and the vCPUs not pinned, so
-/// a set/way loop runs partly on one pCPU and partly on another.
-///
-/// Whether a flush is split depends on where the scheduler's ticks fall:
-/// up to three boots, and one must show it.
+/// sw-split's clean runs on another pCPU than its writes in some round and
+/// its caches-off read-back sees old memory. Its twin is
+/// `sw_split_sw_no_pinned`.
+/// Where the scheduler's ticks fall decides whether a round is split: up
+/// to three boots (each of 24 rounds), and one must show it.
 fn oracle_bites_unpinned_sw_no() -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..3 {
-        match oracle_bites("sw-smp", 2, 4, "sched=rr slice=64K fault=sw-unpinned", "no") {
+        match oracle_bites("sw-split", 2, 4, "sched=rr fault=sw-unpinned", "no") {
             Ok((r, s)) => {
                 check(s.get("sw_traps") == 0, "set/way was trapped", &r)?;
                 check(s.get("migrations") > 0, "no vCPU migrated", &r)?;
-                // A guest's caches-off read of data its flush missed (the
-                // pinned twin, sw_smp_sw_no_pinned, sees none).
                 let rep = oracle_report(&r)?;
                 let seen = rep.text.lines().any(|l| l.starts_with("oracle: stale_read") && l.contains(" el=1 "));
                 return check(seen, &format!("no stale read by the guest:\n{}", rep.text), &r);

@@ -23,6 +23,7 @@ pub const GUESTS: &[&str] = &[
     "sw-basic",
     "sw-basic32",
     "sw-smp",
+    "sw-split",
     "pod-touch",
     "bench",
     "isolation",
@@ -48,6 +49,7 @@ pub fn guest_build(name: &str) -> Option<(&'static str, &'static str, &'static s
         // The same program as an AArch32 (ARMv7-A) EL1 guest.
         "sw-basic32" => ("sw-basic", build::GUEST_TARGET32, "aarch32"),
         "sw-smp" => ("sw-smp", build::GUEST_TARGET, "aarch64"),
+        "sw-split" => ("sw-split", build::GUEST_TARGET, "aarch64"),
         "pod-touch" => ("pod-touch", build::GUEST_TARGET, "aarch64"),
         "bench" => ("bench", build::GUEST_TARGET, "aarch64"),
         "isolation" => ("isolation", build::GUEST_TARGET, "aarch64"),
