@@ -33,6 +33,13 @@ const TESTS: &[(&str, TestFn)] = &[
     ("sw_split_sw_no_pinned", sw_split_sw_no_pinned),
     ("oracle_bites_no_pod_clean", oracle_bites_no_pod_clean),
     ("oracle_bites_skipped_walk", oracle_bites_skipped_walk),
+];
+
+/// Tests that run only when named exactly (`cargo xtask itest NAME`): not
+/// yet reliable enough for scripts/test.
+const ON_REQUEST: &[(&str, TestFn)] = &[
+    // On an idle machine sched=rr rarely moves a vCPU between pCPUs
+    // (migrations=2 in a CI run), so a split clean is a matter of luck.
     ("oracle_bites_unpinned_sw_no", oracle_bites_unpinned_sw_no),
 ];
 
@@ -517,10 +524,8 @@ fn linux_arm64_3g() -> Result<(), String> {
 pub fn run_all(filter: Option<&str>) -> Result<u8, String> {
     crate::build::build_all()?;
     let (mut passed, mut failed) = (0, 0);
-    for (name, f) in TESTS {
-        if filter.is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
+    let requested = ON_REQUEST.iter().filter(|(name, _)| filter == Some(*name));
+    for (name, f) in TESTS.iter().filter(|(name, _)| filter.is_none_or(|f| name.contains(f))).chain(requested) {
         let t = std::time::Instant::now();
         match f() {
             Ok(()) => {
