@@ -1,4 +1,4 @@
-//! The hypervisor console: a PL011 UART shared by plain text (banner,
+//! The hypervisor console: the UART ([`crate::uart`]) shared by plain text (banner,
 //! panics, guest output, exit summaries) and defmt log frames.
 //!
 //! Once locks work, output goes into a ring buffer under the console lock
@@ -17,18 +17,9 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-static BASE: AtomicU64 = AtomicU64::new(0x0900_0000);
 static LOCK: AtomicBool = AtomicBool::new(false);
 /// Atomics need the MMU and caches on (exclusives on the boards).
 static LOCKS_OK: AtomicBool = AtomicBool::new(false);
-
-const DR: u64 = 0x00;
-const FR: u64 = 0x18;
-const IMSC: u64 = 0x38;
-const FR_TXFF: u32 = 1 << 5;
-const FR_RXFE: u32 = 1 << 4;
-/// IMSC: receive and receive-timeout interrupts.
-const IMSC_RX: u32 = (1 << 4) | (1 << 6);
 
 /// Bytes typed at the console, read by the UART interrupt on pCPU 0 and
 /// handed to the guest with the input focus by `Hyp::route_input`.
@@ -37,31 +28,15 @@ pub static INPUT: crate::frames::spin_cell::SpinCell<heapless::Deque<u8, 256>> =
 
 /// Let the UART interrupt on received bytes.
 pub fn enable_rx_irq() {
-    let base = BASE.load(Ordering::Relaxed);
-    // SAFETY: `base` is this board's PL011, mapped as Device at EL2; IMSC
-    // is its interrupt mask register. Only pCPU 0 calls this, at start.
-    unsafe {
-        let m = core::ptr::read_volatile((base + IMSC) as *const u32);
-        core::ptr::write_volatile((base + IMSC) as *mut u32, m | IMSC_RX);
-    }
+    crate::uart::enable_rx_irq();
 }
 
 /// Read every received byte into [`INPUT`] (dropping what does not fit).
 pub fn take_rx() {
-    let base = BASE.load(Ordering::Relaxed);
     let mut q = INPUT.lock();
-    // SAFETY: as in `enable_rx_irq`; FR and DR are the flag and data
-    // registers. Reading DR pops the receive FIFO, which nothing else does.
-    unsafe {
-        while core::ptr::read_volatile((base + FR) as *const u32) & FR_RXFE == 0 {
-            let b = core::ptr::read_volatile((base + DR) as *const u32) as u8;
-            let _ = q.push_back(b);
-        }
+    while let Some(b) = crate::uart::get() {
+        let _ = q.push_back(b);
     }
-}
-
-pub fn set_base(base: u64) {
-    BASE.store(base, Ordering::Relaxed);
 }
 
 pub fn locks_ok() -> bool {
@@ -73,17 +48,11 @@ pub fn enable_locking() {
 }
 
 fn uart_full() -> bool {
-    let base = BASE.load(Ordering::Relaxed);
-    // SAFETY: `base` is the PL011 of this board (from the platform
-    // description or the DTB), mapped as Device at EL2; FR is its flag
-    // register.
-    unsafe { core::ptr::read_volatile((base + FR) as *const u32) & FR_TXFF != 0 }
+    crate::uart::tx_full()
 }
 
 fn uart_put(b: u8) {
-    let base = BASE.load(Ordering::Relaxed);
-    // SAFETY: as in `uart_full`; DR is the data register.
-    unsafe { core::ptr::write_volatile((base + DR) as *mut u32, b as u32) };
+    crate::uart::put(b)
 }
 
 fn put_blocking(b: u8) {

@@ -17,19 +17,26 @@ mod heap;
 mod hw;
 mod hyp;
 mod irq;
+mod uart;
 mod vm;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arch::mmu::El2Map;
 use frames::FRAMES;
 use hyp::{Hyp, HYP, IRQS, MAX_PCPUS};
 use vcpu_sched::Scheduler;
 
-/// Where QEMU places the DTB for a non-Linux image: the base of RAM.
-const DTB_FALLBACK: u64 = 0x4000_0000;
 const FDT_MAGIC: u32 = 0xd00d_feed;
+/// The loader must place the image 64 KiB aligned (the Image header asks
+/// for a 2 MiB aligned base + 0x80000): defmt's string ids are the low 16
+/// bits of link-time addresses.
+const LOAD_ALIGN: u64 = 0x1_0000;
+/// pCPUs that came up (pCPU 0 included), counted once their MMU is on.
+static PCPUS_UP: AtomicUsize = AtomicUsize::new(1);
+/// The firmware has PSCI (CPU_ON, SYSTEM_OFF); the RPi4's armstub has not.
+static HAS_PSCI: AtomicBool = AtomicBool::new(false);
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
 static mut EL2_MAP: Option<El2Map> = None;
@@ -69,54 +76,102 @@ pub fn power_off(ok: bool) -> ! {
     if EXIT_SEMIHOSTING.load(Ordering::Relaxed) {
         arch::semihosting_exit(if ok { 0 } else { 1 });
     }
-    arch::smc(trap::hypercall::psci::SYSTEM_OFF as u64, 0, 0, 0);
+    if HAS_PSCI.load(Ordering::Relaxed) {
+        arch::smc(trap::hypercall::psci::SYSTEM_OFF as u64, 0, 0, 0);
+    }
+    kprintln!("hyp: halted (the firmware has no PSCI to power off; the board may be switched off now)");
+    console::flush();
     halt()
 }
 
+/// The DTB at `x0` (the arm64 boot protocol's register), if it is one.
 fn read_dtb(x0: u64) -> Option<&'static [u8]> {
-    for addr in [x0, DTB_FALLBACK] {
-        if addr == 0 || addr % 8 != 0 {
-            continue;
-        }
-        // SAFETY: reading the 8-byte FDT header at a RAM address the boot
-        // protocol names; RAM is readable at EL2 with the MMU on or off.
-        let (magic, size) = unsafe {
-            (
-                u32::from_be(core::ptr::read_volatile(addr as *const u32)),
-                u32::from_be(core::ptr::read_volatile((addr + 4) as *const u32)),
-            )
-        };
-        if magic == FDT_MAGIC && (64..(16 << 20)).contains(&size) {
-            // SAFETY: the header says the blob is `size` bytes long; it is
-            // never written while the hypervisor runs.
-            return Some(unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) });
-        }
+    if x0 == 0 || x0 % 8 != 0 {
+        return None;
+    }
+    // SAFETY: reading the 8-byte FDT header at the RAM address the boot
+    // protocol names; RAM is readable at EL2 with the MMU on or off.
+    let (magic, size) = unsafe {
+        (
+            u32::from_be(core::ptr::read_volatile(x0 as *const u32)),
+            u32::from_be(core::ptr::read_volatile((x0 + 4) as *const u32)),
+        )
+    };
+    if magic == FDT_MAGIC && (64..(16 << 20)).contains(&size) {
+        // SAFETY: the header says the blob is `size` bytes long; it is
+        // never written while the hypervisor runs.
+        return Some(unsafe { core::slice::from_raw_parts(x0 as *const u8, size as usize) });
     }
     None
 }
 
+/// The guest bundle the firmware loaded as an initramfs, if the DTB names
+/// one (`/chosen/linux,initrd-*`): bootcfg checks it is one.
+fn read_bundle(dtb: &[u8]) -> Option<(u64, &'static [u8])> {
+    let (base, size) = bootcfg::bundle_range(dtb)?;
+    if base == 0 || size == 0 || size > 1 << 30 || base.checked_add(size).is_none() {
+        return None;
+    }
+    // SAFETY: the firmware loaded `size` bytes there and reserved them for
+    // the kernel it boots; nothing writes them while the hypervisor runs.
+    Some((base, unsafe { core::slice::from_raw_parts(base as *const u8, size as usize) }))
+}
+
+/// The board the DTB's root `compatible` names, if this build knows it.
+fn board_of(dtb: &[u8]) -> Option<&'static platform::Board> {
+    let fdt = bootcfg::fdt::Fdt::new(dtb).ok()?;
+    let compat = fdt.root().prop("compatible")?;
+    platform::by_compatible(compat.strs(), platform::Arch::Aarch64)
+}
+
+/// Program the console the DTB names. False when it names none.
+fn setup_console(dtb: &[u8], board: Option<&platform::Board>) -> bool {
+    let Some(u) = bootcfg::console(dtb) else {
+        return false;
+    };
+    let kind = match u.kind {
+        bootcfg::UartKind::Pl011 => uart::Kind::Pl011,
+        bootcfg::UartKind::Ns16550 { reg_shift, io_width } => uart::Kind::Ns16550 { reg_shift, io_width },
+        bootcfg::UartKind::Bcm2835Aux => uart::Kind::Bcm2835Aux,
+    };
+    let clock = u.clock_hz.or_else(|| board.and_then(|b| b.uart_clock(u.regs.0)));
+    uart::setup(kind, u.regs.0, clock);
+    if let Some(irq) = u.irq.filter(|i| i.kind == bootcfg::IrqKind::Spi) {
+        // A plain store: no exclusives before the MMU is on.
+        irq::UART_INTID.store(32 + irq.num, Ordering::Relaxed);
+    }
+    true
+}
+
 #[unsafe(no_mangle)]
-extern "C" fn kmain(x0: u64, el: u64) -> ! {
-    let board = &platform::qemu_virt::BOARD;
-    console::set_base(board.uart.regs.base);
-    kprintln!("\nhyp: {} {} starting on {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), board.name);
+extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
+    // Nothing can be printed before the DTB names the console.
+    let Some(dtb) = read_dtb(x0) else { halt() };
+    let board = board_of(dtb);
+    if !setup_console(dtb, board) {
+        halt();
+    }
+    let on = board.map_or("an unknown board (as its device tree describes it)", |b| b.name);
+    kprintln!("\nhyp: {} {} starting on {}, loaded at {:#x}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), on, load);
     if el != 2 {
         kprintln!("hyp: entered at EL{}, but the hypervisor must start at EL2.", el);
         kprintln!("hyp: on QEMU use -M virt,virtualization=on; on a board, firmware that enters the kernel at EL2/HYP.");
         halt();
     }
-    let Some(dtb) = read_dtb(x0) else {
-        kprintln!("hyp: no device tree found (x0={:#x}, nor at {:#x}); cannot boot", x0, DTB_FALLBACK);
+    if load % LOAD_ALIGN != 0 {
+        kprintln!("hyp: loaded at {:#x}, which is not 64 KiB aligned: load the Image at a 2 MiB aligned base + its text_offset", load);
         halt();
-    };
-    EXIT_SEMIHOSTING.store(bootcfg::exit_method(dtb) == bootcfg::ExitMethod::Semihosting, Ordering::Relaxed);
-    let cfg = match bootcfg::parse(dtb) {
+    }
+    let bundle = read_bundle(dtb);
+    EXIT_SEMIHOSTING.store(bootcfg::exit_method_with_bundle(dtb, bundle) == bootcfg::ExitMethod::Semihosting, Ordering::Relaxed);
+    let cfg = match bootcfg::parse_with_bundle(dtb, bundle) {
         Ok(c) => c,
         Err(e) => {
             kprintln!("hyp: boot stopped: {}", e);
             system_off();
         }
     };
+    HAS_PSCI.store(cfg.psci.is_some(), Ordering::Relaxed);
     if !cfg.faults.is_empty() {
         let mut names: heapless::String<64> = heapless::String::new();
         for name in cfg.faults.names() {
@@ -129,25 +184,30 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     if cfg.pmu == bootcfg::PmuMode::Passthrough {
         kprintln!("hyp: pmu=passthrough: guests share the real PMU and can count EL2 (a measuring aid only)");
     }
-    if let Some(uart) = &cfg.uart {
-        console::set_base(uart.regs.0);
-        if let Some(irq) = uart.irq.filter(|i| i.kind == bootcfg::IrqKind::Spi) {
-            // A plain store: no exclusives before the MMU is on.
-            irq::UART_INTID.store(32 + irq.num, Ordering::Relaxed);
+    // The EL2 MMU and caches go on before any lock or atomic is used. It
+    // maps RAM, and the console and GIC as devices.
+    let ram: heapless::Vec<(u64, u64), 8> = cfg.ram.iter().copied().collect();
+    let mut devices: heapless::Vec<(u64, u64), 8> = heapless::Vec::new();
+    if let Some(u) = &cfg.uart {
+        let _ = devices.push(u.regs);
+    }
+    if let Some(g) = &cfg.gic {
+        for r in [Some(g.gicd), g.gicc, g.gich, g.gicv].into_iter().flatten() {
+            let _ = devices.push(r);
         }
     }
-
-    // The EL2 MMU and caches go on before any lock or atomic is used.
-    let ram: heapless::Vec<(u64, u64), 8> = cfg.ram.iter().copied().collect();
     // SAFETY: boot runs on pCPU 0 alone; secondaries read EL2_MAP only after
     // they are started below.
-    let map = unsafe { (*core::ptr::addr_of_mut!(EL2_MAP)).insert(El2Map::new(&ram)) };
+    let map = unsafe { (*core::ptr::addr_of_mut!(EL2_MAP)).insert(El2Map::new(&ram, &devices)) };
     map.enable();
     console::enable_locking();
     arch::install_vectors();
     arch::spsr32::init();
     defmt::info!("EL2 MMU on, {=usize} KiB heap used", heap::used() / 1024);
 
+    if let Some(b) = board.filter(|b| b.psci.is_none() && cfg.psci.is_none()) {
+        defmt::info!("{=str}: no PSCI; secondary pCPUs start from the spin table", b.name);
+    }
     let gic = cfg.gic.as_ref().and_then(|g| Some((g.gicd.0, g.gicc?.0)));
     let Some(gic) = gic else {
         kprintln!("hyp: boot stopped: the device tree has no GICv2 (distributor and CPU interface)");
@@ -170,6 +230,15 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     for r in cfg.reserved.iter() {
         let _ = reserved.push(*r);
     }
+    if let Some((base, bytes)) = bundle {
+        let _ = reserved.push((base, bytes.len() as u64));
+    }
+    // The spin tables the parked pCPUs poll.
+    for c in cfg.cpu_list.iter() {
+        if let Some(rel) = c.release_addr {
+            let _ = reserved.push((rel & !0xfff, 0x1000));
+        }
+    }
     for g in cfg.guests.iter() {
         let _ = reserved.push(g.image);
         if let Some(r) = g.ramdisk {
@@ -178,7 +247,7 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
     }
     FRAMES.lock().init(&ram, &reserved);
 
-    let pcpus = (cfg.cpus as usize).clamp(1, MAX_PCPUS);
+    let pcpus = (cfg.max_cpus.unwrap_or(cfg.cpus).min(cfg.cpus) as usize).clamp(1, MAX_PCPUS);
     let policy = match cfg.sched {
         bootcfg::SchedKind::Rr => vcpu_sched::SchedPolicy::Rr,
         bootcfg::SchedKind::Pinned => vcpu_sched::SchedPolicy::Pinned,
@@ -285,14 +354,37 @@ extern "C" fn kmain(x0: u64, el: u64) -> ! {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());
     }
 
-    // Start the other pCPUs through the firmware's PSCI.
+    start_secondaries(&cfg, pcpus);
+    run_pcpu(0)
+}
+
+/// Start pCPUs 1..pcpus: by the spin table the DTB gives for a CPU, else by
+/// the firmware's PSCI. A spin-table pCPU is waited for (up to 1 s) before
+/// the next is released, as they share the index slot.
+fn start_secondaries(cfg: &bootcfg::BootConfig, pcpus: usize) {
     for (i, c) in cfg.cpu_list.iter().enumerate().take(pcpus).skip(1) {
-        let r = arch::smc(trap::hypercall::psci::CPU_ON_64 as u64, c.mpidr, arch::secondary_entry(), i as u64);
-        if r != 0 {
-            kprintln!("hyp: pCPU {} did not start (PSCI {})", i, r as i64);
+        if let Some(rel) = c.release_addr {
+            // SAFETY: `rel` is this CPU's cpu-release-addr from the DTB,
+            // inside the EL2 map's RAM and reserved from the frame pool.
+            unsafe { arch::spin_release(rel, i as u64) };
+            let start = arch::counter();
+            let limit = arch::counter_freq();
+            while PCPUS_UP.load(Ordering::Acquire) <= i {
+                if arch::counter().wrapping_sub(start) > limit {
+                    kprintln!("hyp: pCPU {} did not come up from its spin table at {:#x}; the others are not started", i, rel);
+                    return;
+                }
+                core::hint::spin_loop();
+            }
+        } else if HAS_PSCI.load(Ordering::Relaxed) {
+            let r = arch::smc(trap::hypercall::psci::CPU_ON_64 as u64, c.mpidr, arch::secondary_entry(), i as u64);
+            if r != 0 {
+                kprintln!("hyp: pCPU {} did not start (PSCI {})", i, r as i64);
+            }
+        } else {
+            kprintln!("hyp: pCPU {} has neither a spin table nor PSCI to start it; it stays off", i);
         }
     }
-    run_pcpu(0)
 }
 
 /// Per-pCPU start: interrupts and the tick, then the first guest.
@@ -310,6 +402,7 @@ extern "C" fn secondary_main(cpu: u64) -> ! {
     // SAFETY: EL2_MAP was set up by pCPU 0 before it started this pCPU.
     let map = unsafe { (*core::ptr::addr_of!(EL2_MAP)).as_ref() }.expect("EL2 map");
     map.enable_secondary();
+    PCPUS_UP.fetch_add(1, Ordering::AcqRel);
     arch::install_vectors();
     arch::sysreg_write!("vtcr_el2", stage2_pager::A64_VTCR_BITS | (2 << 16));
     defmt::info!("pCPU {=u64} up", cpu);

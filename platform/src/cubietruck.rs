@@ -8,6 +8,9 @@ use crate::*;
 pub const BOARD: Board = Board {
     name: "cubietruck",
     arch: Arch::Armv7,
+    compatible: &["cubietech,cubietruck", "allwinner,sun7i-a20"],
+    // UART0 runs off the 24 MHz oscillator (APB1).
+    uart_clocks: &[(0x01c2_8000, 24_000_000)],
     cpus: 2,
     ram: &[Region::new(0x4000_0000, 0x8000_0000)],
     // UART0, a 16550 (Synopsys DesignWare) with 32-bit registers.

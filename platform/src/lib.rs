@@ -5,7 +5,10 @@
 //! virtual interface control and virtual CPU interface), the PPIs of the
 //! GIC maintenance interrupt and the generic timers, how the firmware
 //! provides PSCI, how the hypervisor image is entered, and the
-//! architecture it is built for. [`by_name`] selects one for `--board`.
+//! architecture it is built for, the root `compatible` strings that name
+//! it in a device tree, and the reference clocks of the UARTs that may be
+//! the console. [`by_name`] selects one for `--board`; [`by_compatible`]
+//! selects one from the DTB the firmware passes.
 //!
 //! **Not responsible for:** anything that varies between boots or models of
 //! a board (RAM size beyond the guaranteed part, command line, guest
@@ -17,6 +20,9 @@
 //!   and disjoint from every other block.
 //! - RAM ranges are non-empty, 2 MiB aligned and disjoint.
 //! - PPIs are 0..=15 (INTID 16..=31); board names are unique.
+//! - No two boards of one architecture list the same `compatible` string.
+//! - Every `uart_clocks` entry has a 4-byte aligned base and a non-zero
+//!   clock, and the console UART (`uart`) has one.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -133,6 +139,11 @@ pub struct Board {
     /// The `--board` name.
     pub name: &'static str,
     pub arch: Arch,
+    /// Root `compatible` strings of the board's device trees.
+    pub compatible: &'static [&'static str],
+    /// `(register base, reference clock in Hz)` of each UART the
+    /// hypervisor may use as its console.
+    pub uart_clocks: &'static [(u64, u32)],
     /// Physical CPUs.
     pub cpus: u32,
     /// RAM every instance of the board has; the DTB may add more.
@@ -171,6 +182,14 @@ impl Board {
     pub fn in_ram(&self, addr: u64) -> bool {
         self.ram.iter().any(|r| r.contains(addr))
     }
+
+    /// The reference clock of the UART whose registers start at `base`.
+    pub fn uart_clock(&self, base: u64) -> Option<u32> {
+        self.uart_clocks
+            .iter()
+            .find(|&&(b, _)| b == base)
+            .map(|&(_, hz)| hz)
+    }
 }
 
 /// Every board, in `--board` listing order.
@@ -184,6 +203,20 @@ pub static BOARDS: &[&Board] = &[
 /// The board called `name`.
 pub fn by_name(name: &str) -> Option<&'static Board> {
     BOARDS.iter().copied().find(|b| b.name == name)
+}
+
+/// The board of architecture `arch` named by a DTB's root `compatible`
+/// strings (most specific first): the first string any board lists wins.
+pub fn by_compatible<'a>(
+    mut compat: impl Iterator<Item = &'a str>,
+    arch: Arch,
+) -> Option<&'static Board> {
+    compat.find_map(|c| {
+        BOARDS
+            .iter()
+            .copied()
+            .find(|b| b.arch == arch && b.compatible.contains(&c))
+    })
 }
 
 /// The standard generic timer PPIs (CNTPS 13, CNTP 14, CNTV 11, CNTHP 10),
@@ -326,6 +359,115 @@ mod tests {
         assert_eq!(c.ram, &[Region::new(0x4000_0000, 0x8000_0000)]);
         assert_eq!(c.arch, Arch::Armv7);
         assert!(matches!(c.entry, BootProtocol::UBootHyp { .. }));
+    }
+
+    /// A DTB `compatible` value: NUL-separated strings.
+    fn strs(v: &str) -> impl Iterator<Item = &str> + Clone {
+        v.split('\0')
+    }
+
+    #[test]
+    fn boards_by_compatible() {
+        let rpi4 = by_name("rpi4");
+        let a64 = Arch::Aarch64;
+        assert_eq!(
+            by_compatible(strs("raspberrypi,4-model-b\0brcm,bcm2711"), a64),
+            rpi4
+        );
+        assert_eq!(by_compatible(strs("brcm,bcm2711"), a64), rpi4);
+        // An unknown, more specific string first does not hide a known one.
+        assert_eq!(
+            by_compatible(strs("raspberrypi,4-compute-module\0brcm,bcm2711"), a64),
+            rpi4
+        );
+        assert_eq!(
+            by_compatible(strs("linux,dummy-virt"), a64),
+            by_name("qemu-virt")
+        );
+        assert_eq!(
+            by_compatible(strs("linux,dummy-virt"), Arch::Armv7),
+            by_name("qemu-virt-armv7")
+        );
+        assert_eq!(
+            by_compatible(
+                strs("cubietech,cubietruck\0allwinner,sun7i-a20"),
+                Arch::Armv7
+            ),
+            by_name("cubietruck")
+        );
+        assert_eq!(
+            by_compatible(strs("allwinner,sun7i-a20"), Arch::Armv7),
+            by_name("cubietruck")
+        );
+        // Known boards of the other architecture.
+        assert_eq!(by_compatible(strs("allwinner,sun7i-a20"), a64), None);
+        assert_eq!(by_compatible(strs("brcm,bcm2711"), Arch::Armv7), None);
+        assert_eq!(by_compatible(strs("acme,board\0acme,soc"), a64), None);
+        assert_eq!(by_compatible(strs(""), a64), None);
+        assert_eq!(by_compatible(core::iter::empty(), a64), None);
+        // Exact strings only.
+        assert_eq!(
+            by_compatible(strs("brcm,bcm2711x\0BRCM,BCM2711"), a64),
+            None
+        );
+    }
+
+    #[test]
+    fn compatible_strings_unique_per_arch() {
+        for b in BOARDS {
+            assert!(!b.compatible.is_empty(), "{}", b.name);
+            for c in b.compatible {
+                assert!(!c.is_empty() && !c.contains('\0'), "{}", b.name);
+                // Each string finds this very board.
+                assert_eq!(by_compatible(strs(c), b.arch), Some(*b), "{c}");
+            }
+            for o in BOARDS
+                .iter()
+                .filter(|o| o.name != b.name && o.arch == b.arch)
+            {
+                for c in b.compatible {
+                    assert!(
+                        !o.compatible.contains(c),
+                        "{} and {} list {c}",
+                        b.name,
+                        o.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn uart_clocks() {
+        for b in BOARDS {
+            assert!(!b.uart_clocks.is_empty(), "{}", b.name);
+            for (i, &(base, hz)) in b.uart_clocks.iter().enumerate() {
+                assert!(hz > 0, "{}: {base:#x}", b.name);
+                assert_eq!(base % 4, 0, "{}: {base:#x}", b.name);
+                assert!(!b.in_ram(base), "{}: {base:#x} in RAM", b.name);
+                for &(o, _) in &b.uart_clocks[i + 1..] {
+                    assert_ne!(base, o, "{}", b.name);
+                }
+            }
+            assert!(b.uart_clock(b.uart.regs.base).is_some(), "{}", b.name);
+        }
+        let r = by_name("rpi4").unwrap();
+        assert_eq!(r.uart_clock(0xfe20_1000), Some(48_000_000));
+        assert_eq!(r.uart_clock(0xfe21_5040), Some(500_000_000));
+        assert_eq!(r.uart_clock(0xfe21_5000), None);
+        assert_eq!(
+            by_name("qemu-virt").unwrap().uart_clock(0x0900_0000),
+            Some(24_000_000)
+        );
+        assert_eq!(
+            by_name("qemu-virt-armv7").unwrap().uart_clock(0x0900_0000),
+            Some(24_000_000)
+        );
+        assert_eq!(
+            by_name("cubietruck").unwrap().uart_clock(0x01c2_8000),
+            Some(24_000_000)
+        );
+        assert_eq!(by_name("cubietruck").unwrap().uart_clock(0xfe20_1000), None);
     }
 
     #[test]

@@ -12,6 +12,9 @@ const RAM: &[Region] = &[Region::new(0x4000_0000, 0x4000_0000)];
 pub const BOARD: Board = Board {
     name: "qemu-virt",
     arch: Arch::Aarch64,
+    compatible: &["linux,dummy-virt"],
+    // QEMU's PL011 `apb_pclk` fixed clock.
+    uart_clocks: &[(0x0900_0000, 24_000_000)],
     cpus: 4,
     // The 1 GiB the xtask passes with `-m 1G`; the DTB gives the real size.
     ram: RAM,

@@ -15,6 +15,10 @@ const RAM: &[Region] = &[Region::new(0, 0x3b40_0000)];
 pub const BOARD: Board = Board {
     name: "rpi4",
     arch: Arch::Aarch64,
+    compatible: &["raspberrypi,4-model-b", "brcm,bcm2711"],
+    // UART0 (PL011) at the firmware's 48 MHz UART clock; the mini-UART runs
+    // off the VPU core clock, which `enable_uart=1` fixes at 500 MHz.
+    uart_clocks: &[(0xfe20_1000, 48_000_000), (0xfe21_5040, 500_000_000)],
     cpus: 4,
     ram: RAM,
     // UART0 (PL011); the 0x200 bytes of registers are in one 4 KiB page.

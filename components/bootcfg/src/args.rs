@@ -94,12 +94,12 @@ pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 #[cfg(not(feature = "faults"))]
 const KEYS_ALLOWED: &str =
-    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, \
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
 /// A `faults` (test-only) build also knows `fault`.
 #[cfg(feature = "faults")]
 const KEYS_ALLOWED: &str =
-    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, \
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
 #[cfg(feature = "faults")]
 const FAULTS_ALLOWED: &str =
@@ -107,6 +107,7 @@ const FAULTS_ALLOWED: &str =
 const EXIT_ALLOWED: &str = "psci, semihosting";
 const PMU_ALLOWED: &str = "hidden, passthrough";
 const REBOOTS_ALLOWED: &str = "0 to 1000";
+const MAXCPUS_ALLOWED: &str = "1 to 8";
 const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
@@ -272,6 +273,8 @@ pub struct Args<'a> {
     pub exit: Option<ExitMethod>,
     pub pmu: Option<PmuMode>,
     pub reboots: Option<u32>,
+    /// `maxcpus=`: start at most this many physical CPUs.
+    pub max_cpus: Option<u32>,
     /// `fault=` (only a `faults` build parses it; TEST ONLY).
     pub faults: Option<Faults>,
     pub guests: [GuestArgs<'a>; MAX_GUESTS],
@@ -344,6 +347,17 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
             "reboots" => {
                 let v = value.parse::<u32>().ok().filter(|n| *n <= 1000).ok_or(bad("out of range", REBOOTS_ALLOWED))?;
                 set(&mut a.reboots, v, token)?;
+            }
+            "maxcpus" => {
+                let v = parse_u64(value).ok_or(bad("not a number", MAXCPUS_ALLOWED))?;
+                let v = u32::try_from(v)
+                    .ok()
+                    .filter(|n| (1..=crate::MAX_CPUS as u32).contains(n));
+                set(
+                    &mut a.max_cpus,
+                    v.ok_or(bad("out of range", MAXCPUS_ALLOWED))?,
+                    token,
+                )?;
             }
             "pmu" => {
                 let v = choose(value, &[("hidden", PmuMode::Hidden), ("passthrough", PmuMode::Passthrough)])

@@ -93,6 +93,9 @@ pub enum UartKind {
         reg_shift: u8,
         io_width: u8,
     },
+    /// The BCM2835/BCM2711 mini-UART (`brcm,bcm2835-aux-uart`): 16550-style
+    /// registers, register n at `base + 4 * n`, 32-bit accesses.
+    Bcm2835Aux,
 }
 
 /// The console UART (`stdout-path`, else the first enabled known UART).
@@ -101,6 +104,8 @@ pub struct UartInfo {
     pub kind: UartKind,
     pub regs: Range,
     pub irq: Option<Irq>,
+    /// `clock-frequency`, if the node has one (never 0).
+    pub clock_hz: Option<u32>,
 }
 
 /// Generic timer interrupts, in the binding's order.
@@ -139,6 +144,8 @@ pub struct BootConfig {
     pub pmu: PmuMode,
     /// Restarts (PSCI SYSTEM_RESET) a guest may make before it is stopped.
     pub reboots: u32,
+    /// `maxcpus=`: start at most this many physical CPUs (1..=8).
+    pub max_cpus: Option<u32>,
     /// TEST ONLY `fault=`: always empty without feature `faults`.
     pub faults: Faults,
     /// In device tree order; guest0 is the hardware domain.
@@ -153,6 +160,9 @@ pub struct BootConfig {
     pub gic: Option<GicInfo>,
     pub timer: Option<TimerIrqs>,
     pub psci: Option<PsciInfo>,
+    /// The board the root `compatible` names, of the architecture this
+    /// crate is built for; `None` for an unknown board.
+    pub board: Option<&'static platform::Board>,
 }
 
 impl BootConfig {
@@ -170,24 +180,64 @@ fn inside(ram: &[Range], base: u64, size: u64) -> bool {
         .any(|&(b, s)| base >= b && b.checked_add(s).is_some_and(|e| end <= e))
 }
 
+/// The architecture whose boards [`BootConfig::board`] is chosen from.
+#[cfg(target_arch = "arm")]
+const ARCH: platform::Arch = platform::Arch::Armv7;
+#[cfg(not(target_arch = "arm"))]
+const ARCH: platform::Arch = platform::Arch::Aarch64;
+
+/// The root `compatible` of a guest bundle.
+const BUNDLE_COMPATIBLE: &str = "hyp,guest-bundle";
+
 /// Parse and validate a DTB. `dtb` may extend past the blob's `totalsize`.
+/// The same as [`parse_with_bundle`] with no bundle.
 pub fn parse(dtb: &[u8]) -> Result<BootConfig, Error<'_>> {
-    from_fdt(&Fdt::new(dtb)?)
+    parse_with_bundle(dtb, None)
+}
+
+/// Parse and validate a DTB and, if `bundle` (its physical base and its
+/// bytes) is a guest bundle, add its guests after the DTB's. Bytes that
+/// are not an FDT whose root is compatible with `"hyp,guest-bundle"` (an
+/// ordinary initramfs, say) are ignored.
+pub fn parse_with_bundle<'a>(
+    dtb: &'a [u8],
+    bundle: Option<(u64, &'a [u8])>,
+) -> Result<BootConfig, Error<'a>> {
+    build(&Fdt::new(dtb)?, open_bundle(bundle))
+}
+
+/// The range `/chosen/linux,initrd-start` .. `linux,initrd-end` (each a
+/// u32 or u64), where the Raspberry Pi firmware puts the file that
+/// `initramfs FILE followkernel` names. `None` when either is missing or
+/// malformed, or the range is empty or reversed.
+pub fn bundle_range(dtb: &[u8]) -> Option<Range> {
+    let fdt = Fdt::new(dtb).ok()?;
+    let c = fdt.root().child("chosen")?;
+    let addr = |name| {
+        let p = c.prop(name)?;
+        p.as_u32().map(u64::from).or_else(|| p.as_u64())
+    };
+    let (start, end) = (addr("linux,initrd-start")?, addr("linux,initrd-end")?);
+    (end > start).then(|| (start, end - start))
 }
 
 /// The `exit=` method the command line asks for, read even when the rest
 /// of the configuration is invalid, so that a boot stopped by an error
 /// still powers off the way the user asked. Psci when absent or unreadable.
+/// Reads the DTB's line only; see [`exit_method_with_bundle`].
 pub fn exit_method(dtb: &[u8]) -> ExitMethod {
+    exit_method_with_bundle(dtb, None)
+}
+
+/// [`exit_method`] with the command line chosen as [`parse_with_bundle`]
+/// chooses it (a bundle's `hyp,bootargs` comes second).
+pub fn exit_method_with_bundle(dtb: &[u8], bundle: Option<(u64, &[u8])>) -> ExitMethod {
     let Ok(fdt) = Fdt::new(dtb) else {
         return ExitMethod::Psci;
     };
-    let Some(c) = fdt.root().child("chosen") else {
-        return ExitMethod::Psci;
-    };
-    let line = ["hyp,bootargs", "xen,xen-bootargs", "bootargs"]
-        .iter()
-        .find_map(|name| c.prop(name).and_then(|p| string(c, p).ok()))
+    let bundle = open_bundle(bundle).and_then(|b| b.chosen);
+    let line = line_sources(fdt.root().child("chosen"), bundle)
+        .find_map(|(n, p)| string(n, p).ok())
         .unwrap_or("");
     if line
         .split_ascii_whitespace()
@@ -199,22 +249,72 @@ pub fn exit_method(dtb: &[u8]) -> ExitMethod {
     }
 }
 
-/// Build the configuration from an already checked tree.
+/// The console UART, as [`BootConfig::uart`] would be, found even when
+/// the rest of the configuration is invalid so that a failed boot can say
+/// why. `None` for a malformed blob, no known UART, or a console node that
+/// cannot be read.
+pub fn console(dtb: &[u8]) -> Option<UartInfo> {
+    let fdt = Fdt::new(dtb).ok()?;
+    console_uart(&fdt).ok().flatten()
+}
+
+/// Build the configuration from an already checked tree (no bundle).
 pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
+    build(fdt, None)
+}
+
+/// A recognised guest bundle.
+#[derive(Clone, Copy)]
+struct Bundle<'a> {
+    base: u64,
+    len: u64,
+    chosen: Option<Node<'a>>,
+}
+
+fn open_bundle(bundle: Option<(u64, &[u8])>) -> Option<Bundle<'_>> {
+    let (base, bytes) = bundle?;
+    let root = Fdt::new(bytes).ok()?.root();
+    if !root.is_compatible(BUNDLE_COMPATIBLE) {
+        return None;
+    }
+    Some(Bundle {
+        base,
+        len: bytes.len() as u64,
+        chosen: root.child("chosen"),
+    })
+}
+
+/// Where the command line may be, first choice first: the DTB's
+/// `hyp,bootargs`, the bundle's `hyp,bootargs`, then the DTB's
+/// `xen,xen-bootargs` and `bootargs`.
+fn line_sources<'a>(
+    chosen: Option<Node<'a>>,
+    bundle: Option<Node<'a>>,
+) -> impl Iterator<Item = (Node<'a>, Prop<'a>)> {
+    [
+        (chosen, "hyp,bootargs"),
+        (bundle, "hyp,bootargs"),
+        (chosen, "xen,xen-bootargs"),
+        (chosen, "bootargs"),
+    ]
+    .into_iter()
+    .filter_map(|(n, name)| Some((n?, n?.prop(name)?)))
+}
+
+/// The root `compatible`'s board, of [`ARCH`].
+fn board(root: Node<'_>) -> Option<&'static platform::Board> {
+    platform::by_compatible(root.prop("compatible")?.strs(), ARCH)
+}
+
+fn build<'a>(fdt: &Fdt<'a>, bundle: Option<Bundle<'a>>) -> Result<BootConfig, Error<'a>> {
     let root = fdt.root();
     let chosen = root.child("chosen");
+    let bundle_chosen = bundle.and_then(|b| b.chosen);
 
-    let line = chosen
-        .map(|c| {
-            for prop in ["hyp,bootargs", "xen,xen-bootargs", "bootargs"] {
-                if let Some(p) = c.prop(prop) {
-                    return string(c, p);
-                }
-            }
-            Ok("")
-        })
-        .transpose()?
-        .unwrap_or("");
+    let line = match line_sources(chosen, bundle_chosen).next() {
+        Some((n, p)) => string(n, p)?,
+        None => "",
+    };
     let args = parse_bootargs(line)?;
 
     let mut cfg = BootConfig {
@@ -225,6 +325,7 @@ pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
         exit: args.exit.unwrap_or_default(),
         pmu: args.pmu.unwrap_or_default(),
         reboots: args.reboots.unwrap_or(10),
+        max_cpus: args.max_cpus,
         faults: args.faults.unwrap_or_default(),
         guests: Vec::new(),
         ram: Vec::new(),
@@ -236,14 +337,18 @@ pub fn from_fdt<'a>(fdt: &Fdt<'a>) -> Result<BootConfig, Error<'a>> {
         gic: None,
         timer: None,
         psci: None,
+        board: board(root),
     };
 
     memory(fdt, &mut cfg)?;
     reserved(fdt, &mut cfg)?;
     cpus(fdt, &mut cfg)?;
-    devices(fdt, chosen, &mut cfg)?;
+    devices(fdt, &mut cfg)?;
     if let Some(c) = chosen {
-        modules(c, &mut cfg)?;
+        modules(c, None, &mut cfg)?;
+    }
+    if let (Some(b), Some(c)) = (bundle, bundle_chosen) {
+        modules(c, Some((b.base, b.len)), &mut cfg)?;
     }
     apply_overrides(&args, &mut cfg)?;
     validate(&cfg)?;
@@ -402,17 +507,8 @@ fn cpus<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
             prop: "reg",
         })?;
         let mpidr = pairs(n, reg, (ac, 0))?.next().map_or(0, |r| r.0);
-        let release_addr = match n.prop("cpu-release-addr") {
-            None => None,
-            Some(p) => Some(p.as_u64().ok_or(Error::Length {
-                node: n.name(),
-                prop: p.name,
-                len: p.value.len(),
-                unit: 8,
-                exact: true,
-                cells: None,
-            })?),
-        };
+        let spin = n.prop("enable-method").and_then(|p| p.strs().next()) == Some("spin-table");
+        let release_addr = if spin { Some(release_addr(n)?) } else { None };
         push(
             &mut cfg.cpu_list,
             Cpu {
@@ -430,6 +526,24 @@ fn cpus<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
     }
     cfg.cpus = cfg.cpu_list.len() as u32;
     Ok(())
+}
+
+/// A spin-table CPU's `cpu-release-addr`: 1 or 2 cells.
+fn release_addr<'a>(n: Node<'a>) -> Result<u64, Error<'a>> {
+    let p = n.prop("cpu-release-addr").ok_or(Error::Missing {
+        node: n.name(),
+        prop: "cpu-release-addr (enable-method is \"spin-table\")",
+    })?;
+    p.as_u32()
+        .map(u64::from)
+        .or_else(|| p.as_u64())
+        .ok_or(Error::Value {
+            node: n.name(),
+            prop: p.name,
+            value: Shown::Num(p.value.len() as u64),
+            problem: "not 1 or 2 cells (value shown is its length)",
+            allowed: "4 or 8 bytes",
+        })
 }
 
 /// Translate a bus address of `path`'s node up to a CPU physical address,
@@ -539,6 +653,11 @@ const GIC_V3: &[&str] = &["arm,gic-v3"];
 const TIMERS: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
 const PL011: &[&str] = &["arm,pl011"];
 const NS16550: &[&str] = &["snps,dw-apb-uart", "ns16550a", "ns16550", "ns8250"];
+const BCM_AUX: &[&str] = &["brcm,bcm2835-aux-uart"];
+
+fn is_uart(n: &Node<'_>) -> bool {
+    any_compatible(n, PL011) || any_compatible(n, BCM_AUX) || any_compatible(n, NS16550)
+}
 
 fn any_compatible(n: &Node<'_>, list: &[&str]) -> bool {
     list.iter().any(|c| n.is_compatible(c))
@@ -556,29 +675,7 @@ fn path_is(path: &Path<'_>, want: &str) -> bool {
     parts.next().is_none()
 }
 
-fn devices<'a>(
-    fdt: &Fdt<'a>,
-    chosen: Option<Node<'a>>,
-    cfg: &mut BootConfig,
-) -> Result<(), Error<'a>> {
-    // The console named by stdout-path, through /aliases if needed.
-    let stdout = chosen
-        .and_then(|c| c.str("stdout-path").or_else(|| c.str("linux,stdout-path")))
-        .map(|s| s.split(':').next().unwrap_or(""))
-        .map(|s| {
-            if s.starts_with('/') {
-                s
-            } else {
-                fdt.root()
-                    .child("aliases")
-                    .and_then(|a| a.str(s))
-                    .unwrap_or("")
-            }
-        })
-        .filter(|s| s.starts_with('/'));
-
-    let mut first_uart = None;
-    let mut stdout_uart = None;
+fn devices<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
     for path in fdt.walk() {
         let n = path.node();
         if !n.is_enabled() {
@@ -593,19 +690,41 @@ fn devices<'a>(
                 .is_some_and(|p| p.strs().any(|s| s.starts_with("arm,psci")))
         {
             cfg.psci = Some(psci(n)?);
-        } else if any_compatible(&n, PL011) || any_compatible(&n, NS16550) {
-            let is_stdout = stdout.is_some_and(|s| path_is(&path, s));
-            if is_stdout || first_uart.is_none() {
-                let u = uart(&path)?;
-                if is_stdout {
-                    stdout_uart = Some(u);
-                }
-                first_uart.get_or_insert(u);
-            }
         }
     }
-    cfg.uart = stdout_uart.or(first_uart);
+    cfg.uart = console_uart(fdt)?;
     Ok(())
+}
+
+/// The UART `stdout-path` names (through `/aliases` if it is an alias),
+/// else the first enabled known UART. Only that one node is read.
+fn console_uart<'a>(fdt: &Fdt<'a>) -> Result<Option<UartInfo>, Error<'a>> {
+    let root = fdt.root();
+    let stdout = root
+        .child("chosen")
+        .and_then(|c| c.str("stdout-path").or_else(|| c.str("linux,stdout-path")))
+        .map(|s| s.split(':').next().unwrap_or(""))
+        .map(|s| {
+            if s.starts_with('/') {
+                s
+            } else {
+                root.child("aliases").and_then(|a| a.str(s)).unwrap_or("")
+            }
+        })
+        .filter(|s| s.starts_with('/'));
+
+    let mut first = None;
+    for path in fdt.walk() {
+        let n = path.node();
+        if !n.is_enabled() || !is_uart(&n) {
+            continue;
+        }
+        if stdout.is_some_and(|s| path_is(&path, s)) {
+            return uart(&path).map(Some);
+        }
+        first.get_or_insert(path);
+    }
+    first.map(|p| uart(&p)).transpose()
 }
 
 fn gic<'a>(path: &Path<'a>) -> Result<GicInfo, Error<'a>> {
@@ -692,6 +811,8 @@ fn uart<'a>(path: &Path<'a>) -> Result<UartInfo, Error<'a>> {
     })?;
     let kind = if any_compatible(&n, PL011) {
         UartKind::Pl011
+    } else if any_compatible(&n, BCM_AUX) {
+        UartKind::Bcm2835Aux
     } else {
         let shift = u32_prop(n, "reg-shift")?.unwrap_or(0);
         let width = u32_prop(n, "reg-io-width")?.unwrap_or(1);
@@ -718,17 +839,35 @@ fn uart<'a>(path: &Path<'a>) -> Result<UartInfo, Error<'a>> {
             io_width: width as u8,
         }
     };
+    let clock_hz = u32_prop(n, "clock-frequency")?;
+    if clock_hz == Some(0) {
+        return Err(Error::Value {
+            node: n.name(),
+            prop: "clock-frequency",
+            value: Shown::Num(0),
+            problem: "a UART clock of 0 Hz",
+            allowed: "the clock rate in Hz, above 0",
+        });
+    }
     Ok(UartInfo {
         kind,
         regs,
         irq: first_irq(n)?,
+        clock_hz,
     })
 }
 
 const KERNEL: &[&str] = &["multiboot,kernel", "xen,linux-zimage"];
 const RAMDISK: &[&str] = &["multiboot,ramdisk", "xen,linux-initrd"];
 
-fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+/// The guest modules of `chosen`, added after `cfg`'s guests. With
+/// `bundle` (its base and length) each `reg` is an offset into the bundle.
+fn modules<'a>(
+    chosen: Node<'a>,
+    bundle: Option<(u64, u64)>,
+    cfg: &mut BootConfig,
+) -> Result<(), Error<'a>> {
+    let first = cfg.guests.len();
     let cells = cells_of(chosen)?;
     for n in chosen.children() {
         let kernel = any_compatible(&n, KERNEL);
@@ -765,6 +904,20 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                 problem: "reg has size 0",
             });
         }
+        let range = match bundle {
+            None => range,
+            Some((base, len)) => {
+                // check_range made offset + size fit in a u64.
+                let addr = base
+                    .checked_add(range.0)
+                    .filter(|_| range.0 + range.1 <= len)
+                    .ok_or(Error::Module {
+                        node: n.name(),
+                        problem: "reg (an offset into the guest bundle) runs past the bundle's end",
+                    })?;
+                check_range(n, reg.name, (addr, range.1))?
+            }
+        };
 
         if ramdisk {
             if let Some(p) = n
@@ -777,7 +930,8 @@ fn modules<'a>(chosen: Node<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> 
                     why: "not allowed on a ramdisk module (put it on the multiboot,kernel module)",
                 });
             }
-            let Some(g) = cfg.guests.last_mut() else {
+            let ours = cfg.guests.len() > first;
+            let Some(g) = cfg.guests.last_mut().filter(|_| ours) else {
                 return Err(Error::Module {
                     node: n.name(),
                     problem: "ramdisk module with no kernel module before it",

@@ -11,9 +11,9 @@ fn err(line: &str) -> String {
 
 /// The keys an error lists. A test-only `faults` build also knows `fault`.
 #[cfg(not(feature = "faults"))]
-const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
 #[cfg(feature = "faults")]
-const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
 
 #[test]
 fn empty_and_defaults() {
@@ -121,6 +121,10 @@ fn every_key() {
     for v in ["1", "8"] {
         assert!(parse_bootargs(&format!("guest0.vcpus={v}")).is_ok());
     }
+    for (v, n) in [("1", 1), ("4", 4), ("8", 8), ("0x2", 2)] {
+        assert_eq!(parse_bootargs(&format!("maxcpus={v}")).unwrap().max_cpus, Some(n), "{v}");
+    }
+    assert_eq!(parse_bootargs("sched=rr").unwrap().max_cpus, None);
     // A value may itself contain '='.
     assert!(parse_bootargs("console=a=b").is_ok());
 }
@@ -148,6 +152,13 @@ fn every_error() {
         ("pmu=on", "bootargs: pmu=on: unknown PMU mode (allowed: hidden, passthrough)"),
         ("reboots=1001", "bootargs: reboots=1001: out of range (allowed: 0 to 1000)"),
         ("reboots=many", "bootargs: reboots=many: out of range (allowed: 0 to 1000)"),
+        ("maxcpus=0", "bootargs: maxcpus=0: out of range (allowed: 1 to 8)"),
+        ("maxcpus=9", "bootargs: maxcpus=9: out of range (allowed: 1 to 8)"),
+        ("maxcpus=4294967297", "bootargs: maxcpus=4294967297: out of range (allowed: 1 to 8)"),
+        ("maxcpus=", "bootargs: maxcpus=: not a number (allowed: 1 to 8)"),
+        ("maxcpus=two", "bootargs: maxcpus=two: not a number (allowed: 1 to 8)"),
+        ("maxcpus=-1", "bootargs: maxcpus=-1: not a number (allowed: 1 to 8)"),
+        ("maxcpus=2 maxcpus=2", "bootargs: maxcpus=2: given twice (allowed: each key once)"),
         ("guest0.populate=lazy", "bootargs: guest0.populate=lazy: unknown population mode (allowed: demand, eager)"),
         ("guest0.pool=1M", "bootargs: guest0.pool=1M: out of range (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),
         ("guest0.mem=64MB", "bootargs: guest0.mem=64MB: not a size (allowed: a size such as 64M: at least 2M, a multiple of 4K)"),

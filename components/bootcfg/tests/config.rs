@@ -92,6 +92,7 @@ fn qemu_like_tree() {
                 num: 1,
                 flags: 4
             }),
+            clock_hz: None,
         })
     );
     assert_eq!(c.uart.unwrap().irq.unwrap().intid(), 33);
@@ -670,73 +671,253 @@ fn cpu_nodes() {
         })),
         "dtb: cpu@0: missing reg"
     );
-    let badrel = |w: &mut FdtWriter| {
+}
+
+/// /cpus with one CPU, `enable-method` and `cpu-release-addr` as given.
+fn one_cpu(method: Option<&'static str>, release: Option<&'static [u8]>) -> Vec<u8> {
+    let cpus = move |w: &mut FdtWriter| {
         w.begin_node("cpus");
         w.prop_u32("#address-cells", 1);
+        w.prop_u32("#size-cells", 0);
         w.begin_node("cpu@0");
         w.prop_str("device_type", "cpu");
         w.prop_u32("reg", 0);
-        w.prop_u32("cpu-release-addr", 0xd8);
+        if let Some(m) = method {
+            w.prop_str("enable-method", m);
+        }
+        if let Some(r) = release {
+            w.prop_bytes("cpu-release-addr", r);
+        }
         w.end_node();
         w.end_node();
     };
+    build(&Parts {
+        cpus: &cpus,
+        ..Parts::default()
+    })
+}
+
+#[test]
+fn spin_table_release_addr() {
+    let release = |dtb: &[u8]| ok(dtb).cpu_list[0].release_addr;
+    let one: &[u8] = &[0, 0, 0, 0xd8];
+    let two: &[u8] = &[0, 0, 0, 1, 0, 0, 0, 0xe0];
+    assert_eq!(release(&one_cpu(Some("spin-table"), Some(one))), Some(0xd8));
+    assert_eq!(release(&one_cpu(Some("spin-table"), Some(two))), Some(0x1_0000_00e0));
+    // Only a spin-table CPU has a release address.
+    assert_eq!(release(&one_cpu(Some("psci"), Some(two))), None);
+    assert_eq!(release(&one_cpu(None, Some(two))), None);
+    assert_eq!(release(&one_cpu(Some("psci"), Some(&[1, 2, 3]))), None);
+    assert_eq!(release(&one_cpu(None, None)), None);
     assert_eq!(
-        err(&build(&Parts {
-            cpus: &badrel,
-            ..Parts::default()
-        })),
-        "dtb: cpu@0: cpu-release-addr is 4 bytes, expected exactly 8"
+        err(&one_cpu(Some("spin-table"), None)),
+        "dtb: cpu@0: missing cpu-release-addr (enable-method is \"spin-table\")"
+    );
+    for bad in [&[0u8; 0][..], &[0; 2], &[0; 6], &[0; 12], &[0; 16]] {
+        assert_eq!(
+            err(&one_cpu(Some("spin-table"), Some(bad))),
+            format!(
+                "dtb: cpu@0: cpu-release-addr = {}: not 1 or 2 cells (value shown is its length) (allowed: 4 or 8 bytes)",
+                bad.len()
+            )
+        );
+    }
+}
+
+#[test]
+fn maxcpus_reaches_the_config() {
+    assert_eq!(ok(&one_guest("maxcpus=2", &|_| {})).max_cpus, Some(2));
+    assert_eq!(ok(&one_guest("maxcpus=8", &|_| {})).max_cpus, Some(8));
+    assert_eq!(ok(&one_guest("sched=rr", &|_| {})).max_cpus, None);
+    // More than the DTB's CPUs is no error: it is an upper bound.
+    assert_eq!(ok(&one_guest("maxcpus=6", &|_| {})).cpus, 4);
+    assert_eq!(
+        err(&one_guest("maxcpus=9", &|_| {})),
+        "bootargs: maxcpus=9: out of range (allowed: 1 to 8)"
+    );
+    assert_eq!(
+        err(&one_guest("maxcpus=1 maxcpus=2", &|_| {})),
+        "bootargs: maxcpus=2: given twice (allowed: each key once)"
     );
 }
 
-/// An RPi4-like /soc: 1/1 cells below, translated by `ranges`.
-fn rpi4_soc(w: &mut FdtWriter) {
-    w.begin_node("soc");
-    w.prop_strs("compatible", &["simple-bus"]);
-    w.prop_u32("#address-cells", 1);
-    w.prop_u32("#size-cells", 1);
-    // child, parent (2 cells), size
-    w.prop_cells(
-        "ranges",
-        &[
-            0x7e00_0000,
-            0,
-            0xfe00_0000,
-            0x180_0000,
-            0x4000_0000,
-            0,
-            0xff80_0000,
-            0x80_0000,
-        ],
+#[test]
+fn board_from_root_compatible() {
+    let board = |compatible: &[&str]| {
+        ok(&build(&Parts {
+            compatible,
+            ..Parts::default()
+        }))
+        .board
+        .map(|b| b.name)
+    };
+    assert_eq!(ok(&default_dtb()).board.map(|b| b.name), Some("qemu-virt"));
+    assert_eq!(board(&["raspberrypi,4-model-b", "brcm,bcm2711"]), Some("rpi4"));
+    assert_eq!(board(&["raspberrypi,400", "brcm,bcm2711"]), Some("rpi4"));
+    assert_eq!(board(&["acme,board", "linux,dummy-virt"]), Some("qemu-virt"));
+    // Unknown boards are not an error.
+    assert_eq!(board(&["acme,board", "acme,soc"]), None);
+    assert_eq!(board(&[]), None);
+    // The host build chooses among AArch64 boards: no Cubietruck.
+    assert_eq!(board(&["cubietech,cubietruck", "allwinner,sun7i-a20"]), None);
+    // A malformed compatible names no board.
+    let raw = |w: &mut FdtWriter| {
+        // No terminating NUL.
+        w.prop_bytes("compatible", b"linux,dummy-virt");
+        memory(w);
+    };
+    let dtb = build(&Parts {
+        compatible: &[],
+        memory: &raw,
+        ..Parts::default()
+    });
+    assert_eq!(ok(&dtb).board, None);
+}
+
+#[test]
+fn uart_kinds_and_clock() {
+    let pl011_with = |clock: &[u8]| {
+        let clock = clock.to_vec();
+        move |w: &mut FdtWriter| {
+            psci(w);
+            gic(w);
+            w.begin_node("pl011@9000000");
+            w.prop_strs("compatible", &["arm,pl011", "arm,primecell"]);
+            w.prop_reg("reg", 2, 2, &[(0x0900_0000, 0x1000)]);
+            w.prop_bytes("clock-frequency", &clock);
+            w.end_node();
+            timer(w);
+        }
+    };
+    let u = ok(&with_devices(&pl011_with(&24_000_000u32.to_be_bytes())))
+        .uart
+        .unwrap();
+    assert_eq!((u.kind, u.clock_hz), (UartKind::Pl011, Some(24_000_000)));
+    assert_eq!(
+        err(&with_devices(&pl011_with(&[0, 0, 0, 0, 1, 0x6e, 0x36, 0]))),
+        "dtb: pl011@9000000: clock-frequency is 8 bytes, expected exactly 4"
     );
-    // uart2 (disabled), then uart0.
-    for (base, status) in [(0x7e20_1400u64, "disabled"), (0x7e20_1000, "okay")] {
-        w.begin_node(&format!("serial@{base:x}"));
-        w.prop_strs("compatible", &["arm,pl011", "arm,primecell"]);
-        w.prop_reg("reg", 1, 1, &[(base, 0x200)]);
-        w.prop_str("status", status);
+    assert_eq!(
+        err(&with_devices(&pl011_with(&[0; 4]))),
+        "dtb: pl011@9000000: clock-frequency = 0: a UART clock of 0 Hz (allowed: the clock rate in Hz, above 0)"
+    );
+
+    // The mini-UART, first in the tree, with a clock.
+    let aux = |w: &mut FdtWriter| {
+        w.begin_node("serial@8000000");
+        w.prop_strs("compatible", &["brcm,bcm2835-aux-uart"]);
+        w.prop_reg("reg", 2, 2, &[(0x0800_0040, 0x40)]);
+        w.prop_u32("clock-frequency", 500_000_000);
+        // Not read for this kind.
+        w.prop_u32("reg-shift", 7);
         w.end_node();
-    }
-    w.begin_node("interrupt-controller@40041000");
-    w.prop_strs("compatible", &["arm,gic-400"]);
-    w.prop_reg(
-        "reg",
-        1,
-        1,
-        &[
-            (0x4004_1000, 0x1000),
-            (0x4004_2000, 0x2000),
-            (0x4004_4000, 0x2000),
-            (0x4004_6000, 0x2000),
-        ],
+        devices(w);
+    };
+    let chosen = |w: &mut FdtWriter| chosen_cells(w);
+    let dtb = build(&Parts {
+        devices: &aux,
+        chosen: &chosen,
+        ..Parts::default()
+    });
+    let u = ok(&dtb).uart.unwrap();
+    assert_eq!(
+        u,
+        UartInfo {
+            kind: UartKind::Bcm2835Aux,
+            regs: (0x0800_0040, 0x40),
+            irq: None,
+            clock_hz: Some(500_000_000),
+        }
     );
-    w.prop_cells("interrupts", &[1, 9, 0xf04]);
-    w.end_node();
-    w.begin_node("serial@7e215040");
-    w.prop_strs("compatible", &["brcm,bcm2835-aux-uart"]);
-    w.prop_reg("reg", 1, 1, &[(0x7e21_5040, 0x40)]);
-    w.end_node();
-    w.end_node();
+    assert_eq!(console(&dtb), Some(u));
+}
+
+/// Only the console UART is read: a broken UART elsewhere does not matter.
+#[test]
+fn only_the_console_uart_is_read() {
+    let devices_ = |w: &mut FdtWriter| {
+        w.begin_node("serial@1000");
+        w.prop_strs("compatible", &["ns16550a"]);
+        w.prop_reg("reg", 2, 2, &[(0x1000, 0x100)]);
+        w.prop_u32("reg-shift", 9);
+        w.end_node();
+        devices(w);
+    };
+    let named = |path: &'static str| {
+        move |w: &mut FdtWriter| {
+            chosen_cells(w);
+            w.prop_str("stdout-path", path);
+        }
+    };
+    let good = build(&Parts {
+        devices: &devices_,
+        chosen: &named("/pl011@9000000:115200n8"),
+        ..Parts::default()
+    });
+    assert_eq!(ok(&good).uart.unwrap().regs.0, 0x0900_0000);
+    assert_eq!(console(&good).unwrap().regs.0, 0x0900_0000);
+    let bad = build(&Parts {
+        devices: &devices_,
+        chosen: &named("/serial@1000"),
+        ..Parts::default()
+    });
+    assert_eq!(
+        err(&bad),
+        "dtb: serial@1000: reg-shift = 9: unsupported (allowed: 0 to 3)"
+    );
+    assert_eq!(console(&bad), None);
+    // No stdout-path: the first UART, here the broken one.
+    let first = build(&Parts {
+        devices: &devices_,
+        chosen: &|w: &mut FdtWriter| chosen_cells(w),
+        ..Parts::default()
+    });
+    assert!(err(&first).starts_with("dtb: serial@1000: reg-shift"));
+    assert_eq!(console(&first), None);
+}
+
+#[test]
+fn console_of_a_bad_configuration() {
+    let want = Some(UartInfo {
+        kind: UartKind::Pl011,
+        regs: (0x0900_0000, 0x1000),
+        irq: Some(Irq {
+            kind: IrqKind::Spi,
+            num: 1,
+            flags: 4,
+        }),
+        clock_hz: None,
+    });
+    assert_eq!(console(&default_dtb()), want);
+    assert_eq!(ok(&default_dtb()).uart, want);
+    // A bad command line, no RAM, no CPUs: still a console.
+    let bad_line = one_guest("sched=bogus", &|_| {});
+    assert!(parse(&bad_line).is_err());
+    assert_eq!(console(&bad_line), want);
+    let no_ram = build(&Parts {
+        memory: &|_| {},
+        ..Parts::default()
+    });
+    assert_eq!(err(&no_ram), "dtb: no RAM: no /memory node with a non-empty reg");
+    assert_eq!(console(&no_ram), want);
+    let no_cpus = build(&Parts {
+        cpus: &|_| {},
+        ..Parts::default()
+    });
+    assert!(parse(&no_cpus).is_err());
+    assert_eq!(console(&no_cpus), want);
+    // No UART, or no device tree: none.
+    let no_uart = with_devices(&|w| {
+        psci(w);
+        gic(w);
+        timer(w);
+    });
+    assert_eq!(console(&no_uart), None);
+    assert_eq!(console(b"not a dtb"), None);
+    assert_eq!(console(&[]), None);
+    let mut cut = default_dtb();
+    cut.truncate(cut.len() - 1);
+    assert_eq!(console(&cut), None);
 }
 
 #[test]
@@ -1080,4 +1261,59 @@ fn faults_in_the_config() {
     } else {
         assert!(err(&dtb).starts_with("bootargs: fault=sw-unpinned,no-pod-clean: unknown key"));
     }
+}
+
+/// The Raspberry Pi 4 firmware's shape: root cells 2/1, `/soc` at 1/1
+/// translated by `ranges`, the console named by `stdout-path` through an
+/// alias whose unit address is the bus address (7e…, not fe…).
+#[test]
+fn rpi4_console_through_an_alias() {
+    let memory_ = |w: &mut FdtWriter| {
+        w.begin_node("memory@0");
+        w.prop_str("device_type", "memory");
+        w.prop_reg("reg", 2, 1, &[(0, 0x3b40_0000), (0x4000_0000, 0xbc00_0000)]);
+        w.end_node();
+    };
+    let devices_ = |w: &mut FdtWriter| {
+        w.begin_node("aliases");
+        w.prop_str("serial0", "/soc/serial@7e201000");
+        w.prop_str("serial1", "/soc/serial@7e215040");
+        w.end_node();
+        rpi4_soc(w);
+        timer(w);
+    };
+    let chosen = |w: &mut FdtWriter| {
+        w.prop_str("stdout-path", "serial1:115200n8");
+    };
+    let dtb = build(&Parts {
+        root_cells: (2, 1),
+        compatible: &["raspberrypi,4-model-b", "brcm,bcm2711"],
+        memory: &memory_,
+        devices: &devices_,
+        chosen: &chosen,
+        ..Parts::default()
+    });
+    let c = ok(&dtb);
+    let u = c.uart.unwrap();
+    assert_eq!(u.kind, UartKind::Bcm2835Aux);
+    assert_eq!(u.regs, (0xfe21_5040, 0x40));
+    assert_eq!(u.irq.unwrap().intid(), 125);
+    assert_eq!(console(&dtb), Some(u));
+    let board = c.board.unwrap();
+    assert_eq!(board.name, "rpi4");
+    assert_eq!(board.uart_clock(u.regs.0), Some(500_000_000));
+    assert_eq!(c.ram.as_slice(), &[(0, 0x3b40_0000), (0x4000_0000, 0xbc00_0000)]);
+
+    // serial0: the PL011 at its CPU address.
+    let chosen0 = |w: &mut FdtWriter| w.prop_str("stdout-path", "serial0:115200n8");
+    let dtb = build(&Parts {
+        root_cells: (2, 1),
+        memory: &memory_,
+        devices: &devices_,
+        chosen: &chosen0,
+        ..Parts::default()
+    });
+    let u = console(&dtb).unwrap();
+    assert_eq!((u.kind, u.regs), (UartKind::Pl011, (0xfe20_1000, 0x200)));
+    assert_eq!(ok(&dtb).uart, Some(u));
 }

@@ -29,6 +29,18 @@ fn exercise(b: &[u8]) {
         let _ = f.reservations().count();
         let _ = f.find("/chosen/module@50000000");
     }
+    let _ = (console(b), bundle_range(b), exit_method(b));
+    // The bytes as a bundle, beside a valid tree.
+    static DTB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let dtb = DTB.get_or_init(default_dtb);
+    let _ = exit_method_with_bundle(dtb, Some((0x6000_0000, b)));
+    if let Err(e) = parse_with_bundle(dtb, Some((0x6000_0000, b))) {
+        let s = e.to_string();
+        assert!(
+            !s.is_empty() && !s.chars().any(char::is_control),
+            "not one plain line: {s:?}"
+        );
+    }
     match parse(b) {
         Err(e) => {
             let s = e.to_string();
@@ -142,6 +154,44 @@ proptest! {
             b.truncate(cut.index(b.len()));
         }
         exercise(&b);
+    }
+
+    #[test]
+    fn mutated_bundle_never_panics(
+        muts in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        do_cut in any::<bool>(),
+        base in prop_oneof![Just(0x6000_0000u64), any::<u64>()],
+    ) {
+        let chosen = |w: &mut FdtWriter| {
+            chosen_cells(w);
+            w.prop_str("hyp,bootargs", "sched=null");
+            kernel(w, 0x1000, 0x1000, &|w| w.prop_str("hyp,name", "b"));
+            ramdisk(w, 0x2000, 0x1000);
+        };
+        let mut b = guest_bundle(&chosen, 0x3000);
+        let fdt_len = bootcfg::fdt::total_size(&b).unwrap();
+        for (i, v) in muts {
+            let i = i.index(fdt_len);
+            b[i] = v;
+        }
+        if do_cut {
+            b.truncate(cut.index(b.len()));
+        }
+        exercise(&b);
+        let dtb = default_dtb();
+        let _ = exit_method_with_bundle(&dtb, Some((base, &b)));
+        match parse_with_bundle(&dtb, Some((base, &b))) {
+            Err(e) => {
+                let s = e.to_string();
+                prop_assert!(!s.is_empty() && !s.chars().any(char::is_control), "{}", s);
+            }
+            Ok(c) => {
+                for g in &c.guests {
+                    prop_assert!(c.in_ram(g.image.0, g.image.1));
+                }
+            }
+        }
     }
 
     #[test]

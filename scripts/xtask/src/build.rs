@@ -35,9 +35,12 @@ pub fn target_dir() -> PathBuf {
     root().join("target/bare")
 }
 
+/// The kernel is position independent: every crate in it is compiled so.
+const KERNEL_RUSTFLAGS: &str = "-C relocation-model=pie";
+
 pub fn kernel() -> Result<PathBuf, String> {
     let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+    cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level), ("RUSTFLAGS", KERNEL_RUSTFLAGS)])
 }
 
 /// The target dir of the TEST-ONLY fault-injection kernel, apart from
@@ -51,7 +54,27 @@ pub fn faults_target_dir() -> PathBuf {
 /// controls). Returns its ELF, in [`faults_target_dir`].
 pub fn kernel_faults() -> Result<PathBuf, String> {
     let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+    cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level), ("RUSTFLAGS", KERNEL_RUSTFLAGS)])
+}
+
+/// The bootable image of a kernel ELF: its arm64 Image (header first),
+/// padded to the header's `image_size` so that whatever a loader puts right
+/// after the file (the RPi firmware's `initramfs ... followkernel`) lies
+/// beyond the kernel's .bss and stacks. Written next to the ELF as `.img`.
+pub fn kernel_image(elf: &Path) -> Result<PathBuf, String> {
+    let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let (base, mut flat) = elf_to_flat(&data)?;
+    if base != 0 || flat.len() < 64 || flat[56..60] != *b"ARM\x64" {
+        return Err(format!("{}: not a position-independent kernel with an arm64 Image header", elf.display()));
+    }
+    let size = u64le(&flat, 16) as usize;
+    if size < flat.len() {
+        return Err(format!("{}: image_size {size:#x} is smaller than the file", elf.display()));
+    }
+    flat.resize(size, 0);
+    let out = elf.with_extension("img");
+    std::fs::write(&out, flat).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
 }
 
 /// Build a test guest and return its flat binary.

@@ -1,5 +1,5 @@
 //! The device tree handed to the hypervisor on QEMU: QEMU's own `virt` tree
-//! (from `dumpdtb`) with our `/chosen` additions, in the style of Xen's
+//! (from `dumpdtb`), or a board's DTB for raspi4b, with our `/chosen` additions, in the style of Xen's
 //! dom0less: hypervisor boot arguments and one module node per guest image.
 
 use std::path::Path;
@@ -101,9 +101,15 @@ pub fn generate(machine_args: &[String], chosen: &(String, String), out: &Path) 
     if !raw.exists() {
         return Err(format!("QEMU dumpdtb failed: {}", String::from_utf8_lossy(&o.stderr)));
     }
+    generate_from(&raw, chosen, out)
+}
+
+/// A board's own DTB file (as its firmware would pass it) with our
+/// `/chosen` added, compiled to `out`.
+pub fn generate_from(base: &Path, chosen: &(String, String), out: &Path) -> Result<(), String> {
     let dts = Command::new("dtc")
         .args(["-q", "-I", "dtb", "-O", "dts"])
-        .arg(&raw)
+        .arg(base)
         .output()
         .map_err(|e| format!("dtc (install device-tree-compiler; scripts/setup does): {e}"))?;
     if !dts.status.success() {

@@ -4,9 +4,12 @@
 pub mod bench;
 pub mod boot_bench;
 pub mod build;
+pub mod bundle;
 pub mod demux;
 pub mod dtb;
+pub mod fat;
 pub mod fuzz;
+pub mod image;
 pub mod itest;
 pub mod linux;
 pub mod oracle;
@@ -180,12 +183,7 @@ impl Args {
                 other => return Err(format!("unknown option '{other}'")),
             }
         }
-        if a.board != "qemu-virt" {
-            return Err(format!(
-                "board '{}' cannot run under QEMU here (allowed: qemu-virt; rpi4 and cubietruck are flashed boards)",
-                a.board
-            ));
-        }
+        let board = run::Board::parse(&a.board)?;
         if !(1..=4).contains(&a.cpus) {
             return Err("--cpus must be 1..=4".into());
         }
@@ -195,6 +193,9 @@ impl Args {
         }
         if !mem_given && (a.kernel.is_some() || crate::linux::bootargs(&a.guest).is_some()) {
             a.mem = 512 << 20;
+        }
+        if board == run::Board::Rpi4 && a.mem > 1 << 30 {
+            return Err("--mem must be at most 1G on rpi4 (QEMU's raspi4b has 2 GiB in all)".into());
         }
         if a.mem > 64 << 30 {
             return Err("--mem must be at most 64G (the guest RAM the stage-2 pager tracks)".into());
@@ -236,6 +237,8 @@ mod tests {
         let a = Args::parse(&v).unwrap();
         assert_eq!((a.cpus, a.mem), (2, 32 << 20));
         let bad: Vec<String> = ["--board", "pi5"].iter().map(|s| s.to_string()).collect();
-        assert!(Args::parse(&bad).unwrap_err().contains("allowed: qemu-virt"));
+        assert!(Args::parse(&bad).unwrap_err().contains("allowed: qemu-virt, rpi4"));
+        let pi: Vec<String> = ["--board", "rpi4", "--cpus", "4"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(Args::parse(&pi).unwrap().board, "rpi4");
     }
 }

@@ -35,14 +35,36 @@ pub fn files(guest: &str) -> Result<Option<(PathBuf, Option<PathBuf>)>, String> 
     let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let stale = mtime(&i) < mtime(&root().join("test-images/linux/mkinitramfs.py"));
     if !k.exists() || !i.exists() || stale {
-        eprintln!("xtask: fetching Debian guest kernels (test-images/linux/fetch.sh)");
-        let st = Command::new("bash")
-            .arg(root().join("test-images/linux/fetch.sh"))
-            .status()
-            .map_err(|e| format!("fetch.sh: {e}"))?;
-        if !st.success() || !k.exists() || !i.exists() {
+        fetch()?;
+        if !k.exists() || !i.exists() {
             return Err("fetching the Linux guest material failed (see above)".into());
         }
     }
     Ok(Some((k, Some(i))))
+}
+
+/// Run test-images/linux/fetch.sh (it fetches only what is missing).
+fn fetch() -> Result<(), String> {
+    eprintln!("xtask: fetching Debian guest kernels (test-images/linux/fetch.sh)");
+    let st = Command::new("bash")
+        .arg(root().join("test-images/linux/fetch.sh"))
+        .status()
+        .map_err(|e| format!("fetch.sh: {e}"))?;
+    if !st.success() {
+        return Err("fetching the Linux guest material failed (see above)".into());
+    }
+    Ok(())
+}
+
+/// The Raspberry Pi 4's board DTB from Debian's arm64 kernel package,
+/// fetched with the kernels.
+pub fn rpi4_dtb() -> Result<PathBuf, String> {
+    let dtb = root().join("test-images/cache/linux/bcm2711-rpi-4-b.dtb");
+    if !dtb.exists() {
+        fetch()?;
+    }
+    if !dtb.exists() {
+        return Err(format!("{} is missing after the fetch (test-images/linux/fetch.sh)", dtb.display()));
+    }
+    Ok(dtb)
 }

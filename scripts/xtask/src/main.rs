@@ -19,6 +19,9 @@ commands:
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
   run   ... --oracle        under the cache oracle: reports where real hardware would
                             lose or expose stale data; any event fails the run
+  image --board rpi4 -o PATH  an SD-card image for a real board (then dd it to the card)
+        [--guest NAME]... [--vcpus N] [--mem SIZE] [--bootargs \"...\"] [--append \"...\"]
+                            (default guest: linux-arm64, 4 vCPUs, 256 MiB)
   itest [FILTER]            the QEMU integration tests
   soak                      the cache-model property test at 10^5 cases
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "build" => xtask::build::build_all().map(|_| 0),
         "run" => Args::parse(rest).and_then(|a| run::run_cli(&a)),
+        "image" => xtask::image::image_cli(rest),
         "itest" => itest::run_all(rest.first().map(String::as_str)),
         "soak" => xtask::soak(),
         "fuzz" => xtask::fuzz::fuzz(rest),

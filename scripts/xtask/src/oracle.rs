@@ -108,7 +108,9 @@ pub fn code_range(elf: &[u8]) -> Result<(u64, u64), String> {
 /// QEMU arguments that load the oracle, writing its report to `report`.
 /// Multi-threaded TCG (QEMU's default): with `thread=single`, QEMU 10.0
 /// hands the plugin's instruction callbacks a wrong vCPU index.
-pub fn qemu_args(kernel: &Path, cpus: u32, icount: bool, report: &Path) -> Result<Vec<String>, String> {
+/// `load` is where the position-independent kernel runs (its ELF is
+/// linked at 0).
+pub fn qemu_args(kernel: &Path, load: u64, cpus: u32, icount: bool, report: &Path) -> Result<Vec<String>, String> {
     if icount && cpus > 1 {
         // -icount means one TCG thread, whose vCPU indices the plugin API
         // gets wrong in QEMU 10.0.
@@ -117,6 +119,7 @@ pub fn qemu_args(kernel: &Path, cpus: u32, icount: bool, report: &Path) -> Resul
     let so = plugin()?;
     let elf = std::fs::read(kernel).map_err(|e| format!("{}: {e}", kernel.display()))?;
     let (lo, hi) = code_range(&elf)?;
+    let (lo, hi) = (lo + load, hi + load);
     let mut plugin = format!("{},out={},hyp={lo:x}-{hi:x},cpus={cpus}", so.display(), report.display());
     // ORACLE_WATCH=PA: the plugin prints every access to that line on
     // QEMU's stderr (read after the run: keep the trace short).

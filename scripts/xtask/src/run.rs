@@ -12,8 +12,9 @@ use crate::summary::{self, Summary};
 use crate::{build, oracle, Args};
 
 pub const QEMU: &str = "qemu-system-aarch64";
-/// Where guest images are loaded in host physical memory (each 16 MiB apart).
-pub const MODULE_BASE: u64 = 0x4800_0000;
+/// Where guest images are loaded in QEMU virt's memory, one after another
+/// (above QEMU's DTB, which it puts 128 MiB into RAM for an Image kernel).
+pub const MODULE_BASE: u64 = 0x5000_0000;
 /// The least host RAM QEMU gives the machine.
 const MIN_HOST_RAM: u64 = 2 << 30;
 /// Host RAM kept beyond the guests' own: the hypervisor, its stage-2
@@ -29,8 +30,57 @@ pub fn host_ram(guests: &[GuestSpec]) -> u64 {
 
 /// Arguments every QEMU this project starts carries: no default devices
 /// (the `virt` NIC needs an option ROM from a package set-up does not
-/// install), no display, no monitor, the first UART on stdio.
-pub const QEMU_BASE: &[&str] = &["-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio"];
+/// install), no display, no monitor. [`qemu_command`] adds the UART on stdio.
+pub const QEMU_BASE: &[&str] = &["-nodefaults", "-display", "none", "-monitor", "none"];
+
+/// A board `cargo xtask run` boots on QEMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Board {
+    /// `-M virt,virtualization=on,gic-version=2`.
+    Virt,
+    /// `-M raspi4b`: 4 Cortex-A72, 2 GiB, GIC-400, the RPi firmware's
+    /// spin tables and no PSCI; the board DTB is Debian's.
+    Rpi4,
+}
+
+impl Board {
+    pub fn parse(name: &str) -> Result<Board, String> {
+        match name {
+            "qemu-virt" => Ok(Board::Virt),
+            "rpi4" => Ok(Board::Rpi4),
+            _ => Err(format!("board '{name}' cannot run under QEMU here (allowed: qemu-virt, rpi4; cubietruck is not supported yet)")),
+        }
+    }
+
+    /// Where QEMU loads the hypervisor's Image: the base of RAM plus the
+    /// header's text_offset (0x80000).
+    pub fn load_addr(self) -> u64 {
+        match self {
+            Board::Virt => 0x4008_0000,
+            Board::Rpi4 => 0x8_0000,
+        }
+    }
+
+    /// Where the guest images go, one after another: above QEMU's DTB (128
+    /// MiB into RAM). raspi4b's DTB describes only the 960 MiB below the
+    /// VideoCore's share (QEMU 10 replaces any memory node it is given).
+    pub fn module_base(self) -> u64 {
+        match self {
+            Board::Virt => MODULE_BASE,
+            Board::Rpi4 => 0x1000_0000,
+        }
+    }
+
+    /// The UARTs on QEMU's stdio: the console the board's DTB names. On
+    /// raspi4b that is the mini-UART (`serial1`), QEMU's second serial port,
+    /// as on a real Raspberry Pi 4 with `enable_uart=1`.
+    fn serial_args(self) -> &'static [&'static str] {
+        match self {
+            Board::Virt => &["-serial", "stdio"],
+            Board::Rpi4 => &["-serial", "null", "-serial", "stdio"],
+        }
+    }
+}
 
 /// One guest of a run.
 #[derive(Clone, Debug)]
@@ -152,15 +202,31 @@ pub fn run_cli(a: &Args) -> Result<u8, String> {
     Ok(if r.all_ok() { 0 } else { 1 })
 }
 
-/// The one way this project starts QEMU: `QEMU_BASE` comes first.
+/// The one way this project starts QEMU: `QEMU_BASE` comes first, then the
+/// first UART on stdio.
 pub fn qemu_command() -> Command {
+    qemu_command_for(Board::Virt)
+}
+
+/// [`qemu_command`] with `board`'s console UART on stdio.
+pub fn qemu_command_for(board: Board) -> Command {
     let mut c = Command::new(QEMU);
     c.args(QEMU_BASE);
+    c.args(board.serial_args());
     c
 }
 
 fn machine_args(a: &Args, guests: &[GuestSpec]) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
+    if Board::parse(&a.board) == Ok(Board::Rpi4) {
+        // Four CPUs and 2 GiB, fixed by the model; `--cpus` becomes the
+        // hypervisor's `maxcpus=`.
+        v.extend(["-M".into(), "raspi4b".into(), "-semihosting-config".into(), "enable=on,target=native".into()]);
+        if a.icount {
+            v.extend(["-icount".into(), "shift=0,sleep=off".into()]);
+        }
+        return v;
+    }
     v.extend([
         "-M".into(),
         "virt,virtualization=on,gic-version=2".into(),
@@ -190,12 +256,13 @@ fn work_dir() -> PathBuf {
 /// Build everything needed, boot QEMU, and collect the console until QEMU
 /// exits or the timeout passes. With `echo`, the console is shown live.
 pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, String> {
+    let board = Board::parse(&a.board)?;
     let kernel = if a.faults_kernel { build::kernel_faults()? } else { build::kernel()? };
     // Each guest's image (and ramdisk), placed one after another, 2 MiB
     // aligned, from MODULE_BASE.
     let mut files: Vec<(PathBuf, u64, u64)> = Vec::new();
     let mut placed = Vec::new();
-    let mut next = MODULE_BASE;
+    let mut next = board.module_base();
     let mut place = |path: PathBuf| -> Result<(u64, u64), String> {
         let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
         let at = next;
@@ -242,23 +309,34 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         })
         .collect();
     let margs = machine_args(a, guests);
-    let bootargs = format!("exit=semihosting {}", a.bootargs).trim_end().to_string();
-    dtb::generate(&margs, &dtb::chosen_dts(&bootargs, &modules), &dtb_path)?;
+    let mut bootargs = String::from("exit=semihosting");
+    if board == Board::Rpi4 && a.cpus < 4 {
+        bootargs += &format!(" maxcpus={}", a.cpus);
+    }
+    let bootargs = format!("{bootargs} {}", a.bootargs).trim_end().to_string();
+    let chosen = dtb::chosen_dts(&bootargs, &modules);
+    match board {
+        Board::Virt => dtb::generate(&margs, &chosen, &dtb_path)?,
+        Board::Rpi4 => dtb::generate_from(&crate::linux::rpi4_dtb()?, &chosen, &dtb_path)?,
+    }
 
-    let mut cmd = qemu_command();
+    let mut cmd = qemu_command_for(board);
     if a.gdb {
         // QEMU's gdbstub on TCP port 1234; the CPUs wait for the debugger.
         cmd.args(["-s", "-S"]);
         eprintln!(
-            "xtask: QEMU waits for gdb: gdb-multiarch -ex 'target remote :1234' {} (Debian: apt-get install gdb-multiarch)",
+            "xtask: QEMU waits for gdb: gdb-multiarch -ex 'target remote :1234' -ex 'symbol-file -o {:#x} {}' (Debian: apt-get install gdb-multiarch)",
+            board.load_addr(),
             kernel.display()
         );
     }
-    cmd.args(&margs).arg("-kernel").arg(&kernel).arg("-dtb").arg(&dtb_path);
+    let image = build::kernel_image(&kernel)?;
+    cmd.args(&margs).arg("-kernel").arg(&image).arg("-dtb").arg(&dtb_path);
     let report_path = dir.join(format!("{tag}.oracle"));
     let _ = std::fs::remove_file(&report_path);
     if a.oracle {
-        cmd.args(oracle::qemu_args(&kernel, a.cpus, a.icount, &report_path)?);
+        let cpus = if board == Board::Rpi4 { 4 } else { a.cpus };
+        cmd.args(oracle::qemu_args(&kernel, board.load_addr(), cpus, a.icount, &report_path)?);
     }
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));

@@ -11,6 +11,8 @@ pub const MIB: u64 = 1 << 20;
 
 pub struct Parts<'a> {
     pub root_cells: (u32, u32),
+    /// The root `compatible`; none when empty.
+    pub compatible: &'a [&'a str],
     pub memory: Part<'a>,
     pub cpus: Part<'a>,
     pub chosen: Part<'a>,
@@ -21,6 +23,7 @@ impl Default for Parts<'_> {
     fn default() -> Self {
         Parts {
             root_cells: (2, 2),
+            compatible: &["linux,dummy-virt"],
             memory: &memory,
             cpus: &cpus,
             chosen: &chosen,
@@ -35,7 +38,9 @@ pub fn build(p: &Parts) -> Vec<u8> {
     w.begin_node("");
     w.prop_u32("#address-cells", p.root_cells.0);
     w.prop_u32("#size-cells", p.root_cells.1);
-    w.prop_str("compatible", "linux,dummy-virt");
+    if !p.compatible.is_empty() {
+        w.prop_strs("compatible", p.compatible);
+    }
     (p.memory)(&mut w);
     (p.cpus)(&mut w);
     w.begin_node("chosen");
@@ -166,4 +171,72 @@ pub fn devices(w: &mut FdtWriter) {
     gic(w);
     pl011(w);
     timer(w);
+}
+
+/// An RPi4-like /soc: 1/1 cells below, translated by `ranges`.
+pub fn rpi4_soc(w: &mut FdtWriter) {
+    w.begin_node("soc");
+    w.prop_strs("compatible", &["simple-bus"]);
+    w.prop_u32("#address-cells", 1);
+    w.prop_u32("#size-cells", 1);
+    // child, parent (2 cells), size
+    w.prop_cells(
+        "ranges",
+        &[
+            0x7e00_0000,
+            0,
+            0xfe00_0000,
+            0x180_0000,
+            0x4000_0000,
+            0,
+            0xff80_0000,
+            0x80_0000,
+        ],
+    );
+    // uart2 (disabled), then uart0.
+    for (base, status) in [(0x7e20_1400u64, "disabled"), (0x7e20_1000, "okay")] {
+        w.begin_node(&format!("serial@{base:x}"));
+        w.prop_strs("compatible", &["arm,pl011", "arm,primecell"]);
+        w.prop_reg("reg", 1, 1, &[(base, 0x200)]);
+        w.prop_str("status", status);
+        w.end_node();
+    }
+    w.begin_node("interrupt-controller@40041000");
+    w.prop_strs("compatible", &["arm,gic-400"]);
+    w.prop_reg(
+        "reg",
+        1,
+        1,
+        &[
+            (0x4004_1000, 0x1000),
+            (0x4004_2000, 0x2000),
+            (0x4004_4000, 0x2000),
+            (0x4004_6000, 0x2000),
+        ],
+    );
+    w.prop_cells("interrupts", &[1, 9, 0xf04]);
+    w.end_node();
+    w.begin_node("serial@7e215040");
+    w.prop_strs("compatible", &["brcm,bcm2835-aux-uart"]);
+    w.prop_reg("reg", 1, 1, &[(0x7e21_5040, 0x40)]);
+    w.prop_cells("interrupts", &[0, 93, 4]);
+    w.end_node();
+    w.end_node();
+}
+
+/// A guest bundle: an FDT with root `compatible = "hyp,guest-bundle"` and
+/// a `chosen` node filled by `chosen`, padded with `0xaa` to `len` bytes
+/// (the payloads).
+pub fn guest_bundle(chosen: &dyn Fn(&mut FdtWriter), len: usize) -> Vec<u8> {
+    let mut w = FdtWriter::new();
+    w.begin_node("");
+    w.prop_strs("compatible", &["hyp,guest-bundle"]);
+    w.begin_node("chosen");
+    chosen(&mut w);
+    w.end_node();
+    w.end_node();
+    let mut b = w.finish();
+    assert!(b.len() <= len, "the bundle's FDT is {} bytes", b.len());
+    b.resize(len, 0xaa);
+    b
 }

@@ -4,28 +4,77 @@
 .equ STACK_SIZE, 0x40000        // per-pCPU EL2 stack (256 KiB)
 
 .section .text.boot, "ax"
+// The arm64 Image header (Linux's Documentation/arch/arm64/booting.rst), so
+// the Raspberry Pi firmware, U-Boot `booti` and QEMU `-kernel` all load
+// this one image. It is position independent: linked at 0 and relocated
+// at entry, so it runs wherever a 64 KiB aligned loader puts it.
 .global _start
 _start:
-    // x0 may hold a DTB (Linux boot protocol); QEMU gives 0 for an ELF.
+    b       start                   // code0
+    .word   0                       // code1
+    .quad   0x80000                 // text_offset (as the RPi firmware loads)
+    .quad   __image_size            // image_size, with .bss and stacks
+    .quad   0xa                     // flags: little-endian, 4 KiB pages, anywhere
+    .quad   0, 0, 0                 // res2..res4
+    .ascii  "ARM\x64"               // magic
+    .word   0                       // res5
+
+start:
+    // x0 holds the DTB (Linux boot protocol).
     mov     x20, x0
     mrs     x19, mpidr_el1
     and     x19, x19, #0xff
     cbnz    x19, park               // only pCPU 0 boots; others wait for CPU_ON
+    // Apply R_AARCH64_RELATIVE relocations: the link address is 0, so the
+    // load address is the displacement. The MMU is off: plain stores.
+    adr     x21, _start
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+1:  cmp     x1, x2
+    b.hs    2f
+    ldp     x3, x4, [x1], #16       // r_offset, r_info
+    ldr     x5, [x1], #8            // r_addend
+    cmp     x4, #1027               // R_AARCH64_RELATIVE
+    b.ne    1b
+    add     x5, x5, x21
+    str     x5, [x3, x21]
+    b       1b
+2:  adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+3:  cmp     x1, x2
+    b.hs    4f
+    str     xzr, [x1], #8
+    b       3b
+    // What was written with the MMU off is in memory; drop any stale copy
+    // a loader left in the caches before they are turned on.
+4:  mrs     x3, ctr_el0
+    ubfx    x3, x3, #16, #4
+    mov     x4, #4
+    lsl     x3, x4, x3              // smallest D-cache line
+    adrp    x1, __image_start
+    add     x1, x1, :lo12:__image_start
+    adrp    x2, __image_end
+    add     x2, x2, :lo12:__image_end
+5:  dc      ivac, x1
+    add     x1, x1, x3
+    cmp     x1, x2
+    b.lo    5b
+    dsb     sy
+    ic      iallu
+    dsb     sy
+    isb
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     add     sp, x1, #STACK_SIZE
     sub     sp, sp, #FRAME_SIZE     // the trap frame slot stays out of Rust's way
-    adrp    x1, __bss_start
-    add     x1, x1, :lo12:__bss_start
-    adrp    x2, __bss_end
-    add     x2, x2, :lo12:__bss_end
-1:  cmp     x1, x2
-    b.hs    2f
-    str     xzr, [x1], #8
-    b       1b
-2:  mov     x0, x20
+    mov     x0, x20
     mrs     x1, CurrentEL
     lsr     x1, x1, #2
+    mov     x2, x21
     bl      kmain
 park:
     wfe
@@ -42,6 +91,15 @@ _secondary_start:
     sub     sp, sp, #FRAME_SIZE
     bl      secondary_main
     b       park
+
+// Secondary pCPUs released from a spin table arrive here (x0 = 0): their
+// index is what pCPU 0 left in SPIN_CPU (cleaned to the PoC; the MMU is
+// still off here).
+.global _spin_start
+_spin_start:
+    adrp    x1, SPIN_CPU
+    ldr     x0, [x1, :lo12:SPIN_CPU]
+    b       _secondary_start
 
 // Save the lower EL's registers into a TrapFrame on the EL2 stack.
 .macro SAVE_FRAME

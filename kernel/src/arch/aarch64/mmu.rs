@@ -1,5 +1,6 @@
 //! The EL2 stage-1 MMU: an identity map built with aarch64-paging's EL2
-//! regime. Devices below RAM are Device-nGnRE; RAM is Normal write-back.
+//! regime. The devices the kernel drives are Device-nGnRE; RAM is Normal
+//! write-back.
 //! Caches must be on: exclusive loads/stores (our locks) need cacheable
 //! memory on the boards.
 
@@ -30,12 +31,16 @@ pub struct El2Map {
 }
 
 impl El2Map {
-    /// Map `[0, ram_start)` as devices and each RAM range as normal memory.
-    pub fn new(ram: &[(u64, u64)]) -> Self {
+    /// Map each device range (widened to whole pages) as Device memory and
+    /// each RAM range as normal memory.
+    pub fn new(ram: &[(u64, u64)], devices: &[(u64, u64)]) -> Self {
         let mut map = IdMap::new(1, El2);
-        let low = ram.iter().map(|r| r.0).min().unwrap_or(0x4000_0000);
-        map.map_range(&MemoryRegion::new(0, low as usize), DEVICE)
-            .expect("EL2 map: device range");
+        for &(base, size) in devices {
+            let start = base & !0xfff;
+            let end = (base + size.max(1)).next_multiple_of(0x1000);
+            map.map_range(&MemoryRegion::new(start as usize, end as usize), DEVICE)
+                .expect("EL2 map: device range");
+        }
         for &(base, size) in ram {
             map.map_range(&MemoryRegion::new(base as usize, (base + size) as usize), NORMAL)
                 .expect("EL2 map: RAM range");

@@ -112,6 +112,7 @@ unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
     fn _secondary_start();
+    fn _spin_start();
 }
 
 pub const STACK_SIZE: u64 = 0x40000;
@@ -141,6 +142,33 @@ pub fn image_range() -> (u64, u64) {
 
 pub fn secondary_entry() -> u64 {
     _secondary_start as *const () as usize as u64
+}
+
+/// The pCPU index a spin-table secondary reads at `_spin_start`, with its
+/// MMU off (so it is cleaned to the PoC before the release).
+#[unsafe(no_mangle)]
+static mut SPIN_CPU: u64 = 0;
+
+/// Release a secondary pCPU waiting on a spin table at `release`, to start
+/// as pCPU `cpu`. The caller waits for it to come up before releasing the
+/// next one (they share `SPIN_CPU`).
+///
+/// # Safety
+/// `release` must be the `cpu-release-addr` the firmware's spin loop polls
+/// for that CPU (8 bytes, mapped at EL2 and reserved from the frame pool).
+pub unsafe fn spin_release(release: u64, cpu: u64) {
+    let slot = core::ptr::addr_of_mut!(SPIN_CPU);
+    // SAFETY: SPIN_CPU is read only by the CPU being released, after the
+    // release below; the caller serialises releases.
+    unsafe { slot.write_volatile(cpu) };
+    dc_civac_range(slot as u64, 8);
+    let entry = _spin_start as *const () as usize as u64;
+    // SAFETY: the caller vouches for `release`; the waiting CPU reads it
+    // with its MMU off, so it is cleaned to the PoC before the event.
+    unsafe { (release as *mut u64).write_volatile(entry) };
+    dc_civac_range(release, 8);
+    // SAFETY: `sev` only wakes CPUs waiting in `wfe`.
+    unsafe { asm!("sev", options(nostack, preserves_flags)) };
 }
 
 /// Install the EL2 vectors.

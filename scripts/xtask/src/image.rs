@@ -1,0 +1,509 @@
+//! `cargo xtask image --board rpi4`: an SD-card image that boots a real
+//! Raspberry Pi 4 into the hypervisor and its guests, with nothing done by
+//! hand but `dd`. Written in user space: no root, no loop mounts.
+//!
+//! The card: an MBR with one bootable FAT32 (LBA) partition from 1 MiB
+//! ([`crate::fat`]) holding
+//!
+//! - `start4.elf`, `fixup4.dat`: the Pi 4's GPU firmware, from Debian's
+//!   `raspi-firmware` (non-free-firmware; fetched by
+//!   test-images/rpi4/fetch.sh). Only the Pi 4 pair: the Pi 4 boots from
+//!   its SPI EEPROM, so `bootcode.bin` (Pi 0-3) is not read, and the
+//!   `start4x`/`start4cd`/`start4db` variants are only chosen by camera,
+//!   debug or `gpu_mem` settings this config does not make. The firmware
+//!   carries its own ARM stub (GIC set up, cores entered at EL2), so no
+//!   `armstub8*.bin` either;
+//! - `bcm2711-rpi-4-b.dtb`: the board's device tree, from Debian's arm64
+//!   kernel package (test-images/linux/fetch.sh); the firmware loads it by
+//!   this name, fills in memory, `/chosen` and the initramfs location, and
+//!   passes it on;
+//! - `config.txt` ([`config_txt`]);
+//! - `hyp8.img`: the hypervisor ([`crate::build::kernel_image`]);
+//! - `guests.bin`: the guest bundle ([`crate::bundle`]), which the firmware
+//!   loads right after the kernel (`initramfs ... followkernel`).
+//!
+//! QEMU cannot run the GPU firmware, so the test path reads the image back
+//! with [`read_boot_files`], as the firmware would find the files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::fat::{self, Volume};
+use crate::run::GuestSpec;
+use crate::{bundle, root, Args};
+
+pub const BOARDS: &[&str] = &["rpi4"];
+/// The hypervisor's file name (`kernel=`).
+pub const KERNEL: &str = "hyp8.img";
+/// The guest bundle's file name (`initramfs`).
+pub const BUNDLE: &str = "guests.bin";
+/// The board DTB, named as the Pi 4 firmware looks for it.
+pub const DTB: &str = "bcm2711-rpi-4-b.dtb";
+/// The GPU firmware files a Pi 4 needs (see the module comment).
+pub const FIRMWARE: &[&str] = &["start4.elf", "fixup4.dat"];
+/// The default guest when no `--guest` is given, and its defaults.
+pub const DEFAULT_GUEST: &str = "linux-arm64";
+pub const LINUX_VCPUS: u32 = 4;
+pub const LINUX_MEM: u64 = 256 << 20;
+
+/// The config.txt the firmware reads.
+pub fn config_txt() -> String {
+    format!(
+        "# config.txt of a Raspberry Pi 4 SD card written by `cargo xtask image --board rpi4`
+# (swhyp, the set/way-safe Arm hypervisor). The GPU firmware (start4.elf,
+# fixup4.dat) reads it: the Cortex-A72s start in AArch64 at EL2 on the
+# hypervisor ({KERNEL}), with the guest bundle ({BUNDLE}: every guest's
+# images and settings, their command lines included) loaded right after
+# it, and the board's device tree ({DTB},
+# the name the firmware loads by default). To change the guests, write the
+# image again.
+
+# 64-bit: the hypervisor is an arm64 Image.
+arm_64bit=1
+# The GIC-400 on, set up for non-secure use by the firmware's ARM stub.
+enable_gic=1
+# The UART on GPIO 14/15 (pins 8/10) at 115200 8N1, at a fixed core clock.
+enable_uart=1
+kernel={KERNEL}
+initramfs {BUNDLE} followkernel
+# For the firmware's own boot log on the UART, uncomment:
+#uart_2ndstage=1
+"
+    )
+}
+
+/// What config.txt says, as far as this project cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `key=value` lines, in order.
+    pub keys: Vec<(String, String)>,
+    pub kernel: String,
+    pub initramfs: String,
+}
+
+/// Read a config.txt and check it has what the hypervisor's boot needs:
+/// `arm_64bit=1`, `enable_gic=1`, `enable_uart=1`, `kernel=`, and
+/// `initramfs NAME followkernel`. Lines under a conditional section other
+/// than `[all]` or `[pi4]` are skipped.
+pub fn parse_config(text: &str) -> Result<Config, String> {
+    let mut keys = Vec::new();
+    let mut initramfs = None;
+    let mut active = true;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(sec) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            active = matches!(sec, "all" | "pi4");
+            continue;
+        }
+        if !active {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("initramfs ") {
+            let mut w = rest.split_whitespace();
+            let name = w.next().ok_or("config.txt: initramfs without a file name")?;
+            if w.next() != Some("followkernel") {
+                return Err(format!("config.txt: `{line}`: the bundle must be loaded `followkernel`"));
+            }
+            initramfs = Some(name.to_string());
+        } else if let Some((k, v)) = line.split_once('=') {
+            keys.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let get = |k: &str| keys.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let mut missing = Vec::new();
+    for k in ["arm_64bit", "enable_gic", "enable_uart"] {
+        if get(k).as_deref() != Some("1") {
+            missing.push(format!("{k}=1"));
+        }
+    }
+    let kernel = get("kernel");
+    if kernel.is_none() {
+        missing.push("kernel=".into());
+    }
+    if initramfs.is_none() {
+        missing.push("initramfs NAME followkernel".into());
+    }
+    if !missing.is_empty() {
+        return Err(format!("config.txt lacks {}", missing.join(", ")));
+    }
+    Ok(Config { keys, kernel: kernel.unwrap(), initramfs: initramfs.unwrap() })
+}
+
+/// The boot files of an image, as the firmware would find them.
+#[derive(Clone, Debug)]
+pub struct BootFiles {
+    pub mbr: fat::Mbr,
+    pub fat32: bool,
+    /// Every file in the partition's root directory, with its size.
+    pub files: Vec<fat::Entry>,
+    pub config_txt: String,
+    pub config: Config,
+    /// The file named by `kernel=`.
+    pub kernel: Vec<u8>,
+    /// The file named by `initramfs`.
+    pub initramfs: Vec<u8>,
+    pub dtb: Vec<u8>,
+    /// Sizes of the GPU firmware files, if present.
+    pub start4_elf: Option<u64>,
+    pub fixup4_dat: Option<u64>,
+}
+
+/// Parse an image's MBR, open its FAT partition, and read config.txt, the
+/// files it names as kernel and initramfs, and the board DTB.
+pub fn read_boot_files(img: &Path) -> Result<BootFiles, String> {
+    let vol = Volume::open(img)?;
+    let files = vol.list()?;
+    let config_txt = String::from_utf8(vol.read("config.txt")?).map_err(|_| "config.txt is not UTF-8".to_string())?;
+    let config = parse_config(&config_txt)?;
+    let size = |name: &str| files.iter().find(|e| e.name.eq_ignore_ascii_case(name)).map(|e| e.len);
+    Ok(BootFiles {
+        mbr: vol.mbr,
+        fat32: vol.fat_type() == fatfs::FatType::Fat32,
+        kernel: vol.read(&config.kernel)?,
+        initramfs: vol.read(&config.initramfs)?,
+        dtb: vol.read(DTB)?,
+        start4_elf: size("start4.elf"),
+        fixup4_dat: size("fixup4.dat"),
+        files,
+        config_txt,
+        config,
+    })
+}
+
+/// Write a disk image holding `files` to `out` (through a temporary file
+/// beside it, renamed into place). Returns its size.
+pub fn write_image(out: &Path, files: &[(&str, &[u8])]) -> Result<u64, String> {
+    let disk = fat::disk_image(files, "HYPBOOT")?;
+    let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    std::fs::write(&tmp, &disk).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", out.display())
+    })?;
+    Ok(disk.len() as u64)
+}
+
+/// The GPU firmware files (fetched if missing) and the raspi-firmware
+/// version they came from.
+pub fn firmware() -> Result<(Vec<PathBuf>, String), String> {
+    let cache = root().join("test-images/cache/rpi4");
+    let paths: Vec<PathBuf> = FIRMWARE.iter().map(|f| cache.join(f)).collect();
+    if paths.iter().any(|p| !p.exists()) {
+        eprintln!("xtask: fetching the Raspberry Pi GPU firmware (test-images/rpi4/fetch.sh)");
+        let st = Command::new("bash")
+            .arg(root().join("test-images/rpi4/fetch.sh"))
+            .status()
+            .map_err(|e| format!("fetch.sh: {e}"))?;
+        if !st.success() || paths.iter().any(|p| !p.exists()) {
+            return Err("fetching the Raspberry Pi firmware failed (see above)".into());
+        }
+    }
+    let version = std::fs::read_to_string(cache.join("VERSION")).unwrap_or_default().trim().to_string();
+    Ok((paths, version))
+}
+
+/// The Pi 4's board DTB from Debian's arm64 kernel package (fetched with
+/// the Linux guests' kernels if missing).
+pub fn board_dtb() -> Result<PathBuf, String> {
+    crate::linux::files("linux-arm64")?;
+    let dtb = root().join("test-images/cache/linux").join(DTB);
+    if !dtb.exists() {
+        // A cache from before fetch.sh copied the DTB: it fetches what is missing.
+        eprintln!("xtask: fetching {DTB} (test-images/linux/fetch.sh)");
+        let st = Command::new("bash")
+            .arg(root().join("test-images/linux/fetch.sh"))
+            .status()
+            .map_err(|e| format!("fetch.sh: {e}"))?;
+        if !st.success() || !dtb.exists() {
+            return Err(format!("{}: missing after test-images/linux/fetch.sh", dtb.display()));
+        }
+    }
+    Ok(dtb)
+}
+
+/// Options of `cargo xtask image`.
+#[derive(Clone, Debug)]
+pub struct ImageArgs {
+    pub board: String,
+    pub guests: Vec<String>,
+    pub vcpus: Option<u32>,
+    pub mem: Option<u64>,
+    /// The hypervisor's boot arguments (`/chosen/hyp,bootargs` of the bundle).
+    pub bootargs: String,
+    /// Appended to each Linux guest's command line.
+    pub append: String,
+    pub out: PathBuf,
+}
+
+impl ImageArgs {
+    pub fn parse(argv: &[String]) -> Result<ImageArgs, String> {
+        let mut board = "rpi4".to_string();
+        let (mut guests, mut vcpus, mut mem, mut bootargs, mut append, mut out) = (Vec::new(), None, None, String::new(), String::new(), None);
+        let mut it = argv.iter();
+        while let Some(flag) = it.next() {
+            let mut val = || it.next().cloned().ok_or_else(|| format!("image: {flag} needs a value"));
+            match flag.as_str() {
+                "--board" => board = val()?,
+                "--guest" => guests.push(val()?),
+                "--vcpus" => vcpus = Some(val()?.parse::<u32>().map_err(|_| "image: --vcpus takes a number 1..=8")?),
+                "--mem" => mem = Some(crate::parse_size(&val()?)?),
+                "--bootargs" => bootargs = val()?,
+                "--append" => append = val()?,
+                "-o" | "--output" => out = Some(PathBuf::from(val()?)),
+                other => return Err(format!("image: unknown option '{other}'")),
+            }
+        }
+        if !BOARDS.contains(&board.as_str()) {
+            return Err("image: only --board rpi4 is supported so far".into());
+        }
+        let out = out.ok_or("image: give the output file with -o PATH (e.g. -o rpi4.img)")?;
+        if let Some(v) = vcpus {
+            if !(1..=8).contains(&v) {
+                return Err("image: --vcpus must be 1..=8".into());
+            }
+        }
+        if mem.is_some_and(|m| m > 64 << 30) {
+            return Err("image: --mem must be at most 64G".into());
+        }
+        for g in &guests {
+            if !crate::GUESTS.contains(&g.as_str()) {
+                return Err(format!("image: unknown guest '{g}' (allowed: {})", crate::GUESTS.join(", ")));
+            }
+        }
+        if guests.is_empty() {
+            guests.push(DEFAULT_GUEST.to_string());
+        }
+        Ok(ImageArgs { board, guests, vcpus, mem, bootargs, append, out })
+    }
+
+    /// The guests, with this command's defaults: a Linux guest gets 4
+    /// vCPUs and 256 MiB, a bare-metal test guest 1 vCPU and 64 MiB, unless
+    /// `--vcpus`/`--mem` say otherwise. A name given twice gets `-2`, `-3`...
+    pub fn specs(&self) -> Vec<GuestSpec> {
+        let mut v: Vec<GuestSpec> = Vec::new();
+        for g in &self.guests {
+            let linux = crate::linux::bootargs(g).is_some();
+            let a = Args {
+                guest: g.clone(),
+                vcpus: self.vcpus.unwrap_or(if linux { LINUX_VCPUS } else { 1 }),
+                mem: self.mem.unwrap_or(if linux { LINUX_MEM } else { 64 << 20 }),
+                append: self.append.clone(),
+                ..Args::default()
+            };
+            let mut s = GuestSpec::from_args(&a);
+            let same = v.iter().filter(|o| o.image == s.image).count();
+            if same > 0 {
+                s.name = format!("{}-{}", s.name, same + 1);
+            }
+            v.push(s);
+        }
+        v
+    }
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+}
+
+/// `cargo xtask image`.
+pub fn image_cli(argv: &[String]) -> Result<u8, String> {
+    let a = ImageArgs::parse(argv)?;
+    let t0 = Instant::now();
+    let specs = a.specs();
+    let (fw, fw_version) = firmware()?;
+    let dtb = board_dtb()?;
+    let t_fetch = t0.elapsed();
+    let hyp = crate::build::kernel_image(&crate::build::kernel()?)?;
+    let guests = bundle::bundle_for(&specs, &a.bootargs)?;
+    let t_build = t0.elapsed();
+
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let config = config_txt();
+    let (start4, fixup4, dtb_bytes, hyp_bytes) = (read(&fw[0])?, read(&fw[1])?, read(&dtb)?, read(&hyp)?);
+    let files: Vec<(&str, &[u8])> = vec![
+        ("config.txt", config.as_bytes()),
+        (FIRMWARE[0], &start4),
+        (FIRMWARE[1], &fixup4),
+        (DTB, &dtb_bytes),
+        (KERNEL, &hyp_bytes),
+        (BUNDLE, &guests),
+    ];
+    let size = write_image(&a.out, &files)?;
+    let t_write = t0.elapsed();
+
+    // Read it back as the firmware will, and compare.
+    let back = read_boot_files(&a.out)?;
+    for (name, data) in &files {
+        let got = match *name {
+            KERNEL => &back.kernel,
+            BUNDLE => &back.initramfs,
+            DTB => &back.dtb,
+            _ => continue,
+        };
+        if got.as_slice() != *data {
+            return Err(format!("{}: {name} reads back different from what was written", a.out.display()));
+        }
+    }
+    if back.start4_elf.is_none() || back.fixup4_dat.is_none() || !back.fat32 {
+        return Err(format!("{}: the firmware files or the FAT32 did not read back", a.out.display()));
+    }
+
+    let p = back.mbr.partition;
+    println!("image: {} ({}, {size} bytes) for --board {}", a.out.display(), mib(size), a.board);
+    println!(
+        "  MBR disk signature {:08x}; partition 1: FAT32 (type {:#04x}{}), LBA {}..{} ({})",
+        back.mbr.signature,
+        p.kind,
+        if p.bootable { ", bootable" } else { "" },
+        p.start_lba,
+        p.start_lba + p.sectors,
+        mib(p.sectors * fat::SECTOR)
+    );
+    for e in &back.files {
+        let note = match e.name.as_str() {
+            n if FIRMWARE.contains(&n) => format!("raspi-firmware {fw_version}"),
+            KERNEL => "the hypervisor".into(),
+            BUNDLE => specs.iter().map(|g| format!("{} ({} vCPU, {})", g.name, g.vcpus, mib(g.mem))).collect::<Vec<_>>().join(", "),
+            DTB => "from Debian's linux-image arm64".into(),
+            _ => String::new(),
+        };
+        println!("  {:<22}{:>10}  {note}", e.name, e.len);
+    }
+    if !a.bootargs.is_empty() {
+        println!("  hypervisor boot arguments: {}", a.bootargs);
+    }
+    println!(
+        "  took {:.1} s (firmware and DTB {:.1} s, build and bundle {:.1} s, write {:.1} s)",
+        t0.elapsed().as_secs_f64(),
+        t_fetch.as_secs_f64(),
+        (t_build - t_fetch).as_secs_f64(),
+        (t_write - t_build).as_secs_f64()
+    );
+    println!("flash it (everything on the card is lost; check the device with lsblk first):");
+    println!("  dd if={} of=/dev/sdX bs=4M conv=fsync", a.out.display());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-image-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn bytes(n: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_config_has_what_the_boot_needs() {
+        let c = parse_config(&config_txt()).unwrap();
+        assert_eq!((c.kernel.as_str(), c.initramfs.as_str()), (KERNEL, BUNDLE));
+        assert!(config_txt().starts_with("# config.txt of a Raspberry Pi 4"));
+        let e = parse_config("arm_64bit=1\nkernel=x\n").unwrap_err();
+        assert!(e.contains("enable_gic=1") && e.contains("enable_uart=1") && e.contains("initramfs"), "{e}");
+        assert!(parse_config("arm_64bit=1\nenable_gic=1\nenable_uart=1\nkernel=k\ninitramfs b\n").unwrap_err().contains("followkernel"));
+        // Lines under another board's section do not count.
+        let other = "enable_gic=1\nenable_uart=1\nkernel=k\ninitramfs b followkernel\n[pi5]\narm_64bit=1\n";
+        assert!(parse_config(other).unwrap_err().contains("arm_64bit=1"));
+    }
+
+    #[test]
+    fn cli() {
+        let a = ImageArgs::parse(&argv(&["--board", "rpi4", "-o", "x.img"])).unwrap();
+        assert_eq!(a.guests, ["linux-arm64"]);
+        let s = a.specs();
+        assert_eq!((s[0].vcpus, s[0].mem), (4, 256 << 20));
+        assert!(s[0].bootargs.contains("console=ttyAMA0"));
+        let e = ImageArgs::parse(&argv(&["--board", "qemu-virt", "-o", "x.img"])).unwrap_err();
+        assert_eq!(e, "image: only --board rpi4 is supported so far");
+        assert!(ImageArgs::parse(&argv(&["--board", "rpi4"])).unwrap_err().contains("-o PATH"));
+        assert!(ImageArgs::parse(&argv(&["-o", "x", "--guest", "nope"])).unwrap_err().contains("unknown guest"));
+        assert!(ImageArgs::parse(&argv(&["-o", "x", "--vcpus", "9"])).is_err());
+        let a = ImageArgs::parse(&argv(&["-o", "x", "--guest", "sw-basic", "--guest", "sw-basic", "--guest", "linux-arm64", "--mem", "128M", "--bootargs", "sched=pinned"])).unwrap();
+        let s = a.specs();
+        let names: Vec<_> = s.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["sw-basic", "sw-basic-2", "linux-arm64"]);
+        assert_eq!((s[0].vcpus, s[0].mem, s[2].vcpus, s[2].mem), (1, 128 << 20, 4, 128 << 20));
+        assert_eq!(a.bootargs, "sched=pinned");
+    }
+
+    /// An image from small fake files reads back byte for byte, with a
+    /// valid MBR and FAT32.
+    #[test]
+    fn an_image_reads_back() {
+        let d = tmp("readback");
+        let config = config_txt();
+        let (start4, fixup4, dtb, hyp, guests) = (bytes(70_001, 1), bytes(5399, 2), bytes(27_386, 3), bytes(300_000, 4), bytes(1_000_003, 5));
+        let files: Vec<(&str, &[u8])> =
+            vec![("config.txt", config.as_bytes()), ("start4.elf", &start4), ("fixup4.dat", &fixup4), (DTB, &dtb), (KERNEL, &hyp), (BUNDLE, &guests)];
+        let out = d.join("rpi4.img");
+        let size = write_image(&out, &files).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
+        let raw = std::fs::read(&out).unwrap();
+
+        // MBR: one bootable FAT32 LBA partition from 1 MiB to the image's end.
+        let m = fat::parse_mbr(&raw[..512]).unwrap();
+        assert_eq!(m.partition, fat::Partition { bootable: true, kind: 0x0c, start_lba: 2048, sectors: size / 512 - 2048 });
+        assert!(m.partition.sectors * 512 >= 64 << 20);
+        assert_ne!(m.signature, 0);
+        assert!(raw[512..1 << 20].iter().all(|&b| b == 0), "nothing between the MBR and the partition");
+        // The partition's boot sector: FAT32, 512-byte sectors.
+        let vbr = &raw[1 << 20..(1 << 20) + 512];
+        assert_eq!(&vbr[82..90], b"FAT32   ");
+        assert_eq!(u16::from_le_bytes([vbr[11], vbr[12]]), 512);
+        assert_eq!(&vbr[510..512], &[0x55, 0xaa]);
+
+        let b = read_boot_files(&out).unwrap();
+        assert!(b.fat32);
+        assert_eq!(b.config_txt, config);
+        assert_eq!(b.kernel, hyp);
+        assert_eq!(b.initramfs, guests);
+        assert_eq!(b.dtb, dtb);
+        assert_eq!((b.start4_elf, b.fixup4_dat), (Some(70_001), Some(5399)));
+        let names: Vec<_> = b.files.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["config.txt", "start4.elf", "fixup4.dat", DTB, KERNEL, BUNDLE]);
+        let vol = Volume::open(&out).unwrap();
+        assert_eq!(vol.read("START4.ELF").unwrap(), start4, "FAT names match in any case");
+        assert_eq!(vol.read("fixup4.dat").unwrap(), fixup4);
+
+        // The same contents give the same image.
+        let again = d.join("again.img");
+        write_image(&again, &files).unwrap();
+        assert!(std::fs::read(&again).unwrap() == raw, "reproducible");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_bad_image_is_refused() {
+        let d = tmp("bad");
+        let p = d.join("zero.img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        assert!(read_boot_files(&p).unwrap_err().contains("no MBR"));
+        // A valid MBR whose partition runs past the end of the file.
+        let mut m = fat::mbr(1, fat::Partition { bootable: true, kind: 0x0c, start_lba: 2048, sectors: 131072 }).to_vec();
+        m.resize(4096, 0);
+        std::fs::write(&p, &m).unwrap();
+        assert!(read_boot_files(&p).unwrap_err().contains("partition ends"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
