@@ -2,6 +2,25 @@
 //! frames. On the wire a frame is `0xFF`, its rzcobs bytes, then `0x00`;
 //! everything else is text (text never contains `0xFF`).
 
+/// The text of one piece: a defmt frame decoded to `[hyp] ...` lines with
+/// `decoder` (the kernel ELF's table), text with `\r` dropped.
+pub fn render(piece: Piece, decoder: Option<&mut Box<dyn defmt_decoder::StreamDecoder + Send + Sync + '_>>) -> String {
+    match piece {
+        Piece::Text(t) => String::from_utf8_lossy(&t).replace('\r', ""),
+        Piece::Frame(f) => match decoder {
+            Some(d) => {
+                d.received(&f);
+                let mut s = String::new();
+                while let Ok(frame) = d.decode() {
+                    s += &format!("[hyp] {}\n", frame.display(false));
+                }
+                s
+            }
+            None => "[hyp] <defmt frame, no table>\n".into(),
+        },
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece {
     Text(Vec<u8>),

@@ -36,6 +36,32 @@ const TESTS: &[(&str, TestFn)] = &[
     ("oracle_bites_unpinned_sw_no", oracle_bites_unpinned_sw_no),
 ];
 
+/// The tests that also run on QEMU raspi4b (`itest --board rpi4`): every
+/// bare test guest, as the same tests with the same checks.
+const ON_RPI4: &[&str] = &[
+    "sw_basic",
+    "sw_basic_aarch32",
+    "sw_smp_rr",
+    "sw_smp_pinned",
+    "pod_touch",
+    "pod_exhaustion",
+    "eager_sw_no",
+    "eager_cleans_touched_only",
+    "bench_guest_runs",
+    "bad_bootarg",
+    "two_guests_one_pcpu_isolated",
+    "hostile_guest",
+    "sw_split_trapped_rr",
+    "sw_split_sw_no_pinned",
+];
+
+/// Raspberry Pi 4 tests (QEMU raspi4b), run by `itest --board rpi4`.
+const RPI4_ONLY: &[(&str, TestFn)] = &[
+    ("rpi4_linux_arm64_4x4", rpi4_linux_arm64_4x4),
+    ("rpi4_linux_armhf_rr", rpi4_linux_armhf_rr),
+    ("rpi4_sd_image", rpi4_sd_image),
+];
+
 /// Tests that run only when named exactly (`cargo xtask itest NAME`): for
 /// one not yet reliable enough for scripts/test (none today).
 const ON_REQUEST: &[(&str, TestFn)] = &[];
@@ -88,8 +114,21 @@ fn boot_plain(a: &Args, guests: &[GuestSpec]) -> Result<RunResult, String> {
     boot_as(&a, guests)
 }
 
+/// The board `cargo xtask itest --board` asked for (qemu-virt unless set).
+static BOARD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn boot_as(a: &Args, guests: &[GuestSpec]) -> Result<RunResult, String> {
-    let r = run(a, guests, std::env::var_os("XTASK_ECHO").is_some())?;
+    let mut a = a.clone();
+    if let Some(b) = BOARD.get() {
+        a.board = b.clone();
+    }
+    let r = run(&a, guests, std::env::var_os("XTASK_ECHO").is_some())?;
+    oracle_checks(&a, r)
+}
+
+/// A run under the oracle fails on a report that saw nothing, or (except
+/// on the fault build) on any event.
+fn oracle_checks(a: &Args, r: RunResult) -> Result<RunResult, String> {
     if a.oracle && !r.timed_out {
         let rep = oracle_report(&r)?;
         // A run stopped before any guest (a bad argument) has nothing to see.
@@ -518,11 +557,29 @@ fn linux_arm64_3g() -> Result<(), String> {
     check(kib > 5 * (1 << 20) / 2, &format!("the guest sees {kib} kB, not about 3 GiB"), &r)
 }
 
-pub fn run_all(filter: Option<&str>) -> Result<u8, String> {
+/// `cargo xtask itest [--board qemu-virt|rpi4] [FILTER]`. On rpi4 (QEMU
+/// raspi4b) the tests in [`ON_RPI4`] run there, then [`RPI4_ONLY`].
+pub fn run_all(argv: &[String]) -> Result<u8, String> {
+    let (mut board, mut filter) = (crate::run::Board::Virt, None);
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--board" => board = crate::run::Board::parse(it.next().ok_or("--board needs a value")?)?,
+            f if filter.is_none() && !f.starts_with('-') => filter = Some(f),
+            other => return Err(format!("itest: unexpected argument '{other}' (usage: itest [--board qemu-virt|rpi4] [FILTER])")),
+        }
+    }
     crate::build::build_all()?;
+    let tests: Vec<(&str, TestFn)> = match board {
+        crate::run::Board::Virt => TESTS.to_vec(),
+        crate::run::Board::Rpi4 => {
+            let _ = BOARD.set("rpi4".into());
+            TESTS.iter().filter(|(n, _)| ON_RPI4.contains(n)).chain(RPI4_ONLY).copied().collect()
+        }
+    };
     let (mut passed, mut failed) = (0, 0);
     let requested = ON_REQUEST.iter().filter(|(name, _)| filter == Some(*name));
-    for (name, f) in TESTS.iter().filter(|(name, _)| filter.is_none_or(|f| name.contains(f))).chain(requested) {
+    for (name, f) in tests.iter().filter(|(name, _)| filter.is_none_or(|f| name.contains(f))).chain(requested) {
         let t = std::time::Instant::now();
         match f() {
             Ok(()) => {
@@ -537,6 +594,58 @@ pub fn run_all(filter: Option<&str>) -> Result<u8, String> {
     }
     println!("itest: {passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+// ---- the Raspberry Pi 4 (QEMU raspi4b) ----
+
+fn rpi4(guest: &str, cpus: u32, vcpus: u32, bootargs: &str) -> Args {
+    Args { board: "rpi4".into(), guest: guest.into(), cpus, vcpus, mem: 512 * MIB, bootargs: bootargs.into(), timeout_s: 240, ..Args::default() }
+}
+
+/// Debian's arm64 kernel, 4 vCPUs on the 4 pCPUs the spin table starts.
+fn rpi4_linux_arm64_4x4() -> Result<(), String> {
+    let a = rpi4("linux-arm64", 4, 4, "");
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("starting on rpi4"), "the hypervisor did not recognise the board", &r)?;
+    check(r.transcript.contains("pCPU 3 up"), "pCPU 3 did not come up from its spin table", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=aarch64 cpus=4"), "no marker with all 4 CPUs online", &r)?;
+    let s = r.summary("linux-arm64").ok_or("no summary")?;
+    check(s.ok && r.qemu_ok, "exit is not ok", &r)?;
+    check(s.get("pod_2m") + s.get("pod_4k") > 0, "no PoD population", &r)
+}
+
+/// The armhf kernel as an AArch32 guest, set/way trapped, 3 vCPUs on 2
+/// pCPUs under sched=rr: its vCPUs migrate.
+fn rpi4_linux_armhf_rr() -> Result<(), String> {
+    let a = rpi4("linux-armhf", 2, 3, "sched=rr");
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=3"), "no marker with all 3 CPUs online", &r)?;
+    let s = r.summary("linux-armhf").ok_or("no summary")?;
+    check(s.ok && r.qemu_ok, "exit is not ok", &r)?;
+    check(s.get("sw_traps") > 0, "the armhf kernel's set/way operations did not trap", &r)?;
+    check(s.get("migrations") > 0, "sched=rr with 3 vCPUs on 2 pCPUs made no migration", &r)
+}
+
+/// `cargo xtask image --board rpi4` as a user runs it (plus an exit QEMU
+/// understands), read back with our own FAT code, and its kernel, DTB and
+/// guest bundle booted on raspi4b as the firmware would start them.
+fn rpi4_sd_image() -> Result<(), String> {
+    let img = crate::build::target_dir().join("run/itest-rpi4.img");
+    let argv: Vec<String> = ["--board", "rpi4", "--bootargs", "exit=semihosting", "-o"].iter().map(|s| s.to_string()).chain([img.display().to_string()]).collect();
+    if crate::image::image_cli(&argv)? != 0 {
+        return Err("cargo xtask image failed".into());
+    }
+    let a = Args { oracle: true, ..rpi4("linux-arm64", 4, 4, "") };
+    let r = crate::run::run_sd_image(&a, &img, &crate::build::kernel()?, std::env::var_os("XTASK_ECHO").is_some())?;
+    let _ = std::fs::remove_file(&img);
+    let r = oracle_checks(&a, r)?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("starting on rpi4"), "the hypervisor did not recognise the board", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=aarch64 cpus=4"), "the bundle's Linux guest did not reach its marker with 4 CPUs", &r)?;
+    let s = r.summary("linux-arm64").ok_or("no summary for the bundle's guest")?;
+    check(s.ok && r.qemu_ok, "exit is not ok", &r)
 }
 
 // ---- the cache oracle (tools/cache-oracle) ----

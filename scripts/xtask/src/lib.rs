@@ -14,6 +14,7 @@ pub mod itest;
 pub mod linux;
 pub mod oracle;
 pub mod run;
+pub mod serial;
 pub mod summary;
 
 use std::path::PathBuf;

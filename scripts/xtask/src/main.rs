@@ -10,7 +10,7 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   build                     build the kernel and the test guests
   run   --guest NAME        build, then boot NAME under the hypervisor on QEMU
-        [--board qemu-virt] [--cpus N] [--vcpus N] [--mem SIZE]
+        [--board qemu-virt|rpi4] [--cpus N] [--vcpus N] [--mem SIZE]
         [--bootargs \"...\"] [--append \"...\"] [--timeout SECONDS] [--quiet] [--icount]
                             (a terminal's input reaches the guest's console;
                             --append adds to a Linux guest's command line)
@@ -22,7 +22,10 @@ commands:
   image --board rpi4 -o PATH  an SD-card image for a real board (then dd it to the card)
         [--guest NAME]... [--vcpus N] [--mem SIZE] [--bootargs \"...\"] [--append \"...\"]
                             (default guest: linux-arm64, 4 vCPUs, 256 MiB)
-  itest [FILTER]            the QEMU integration tests
+  console DEVICE [--baud N] a board's serial line (e.g. /dev/ttyUSB0) with the
+                            hypervisor's defmt log decoded; typing reaches the board
+  itest [--board rpi4] [FILTER]
+                            the QEMU integration tests (on raspi4b with --board rpi4)
   soak                      the cache-model property test at 10^5 cases
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:
                             decode, bootcfg, devices, pager; 10^7 runs each by default
@@ -40,7 +43,8 @@ fn main() -> ExitCode {
         "build" => xtask::build::build_all().map(|_| 0),
         "run" => Args::parse(rest).and_then(|a| run::run_cli(&a)),
         "image" => xtask::image::image_cli(rest),
-        "itest" => itest::run_all(rest.first().map(String::as_str)),
+        "itest" => itest::run_all(rest),
+        "console" => xtask::serial::console_cli(rest),
         "soak" => xtask::soak(),
         "fuzz" => xtask::fuzz::fuzz(rest),
         "bench" => xtask::bench::bench(),

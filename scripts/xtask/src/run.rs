@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::demux::{Demux, Piece};
+use crate::demux::Demux;
 use crate::dtb::{self, Module};
 use crate::summary::{self, Summary};
 use crate::{build, oracle, Args};
@@ -332,14 +332,44 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     }
     let image = build::kernel_image(&kernel)?;
     cmd.args(&margs).arg("-kernel").arg(&image).arg("-dtb").arg(&dtb_path);
-    let report_path = dir.join(format!("{tag}.oracle"));
+    for (path, addr, _) in &files {
+        cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
+    }
+    launch(a, cmd, &kernel, board, echo, &dir.join(&tag), &[dtb_path])
+}
+
+/// Boot what an SD image for the Raspberry Pi 4 holds, as its firmware
+/// would: the hypervisor Image named by config.txt's `kernel=`, the board
+/// DTB, and the guest bundle as the initramfs (QEMU puts it in RAM and
+/// names it in `/chosen/linux,initrd-*`). `kernel_elf` is the ELF the image
+/// was built from (for defmt and the oracle). QEMU cannot run the GPU
+/// firmware, so this is what the firmware's part of the boot leaves.
+pub fn run_sd_image(a: &Args, img: &std::path::Path, kernel_elf: &std::path::Path, echo: bool) -> Result<RunResult, String> {
+    let files = crate::image::read_boot_files(img)?;
+    if files.kernel != std::fs::read(build::kernel_image(kernel_elf)?).map_err(|e| e.to_string())? {
+        return Err(format!("{}: its {} is not the image of {}", img.display(), files.config.kernel, kernel_elf.display()));
+    }
+    let dir = work_dir();
+    let tag = dir.join(format!("{}-sd", std::process::id()));
+    let (k, d, i) = (tag.with_extension("img"), tag.with_extension("dtb"), tag.with_extension("initrd"));
+    for (path, data) in [(&k, &files.kernel), (&d, &files.dtb), (&i, &files.initramfs)] {
+        std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut cmd = qemu_command_for(Board::Rpi4);
+    cmd.args(machine_args(a, &[])).arg("-kernel").arg(&k).arg("-dtb").arg(&d).arg("-initrd").arg(&i);
+    launch(a, cmd, kernel_elf, Board::Rpi4, echo, &tag, &[k.clone(), d.clone(), i.clone()])
+}
+
+/// Start `cmd` (QEMU with everything but the oracle), feed the console
+/// input, collect the console until QEMU exits or the timeout passes, and
+/// remove `temp` files afterwards (unless XTASK_KEEP is set). `tag` names
+/// the oracle's report file.
+fn launch(a: &Args, mut cmd: Command, kernel: &std::path::Path, board: Board, echo: bool, tag: &std::path::Path, temp: &[PathBuf]) -> Result<RunResult, String> {
+    let report_path = PathBuf::from(format!("{}.oracle", tag.display()));
     let _ = std::fs::remove_file(&report_path);
     if a.oracle {
         let cpus = if board == Board::Rpi4 { 4 } else { a.cpus };
-        cmd.args(oracle::qemu_args(&kernel, board.load_addr(), cpus, a.icount, &report_path)?);
-    }
-    for (path, addr, _) in &files {
-        cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
+        cmd.args(oracle::qemu_args(kernel, board.load_addr(), cpus, a.icount, &report_path)?);
     }
     // Console input: a test's scripted text, or an interactive terminal.
     let interactive = a.input.is_none() && echo && std::io::stdin().is_terminal();
@@ -384,20 +414,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     let mut out = std::io::stdout();
     let mut handle = |bytes: Vec<u8>, transcript: &mut String| {
         for piece in demux.push(&bytes) {
-            let text = match piece {
-                Piece::Text(t) => String::from_utf8_lossy(&t).replace('\r', ""),
-                Piece::Frame(f) => match decoder.as_mut() {
-                    Some(d) => {
-                        d.received(&f);
-                        let mut s = String::new();
-                        while let Ok(frame) = d.decode() {
-                            s += &format!("[hyp] {}\n", frame.display(false));
-                        }
-                        s
-                    }
-                    None => "[hyp] <defmt frame, no table>\n".into(),
-                },
-            };
+            let text = crate::demux::render(piece, decoder.as_mut());
             if echo {
                 let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
@@ -443,7 +460,9 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     }
     let oracle = if a.oracle { std::fs::read_to_string(&report_path).ok().and_then(|t| oracle::Report::parse(&t)) } else { None };
     if std::env::var_os("XTASK_KEEP").is_none() {
-        let _ = std::fs::remove_file(&dtb_path);
+        for f in temp {
+            let _ = std::fs::remove_file(f);
+        }
         let _ = std::fs::remove_file(&report_path);
     }
     Ok(RunResult {

@@ -1,0 +1,67 @@
+//! `cargo xtask console DEVICE`: a board's serial line (a USB serial
+//! adapter on the Raspberry Pi 4's GPIO 14/15) with the hypervisor's defmt
+//! log decoded, as `cargo xtask run` shows it on QEMU. Guest output and the
+//! hypervisor's plain lines pass through; what is typed goes to the board.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::demux::{render, Demux};
+
+/// `console DEVICE [--baud N] [--elf PATH]`.
+pub fn console_cli(argv: &[String]) -> Result<u8, String> {
+    let (mut dev, mut baud, mut elf) = (None, 115_200u32, None);
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--baud" => baud = it.next().and_then(|v| v.parse().ok()).ok_or("--baud needs a number")?,
+            "--elf" => elf = Some(PathBuf::from(it.next().ok_or("--elf needs a path")?)),
+            d if dev.is_none() && !d.starts_with('-') => dev = Some(PathBuf::from(d)),
+            other => return Err(format!("console: unexpected argument '{other}' (usage: console DEVICE [--baud N] [--elf KERNEL-ELF])")),
+        }
+    }
+    let dev = dev.ok_or("console: name the serial device, e.g. /dev/ttyUSB0")?;
+    // The kernel on the card must be this build: its defmt table decodes the log.
+    let elf = match elf {
+        Some(e) => e,
+        None => crate::build::kernel()?,
+    };
+    let st = Command::new("stty")
+        .arg("-F")
+        .arg(&dev)
+        .args([&baud.to_string(), "raw", "-echo", "-ixon", "cs8", "-cstopb", "-parenb"])
+        .status()
+        .map_err(|e| format!("stty: {e}"))?;
+    if !st.success() {
+        return Err(format!("stty could not set {} to {baud} 8N1 raw", dev.display()));
+    }
+    let mut port = std::fs::OpenOptions::new().read(true).write(true).open(&dev).map_err(|e| format!("{}: {e}", dev.display()))?;
+    let mut to_board = port.try_clone().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || to_board.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let data = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let table = defmt_decoder::Table::parse(&data).map_err(|e| format!("defmt table: {e}"))?;
+    let mut decoder = table.as_ref().map(|t| t.new_stream_decoder());
+    let mut demux = Demux::default();
+    eprintln!("xtask: {} at {baud} 8N1, log decoded with {} (CTRL-c quits)", dev.display(), elf.display());
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = port.read(&mut buf).map_err(|e| format!("{}: {e}", dev.display()))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        for piece in demux.push(&buf[..n]) {
+            let _ = out.write_all(render(piece, decoder.as_mut()).as_bytes());
+        }
+        let _ = out.flush();
+    }
+}
