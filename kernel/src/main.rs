@@ -34,7 +34,12 @@ const FDT_MAGIC: u32 = 0xd00d_feed;
 /// bits of link-time addresses.
 const LOAD_ALIGN: u64 = 0x1_0000;
 /// pCPUs that came up (pCPU 0 included), counted once their MMU is on.
-static PCPUS_UP: AtomicUsize = AtomicUsize::new(1);
+/// Alone in its cache line: a secondary writes it cached while pCPU 0
+/// still runs with its MMU off.
+static PCPUS_UP: Line<AtomicUsize> = Line(AtomicUsize::new(1));
+
+#[repr(align(128))]
+struct Line<T>(T);
 /// The firmware has PSCI (CPU_ON, SYSTEM_OFF); the RPi4's armstub has not.
 static HAS_PSCI: AtomicBool = AtomicBool::new(false);
 
@@ -162,6 +167,8 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: loaded at {:#x}, which is not 64 KiB aligned: load the Image at a 2 MiB aligned base + its text_offset", load);
         halt();
     }
+    // Read before the rest, so that a stopped boot still powers off.
+    HAS_PSCI.store(bootcfg::has_psci(dtb), Ordering::Relaxed);
     let bundle = read_bundle(dtb);
     EXIT_SEMIHOSTING.store(bootcfg::exit_method_with_bundle(dtb, bundle) == bootcfg::ExitMethod::Semihosting, Ordering::Relaxed);
     let cfg = match bootcfg::parse_with_bundle(dtb, bundle) {
@@ -171,7 +178,6 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
             system_off();
         }
     };
-    HAS_PSCI.store(cfg.psci.is_some(), Ordering::Relaxed);
     if !cfg.faults.is_empty() {
         let mut names: heapless::String<64> = heapless::String::new();
         for name in cfg.faults.names() {
@@ -196,9 +202,22 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
             let _ = devices.push(r);
         }
     }
-    // SAFETY: boot runs on pCPU 0 alone; secondaries read EL2_MAP only after
-    // they are started below.
+    // The spin tables parked CPUs poll (reserved below).
+    let mut spin_pages: heapless::Vec<u64, { bootcfg::MAX_CPUS }> = heapless::Vec::new();
+    for rel in cfg.cpu_list.iter().filter_map(|c| c.release_addr) {
+        if !spin_pages.contains(&(rel & !0xfff)) {
+            let _ = spin_pages.push(rel & !0xfff);
+        }
+    }
+    // SAFETY: boot runs on pCPU 0 alone; secondaries start after this.
     let map = unsafe { (*core::ptr::addr_of_mut!(EL2_MAP)).insert(El2Map::new(&ram, &devices)) };
+    // The secondaries start now, while this pCPU's MMU is still off, so that
+    // what they read with theirs off (the map's registers, their index, the
+    // release) is in memory and no cache holds a newer copy. They turn
+    // their MMU on first thing and wait for GO.
+    let pcpus = (cfg.max_cpus.unwrap_or(cfg.cpus).min(cfg.cpus) as usize).clamp(1, MAX_PCPUS);
+    arch::set_secondary_mmu(map.secondary_regs());
+    start_secondaries(&cfg, pcpus);
     map.enable();
     console::enable_locking();
     arch::install_vectors();
@@ -224,20 +243,17 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
     }
 
     let (img_start, img_end) = arch::image_range();
-    let mut reserved: heapless::Vec<(u64, u64), 24> = heapless::Vec::new();
+    // Image, DTB, bundle, the DTB's reservations, spin tables, modules.
+    const RESERVED: usize = 3 + bootcfg::MAX_RESERVED + bootcfg::MAX_CPUS + 2 * bootcfg::MAX_GUESTS;
+    let mut reserved: heapless::Vec<(u64, u64), RESERVED> = heapless::Vec::new();
     let _ = reserved.push((img_start, img_end - img_start));
     let _ = reserved.push((dtb.as_ptr() as u64, dtb.len() as u64));
-    for r in cfg.reserved.iter() {
-        let _ = reserved.push(*r);
-    }
     if let Some((base, bytes)) = bundle {
         let _ = reserved.push((base, bytes.len() as u64));
     }
-    // The spin tables the parked pCPUs poll.
-    for c in cfg.cpu_list.iter() {
-        if let Some(rel) = c.release_addr {
-            let _ = reserved.push((rel & !0xfff, 0x1000));
-        }
+    let _ = reserved.extend_from_slice(&cfg.reserved);
+    for &page in spin_pages.iter() {
+        let _ = reserved.push((page, 0x1000));
     }
     for g in cfg.guests.iter() {
         let _ = reserved.push(g.image);
@@ -247,7 +263,6 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
     }
     FRAMES.lock().init(&ram, &reserved);
 
-    let pcpus = (cfg.max_cpus.unwrap_or(cfg.cpus).min(cfg.cpus) as usize).clamp(1, MAX_PCPUS);
     let policy = match cfg.sched {
         bootcfg::SchedKind::Rr => vcpu_sched::SchedPolicy::Rr,
         bootcfg::SchedKind::Pinned => vcpu_sched::SchedPolicy::Pinned,
@@ -354,36 +369,58 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());
     }
 
-    start_secondaries(&cfg, pcpus);
+    wait_secondaries(pcpus);
+    GO.store(true, Ordering::Release);
+    arch::sev();
     run_pcpu(0)
 }
 
 /// Start pCPUs 1..pcpus: by the spin table the DTB gives for a CPU, else by
-/// the firmware's PSCI. A spin-table pCPU is waited for (up to 1 s) before
-/// the next is released, as they share the index slot.
+/// the firmware's PSCI. Runs with the MMU off. Spin-table CPUs beyond
+/// `pcpus` go to a `wfi` loop. A pCPU that cannot be started stops the
+/// boot: the scheduler counts on every one of them.
 fn start_secondaries(cfg: &bootcfg::BootConfig, pcpus: usize) {
-    for (i, c) in cfg.cpu_list.iter().enumerate().take(pcpus).skip(1) {
-        if let Some(rel) = c.release_addr {
-            // SAFETY: `rel` is this CPU's cpu-release-addr from the DTB,
-            // inside the EL2 map's RAM and reserved from the frame pool.
-            unsafe { arch::spin_release(rel, i as u64) };
-            let start = arch::counter();
-            let limit = arch::counter_freq();
-            while PCPUS_UP.load(Ordering::Acquire) <= i {
-                if arch::counter().wrapping_sub(start) > limit {
-                    kprintln!("hyp: pCPU {} did not come up from its spin table at {:#x}; the others are not started", i, rel);
-                    return;
+    for (i, c) in cfg.cpu_list.iter().enumerate() {
+        arch::set_cpu_mpidr(i, c.mpidr);
+    }
+    for (i, c) in cfg.cpu_list.iter().enumerate().skip(1) {
+        match c.release_addr {
+            // SAFETY: `rel` is this CPU's cpu-release-addr, which bootcfg
+            // checked is 8-byte aligned RAM; its page is reserved from the
+            // frame pool.
+            Some(rel) if i < pcpus => unsafe { arch::spin_release(rel) },
+            // SAFETY: as above.
+            Some(rel) => unsafe { arch::spin_park(rel) },
+            None if i >= pcpus => {}
+            None if HAS_PSCI.load(Ordering::Relaxed) => {
+                let r = arch::smc(trap::hypercall::psci::CPU_ON_64 as u64, c.mpidr, arch::secondary_entry(), i as u64);
+                if r != 0 {
+                    kprintln!("hyp: boot stopped: pCPU {} did not start (PSCI CPU_ON returned {}); maxcpus={} starts fewer", i, r as i64, i);
+                    system_off();
                 }
-                core::hint::spin_loop();
             }
-        } else if HAS_PSCI.load(Ordering::Relaxed) {
-            let r = arch::smc(trap::hypercall::psci::CPU_ON_64 as u64, c.mpidr, arch::secondary_entry(), i as u64);
-            if r != 0 {
-                kprintln!("hyp: pCPU {} did not start (PSCI {})", i, r as i64);
+            None => {
+                kprintln!("hyp: boot stopped: pCPU {} has neither a spin table nor PSCI to start it; maxcpus={} starts fewer", i, i);
+                system_off();
             }
-        } else {
-            kprintln!("hyp: pCPU {} has neither a spin table nor PSCI to start it; it stays off", i);
         }
+    }
+}
+
+/// Secondaries may run guests (pCPU 0 set it once the hypervisor is ready).
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// Wait until pCPUs 1..pcpus are up (1 s after the last was started, at
+/// most); one that is not stops the boot.
+fn wait_secondaries(pcpus: usize) {
+    let start = arch::counter();
+    while PCPUS_UP.0.load(Ordering::Acquire) < pcpus {
+        if arch::counter().wrapping_sub(start) > arch::counter_freq() {
+            let up = PCPUS_UP.0.load(Ordering::Acquire);
+            kprintln!("hyp: boot stopped: only {} of {} pCPUs came up; maxcpus={} starts fewer", up, pcpus, up);
+            system_off();
+        }
+        core::hint::spin_loop();
     }
 }
 
@@ -399,10 +436,11 @@ fn run_pcpu(cpu: usize) -> ! {
 
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(cpu: u64) -> ! {
-    // SAFETY: EL2_MAP was set up by pCPU 0 before it started this pCPU.
-    let map = unsafe { (*core::ptr::addr_of!(EL2_MAP)).as_ref() }.expect("EL2 map");
-    map.enable_secondary();
-    PCPUS_UP.fetch_add(1, Ordering::AcqRel);
+    // The MMU is on already (`_secondary_start`).
+    PCPUS_UP.0.fetch_add(1, Ordering::AcqRel);
+    while !GO.load(Ordering::Acquire) {
+        arch::wfe();
+    }
     arch::install_vectors();
     arch::sysreg_write!("vtcr_el2", stage2_pager::A64_VTCR_BITS | (2 << 16));
     defmt::info!("pCPU {=u64} up", cpu);

@@ -117,8 +117,14 @@ pub fn setup(kind: Kind, base: u64, clock_hz: Option<u32>) {
                 write(CR, cr | CR_TXE_RXE);
                 return;
             }
+            // Let what the firmware queued go out (bounded: BUSY can stay
+            // set on a UART whose clock is off), then disable and flush.
+            let mut n = 0;
+            while read(FR) & FR_BUSY != 0 && n < 1_000_000 {
+                n += 1;
+            }
             write(CR, 0);
-            while read(FR) & FR_BUSY != 0 {}
+            write(LCRH, 0);
             if let Some(clk) = clock_hz {
                 // Divisor in 1/64ths, rounded: clk / (16 * baud) * 64.
                 let div = ((u64::from(clk) * 4 + u64::from(BAUD) / 2) / u64::from(BAUD)) as u32;
@@ -134,7 +140,7 @@ pub fn setup(kind: Kind, base: u64, clock_hz: Option<u32>) {
             SHAPE.store(u64::from(reg_shift) | (u64::from(io_width) << 8), Ordering::Relaxed);
             reg_write(IER, 0);
             if let Some(clk) = clock_hz {
-                let div = (clk + 8 * BAUD) / (16 * BAUD);
+                let div = ((u64::from(clk) + 8 * u64::from(BAUD)) / (16 * u64::from(BAUD))) as u32;
                 reg_write(LCR, LCR_DLAB);
                 reg_write(RBR_THR, div & 0xff);
                 reg_write(IER, (div >> 8) & 0xff);
@@ -198,8 +204,10 @@ pub fn get() -> Option<u8> {
 pub fn enable_rx_irq() {
     match KIND.load(Ordering::Relaxed) {
         PL011 => write(IMSC, read(IMSC) | IMSC_RX),
-        // 16550 ERBFI; the mini-UART's receive enable is bit 0 too.
-        NS16550 | MINI => reg_write(IER, 1),
+        // 16550 ERBFI. The mini-UART's receive enable is bit 0 too, and
+        // its bits 3:2 must be set for any interrupt (BCM2835 errata).
+        NS16550 => reg_write(IER, 1),
+        MINI => reg_write(IER, 0x0d),
         _ => {}
     }
 }

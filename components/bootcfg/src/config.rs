@@ -218,7 +218,23 @@ pub fn bundle_range(dtb: &[u8]) -> Option<Range> {
         p.as_u32().map(u64::from).or_else(|| p.as_u64())
     };
     let (start, end) = (addr("linux,initrd-start")?, addr("linux,initrd-end")?);
-    (end > start).then(|| (start, end - start))
+    // Only a range the memory nodes cover: the kernel reads it.
+    let ram = ram_of(&fdt).ok()?;
+    (end > start && inside(&ram, start, end - start)).then(|| (start, end - start))
+}
+
+/// Whether the DTB has an enabled PSCI node, read even when the rest of the
+/// configuration is invalid (a stopped boot still powers off through it).
+pub fn has_psci(dtb: &[u8]) -> bool {
+    let Ok(fdt) = Fdt::new(dtb) else {
+        return false;
+    };
+    fdt.walk().any(|path| {
+        let n = path.node();
+        n.is_enabled()
+            && n.prop("compatible")
+                .is_some_and(|p| p.strs().any(|s| s.starts_with("arm,psci")))
+    })
 }
 
 /// The `exit=` method the command line asks for, read even when the rest
@@ -444,6 +460,13 @@ fn check_range<'a>(node: Node<'a>, prop: &'a str, (b, s): Range) -> Result<Range
 }
 
 fn memory<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
+    cfg.ram = ram_of(fdt)?;
+    Ok(())
+}
+
+/// The RAM ranges of the memory nodes.
+fn ram_of<'a>(fdt: &Fdt<'a>) -> Result<Vec<Range, MAX_RAM>, Error<'a>> {
+    let mut ram = Vec::new();
     let root = fdt.root();
     let cells = cells_of(root)?;
     for n in root.children() {
@@ -458,14 +481,14 @@ fn memory<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
         for r in pairs(n, reg, cells)? {
             let r = check_range(n, reg.name, r)?;
             if r.1 != 0 {
-                push(&mut cfg.ram, r, "RAM ranges")?;
+                push(&mut ram, r, "RAM ranges")?;
             }
         }
     }
-    if cfg.ram.is_empty() {
+    if ram.is_empty() {
         return Err(Error::NoRam);
     }
-    Ok(())
+    Ok(ram)
 }
 
 fn reserved<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
@@ -509,6 +532,16 @@ fn cpus<'a>(fdt: &Fdt<'a>, cfg: &mut BootConfig) -> Result<(), Error<'a>> {
         let mpidr = pairs(n, reg, (ac, 0))?.next().map_or(0, |r| r.0);
         let spin = n.prop("enable-method").and_then(|p| p.strs().next()) == Some("spin-table");
         let release_addr = if spin { Some(release_addr(n)?) } else { None };
+        // The kernel writes the entry point there.
+        if let Some(rel) = release_addr.filter(|&r| r % 8 != 0 || !cfg.in_ram(r, 8)) {
+            return Err(Error::Value {
+                node: n.name(),
+                prop: "cpu-release-addr",
+                value: Shown::Num(rel),
+                problem: "not an 8-byte aligned address in RAM",
+                allowed: "an address inside a memory node",
+            });
+        }
         push(
             &mut cfg.cpu_list,
             Cpu {

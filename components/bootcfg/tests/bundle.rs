@@ -320,23 +320,28 @@ fn initrd_range() {
     };
     let u32b = |v: u32| v.to_be_bytes();
     let u64b = |v: u64| v.to_be_bytes();
+    // The test tree's RAM is 1 GiB from 0x4000_0000.
     assert_eq!(
-        range(&u32b(0x2eff_2000), &u32b(0x2f00_0000)),
-        Some((0x2eff_2000, 0xe000))
+        range(&u32b(0x4eff_2000), &u32b(0x4f00_0000)),
+        Some((0x4eff_2000, 0xe000))
     );
     assert_eq!(
-        range(&u64b(0x1_0000_0000), &u64b(0x1_0010_0000)),
-        Some((0x1_0000_0000, 0x10_0000))
+        range(&u64b(0x4000_0000), &u64b(0x4010_0000)),
+        Some((0x4000_0000, 0x10_0000))
     );
-    assert_eq!(range(&u32b(0x1000), &u64b(0x2000)), Some((0x1000, 0x1000)));
-    assert_eq!(range(&u64b(0x1000), &u32b(0x2000)), Some((0x1000, 0x1000)));
+    assert_eq!(range(&u32b(0x4000_1000), &u64b(0x4000_2000)), Some((0x4000_1000, 0x1000)));
+    assert_eq!(range(&u64b(0x4000_1000), &u32b(0x4000_2000)), Some((0x4000_1000, 0x1000)));
+    // Outside RAM, or running past its end: the kernel would read it.
+    assert_eq!(range(&u32b(0x1000), &u32b(0x2000)), None);
+    assert_eq!(range(&u64b(0x1_0000_0000), &u64b(0x1_0010_0000)), None);
+    assert_eq!(range(&u32b(0x7fff_f000), &u32b(0x8000_1000)), None);
     // Missing, empty, reversed, malformed.
-    assert_eq!(range(&u32b(0x1000), &[]), None);
-    assert_eq!(range(&[], &u32b(0x1000)), None);
-    assert_eq!(range(&u32b(0x1000), &u32b(0x1000)), None);
-    assert_eq!(range(&u32b(0x2000), &u32b(0x1000)), None);
-    assert_eq!(range(&[0, 0, 0x10], &u32b(0x2000)), None);
-    assert_eq!(range(&u32b(0x1000), &[0; 12]), None);
+    assert_eq!(range(&u32b(0x4000_1000), &[]), None);
+    assert_eq!(range(&[], &u32b(0x4000_1000)), None);
+    assert_eq!(range(&u32b(0x4000_1000), &u32b(0x4000_1000)), None);
+    assert_eq!(range(&u32b(0x4000_2000), &u32b(0x4000_1000)), None);
+    assert_eq!(range(&[0, 0, 0x10], &u32b(0x4000_2000)), None);
+    assert_eq!(range(&u32b(0x4000_1000), &[0; 12]), None);
     assert_eq!(bundle_range(&default_dtb()), None);
     assert_eq!(bundle_range(b"not a dtb"), None);
     let no_chosen = build(&Parts {

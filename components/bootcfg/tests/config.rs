@@ -613,7 +613,7 @@ fn cpu_nodes() {
             w.prop_str("device_type", "cpu");
             w.prop_reg("reg", 2, 0, &[(0x100 + i, 0)]);
             w.prop_str("enable-method", "spin-table");
-            w.prop_u64("cpu-release-addr", 0xd8 + 8 * i);
+            w.prop_u64("cpu-release-addr", 0x4000_00d8 + 8 * i);
             w.end_node();
         }
         w.end_node();
@@ -627,7 +627,7 @@ fn cpu_nodes() {
         c.cpu_list[1],
         Cpu {
             mpidr: 0x101,
-            release_addr: Some(0xe0)
+            release_addr: Some(0x4000_00e0)
         }
     );
 
@@ -700,10 +700,18 @@ fn one_cpu(method: Option<&'static str>, release: Option<&'static [u8]>) -> Vec<
 #[test]
 fn spin_table_release_addr() {
     let release = |dtb: &[u8]| ok(dtb).cpu_list[0].release_addr;
-    let one: &[u8] = &[0, 0, 0, 0xd8];
-    let two: &[u8] = &[0, 0, 0, 1, 0, 0, 0, 0xe0];
-    assert_eq!(release(&one_cpu(Some("spin-table"), Some(one))), Some(0xd8));
-    assert_eq!(release(&one_cpu(Some("spin-table"), Some(two))), Some(0x1_0000_00e0));
+    // The test tree's RAM is 1 GiB from 0x4000_0000.
+    let one: &[u8] = &[0x40, 0, 0, 0xd8];
+    let two: &[u8] = &[0, 0, 0, 0, 0x40, 0, 0, 0xe0];
+    assert_eq!(release(&one_cpu(Some("spin-table"), Some(one))), Some(0x4000_00d8));
+    assert_eq!(release(&one_cpu(Some("spin-table"), Some(two))), Some(0x4000_00e0));
+    // The kernel writes there: it must be RAM, 8-byte aligned.
+    for (bad, shown) in [(&[0u8, 0, 0, 0xd8][..], 0xd8u64), (&[0, 0, 0, 1, 0, 0, 0, 0xe0], 0x1_0000_00e0), (&[0x40, 0, 0, 0xd4], 0x4000_00d4), (&[0x80, 0, 0, 0], 0x8000_0000)] {
+        assert_eq!(
+            err(&one_cpu(Some("spin-table"), Some(bad))),
+            format!("dtb: cpu@0: cpu-release-addr = {shown}: not an 8-byte aligned address in RAM (allowed: an address inside a memory node)")
+        );
+    }
     // Only a spin-table CPU has a release address.
     assert_eq!(release(&one_cpu(Some("psci"), Some(two))), None);
     assert_eq!(release(&one_cpu(None, Some(two))), None);
@@ -1316,4 +1324,32 @@ fn rpi4_console_through_an_alias() {
     let u = console(&dtb).unwrap();
     assert_eq!((u.kind, u.regs), (UartKind::Pl011, (0xfe20_1000, 0x200)));
     assert_eq!(ok(&dtb).uart, Some(u));
+}
+
+/// PSCI is found even when the configuration is invalid, so that a stopped
+/// boot still powers off through it; a tree without it has none.
+#[test]
+fn psci_found_before_the_rest() {
+    assert!(has_psci(&build(&Parts::default())));
+    let bad_line = one_guest("sched=fastest", &|_| {});
+    assert!(parse(&bad_line).is_err());
+    assert!(has_psci(&bad_line));
+    let no_psci = |w: &mut FdtWriter| {
+        gic(w);
+        pl011(w);
+        timer(w);
+    };
+    assert!(!has_psci(&build(&Parts { devices: &no_psci, ..Parts::default() })));
+    let disabled = |w: &mut FdtWriter| {
+        w.begin_node("psci");
+        w.prop_strs("compatible", &["arm,psci-1.0"]);
+        w.prop_str("method", "smc");
+        w.prop_str("status", "disabled");
+        w.end_node();
+        gic(w);
+        pl011(w);
+        timer(w);
+    };
+    assert!(!has_psci(&build(&Parts { devices: &disabled, ..Parts::default() })));
+    assert!(!has_psci(b"not a dtb"));
 }

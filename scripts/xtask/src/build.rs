@@ -63,6 +63,9 @@ pub fn kernel_faults() -> Result<PathBuf, String> {
 /// beyond the kernel's .bss and stacks. Written next to the ELF as `.img`.
 pub fn kernel_image(elf: &Path) -> Result<PathBuf, String> {
     let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    if let Some(t) = rela_types(&data)?.into_iter().find(|&t| t != R_AARCH64_RELATIVE && t != 0) {
+        return Err(format!("{}: relocation type {t}: the kernel's entry code applies only R_AARCH64_RELATIVE", elf.display()));
+    }
     let (base, mut flat) = elf_to_flat(&data)?;
     if base != 0 || flat.len() < 64 || flat[56..60] != *b"ARM\x64" {
         return Err(format!("{}: not a position-independent kernel with an arm64 Image header", elf.display()));
@@ -75,6 +78,30 @@ pub fn kernel_image(elf: &Path) -> Result<PathBuf, String> {
     let out = elf.with_extension("img");
     std::fs::write(&out, flat).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
+}
+
+const R_AARCH64_RELATIVE: u32 = 1027;
+
+/// The type of every entry of an ELF64's SHT_RELA sections.
+fn rela_types(elf: &[u8]) -> Result<Vec<u32>, String> {
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
+        return Err("not an ELF64 file".into());
+    }
+    let (shoff, shentsize, shnum) = (u64le(elf, 40) as usize, u16le(elf, 58) as usize, u16le(elf, 60) as usize);
+    let mut types = Vec::new();
+    for i in 0..shnum {
+        let h = shoff + i * shentsize;
+        if h + 64 > elf.len() {
+            return Err("truncated section header".into());
+        }
+        if u32le(elf, h + 4) != 4 {
+            continue; // not SHT_RELA
+        }
+        let (off, size) = (u64le(elf, h + 24) as usize, u64le(elf, h + 32) as usize);
+        let entries = elf.get(off..off + size).ok_or("relocation section beyond end of file")?;
+        types.extend(entries.chunks_exact(24).map(|e| u32le(e, 8)));
+    }
+    Ok(types)
 }
 
 /// Build a test guest and return its flat binary.
@@ -158,4 +185,22 @@ pub fn elf_to_flat(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
         out[at..at + data.len()].copy_from_slice(data);
     }
     Ok((base, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relocation_types_are_read() {
+        // A real kernel ELF, if one was built (`cargo xtask build` runs
+        // before this in scripts/test); its relocations are all RELATIVE.
+        let elf = target_dir().join(KERNEL_TARGET).join("release/kernel");
+        if let Ok(data) = std::fs::read(&elf) {
+            let types = rela_types(&data).unwrap();
+            assert!(!types.is_empty(), "a position-independent kernel has relocations");
+            assert!(types.iter().all(|&t| t == R_AARCH64_RELATIVE));
+        }
+        assert!(rela_types(b"nope").is_err());
+    }
 }

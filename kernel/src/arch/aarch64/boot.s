@@ -26,18 +26,30 @@ start:
     and     x19, x19, #0xff
     cbnz    x19, park               // only pCPU 0 boots; others wait for CPU_ON
     // Apply R_AARCH64_RELATIVE relocations: the link address is 0, so the
-    // load address is the displacement. The MMU is off: plain stores.
+    // load address is the displacement. The MMU is off: plain stores. Only
+    // the loaded writable data is patched (defmt's linker marker has one in
+    // its unloaded section); xtask refuses any other relocation type.
     adr     x21, _start
     adrp    x1, __rela_start
     add     x1, x1, :lo12:__rela_start
     adrp    x2, __rela_end
     add     x2, x2, :lo12:__rela_end
+    adrp    x6, __reloc_start
+    add     x6, x6, :lo12:__reloc_start
+    adrp    x7, __bss_start
+    add     x7, x7, :lo12:__bss_start
+    sub     x6, x6, x21             // link-time offsets, as r_offset is
+    sub     x7, x7, x21
 1:  cmp     x1, x2
     b.hs    2f
     ldp     x3, x4, [x1], #16       // r_offset, r_info
     ldr     x5, [x1], #8            // r_addend
     cmp     x4, #1027               // R_AARCH64_RELATIVE
     b.ne    1b
+    cmp     x3, x6
+    b.lo    1b
+    cmp     x3, x7
+    b.hs    1b
     add     x5, x5, x21
     str     x5, [x3, x21]
     b       1b
@@ -80,26 +92,62 @@ park:
     wfe
     b       park
 
-// Secondary pCPUs arrive here from PSCI CPU_ON with x0 = pCPU index.
+// Secondary pCPUs arrive here from PSCI CPU_ON with x0 = pCPU index. The
+// EL2 MMU and caches go on before anything touches memory but the
+// registers pCPU 0 left (cleaned to the PoC) in SECONDARY_MMU: MAIR, TCR,
+// TTBR0, SCTLR. Then the stack, cacheable and coherent from the start.
 .global _secondary_start
 _secondary_start:
+    mov     x19, x0
+    adrp    x1, SECONDARY_MMU
+    add     x1, x1, :lo12:SECONDARY_MMU
+    ldp     x2, x3, [x1]
+    ldp     x4, x5, [x1, #16]
+    msr     mair_el2, x2
+    msr     tcr_el2, x3
+    msr     ttbr0_el2, x4
+    isb
+    tlbi    alle2
+    ic      iallu
+    dsb     sy
+    isb
+    msr     sctlr_el2, x5
+    isb
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
-    add     x2, x0, #1
+    add     x2, x19, #1
     lsl     x2, x2, #18
     add     sp, x1, x2
     sub     sp, sp, #FRAME_SIZE
+    mov     x0, x19
     bl      secondary_main
     b       park
 
 // Secondary pCPUs released from a spin table arrive here (x0 = 0): their
-// index is what pCPU 0 left in SPIN_CPU (cleaned to the PoC; the MMU is
-// still off here).
+// index is the position of their MPIDR affinity in CPU_MPIDRS, which pCPU 0
+// wrote with its MMU off (in memory, as this CPU reads it).
 .global _spin_start
 _spin_start:
-    adrp    x1, SPIN_CPU
-    ldr     x0, [x1, :lo12:SPIN_CPU]
-    b       _secondary_start
+    mrs     x2, mpidr_el1
+    and     x2, x2, #0xffffff
+    adrp    x1, CPU_MPIDRS
+    add     x1, x1, :lo12:CPU_MPIDRS
+    mov     x0, #0
+1:  ldr     x3, [x1, x0, lsl #3]
+    cmp     x3, x2
+    b.eq    _secondary_start
+    add     x0, x0, #1
+    cmp     x0, #8
+    b.lo    1b
+    b       _spin_park              // not in the table: never used
+
+// Spin-table CPUs the hypervisor does not use (maxcpus=) wait here, with
+// interrupts masked, rather than polling the firmware's spin table.
+.global _spin_park
+_spin_park:
+    msr     daifset, #0xf
+1:  wfi
+    b       1b
 
 // Save the lower EL's registers into a TrapFrame on the EL2 stack.
 .macro SAVE_FRAME

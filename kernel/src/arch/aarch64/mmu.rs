@@ -4,7 +4,7 @@
 //! Caches must be on: exclusive loads/stores (our locks) need cacheable
 //! memory on the boards.
 
-use super::{isb, sysreg_read, sysreg_write};
+use super::{isb, sysreg_write};
 use aarch64_paging::descriptor::El23Attributes as A;
 use aarch64_paging::idmap::IdMap;
 use aarch64_paging::paging::{El2, MemoryRegion};
@@ -27,7 +27,6 @@ const SCTLR_ON: u64 = SCTLR_RES1 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
 
 pub struct El2Map {
     map: IdMap<El2>,
-    root: u64,
 }
 
 impl El2Map {
@@ -45,7 +44,7 @@ impl El2Map {
             map.map_range(&MemoryRegion::new(base as usize, (base + size) as usize), NORMAL)
                 .expect("EL2 map: RAM range");
         }
-        Self { map, root: 0 }
+        Self { map }
     }
 
     /// Load the tables and turn the MMU and caches on for this pCPU.
@@ -58,22 +57,15 @@ impl El2Map {
         unsafe {
             self.map.activate();
         }
-        self.root = sysreg_read!("ttbr0_el2");
         // SAFETY: invalidating EL2 TLB entries only.
         unsafe { core::arch::asm!("tlbi alle2", "dsb sy", "isb", options(nostack)) };
         sysreg_write!("sctlr_el2", SCTLR_ON);
         isb();
     }
 
-    /// Load the already-active tables on a secondary pCPU.
-    pub fn enable_secondary(&self) {
-        sysreg_write!("mair_el2", MAIR);
-        sysreg_write!("tcr_el2", TCR);
-        sysreg_write!("ttbr0_el2", self.root);
-        isb();
-        // SAFETY: invalidating EL2 TLB entries only.
-        unsafe { core::arch::asm!("tlbi alle2", "dsb sy", "isb", options(nostack)) };
-        sysreg_write!("sctlr_el2", SCTLR_ON);
-        isb();
+    /// What a secondary pCPU loads, with its MMU still off, to use these
+    /// tables: MAIR, TCR, TTBR0 and SCTLR of EL2 (see `_secondary_start`).
+    pub fn secondary_regs(&self) -> [u64; 4] {
+        [MAIR, TCR, self.map.root_address().0 as u64, SCTLR_ON]
     }
 }

@@ -113,6 +113,7 @@ unsafe extern "C" {
     static __image_end: u8;
     fn _secondary_start();
     fn _spin_start();
+    fn _spin_park();
 }
 
 pub const STACK_SIZE: u64 = 0x40000;
@@ -144,25 +145,61 @@ pub fn secondary_entry() -> u64 {
     _secondary_start as *const () as usize as u64
 }
 
-/// The pCPU index a spin-table secondary reads at `_spin_start`, with its
-/// MMU off (so it is cleaned to the PoC before the release).
+/// The MPIDR affinity (Aff2..Aff0) of each pCPU index, for `_spin_start`,
+/// which reads it with its MMU off. Unused slots hold an impossible value.
 #[unsafe(no_mangle)]
-static mut SPIN_CPU: u64 = 0;
+static mut CPU_MPIDRS: [u64; 8] = [u64::MAX; 8];
 
-/// Release a secondary pCPU waiting on a spin table at `release`, to start
-/// as pCPU `cpu`. The caller waits for it to come up before releasing the
-/// next one (they share `SPIN_CPU`).
+/// Record pCPU `cpu`'s MPIDR for `_spin_start`. Called by pCPU 0 with its
+/// MMU off, before any release, so the store is in memory.
+pub fn set_cpu_mpidr(cpu: usize, mpidr: u64) {
+    let slot = core::ptr::addr_of_mut!(CPU_MPIDRS);
+    if cpu < 8 {
+        // SAFETY: only pCPU 0 writes it, before any secondary starts.
+        unsafe { (*slot)[cpu] = mpidr & 0xff_ffff };
+    }
+}
+
+/// MAIR, TCR, TTBR0 and SCTLR of EL2 for `_secondary_start`, which reads
+/// them with its MMU off.
+#[unsafe(no_mangle)]
+static mut SECONDARY_MMU: [u64; 4] = [0; 4];
+
+/// Leave the EL2 MMU registers for the secondaries, cleaned to the PoC.
+/// Called by pCPU 0 once, before it starts any.
+pub fn set_secondary_mmu(regs: [u64; 4]) {
+    let slot = core::ptr::addr_of_mut!(SECONDARY_MMU);
+    // SAFETY: only pCPU 0 writes it, before any secondary starts.
+    unsafe { slot.write_volatile(regs) };
+    dc_civac_range(slot as u64, core::mem::size_of::<[u64; 4]>() as u64);
+}
+
+/// Release a secondary pCPU waiting on a spin table at `release` to
+/// `_spin_start`, which finds its index by its MPIDR (see [`set_cpu_mpidr`]).
+/// Done with the MMU off: the store goes to memory, where the waiting CPU
+/// (MMU off too) reads it, and no cache ever holds a newer copy.
 ///
 /// # Safety
 /// `release` must be the `cpu-release-addr` the firmware's spin loop polls
-/// for that CPU (8 bytes, mapped at EL2 and reserved from the frame pool).
-pub unsafe fn spin_release(release: u64, cpu: u64) {
-    let slot = core::ptr::addr_of_mut!(SPIN_CPU);
-    // SAFETY: SPIN_CPU is read only by the CPU being released, after the
-    // release below; the caller serialises releases.
-    unsafe { slot.write_volatile(cpu) };
-    dc_civac_range(slot as u64, 8);
-    let entry = _spin_start as *const () as usize as u64;
+/// for that CPU (8 bytes of RAM, reserved from the frame pool).
+pub unsafe fn spin_release(release: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { spin_release_to(release, _spin_start as *const () as usize as u64) }
+}
+
+/// Release a spin-table CPU the hypervisor does not use into a `wfi` loop
+/// with interrupts masked (not left polling the firmware's table).
+///
+/// # Safety
+/// As for [`spin_release`].
+pub unsafe fn spin_park(release: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { spin_release_to(release, _spin_park as *const () as usize as u64) }
+}
+
+/// # Safety
+/// As for [`spin_release`]; `entry` is code in this image.
+unsafe fn spin_release_to(release: u64, entry: u64) {
     // SAFETY: the caller vouches for `release`; the waiting CPU reads it
     // with its MMU off, so it is cleaned to the PoC before the event.
     unsafe { (release as *mut u64).write_volatile(entry) };
@@ -193,6 +230,11 @@ pub fn wfi() {
     // SAFETY: waits for an interrupt; no memory effects.
     unsafe { asm!("wfi", options(nostack, preserves_flags)) }
 }
+pub fn sev() {
+    // SAFETY: wakes CPUs waiting in `wfe`; no memory effects.
+    unsafe { asm!("sev", options(nostack, preserves_flags)) }
+}
+
 pub fn wfe() {
     // SAFETY: waits for an event; no memory effects.
     unsafe { asm!("wfe", options(nostack, preserves_flags)) }
