@@ -35,12 +35,9 @@ pub fn target_dir() -> PathBuf {
     root().join("target/bare")
 }
 
-/// The kernel is position independent: every crate in it is compiled so.
-const KERNEL_RUSTFLAGS: &str = "-C relocation-model=pie";
-
 pub fn kernel() -> Result<PathBuf, String> {
     let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level), ("RUSTFLAGS", KERNEL_RUSTFLAGS)])
+    cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
 }
 
 /// The target dir of the TEST-ONLY fault-injection kernel, apart from
@@ -54,7 +51,7 @@ pub fn faults_target_dir() -> PathBuf {
 /// controls). Returns its ELF, in [`faults_target_dir`].
 pub fn kernel_faults() -> Result<PathBuf, String> {
     let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level), ("RUSTFLAGS", KERNEL_RUSTFLAGS)])
+    cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
 }
 
 /// The bootable image of a kernel ELF: its arm64 Image (header first),

@@ -386,7 +386,7 @@ fn launch(a: &Args, mut cmd: Command, kernel: &std::path::Path, board: Board, ec
     let started = Instant::now();
     let mut marker_s = None;
 
-    let elf = std::fs::read(&kernel).map_err(|e| e.to_string())?;
+    let elf = std::fs::read(kernel).map_err(|e| e.to_string())?;
     let mut stdout = child.stdout.take().unwrap();
     // Drained as it comes, so a chatty QEMU (or plugin) never blocks on a full pipe.
     let mut stderr = child.stderr.take().unwrap();
