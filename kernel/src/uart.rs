@@ -72,12 +72,14 @@ fn write(off: u64, v: u32) {
     unsafe { core::ptr::write_volatile((base + off) as *mut u32, v) }
 }
 
-/// 16550-style register `n`, at the configured shift and width.
-fn reg_read(n: u64) -> u32 {
+/// The address and access width of 16550-style register `n`.
+fn reg_at(n: u64) -> (u64, u64) {
     let shape = SHAPE.load(Ordering::Relaxed);
-    let (shift, width) = (shape & 0xff, (shape >> 8) & 0xff);
-    let base = BASE.load(Ordering::Relaxed);
-    let at = base + (n << shift);
+    (BASE.load(Ordering::Relaxed) + (n << (shape & 0xff)), (shape >> 8) & 0xff)
+}
+
+fn reg_read(n: u64) -> u32 {
+    let (at, width) = reg_at(n);
     // SAFETY: as in `read`, at the access width the DTB gives.
     unsafe {
         match width {
@@ -89,10 +91,7 @@ fn reg_read(n: u64) -> u32 {
 }
 
 fn reg_write(n: u64, v: u32) {
-    let shape = SHAPE.load(Ordering::Relaxed);
-    let (shift, width) = (shape & 0xff, (shape >> 8) & 0xff);
-    let base = BASE.load(Ordering::Relaxed);
-    let at = base + (n << shift);
+    let (at, width) = reg_at(n);
     // SAFETY: as in `reg_read`.
     unsafe {
         match width {

@@ -26,13 +26,6 @@ fn err(dtb: &[u8], bundle: &[u8]) -> String {
     }
 }
 
-fn with_chosen(chosen: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
-    build(&Parts {
-        chosen,
-        ..Parts::default()
-    })
-}
-
 /// The main /chosen as the Raspberry Pi firmware writes it: its own Linux
 /// command line, no modules.
 fn firmware_chosen(w: &mut FdtWriter) {

@@ -23,13 +23,6 @@ fn err(dtb: &[u8]) -> String {
     }
 }
 
-fn with_chosen(chosen: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
-    build(&Parts {
-        chosen,
-        ..Parts::default()
-    })
-}
-
 fn with_devices(devices: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
     build(&Parts {
         devices,

@@ -68,7 +68,7 @@ fn xen(xen: &Path, kernel: &Path, initrd: &Path, dtb_out: &Path) -> Result<Comma
         .iter()
         .map(|s| s.to_string())
         .collect();
-    dtb::generate(&margs, &(props, nodes), dtb_out)?;
+    dtb::generate(&margs, &(props, nodes), None, dtb_out)?;
     let mut c = qemu_base("virtualization=on,", 3);
     c.args(["-cpu", "cortex-a57", "-m", "2048"]).arg("-kernel").arg(xen).arg("-dtb").arg(dtb_out);
     c.arg("-device").arg(format!("loader,file={},addr={k_at:#x},force-raw=on", kernel.display()));

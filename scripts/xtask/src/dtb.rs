@@ -91,7 +91,8 @@ pub fn insert_chosen(dts: &str, (props, nodes): &(String, String)) -> Result<Str
 }
 
 /// Dump QEMU's tree for `machine_args`, add our `/chosen`, compile to `out`.
-pub fn generate(machine_args: &[String], chosen: &(String, String), out: &Path) -> Result<(), String> {
+/// `compatible` replaces the root's `compatible` (a board we do not know).
+pub fn generate(machine_args: &[String], chosen: &(String, String), compatible: Option<&str>, out: &Path) -> Result<(), String> {
     let raw = out.with_extension("qemu.dtb");
     let mut cmd = crate::run::qemu_command();
     let mut margs = machine_args.to_vec();
@@ -101,12 +102,12 @@ pub fn generate(machine_args: &[String], chosen: &(String, String), out: &Path) 
     if !raw.exists() {
         return Err(format!("QEMU dumpdtb failed: {}", String::from_utf8_lossy(&o.stderr)));
     }
-    generate_from(&raw, chosen, out)
+    generate_from(&raw, chosen, compatible, out)
 }
 
 /// A board's own DTB file (as its firmware would pass it) with our
 /// `/chosen` added, compiled to `out`.
-pub fn generate_from(base: &Path, chosen: &(String, String), out: &Path) -> Result<(), String> {
+pub fn generate_from(base: &Path, chosen: &(String, String), compatible: Option<&str>, out: &Path) -> Result<(), String> {
     let dts = Command::new("dtc")
         .args(["-q", "-I", "dtb", "-O", "dts"])
         .arg(base)
@@ -115,7 +116,10 @@ pub fn generate_from(base: &Path, chosen: &(String, String), out: &Path) -> Resu
     if !dts.status.success() {
         return Err(format!("dtc: {}", String::from_utf8_lossy(&dts.stderr)));
     }
-    let text = insert_chosen(&String::from_utf8_lossy(&dts.stdout), chosen)?;
+    let mut text = insert_chosen(&String::from_utf8_lossy(&dts.stdout), chosen)?;
+    if let Some(c) = compatible {
+        text = set_root_compatible(&text, c)?;
+    }
     let src = out.with_extension("dts");
     std::fs::write(&src, text).map_err(|e| e.to_string())?;
     let st = Command::new("dtc")
@@ -130,9 +134,27 @@ pub fn generate_from(base: &Path, chosen: &(String, String), out: &Path) -> Resu
     Ok(())
 }
 
+/// Replace the root node's `compatible` in DTS text (dtc puts the root's
+/// properties first, one tab deep).
+pub fn set_root_compatible(dts: &str, compatible: &str) -> Result<String, String> {
+    let at = dts.find("\n\tcompatible = ").ok_or("the tree's root has no compatible")?;
+    let end = dts[at + 1..].find('\n').map(|i| at + 1 + i).ok_or("malformed DTS")?;
+    Ok(format!("{}\n\tcompatible = \"{}\";{}", &dts[..at], quote(compatible), &dts[end..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_compatible_is_replaced() {
+        let dts = "/ {\n\tinterrupt-parent = <0x8002>;\n\tcompatible = \"linux,dummy-virt\";\n\tuart {\n\t\tcompatible = \"arm,pl011\";\n\t};\n};\n";
+        let out = set_root_compatible(dts, "acme,board").unwrap();
+        assert!(out.contains("\tcompatible = \"acme,board\";\n\tuart"), "{out}");
+        assert!(out.contains("\t\tcompatible = \"arm,pl011\";"));
+        assert!(!out.contains("dummy-virt"));
+        assert!(set_root_compatible("/ { };", "x").is_err());
+    }
 
     #[test]
     fn chosen_goes_inside_the_node() {

@@ -100,6 +100,9 @@ pub struct Args {
     /// (tests). Without it, an interactive terminal's input reaches the
     /// console.
     pub input: Option<Input>,
+    /// Replace the DTB root's `compatible` (QEMU's `dt-compatible`): a
+    /// board the hypervisor does not know (tests). Not a CLI option.
+    pub dt_compatible: Option<String>,
 }
 
 /// Console input a test types.
@@ -124,6 +127,7 @@ impl Default for Args {
             icount: std::env::var_os("XTASK_ICOUNT").is_some(),
             append: String::new(),
             input: None,
+            dt_compatible: None,
             kernel: None,
             initrd: None,
             arch: None,

@@ -316,8 +316,8 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     let bootargs = format!("{bootargs} {}", a.bootargs).trim_end().to_string();
     let chosen = dtb::chosen_dts(&bootargs, &modules);
     match board {
-        Board::Virt => dtb::generate(&margs, &chosen, &dtb_path)?,
-        Board::Rpi4 => dtb::generate_from(&crate::linux::rpi4_dtb()?, &chosen, &dtb_path)?,
+        Board::Virt => dtb::generate(&margs, &chosen, a.dt_compatible.as_deref(), &dtb_path)?,
+        Board::Rpi4 => dtb::generate_from(&crate::linux::rpi4_dtb()?, &chosen, a.dt_compatible.as_deref(), &dtb_path)?,
     }
 
     let mut cmd = qemu_command_for(board);

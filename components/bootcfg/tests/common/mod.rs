@@ -32,6 +32,14 @@ impl Default for Parts<'_> {
     }
 }
 
+/// The default tree with `chosen`'s contents in `/chosen`.
+pub fn with_chosen(chosen: &dyn Fn(&mut FdtWriter)) -> Vec<u8> {
+    build(&Parts {
+        chosen,
+        ..Parts::default()
+    })
+}
+
 pub fn build(p: &Parts) -> Vec<u8> {
     let mut w = FdtWriter::new();
     w.reserve(0x4800_0000, 0x1000);
