@@ -10,7 +10,7 @@
 #
 # Outputs: Image-arm64, zImage-armhf, Image-arm64-6.12, zImage-armhf-6.12,
 # busybox-arm64, busybox-armhf, initrd-arm64.cpio.gz, initrd-armhf.cpio.gz,
-# bcm2711-rpi-4-b.dtb, VERSIONS.
+# bcm2711-rpi-4-b.dtb, bcm2711-rpi-400.dtb, VERSIONS.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +18,7 @@ cache=$(cd "$here/.." && pwd)/cache/linux
 debs=$cache/debs
 mkdir -p "$debs"
 
-outputs=(Image-arm64 zImage-armhf Image-arm64-6.12 zImage-armhf-6.12 busybox-arm64 busybox-armhf bcm2711-rpi-4-b.dtb)
+outputs=(Image-arm64 zImage-armhf Image-arm64-6.12 zImage-armhf-6.12 busybox-arm64 busybox-armhf bcm2711-rpi-4-b.dtb bcm2711-rpi-400.dtb)
 have_all=1
 for f in "${outputs[@]}"; do
     [[ -s $cache/$f ]] || have_all=0
@@ -91,8 +91,10 @@ if [[ $have_all == 0 || ${FORCE:-0} == 1 ]]; then
     cp "$cache"/extract/linux-image-6.1.0-"$abi"-armmp-lpae-armhf/boot/vmlinuz-* "$cache/zImage-armhf"
     cp "$cache"/extract/linux-image-"$v612"-arm64-arm64/boot/vmlinuz-* "$cache/Image-arm64-6.12"
     cp "$cache"/extract/linux-image-"$v612"-armmp-lpae-armhf/boot/vmlinuz-* "$cache/zImage-armhf-6.12"
-    # The Raspberry Pi 4's board DTB (QEMU raspi4b and the SD image).
-    cp "$cache"/extract/linux-image-6.1.0-"$abi"-arm64-arm64/usr/lib/linux-image-*/broadcom/bcm2711-rpi-4-b.dtb "$cache/"
+    # The Raspberry Pi 4's and 400's board DTBs (QEMU raspi4b, the SD image).
+    for d in bcm2711-rpi-4-b bcm2711-rpi-400; do
+        cp "$cache"/extract/linux-image-6.1.0-"$abi"-arm64-arm64/usr/lib/linux-image-*/broadcom/$d.dtb "$cache/"
+    done
     cp "$cache/extract/busybox-static-arm64/bin/busybox" "$cache/busybox-arm64"
     cp "$cache/extract/busybox-static-armhf/bin/busybox" "$cache/busybox-armhf"
 fi

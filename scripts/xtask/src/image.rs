@@ -40,6 +40,9 @@ pub const KERNEL: &str = "hyp8.img";
 pub const BUNDLE: &str = "guests.bin";
 /// The board DTB, named as the Pi 4 firmware looks for it.
 pub const DTB: &str = "bcm2711-rpi-4-b.dtb";
+/// The Raspberry Pi 400's (the same BCM2711 board in a keyboard), which its
+/// firmware loads instead; from the same package.
+pub const DTB_400: &str = "bcm2711-rpi-400.dtb";
 /// The GPU firmware files a Pi 4 needs (see the module comment).
 pub const FIRMWARE: &[&str] = &["start4.elf", "fixup4.dat"];
 /// The default guest when no `--guest` is given, and its defaults.
@@ -208,20 +211,7 @@ pub fn firmware() -> Result<(Vec<PathBuf>, String), String> {
 /// The Pi 4's board DTB from Debian's arm64 kernel package (fetched with
 /// the Linux guests' kernels if missing).
 pub fn board_dtb() -> Result<PathBuf, String> {
-    crate::linux::files("linux-arm64")?;
-    let dtb = root().join("test-images/cache/linux").join(DTB);
-    if !dtb.exists() {
-        // A cache from before fetch.sh copied the DTB: it fetches what is missing.
-        eprintln!("xtask: fetching {DTB} (test-images/linux/fetch.sh)");
-        let st = Command::new("bash")
-            .arg(root().join("test-images/linux/fetch.sh"))
-            .status()
-            .map_err(|e| format!("fetch.sh: {e}"))?;
-        if !st.success() || !dtb.exists() {
-            return Err(format!("{}: missing after test-images/linux/fetch.sh", dtb.display()));
-        }
-    }
-    Ok(dtb)
+    crate::linux::rpi4_dtb()
 }
 
 /// Options of `cargo xtask image`.
@@ -323,11 +313,13 @@ pub fn image_cli(argv: &[String]) -> Result<u8, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let config = config_txt();
     let (start4, fixup4, dtb_bytes, hyp_bytes) = (read(&fw[0])?, read(&fw[1])?, read(&dtb)?, read(&hyp)?);
+    let dtb_400 = read(&dtb.with_file_name(DTB_400))?;
     let files: Vec<(&str, &[u8])> = vec![
         ("config.txt", config.as_bytes()),
         (FIRMWARE[0], &start4),
         (FIRMWARE[1], &fixup4),
         (DTB, &dtb_bytes),
+        (DTB_400, &dtb_400),
         (KERNEL, &hyp_bytes),
         (BUNDLE, &guests),
     ];
@@ -367,7 +359,7 @@ pub fn image_cli(argv: &[String]) -> Result<u8, String> {
             n if FIRMWARE.contains(&n) => format!("raspi-firmware {fw_version}"),
             KERNEL => "the hypervisor".into(),
             BUNDLE => specs.iter().map(|g| format!("{} ({} vCPU, {})", g.name, g.vcpus, mib(g.mem))).collect::<Vec<_>>().join(", "),
-            DTB => "from Debian's linux-image arm64".into(),
+            DTB | DTB_400 => "from Debian's linux-image arm64".into(),
             _ => String::new(),
         };
         println!("  {:<22}{:>10}  {note}", e.name, e.len);

@@ -60,7 +60,7 @@ fn fetch() -> Result<(), String> {
 /// fetched with the kernels.
 pub fn rpi4_dtb() -> Result<PathBuf, String> {
     let dtb = root().join("test-images/cache/linux/bcm2711-rpi-4-b.dtb");
-    if !dtb.exists() {
+    if !dtb.exists() || !dtb.with_file_name("bcm2711-rpi-400.dtb").exists() {
         fetch()?;
     }
     if !dtb.exists() {
