@@ -26,11 +26,6 @@ static LOCKS_OK: AtomicBool = AtomicBool::new(false);
 pub static INPUT: crate::frames::spin_cell::SpinCell<heapless::Deque<u8, 256>> =
     crate::frames::spin_cell::SpinCell::new(heapless::Deque::new());
 
-/// Let the UART interrupt on received bytes.
-pub fn enable_rx_irq() {
-    crate::uart::enable_rx_irq();
-}
-
 /// Read every received byte into [`INPUT`] (dropping what does not fit).
 pub fn take_rx() {
     let mut q = INPUT.lock();
@@ -47,17 +42,9 @@ pub fn enable_locking() {
     LOCKS_OK.store(true, Ordering::Release);
 }
 
-fn uart_full() -> bool {
-    crate::uart::tx_full()
-}
-
-fn uart_put(b: u8) {
-    crate::uart::put(b)
-}
-
 fn put_blocking(b: u8) {
-    while uart_full() {}
-    uart_put(b);
+    while crate::uart::tx_full() {}
+    crate::uart::put(b);
 }
 
 const RING_BYTES: usize = 32 * 1024;
@@ -101,8 +88,8 @@ fn send_all(r: &mut Ring) {
 
 /// Send what the UART takes now without waiting. Console lock held.
 fn send_ready(r: &mut Ring) {
-    while r.len > 0 && !uart_full() {
-        uart_put(r.buf[r.head]);
+    while r.len > 0 && !crate::uart::tx_full() {
+        crate::uart::put(r.buf[r.head]);
         r.head = (r.head + 1) % RING_BYTES;
         r.len -= 1;
     }

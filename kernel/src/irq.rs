@@ -77,7 +77,7 @@ impl Irq {
             gic.set_interrupt_priority(id, 0x80);
             gic.set_trigger(id, Trigger::Level);
             let _ = gic.enable_interrupt(id, true);
-            crate::console::enable_rx_irq();
+            crate::uart::enable_rx_irq();
         }
         // Guests read the physical counter and run both EL1 timers, which
         // are switched with the vCPU.

@@ -113,8 +113,9 @@ fn read_dtb(x0: u64) -> Option<&'static [u8]> {
 /// The guest bundle the firmware loaded as an initramfs, if the DTB names
 /// one (`/chosen/linux,initrd-*`): bootcfg checks it is one.
 fn read_bundle(dtb: &[u8]) -> Option<(u64, &'static [u8])> {
+    // Non-empty and inside a memory node, as bootcfg returns it.
     let (base, size) = bootcfg::bundle_range(dtb)?;
-    if base == 0 || size == 0 || size > 1 << 30 || base.checked_add(size).is_none() {
+    if base == 0 || size > 1 << 30 {
         return None;
     }
     // SAFETY: the firmware loaded `size` bytes there and reserved them for
@@ -410,8 +411,8 @@ fn start_secondaries(cfg: &bootcfg::BootConfig, pcpus: usize) {
 /// Secondaries may run guests (pCPU 0 set it once the hypervisor is ready).
 static GO: AtomicBool = AtomicBool::new(false);
 
-/// Wait until pCPUs 1..pcpus are up (1 s after the last was started, at
-/// most); one that is not stops the boot.
+/// Wait until pCPUs 1..pcpus are up (for 1 s from the call, at most); one
+/// that is not stops the boot.
 fn wait_secondaries(pcpus: usize) {
     let start = arch::counter();
     while PCPUS_UP.0.load(Ordering::Acquire) < pcpus {

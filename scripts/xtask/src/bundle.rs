@@ -57,6 +57,24 @@ pub fn dts(hyp_bootargs: &str, modules: &[Module]) -> String {
     )
 }
 
+impl BundleGuest {
+    /// Its `/chosen` module node: its image at `addr` (`size` bytes), its
+    /// ramdisk (address, size) if any.
+    pub fn module(&self, addr: u64, size: u64, ramdisk: Option<(u64, u64)>) -> Module<'_> {
+        Module {
+            name: &self.name,
+            addr,
+            size,
+            ramdisk,
+            mem: self.mem,
+            vcpus: self.vcpus,
+            sw: &self.sw,
+            bootargs: &self.bootargs,
+            arch: &self.arch,
+        }
+    }
+}
+
 /// Compile DTS text to an FDT blob with `dtc`.
 pub fn compile_dts(text: &str) -> Result<Vec<u8>, String> {
     use std::io::Write;
@@ -106,21 +124,7 @@ pub fn bundle(hyp_bootargs: &str, guests: &[BundleGuest]) -> Result<Vec<u8>, Str
         };
         placed.push((addr, size, ramdisk));
     }
-    let modules: Vec<Module> = guests
-        .iter()
-        .zip(&placed)
-        .map(|(g, &(addr, size, ramdisk))| Module {
-            name: &g.name,
-            addr,
-            size,
-            ramdisk,
-            mem: g.mem,
-            vcpus: g.vcpus,
-            sw: &g.sw,
-            bootargs: &g.bootargs,
-            arch: &g.arch,
-        })
-        .collect();
+    let modules: Vec<Module> = guests.iter().zip(&placed).map(|(g, &(addr, size, ramdisk))| g.module(addr, size, ramdisk)).collect();
     let fdt = compile_dts(&dts(hyp_bootargs, &modules))?;
     if fdt.len() > FDT_BYTES {
         return Err(format!(
@@ -138,14 +142,15 @@ pub fn bundle(hyp_bootargs: &str, guests: &[BundleGuest]) -> Result<Vec<u8>, Str
     Ok(out)
 }
 
-/// The bundle of test guests (and `--kernel` guests), resolved the way
-/// `cargo xtask run` resolves them: Linux guests fetched
+/// The bundle of test guests (and `--kernel` guests), resolved by
+/// [`resolve`] as `cargo xtask run` resolves them: Linux guests fetched
 /// ([`crate::linux::files`]), bare-metal ones built ([`crate::build::guest`]).
 pub fn bundle_for(guests: &[GuestSpec], hyp_bootargs: &str) -> Result<Vec<u8>, String> {
     bundle(hyp_bootargs, &resolve(guests)?)
 }
 
-/// Each [`GuestSpec`] as a [`BundleGuest`]: its files found, fetched or built.
+/// Each [`GuestSpec`] as a [`BundleGuest`]: its files found, fetched or
+/// built (for a bundle, and for `cargo xtask run`'s `/chosen` modules).
 pub fn resolve(guests: &[GuestSpec]) -> Result<Vec<BundleGuest>, String> {
     let mut v = Vec::new();
     for g in guests {

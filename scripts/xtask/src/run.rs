@@ -259,55 +259,29 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     let board = Board::parse(&a.board)?;
     let kernel = if a.faults_kernel { build::kernel_faults()? } else { build::kernel()? };
     // Each guest's image (and ramdisk), placed one after another, 2 MiB
-    // aligned, from MODULE_BASE.
+    // aligned, from the board's module base.
+    let resolved = crate::bundle::resolve(guests)?;
     let mut files: Vec<(PathBuf, u64, u64)> = Vec::new();
-    let mut placed = Vec::new();
     let mut next = board.module_base();
-    let mut place = |path: PathBuf| -> Result<(u64, u64), String> {
-        let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let mut place = |path: &PathBuf| -> Result<(u64, u64), String> {
+        let size = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
         let at = next;
         next = (at + size).next_multiple_of(2 << 20);
-        files.push((path, at, size));
+        files.push((path.clone(), at, size));
         Ok((at, size))
     };
-    let mut arches = Vec::new();
-    for g in guests {
-        let (image, ramdisk) = match (&g.kernel, crate::linux::files(&g.image)?) {
-            (Some(k), _) => k.clone(),
-            (None, Some(f)) => f,
-            (None, None) => (build::guest(&g.image)?, None),
-        };
-        arches.push(match (&g.arch, &g.kernel) {
-            (Some(a), _) => a.clone(),
-            (None, Some(_)) => image_arch(&image)?.to_string(),
-            (None, None) => crate::guest_arch(&g.image).to_string(),
-        });
-        let img = place(image)?;
-        let rd = match ramdisk {
+    let mut modules: Vec<Module> = Vec::new();
+    for g in &resolved {
+        let (addr, size) = place(&g.image)?;
+        let ramdisk = match &g.ramdisk {
             Some(p) => Some(place(p)?),
             None => None,
         };
-        placed.push((img, rd));
+        modules.push(g.module(addr, size, ramdisk));
     }
     let dir = work_dir();
     let tag = format!("{}-{}", std::process::id(), guests.first().map(|g| g.name.as_str()).unwrap_or("none"));
     let dtb_path = dir.join(format!("{tag}.dtb"));
-    let modules: Vec<Module> = guests
-        .iter()
-        .zip(&placed)
-        .zip(&arches)
-        .map(|((g, &((addr, size), ramdisk)), arch)| Module {
-            name: &g.name,
-            addr,
-            size,
-            ramdisk,
-            mem: g.mem,
-            vcpus: g.vcpus,
-            sw: &g.sw,
-            bootargs: &g.bootargs,
-            arch,
-        })
-        .collect();
     let margs = machine_args(a, guests);
     let mut bootargs = String::from("exit=semihosting");
     if board == Board::Rpi4 && a.cpus < 4 {

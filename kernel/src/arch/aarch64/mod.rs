@@ -204,8 +204,7 @@ unsafe fn spin_release_to(release: u64, entry: u64) {
     // with its MMU off, so it is cleaned to the PoC before the event.
     unsafe { (release as *mut u64).write_volatile(entry) };
     dc_civac_range(release, 8);
-    // SAFETY: `sev` only wakes CPUs waiting in `wfe`.
-    unsafe { asm!("sev", options(nostack, preserves_flags)) };
+    sev();
 }
 
 /// Install the EL2 vectors.
