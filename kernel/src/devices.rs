@@ -1,8 +1,9 @@
-//! The emulated devices a Linux guest sees, at QEMU virt's addresses: the
-//! GICv2 distributor (trap and emulate, `vgic`), the CPU interface (the
-//! physical GICV mapped at the guest's GICC address), a PL011 console
-//! (`vuart`), the virtual timer (passed through, its PPI injected), and the
-//! guest's generated device tree (`guest-dtb`).
+//! The emulated devices a Linux guest sees: the GICv2 distributor (trap and
+//! emulate, `vgic`), the CPU interface (the physical GICV mapped at the
+//! guest's GICC address), a PL011 console (`vuart`), the virtual timer
+//! (passed through, its PPI injected), and the guest's generated device
+//! tree (`guest-dtb`). Ordinary guests see them at QEMU virt's addresses
+//! ([`Layout::VIRT`]); the hardware domain at the board's own.
 
 use crate::arch::TrapFrame;
 use crate::gich::Gich;
@@ -12,13 +13,29 @@ pub const GUEST_GICD: u64 = 0x0800_0000;
 pub const GUEST_GICC: u64 = 0x0801_0000;
 pub const GUEST_UART: u64 = 0x0900_0000;
 pub const UART_SPI: u32 = 1;
-pub const UART_INTID: u32 = 32 + UART_SPI;
-const GICD_SIZE: u64 = 0x1_0000;
+/// The distributor's window (its registers fill the first 4 KiB; the rest
+/// reads as zero), cut short where the CPU interface follows closer.
+const GICD_WINDOW: u64 = 0x1_0000;
 const UART_SIZE: u64 = 0x1000;
-/// Interrupt lines past the 32 private ones.
-const SPIS: u16 = 64;
+
+/// Where a guest finds its emulated devices.
+#[derive(Clone, Copy)]
+pub struct Layout {
+    pub gicd: u64,
+    pub gicc: u64,
+    pub uart: u64,
+    pub uart_spi: u32,
+    /// Interrupt lines past the 32 private ones.
+    pub spis: u16,
+}
+
+impl Layout {
+    /// Every ordinary Linux guest: QEMU virt's addresses.
+    pub const VIRT: Layout = Layout { gicd: GUEST_GICD, gicc: GUEST_GICC, uart: GUEST_UART, uart_spi: UART_SPI, spis: 64 };
+}
 
 pub struct Devices {
+    pub layout: Layout,
     pub vgic: vgic::Vgic,
     pub uart: vuart::Pl011,
     /// Per vCPU: its list registers are folded into `vgic` since its last
@@ -33,9 +50,10 @@ pub struct Devices {
 }
 
 impl Devices {
-    pub fn new(vcpus: u32) -> Result<Devices, &'static str> {
+    pub fn new(vcpus: u32, layout: Layout) -> Result<Devices, &'static str> {
         Ok(Devices {
-            vgic: vgic::Vgic::new(vgic::Config::new(vcpus as u8, SPIS)).map_err(|_| "vGIC refused the configuration")?,
+            layout,
+            vgic: vgic::Vgic::new(vgic::Config::new(vcpus as u8, layout.spis)).map_err(|_| "vGIC refused the configuration")?,
             uart: vuart::Pl011::new(),
             out: crate::console::LineBuf::new(),
             input: heapless::Deque::new(),
@@ -52,7 +70,12 @@ impl Devices {
         let mut kick = vgic::VcpuSet::default();
         let value = frame.guest_reg(acc.rt);
         let width = acc.size_bytes;
-        let read_value = if (GUEST_GICD..GUEST_GICD + GICD_SIZE).contains(&ipa) {
+        let (gicd, uart) = (self.layout.gicd, self.layout.uart);
+        let window = match self.layout.gicc.checked_sub(gicd) {
+            Some(d) if d > 0 => d.min(GICD_WINDOW),
+            _ => GICD_WINDOW,
+        };
+        let read_value = if (gicd..gicd + window).contains(&ipa) {
             let w = match width {
                 1 => vgic::Width::Byte,
                 2 => vgic::Width::Half,
@@ -61,20 +84,22 @@ impl Devices {
             };
             let a = if write { vgic::Access::Write { width: w, value } } else { vgic::Access::Read { width: w } };
             self.sync(vcpu);
-            match self.vgic.mmio(vgic::VcpuId(vcpu as u8), ipa - GUEST_GICD, a) {
+            let r = match self.vgic.mmio(vgic::VcpuId(vcpu as u8), ipa - gicd, a) {
                 Ok(r) => {
                     kick = r.kick;
                     r.value as u64
                 }
                 Err(_) => 0,
-            }
-        } else if (GUEST_UART..GUEST_UART + UART_SIZE).contains(&ipa) {
+            };
+            self.release_hw();
+            r
+        } else if (uart..uart + UART_SIZE).contains(&ipa) {
             let a = if write {
                 vuart::Access::Write { width, value: value as u32 }
             } else {
                 vuart::Access::Read { width }
             };
-            match self.uart.mmio(ipa - GUEST_UART, a) {
+            match self.uart.mmio(ipa - uart, a) {
                 Ok(r) => {
                     if let Some(b) = r.output {
                         self.out.push(b);
@@ -130,7 +155,7 @@ impl Devices {
         if let Some(v) = loaded_here {
             self.sync(v);
         }
-        match self.vgic.set_level(UART_INTID, level) {
+        match self.vgic.set_level(32 + self.layout.uart_spi, level) {
             Ok(Some(v)) => vgic::VcpuSet::from_bits(1 << v.0),
             _ => vgic::VcpuSet::default(),
         }
@@ -152,6 +177,16 @@ impl Devices {
         if !self.synced[vcpu] {
             let _ = self.vgic.sync(vgic::VcpuId(vcpu as u8), &mut Gich);
             self.synced[vcpu] = true;
+            self.release_hw();
+        }
+    }
+
+    /// Hardware interrupts the guest let go of without an EOI (it cleared
+    /// them in its distributor): their physical ones are deactivated now,
+    /// once each.
+    fn release_hw(&mut self) {
+        for intid in self.vgic.take_hw_released().iter() {
+            crate::irq::deactivate(intid);
         }
     }
 
@@ -187,7 +222,7 @@ pub fn guest_dtb(spec: &crate::vm::Spec, initrd: Option<(u64, u64)>) -> Result<(
     static mut BUF: [u8; 16384] = [0; 16384];
     let arch = if spec.aarch32 { guest_dtb::Arch::Aarch32 } else { guest_dtb::Arch::Aarch64 };
     let mut d = guest_dtb::GuestDtbSpec::qemu_virt(arch, spec.mem, spec.vcpus, spec.bootargs);
-    d.ram_base = crate::vm::GUEST_RAM_IPA;
+    d.ram_base = spec.ram_base;
     d.initrd = initrd.map(|(start, len)| (start, start + len));
     d.gic = (GUEST_GICD, GUEST_GICC);
     d.uart = (GUEST_UART, UART_SPI);

@@ -43,6 +43,25 @@ impl FrameAlloc {
         }
     }
 
+    /// Take exactly `[base, base+size)`: true when it was all free (and is
+    /// now taken), false when any of it is not (nothing is taken then).
+    pub fn alloc_at(&mut self, base: u64, size: u64) -> bool {
+        let Some(end) = base.checked_add(size) else { return false };
+        let Some(i) = self.free.iter().position(|r| r.base <= base && end <= r.end) else {
+            return false;
+        };
+        let r = self.free.swap_remove(i);
+        // A split that finds no room loses that piece of free RAM (16
+        // regions are far more than boards have), never a taken one.
+        if r.base < base {
+            let _ = self.free.push(Region { base: r.base, end: base });
+        }
+        if end < r.end {
+            let _ = self.free.push(Region { base: end, end: r.end });
+        }
+        true
+    }
+
     /// `size` bytes aligned to `align`, or `None` when RAM is exhausted.
     pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
         for r in self.free.iter_mut() {

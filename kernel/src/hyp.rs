@@ -147,6 +147,14 @@ impl Hyp {
     /// Rebuild every VM whose restart waits and whose vCPUs no pCPU holds.
     fn run_restarts(&mut self) {
         for i in 0..self.vms.len() {
+            // A stopped hardware domain no pCPU holds: its device
+            // interrupts are released once (its list registers are folded
+            // back by then).
+            let held = self.loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == i));
+            if self.vms[i].finished() && !self.vms[i].hw_spis.is_empty() && !held {
+                self.release_hw(i);
+                self.vms[i].hw_spis.clear();
+            }
             let vm = &self.vms[i];
             if !vm.restart_pending || vm.finished() || self.loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == i)) {
                 continue;
@@ -155,6 +163,7 @@ impl Hyp {
             for k in 0..vm.vcpus.len() {
                 let _ = self.sched.block(VcpuRef::new(i as u8, k as u8), BlockKind::Off);
             }
+            self.release_hw(i);
             let old = self.vms.remove(i);
             match vm::restart(old) {
                 Ok(mut new) => {
@@ -286,6 +295,57 @@ impl Hyp {
             }
             b'h' | b'?' => crate::kprintln!("hyp: keys: l list guests, c counters, h help; CTRL-a three times: next guest"),
             _ => {}
+        }
+    }
+
+    /// A hardware domain's SPI was taken here (priority dropped, still
+    /// active): make it pending in its vGIC as a hardware interrupt, whose
+    /// EOI by the guest deactivates it. With no hardware domain to take it
+    /// (stopped, restarting), it is deactivated and disabled here.
+    pub fn hw_irq(&mut self, pcpu: usize, intid: u32) {
+        let owner = self.vms.iter().position(|vm| vm.hw_spis.contains(&intid));
+        let Some(vmi) = owner.filter(|&i| !self.vms[i].finished() && !self.vms[i].restart_pending) else {
+            if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+                irq.drop_hw(intid);
+            }
+            return;
+        };
+        let here = self.loaded[pcpu].filter(|v| v.vm as usize == vmi).map(|v| v.vcpu as usize);
+        let Some(d) = self.vms[vmi].devices.as_mut() else { return };
+        if let Some(v) = here {
+            d.sync(v);
+        }
+        match d.vgic.hw_fire(intid) {
+            Ok(Some(v)) => crate::exits::kick_vcpus(self, vmi as u8, vgic::VcpuSet::from_bits(1 << v.0)),
+            Ok(None) => {}
+            Err(_) => {
+                if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+                    irq.drop_hw(intid);
+                }
+            }
+        }
+    }
+
+    /// A hardware domain that stops or restarts: every device interrupt of
+    /// it still active in the GIC is deactivated (nothing would ever EOI it).
+    pub fn release_hw(&mut self, vmi: usize) {
+        let pcpu = arch::cpu_id();
+        if self.vms[vmi].hw_spis.is_empty() {
+            return;
+        }
+        let Some(d) = self.vms[vmi].devices.as_ref() else { return };
+        let out: heapless::Vec<u32, 64> = d.vgic.hw_outstanding().iter().take(64).collect();
+        let stopping = self.vms[vmi].finished();
+        for intid in out {
+            crate::irq::deactivate(intid);
+        }
+        if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+            // Stopped for good: its lines are switched off.
+            if stopping {
+                for &intid in self.vms[vmi].hw_spis.iter() {
+                    irq.drop_hw(intid);
+                }
+            }
         }
     }
 
@@ -495,9 +555,12 @@ pub fn kick_pcpus(mask: u16) {
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
     let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
-    if ev.tick || ev.vtimer || ev.ptimer || ev.maint || ev.kick || ev.input {
+    if ev.tick || ev.vtimer || ev.ptimer || ev.maint || ev.kick || ev.input || ev.hw_n > 0 {
         let mut g = HYP.lock();
         if let Some(h) = g.as_mut() {
+            for &intid in &ev.hw[..ev.hw_n] {
+                h.hw_irq(pcpu, u32::from(intid));
+            }
             if ev.input {
                 h.route_input(pcpu);
             }

@@ -24,9 +24,50 @@ pub const KICK_SGI: u32 = 1;
 /// The console UART's interrupt (GIC INTID), 0 when the DTB gives none.
 pub static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
+/// The hardware domain's SPIs (bit n = INTID n): taken here with only a
+/// priority drop, and deactivated by the guest's EOI through a hardware
+/// list register. Set at boot, before any pCPU takes interrupts.
+static PASSED: [core::sync::atomic::AtomicU64; 16] = [const { core::sync::atomic::AtomicU64::new(0) }; 16];
+
+/// The GIC CPU interface (banked: each pCPU reaches its own there).
+static GICC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// GICC_DIR on this pCPU: deactivate a hardware domain's SPI whose
+/// priority was dropped and which the guest gave up without an EOI of its
+/// list register (a write to GICD_ICPENDR / ICACTIVER), or left behind when
+/// it stopped.
+pub fn deactivate(intid: u32) {
+    let gicc = GICC.load(core::sync::atomic::Ordering::Relaxed);
+    if gicc != 0 && is_passed(intid) {
+        // SAFETY: GICC_DIR at offset 0x1000 of the CPU interface (the DTB's
+        // GICC region is 8 KiB and mapped at EL2); an SPI the hardware
+        // domain owns.
+        unsafe { core::ptr::write_volatile((gicc + 0x1000) as *mut u32, intid) };
+    }
+}
+
+/// Hand SPI `intid` to the hardware domain. At boot only.
+pub fn pass_through(intid: u32) {
+    if (32..1020).contains(&intid) {
+        PASSED[intid as usize / 64].fetch_or(1 << (intid % 64), core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn is_passed(intid: u32) -> bool {
+    intid < 1024 && PASSED[intid as usize / 64].load(core::sync::atomic::Ordering::Relaxed) & (1 << (intid % 64)) != 0
+}
+
+/// Most hardware-domain interrupts taken in one [`Irq::handle`]; the rest
+/// stay pending in the GIC for the next.
+pub const MAX_HW: usize = 8;
+
 /// What the pending interrupts asked for.
 #[derive(Default, Clone, Copy)]
 pub struct Events {
+    /// Hardware-domain SPIs taken (priority dropped, still active), to
+    /// inject: `hw[..hw_n]`.
+    pub hw: [u16; MAX_HW],
+    pub hw_n: usize,
     /// The scheduler tick.
     pub tick: bool,
     /// The running guest's virtual timer fired (it is masked until the
@@ -46,6 +87,7 @@ pub const TICK_HZ: u64 = 100;
 
 pub struct Irq {
     gic: GicV2<'static>,
+    gicc: u64,
 }
 
 impl Irq {
@@ -58,6 +100,15 @@ impl Irq {
         // touch banked PPI state or global enables.
         let mut gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
         gic.setup();
+        GICC.store(gicc, core::sync::atomic::Ordering::Relaxed);
+        // GICC_CTLR.EOImode (bit 9, EOImodeNS in the non-secure view): EOIR
+        // only drops priority, deactivation is a separate GICC_DIR (ours)
+        // or the guest's EOI of a hardware list register (its devices').
+        // SAFETY: GICC_CTLR at offset 0 of this pCPU's banked CPU interface.
+        unsafe {
+            let ctlr = core::ptr::read_volatile(gicc as *const u32);
+            core::ptr::write_volatile(gicc as *mut u32, ctlr | 1 << 9);
+        }
         for intid in [KICK_SGI, HYP_TIMER_INTID, VIRT_TIMER_INTID, PHYS_TIMER_INTID, MAINT_INTID] {
             let id = if intid < 16 { IntId::sgi(intid) } else { IntId::ppi(intid - 16) };
             gic.set_interrupt_priority(id, 0x80);
@@ -79,6 +130,22 @@ impl Irq {
             let _ = gic.enable_interrupt(id, true);
             crate::uart::enable_rx_irq();
         }
+        // The hardware domain's SPIs: to pCPU 0 (its vCPU 0 runs there when
+        // pinned; else the injection kicks whichever pCPU runs it).
+        if crate::arch::cpu_id() == 0 {
+            for intid in 32..1020u32 {
+                if !is_passed(intid) {
+                    continue;
+                }
+                // SAFETY: GICD_ITARGETSR, a byte per interrupt at 0x800, for
+                // an SPI the hardware domain's device tree names.
+                unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(intid)) as *mut u8, 1) };
+                let id = IntId::spi(intid - 32);
+                gic.set_interrupt_priority(id, 0x80);
+                gic.set_trigger(id, Trigger::Level);
+                let _ = gic.enable_interrupt(id, true);
+            }
+        }
         // Guests read the physical counter and run both EL1 timers, which
         // are switched with the vCPU.
         sysreg_write!("cnthctl_el2", 0b11);
@@ -97,7 +164,7 @@ impl Irq {
         let pmu = if crate::pmu_passthrough() { 0 } else { (1 << 5) | (1 << 6) | hpmd };
         sysreg_write!("mdcr_el2", hpmn | debug | pmu);
         sysreg_write!("cntvoff_el2", 0);
-        let mut irq = Irq { gic };
+        let mut irq = Irq { gic, gicc };
         irq.arm_tick();
         irq
     }
@@ -122,10 +189,20 @@ impl Irq {
     /// Acknowledge and handle pending interrupts.
     pub fn handle(&mut self) -> Events {
         let mut ev = Events::default();
-        while let Some(id) = self.gic.get_and_acknowledge_interrupt(InterruptGroup::Group0) {
+        while ev.hw_n < MAX_HW {
+            let Some(id) = self.gic.get_and_acknowledge_interrupt(InterruptGroup::Group0) else { break };
             // GICC_IAR: INTID in bits 9:0; an SGI's source CPU in 12:10
             // (EOI takes the whole value back).
-            match u32::from(id) & 0x3ff {
+            let intid = u32::from(id) & 0x3ff;
+            if is_passed(intid) {
+                // Priority drop only: it stays active until the guest's EOI
+                // of the hardware list register deactivates it.
+                self.gic.end_interrupt(id, InterruptGroup::Group0);
+                ev.hw[ev.hw_n] = intid as u16;
+                ev.hw_n += 1;
+                continue;
+            }
+            match intid {
                 HYP_TIMER_INTID => {
                     self.arm_tick();
                     ev.tick = true;
@@ -160,7 +237,24 @@ impl Irq {
                 other => defmt::warn!("unexpected interrupt {=u32}", other),
             }
             self.gic.end_interrupt(id, InterruptGroup::Group0);
+            self.deactivate(u32::from(id));
         }
         ev
+    }
+
+    /// A hardware domain's SPI nobody will take: disabled, and deactivated.
+    pub fn drop_hw(&mut self, intid: u32) {
+        if (32..1020).contains(&intid) {
+            let _ = self.gic.enable_interrupt(IntId::spi(intid - 32), false);
+            self.deactivate(intid);
+        }
+    }
+
+    /// GICC_DIR: deactivate an interrupt whose priority was dropped (ours
+    /// at once; a hardware domain's one when it is torn down).
+    pub fn deactivate(&mut self, iar: u32) {
+        // SAFETY: GICC_DIR at offset 0x1000 of this pCPU's CPU interface
+        // (the DTB's GICC region is 8 KiB and mapped at EL2).
+        unsafe { core::ptr::write_volatile((self.gicc + 0x1000) as *mut u32, iar) };
     }
 }

@@ -14,6 +14,7 @@ mod arch;
 mod exits;
 mod frames;
 mod heap;
+mod hwdom;
 mod hw;
 mod hyp;
 mod irq;
@@ -269,11 +270,12 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         bootcfg::SchedKind::Pinned => vcpu_sched::SchedPolicy::Pinned,
         bootcfg::SchedKind::Null => vcpu_sched::SchedPolicy::Null,
     };
-    let pin = match cfg.hwdom_pin {
-        bootcfg::HwdomPin::Auto => vcpu_sched::HwdomPin::Auto,
-        bootcfg::HwdomPin::On => vcpu_sched::HwdomPin::On,
-        bootcfg::HwdomPin::Off => vcpu_sched::HwdomPin::Off,
-    };
+    // The hardware domain: its RAM set aside first (an explicit base must
+    // not be taken by another guest's pool), then its pin decision.
+    let hwdom = cfg.guests.iter().position(|g| g.hwdom);
+    let hwdom_ram = hwdom.map(|i| carve_hwdom_ram(&cfg.guests[i]));
+    let pinned = hwdom.map(|i| hwdom::pin_decision(cfg.hwdom_pin, &cfg.guests[i], cfg.guests.len(), pcpus));
+    let pin = pinned.map_or(vcpu_sched::HwdomPin::Off, |d| d.hwdom_pin());
     let mut sched = match vcpu_sched::AnySched::new(policy, pcpus, pin) {
         Ok(s) => s,
         Err(e) => {
@@ -289,13 +291,38 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
     };
     let mut vms = Vec::new();
     for (i, g) in cfg.guests.iter().enumerate() {
-        let sw = match g.sw {
+        let mut sw = match g.sw {
             bootcfg::SwMode::Yes => cache_maint::SwMode::Yes,
             bootcfg::SwMode::No => cache_maint::SwMode::No,
             bootcfg::SwMode::Auto => cache_maint::SwMode::Auto,
         };
+        let mut hw = None;
+        if let (true, Some(base), Some(why)) = (g.hwdom, hwdom_ram, pinned) {
+            let pin = why.pinned();
+            // Pinned, a pCPU each: set/way runs natively (SWIO). Not
+            // pinned: trapped, whatever it declared.
+            sw = match (pin, sw) {
+                (true, _) => cache_maint::SwMode::No,
+                (false, cache_maint::SwMode::No) => cache_maint::SwMode::Auto,
+                (false, s) => s,
+            };
+            match hwdom::build(&cfg, g, dtb, base, pin) {
+                Ok(h) => {
+                    hwdom::report(g, base, &h, why);
+                    for &intid in h.spis.iter() {
+                        irq::pass_through(intid);
+                    }
+                    hw = Some(h);
+                }
+                Err(e) => {
+                    kprintln!("hyp: boot stopped: hardware domain {}: {}", g.name.as_str(), e);
+                    system_off();
+                }
+            }
+        }
         let spec = vm::Spec {
             name: g.name.as_str(),
+            ram_base: hwdom_ram.filter(|_| g.hwdom).unwrap_or(vm::GUEST_RAM_IPA),
             image: g.image,
             mem: g.mem_bytes,
             pool: g.pool_bytes.unwrap_or(g.mem_bytes),
@@ -320,7 +347,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
             }
         };
         let alloc = |size, align| FRAMES.lock().alloc(size, align);
-        match vm::create(caps, &spec, alloc) {
+        match vm::create(caps, &spec, hw, alloc) {
             Ok(v) => {
                 defmt::info!(
                     "guest {=str}: {=u64} MiB RAM, pool {=u64} MiB, {=u32} vCPUs, sw={=str}, {=str} memory",
@@ -329,16 +356,24 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
                     spec.pool.min(spec.mem) >> 20,
                     g.vcpus,
                     sw.as_str(),
-                    if spec.eager { "eager" } else { "on-demand" }
+                    if g.hwdom {
+                        "direct-mapped"
+                    } else if spec.eager {
+                        "eager"
+                    } else {
+                        "on-demand"
+                    }
                 );
-                if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, false) {
+                if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, g.hwdom) {
                     kprintln!("hyp: boot stopped: {}", e);
                     system_off();
                 }
                 // Untrapped set/way is safe only on vCPUs that never move:
                 // vCPU k of a sw=no guest stays on pCPU k mod n. TEST ONLY
                 // `fault=sw-unpinned` leaves them unpinned.
-                if g.sw == bootcfg::SwMode::No && cfg.faults.contains(bootcfg::Faults::SW_UNPINNED) {
+                if g.hwdom {
+                    // Pinned or not by the scheduler's hardware-domain rule.
+                } else if g.sw == bootcfg::SwMode::No && cfg.faults.contains(bootcfg::Faults::SW_UNPINNED) {
                     kprintln!("hyp: guest {}: sw=no: set/way runs untrapped and its vCPUs are NOT pinned (fault=sw-unpinned)", g.name.as_str());
                 } else if g.sw == bootcfg::SwMode::No {
                     for k in 0..g.vcpus as u8 {
@@ -374,6 +409,40 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
     GO.store(true, Ordering::Release);
     arch::sev();
     run_pcpu(0)
+}
+
+/// Set the hardware domain's RAM aside (IPA = PA): at its `base=`, else
+/// where the frame allocator finds room, 2 MiB aligned (128 MiB for an
+/// AArch32 kernel, which finds its RAM base by rounding its load address
+/// down to 128 MiB). Stops the boot when it cannot.
+fn carve_hwdom_ram(g: &bootcfg::GuestConfig) -> u64 {
+    let align = if g.aarch32 { 128 << 20 } else { hwops::BLOCK_SIZE };
+    let name = g.name.as_str();
+    match g.base {
+        Some(b) if b % align != 0 => {
+            kprintln!("hyp: boot stopped: hardware domain {}: base={:#x} must be a multiple of {} MiB for its kernel", name, b, align >> 20);
+            system_off();
+        }
+        Some(b) => {
+            if !FRAMES.lock().alloc_at(b, g.mem_bytes) {
+                kprintln!(
+                    "hyp: boot stopped: hardware domain {}: its RAM [{:#x}, {:#x}) overlaps the hypervisor's memory (its image, the DTB, a module or a reservation)",
+                    name,
+                    b,
+                    b + g.mem_bytes
+                );
+                system_off();
+            }
+            b
+        }
+        None => match FRAMES.lock().alloc(g.mem_bytes, align) {
+            Some(b) => b,
+            None => {
+                kprintln!("hyp: boot stopped: hardware domain {}: no {} MiB of free host RAM, {} MiB aligned, for it", name, g.mem_bytes >> 20, align >> 20);
+                system_off();
+            }
+        },
+    }
 }
 
 /// Start pCPUs 1..pcpus: by the spin table the DTB gives for a CPU, else by

@@ -17,7 +17,8 @@ use crate::arch::el1::El1Regs;
 use crate::arch::{FpRegs, TrapFrame};
 use crate::hw::KernelHw;
 
-/// Guest RAM starts here in every guest's IPA space (as on QEMU virt).
+/// Guest RAM starts here in every ordinary guest's IPA space (as on QEMU
+/// virt); the hardware domain's is where its host RAM is (IPA = PA).
 pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
 /// A guest image is placed this far into its RAM (the arm64 Image offset).
 pub const GUEST_IMAGE_OFFSET: u64 = 0x8_0000;
@@ -44,20 +45,29 @@ pub struct ReservedTables {
     free: heapless::Vec<u64, 64>,
 }
 
-/// Table frames a VM with `mem` bytes of RAM at [`GUEST_RAM_IPA`] can need:
-/// a level-3 table per 2 MiB and a level-2 table per 1 GiB of RAM (one more
-/// of each for a misaligned end), the root, and a few for device mappings
-/// below RAM.
-pub fn table_frames(mem: u64) -> u64 {
+/// Table frames a VM with `mem` bytes of RAM can need: a level-3 table per
+/// 2 MiB and a level-2 table per 1 GiB of RAM (one more of each for a
+/// misaligned end), the root, and a few for device mappings (many more for
+/// the hardware domain's passed-through devices; [`map_devices`] checks
+/// before each mapping that two are left).
+pub fn table_frames(mem: u64, hwdom: bool) -> u64 {
     let l3 = mem.div_ceil(hwops::BLOCK_SIZE) + 1;
     let l2 = mem.div_ceil(1 << 30) + 1;
-    const DEVICES: u64 = 8;
-    l3 + l2 + 1 + DEVICES
+    let devices: u64 = if hwdom { HWDOM_DEVICE_TABLES } else { 8 };
+    l3 + l2 + 1 + devices
 }
+
+/// Table frames for the hardware domain's device mappings (512 KiB).
+pub const HWDOM_DEVICE_TABLES: u64 = 128;
 
 impl ReservedTables {
     fn new(pa: u64, frames: u64) -> Self {
         ReservedTables { next: pa, end: pa + frames * hwops::PAGE_SIZE, free: heapless::Vec::new() }
+    }
+
+    /// Frames still free for new tables.
+    pub fn left(&self) -> u64 {
+        (self.end - self.next) / hwops::PAGE_SIZE + self.free.len() as u64
     }
 }
 
@@ -239,6 +249,24 @@ pub struct Vm {
     pub cntvoff: u64,
     /// TEST ONLY `fault=` (always empty in a normal build).
     pub faults: Faults,
+    /// The hardware domain: whether its vCPUs are pinned (`None` for any
+    /// other guest).
+    pub hwdom_pinned: Option<bool>,
+    /// The hardware domain's SPIs (GIC INTIDs), delivered as hardware
+    /// interrupts; empty for any other guest.
+    pub hw_spis: Vec<u32>,
+}
+
+/// What makes a VM the hardware domain: the board's device tree edited for
+/// it, the devices it owns and where it finds its emulated ones.
+pub struct Hwdom {
+    pub dtb: Vec<u8>,
+    /// MMIO it owns (4 KiB-rounded, merged), mapped as Device memory.
+    pub regions: Vec<(u64, u64)>,
+    /// Its SPIs (GIC INTIDs).
+    pub spis: Vec<u32>,
+    pub layout: crate::devices::Layout,
+    pub pinned: bool,
 }
 
 /// The physical GICV frame, mapped at each Linux guest's GICC address.
@@ -252,6 +280,9 @@ pub fn set_gicv(pa: u64) {
 #[derive(Clone, Copy)]
 pub struct Spec<'a> {
     pub name: &'a str,
+    /// Where its RAM starts in its IPA space ([`GUEST_RAM_IPA`], or the
+    /// hardware domain's host RAM, IPA = PA, already set aside for it).
+    pub ram_base: u64,
     pub image: (u64, u64),
     pub mem: u64,
     pub pool: u64,
@@ -276,6 +307,7 @@ pub struct Boot {
     spec: Spec<'static>,
     tables: u64,
     pool: u64,
+    hwdom: Option<Hwdom>,
 }
 
 impl Vm {
@@ -338,29 +370,37 @@ impl Vm {
 /// Build a VM from its capabilities: an empty stage-2 table, a PoD pool of
 /// `pool` bytes of host RAM (taken with `alloc`), the guest image populated
 /// and copied in, and vCPU 0 ready at the image entry.
+/// `hwdom`: the VM is the hardware domain, its RAM (IPA = PA at
+/// `spec.ram_base`) already set aside by the caller.
 pub fn create(
     caps: VmCaps,
     spec: &Spec,
+    hwdom: Option<Hwdom>,
     mut alloc: impl FnMut(u64, u64) -> Option<u64>,
 ) -> Result<Vm, &'static str> {
     let VmCaps { stage2, pod, .. } = caps;
     if spec.image.1 > spec.mem.saturating_sub(GUEST_IMAGE_OFFSET) {
         return Err("guest image larger than its RAM");
     }
-    if GUEST_RAM_IPA.checked_add(spec.mem).is_none_or(|end| end > GUEST_RAM_IPA + stage2_pager::TRACK_SPAN) {
+    if spec.mem > stage2_pager::TRACK_SPAN {
         return Err("mem (guestN.mem / hyp,mem) is beyond the 64 GiB of guest RAM the stage-2 pager tracks (allowed: up to 64G)");
     }
-    let frames = table_frames(spec.mem);
+    let frames = table_frames(spec.mem, hwdom.is_some());
     let tables = alloc(frames * hwops::PAGE_SIZE, hwops::PAGE_SIZE).ok_or("not enough host RAM for the guest's stage-2 tables")?;
-    // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
-    let pool = if spec.eager { spec.mem } else { spec.pool.min(spec.mem) };
-    let pool_pa = alloc(pool, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?;
+    let pool_pa = if hwdom.is_some() {
+        spec.ram_base
+    } else {
+        // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
+        let pool = if spec.eager { spec.mem } else { spec.pool.min(spec.mem) };
+        alloc(pool, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?
+    };
     let mut boot = Boot {
         name: heapless::String::new(),
         bootargs: heapless::String::new(),
         spec: Spec { name: "", bootargs: "", ..*spec },
         tables,
         pool: pool_pa,
+        hwdom,
     };
     let _ = boot.name.push_str(&spec.name[..spec.name.len().min(16)]);
     boot.bootargs.push_str(spec.bootargs).map_err(|_| "guest bootargs longer than 512 bytes")?;
@@ -400,14 +440,24 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
 fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
     let (name, bootargs) = (boot.name.clone(), boot.bootargs.clone());
     let spec = &Spec { name: name.as_str(), bootargs: bootargs.as_str(), ..boot.spec };
-    let frames = table_frames(spec.mem);
-    let pager = Pager::new(stage2, A64Table::new(ReservedTables::new(boot.tables, frames)), GUEST_RAM_IPA)
+    let ram = spec.ram_base;
+    let direct = boot.hwdom.is_some();
+    let frames = table_frames(spec.mem, direct);
+    let pager = Pager::new(stage2, A64Table::new(ReservedTables::new(boot.tables, frames)), ram)
         .map_err(|_| "stage-2 pager refused")?;
     let eager = spec.eager;
-    let mode = if eager { Mode::Eager } else { Mode::OnDemand };
-    let mut pod = Pod::new(pod, PodConfig::new(GUEST_RAM_IPA, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
-    let pool = if eager { spec.mem } else { spec.pool.min(spec.mem) };
-    pod.grant(boot.pool, pool).map_err(|_| "PoD refused the pool grant")?;
+    let mode = if direct {
+        Mode::DirectMap
+    } else if eager {
+        Mode::Eager
+    } else {
+        Mode::OnDemand
+    };
+    let mut pod = Pod::new(pod, PodConfig::new(ram, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
+    if !direct {
+        let pool = if eager { spec.mem } else { spec.pool.min(spec.mem) };
+        pod.grant(boot.pool, pool).map_err(|_| "PoD refused the pool grant")?;
+    }
     let cfg = VmConfig {
         vcpus: spec.vcpus as u8,
         sw: spec.sw,
@@ -439,12 +489,14 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
         devices: None,
         cntvoff: crate::arch::counter(),
         faults: spec.faults,
+        hwdom_pinned: None,
+        hw_spis: Vec::new(),
     };
     let mut hw = vm.hw();
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
     let kind = image_kind(spec.image.0, spec.image.1);
-    let ram = GUEST_RAM_IPA;
     match kind {
+        ImageKind::Bare if direct => return Err("the hardware domain must be a Linux kernel (it boots with the board's device tree)"),
         ImageKind::Bare => {
             copy_in(&mut vm, ram + GUEST_IMAGE_OFFSET, spec.image.0, spec.image.1)?;
             vm.vcpus[0].reset(0, ram + GUEST_IMAGE_OFFSET, 0, spec.aarch32);
@@ -473,8 +525,20 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
                 None => None,
             };
             let dtb_ipa = ram + LINUX_DTB_OFFSET;
-            let (buf, n) = crate::devices::guest_dtb(spec, initrd)?;
-            copy_in(&mut vm, dtb_ipa, buf.as_ptr() as u64, n as u64)?;
+            let hw = vm.boot.hwdom.as_ref().map(|h| (h.dtb.as_ptr() as u64, h.dtb.len() as u64, h.layout));
+            let layout = match hw {
+                Some((p, n, layout)) => {
+                    // Its tree was written for this layout at boot (the
+                    // Vec is not touched while it is copied).
+                    copy_in(&mut vm, dtb_ipa, p, n)?;
+                    layout
+                }
+                None => {
+                    let (buf, n) = crate::devices::guest_dtb(spec, initrd)?;
+                    copy_in(&mut vm, dtb_ipa, buf.as_ptr() as u64, n as u64)?;
+                    crate::devices::Layout::VIRT
+                }
+            };
             vm.vcpus[0].reset(0, kernel_at, 0, aarch32);
             if aarch32 {
                 vm.vcpus[0].frame.x[1] = 0xffff_ffff;
@@ -490,13 +554,48 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
             for page in 0..2 {
                 let off = page * hwops::PAGE_SIZE;
                 vm.pager
-                    .map(crate::devices::GUEST_GICC + off, gicv + off, stage2_pager::LeafSize::Page4K, stage2_pager::MemAttrs::Device, &mut tlb)
+                    .map(layout.gicc + off, gicv + off, stage2_pager::LeafSize::Page4K, stage2_pager::MemAttrs::Device, &mut tlb)
                     .map_err(|_| "cannot map the virtual CPU interface")?;
             }
-            vm.devices = Some(crate::devices::Devices::new(spec.vcpus)?);
+            let mut devices = crate::devices::Devices::new(spec.vcpus, layout)?;
+            if let Some(h) = vm.boot.hwdom.as_ref() {
+                vm.hwdom_pinned = Some(h.pinned);
+                for &intid in h.spis.iter() {
+                    devices.vgic.set_hw(intid, true).map_err(|_| "the vGIC cannot take a hardware domain interrupt (SPI beyond its lines)")?;
+                }
+                vm.hw_spis = h.spis.clone();
+                let regions = h.regions.clone();
+                map_devices(&mut vm, &regions)?;
+            }
+            vm.devices = Some(devices);
         }
     }
     Ok(vm)
+}
+
+/// Map the hardware domain's device regions (IPA = PA) as Device memory:
+/// 2 MiB blocks where a whole aligned chunk is covered, else 4 KiB pages.
+fn map_devices(vm: &mut Vm, regions: &[(u64, u64)]) -> Result<(), &'static str> {
+    let mut tlb = vm.hw();
+    for &(base, len) in regions {
+        let end = base.checked_add(len).ok_or("hardware domain device region wraps")?;
+        let mut a = base;
+        while a < end {
+            // A leaf needs at most two new tables (level 2 and level 3).
+            if vm.pager.table().translation().left() < 2 {
+                return Err("the hardware domain's devices need more stage-2 tables than reserved (too many scattered regions)");
+            }
+            let block = a.is_multiple_of(hwops::BLOCK_SIZE) && end - a >= hwops::BLOCK_SIZE;
+            let (size, n) = if block {
+                (stage2_pager::LeafSize::Block2M, hwops::BLOCK_SIZE)
+            } else {
+                (stage2_pager::LeafSize::Page4K, hwops::PAGE_SIZE)
+            };
+            vm.pager.map(a, a, size, stage2_pager::MemAttrs::Device, &mut tlb).map_err(|_| "cannot map a hardware domain device (IPA limit, or overlaps its RAM)")?;
+            a += n;
+        }
+    }
+    Ok(())
 }
 
 /// Populate `[ipa, ipa+len)` (4 KiB pages, or 2 MiB blocks where a whole
@@ -560,8 +659,13 @@ pub fn print_summary(vm: &Vm) {
     let c = &vm.counters;
     let cm = vm.cm.counters();
     let pod = vm.pod.stats();
+    let hwdom = match vm.hwdom_pinned {
+        Some(true) => " hwdom=yes pinned=yes",
+        Some(false) => " hwdom=yes pinned=no",
+        None => " hwdom=no",
+    };
     crate::kprintln!(
-        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={} restarts={}",
+        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={} restarts={}{}",
         vm.name,
         if vm.exit_ok == Some(true) { "ok" } else { "fail" },
         vm.vcpus.len(),
@@ -574,7 +678,8 @@ pub fn print_summary(vm: &Vm) {
         cm.cleaned_bytes,
         cm.max_slice_bytes,
         c.migrations,
-        vm.restarts
+        vm.restarts,
+        hwdom
     );
     crate::kprintln!(
         "hyp: guest {} cleans={} slices={} mmio={} irq_exits={} hvc={}",

@@ -28,4 +28,5 @@ pub const BOARD: Board = Board {
     cpu_boot: CpuBoot::Psci(Conduit::Smc),
     // U-Boot's sunxi `kernel_addr_r`.
     entry: BootProtocol::UBootHyp { load: 0x4200_0000 },
+    hwdom_console: None,
 };

@@ -164,6 +164,9 @@ pub struct Board {
     pub psci: Option<Conduit>,
     pub cpu_boot: CpuBoot,
     pub entry: BootProtocol,
+    /// Where the hardware domain's console (an emulated PL011) sits when
+    /// the hypervisor's console is not a PL011: `(address, SPI number)`.
+    pub hwdom_console: Option<(u64, u32)>,
 }
 
 impl Board {

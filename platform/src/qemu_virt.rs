@@ -31,6 +31,7 @@ pub const BOARD: Board = Board {
     psci: Some(Conduit::Smc),
     cpu_boot: CpuBoot::Psci(Conduit::Smc),
     entry: BootProtocol::QemuElf,
+    hwdom_console: None,
 };
 
 /// ARMv7: `qemu-system-arm -M virt,virtualization=on -cpu cortex-a15`, the

@@ -38,4 +38,6 @@ pub const BOARD: Board = Board {
         release: &[0xd8, 0xe0, 0xe8, 0xf0],
     },
     entry: BootProtocol::RawAt(0x8_0000),
+    // UART0 (PL011, SPI 121), free while the hypervisor keeps the mini-UART.
+    hwdom_console: Some((0xfe20_1000, 121)),
 };

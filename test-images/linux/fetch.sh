@@ -10,6 +10,8 @@
 #
 # Outputs: Image-arm64, zImage-armhf, Image-arm64-6.12, zImage-armhf-6.12,
 # busybox-arm64, busybox-armhf, initrd-arm64.cpio.gz, initrd-armhf.cpio.gz,
+# initrd-arm64-disk.cpio.gz, initrd-armhf-disk.cpio.gz (the 6.1 kernels'
+# disk initramfs: virtio-blk + ext4 modules, mounts /dev/vda),
 # bcm2711-rpi-4-b.dtb, bcm2711-rpi-400.dtb, VERSIONS.
 set -euo pipefail
 
@@ -115,6 +117,21 @@ for a in arm64 armhf; do
     out=$cache/initrd-$a.cpio.gz
     if [[ ! -s $out || $out -ot $here/mkinitramfs.py || $out -ot $cache/busybox-$a ]]; then
         python3 "$here/mkinitramfs.py" --busybox "$cache/busybox-$a" --output "$out"
+    fi
+done
+
+# The disk initramfs of the 6.1 kernels (the hardware domain's disk tests):
+# their modules come from the linux-image package VERSIONS names.
+for a in arm64 armhf; do
+    flavour=$a
+    [[ $a == armhf ]] && flavour=armmp-lpae
+    pkg=$(sed -nE "s/^(linux-image-6\.1\.0-[0-9]+-$flavour):$a .*/\1/p" "$cache/VERSIONS" | head -1)
+    [[ -n $pkg ]] || { echo "fetch.sh: VERSIONS names no linux-image-6.1.0-NN-$flavour (FORCE=1 fetches again)" >&2; exit 1; }
+    mods=$(echo "$cache/extract/$pkg-$a/lib/modules/"*)
+    [[ -d $mods ]] || { echo "fetch.sh: no modules directory for $pkg (FORCE=1 fetches again)" >&2; exit 1; }
+    out=$cache/initrd-$a-disk.cpio.gz
+    if [[ ! -s $out || $out -ot $here/mkinitramfs.py || $out -ot $cache/busybox-$a || $out -ot $mods ]]; then
+        python3 "$here/mkinitramfs.py" --busybox "$cache/busybox-$a" --modules "$mods" --output "$out"
     fi
 done
 

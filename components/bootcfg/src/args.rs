@@ -95,12 +95,14 @@ pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 #[cfg(not(feature = "faults"))]
 const KEYS_ALLOWED: &str =
     "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, \
-     guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
+     guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, \
+     guestN.passthrough";
 /// A `faults` (test-only) build also knows `fault`.
 #[cfg(feature = "faults")]
 const KEYS_ALLOWED: &str =
     "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, \
-     guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
+     guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, \
+     guestN.passthrough, fault";
 #[cfg(feature = "faults")]
 const FAULTS_ALLOWED: &str =
     "a comma-separated list of sw-unpinned, no-pod-clean, clean-skips-walk";
@@ -108,7 +110,10 @@ const EXIT_ALLOWED: &str = "psci, semihosting";
 const PMU_ALLOWED: &str = "hidden, passthrough";
 const REBOOTS_ALLOWED: &str = "0 to 1000";
 const MAXCPUS_ALLOWED: &str = "1 to 8";
-const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name";
+const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name, hwdom, base, passthrough";
+pub(crate) const YESNO_ALLOWED: &str = "yes, no";
+pub(crate) const BASE_ALLOWED: &str = "an address such as 0x60000000, a multiple of 2M";
+pub(crate) const PASSTHROUGH_ALLOWED: &str = "device-tree paths separated by commas, such as /virtio_mmio@a000000,/pl061@9030000 (up to 256 bytes)";
 const GUEST_INDEX_ALLOWED: &str = "guest0 to guest3";
 
 /// TEST ONLY: safety properties broken on purpose (`fault=NAME[,NAME...]`),
@@ -243,6 +248,19 @@ pub(crate) fn slice_ok(bytes: u64) -> bool {
     (4096..=1 << 30).contains(&bytes) && bytes.is_multiple_of(4096)
 }
 
+/// A hardware domain's RAM base: 2 MiB aligned (its RAM is mapped in
+/// blocks).
+pub(crate) fn base_ok(v: u64) -> bool {
+    v.is_multiple_of(2 << 20)
+}
+
+/// `passthrough=`: comma-separated absolute paths, at most 256 bytes.
+pub(crate) fn passthrough_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= crate::PASSTHROUGH_LEN
+        && s.split(',').all(|p| p.starts_with('/') && p.len() > 1 && p.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+}
+
 pub(crate) fn name_ok(s: &str) -> bool {
     (1..=16).contains(&s.len())
         && s.bytes()
@@ -259,6 +277,12 @@ pub struct GuestArgs<'a> {
     pub vcpus: Option<u32>,
     pub sw: Option<SwMode>,
     pub name: Option<&'a str>,
+    /// `guestN.hwdom=yes`: this guest is the hardware domain.
+    pub hwdom: Option<bool>,
+    /// `guestN.base=`: where the hardware domain's RAM starts (IPA = PA).
+    pub base: Option<u64>,
+    /// `guestN.passthrough=`: the device-tree paths the hardware domain owns.
+    pub passthrough: Option<&'a str>,
     /// The first `guestN.` token, for a "no such guest" error.
     pub first_token: Option<&'a str>,
 }
@@ -425,6 +449,20 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
                             return Err(bad("bad name", NAME_ALLOWED));
                         }
                         set(&mut g.name, value, token)?;
+                    }
+                    "hwdom" => {
+                        let v = choose(value, &[("yes", true), ("no", false)]).ok_or(bad("not yes or no", YESNO_ALLOWED))?;
+                        set(&mut g.hwdom, v, token)?;
+                    }
+                    "base" => {
+                        let v = parse_u64(value).filter(|v| base_ok(*v)).ok_or(bad("not a 2M-aligned address", BASE_ALLOWED))?;
+                        set(&mut g.base, v, token)?;
+                    }
+                    "passthrough" => {
+                        if !passthrough_ok(value) {
+                            return Err(bad("bad path list", PASSTHROUGH_ALLOWED));
+                        }
+                        set(&mut g.passthrough, value, token)?;
                     }
                     _ => return Err(bad("unknown guest key", GUEST_KEYS_ALLOWED)),
                 }

@@ -31,6 +31,23 @@ pub struct GuestConfig {
     pub sw: SwMode,
     /// The guest kernel's command line (the module's `bootargs`).
     pub bootargs: String<BOOTARGS_LEN>,
+    /// The hardware domain (`hyp,hwdom` / `guestN.hwdom=yes`): direct-mapped
+    /// RAM (IPA = PA), the board's devices, the board's device tree edited.
+    pub hwdom: bool,
+    /// The hardware domain's RAM base (`hyp,base` / `guestN.base=`); `None`
+    /// lets the kernel place it.
+    pub base: Option<u64>,
+    /// The device-tree paths the hardware domain owns, comma separated
+    /// (`hyp,passthrough` / `guestN.passthrough=`); `None`: every device the
+    /// hypervisor does not keep.
+    pub passthrough: Option<String<PASSTHROUGH_LEN>>,
+}
+
+impl GuestConfig {
+    /// The paths of [`GuestConfig::passthrough`], one by one.
+    pub fn passthrough_paths(&self) -> impl Iterator<Item = &str> {
+        self.passthrough.iter().flat_map(|s| s.split(','))
+    }
 }
 
 /// One physical CPU from `/cpus`.
@@ -148,7 +165,7 @@ pub struct BootConfig {
     pub max_cpus: Option<u32>,
     /// TEST ONLY `fault=`: always empty without feature `faults`.
     pub faults: Faults,
-    /// In device tree order; guest0 is the hardware domain.
+    /// In device tree order; at most one is the hardware domain.
     pub guests: Vec<GuestConfig, MAX_GUESTS>,
     pub ram: Vec<Range, MAX_RAM>,
     /// Memory not to hand out (reservation map, `/reserved-memory`).
@@ -992,6 +1009,9 @@ fn modules<'a>(
             vcpus: 1,
             sw: SwMode::default(),
             bootargs: String::new(),
+            hwdom: false,
+            base: None,
+            passthrough: None,
         };
         let _ = write!(g.name, "guest{index}");
         for p in n.props() {
@@ -1056,11 +1076,42 @@ fn modules<'a>(
                         )
                     })?;
                 }
+                "hyp,hwdom" => {
+                    g.hwdom = match p.value {
+                        [] => true,
+                        _ => match string(n, p)? {
+                            "yes" => true,
+                            "no" => false,
+                            s => return Err(bad(n, p, Shown::Str(s), "not yes or no", YESNO_ALLOWED)),
+                        },
+                    };
+                }
+                "hyp,base" => {
+                    let v = p.as_u32().map(u64::from).or_else(|| p.as_u64());
+                    let v = v.ok_or(bad(n, p, Shown::Num(p.value.len() as u64), "not a u32 or u64 (value shown is its length)", BASE_ALLOWED))?;
+                    if !base_ok(v) {
+                        return Err(bad(n, p, Shown::Num(v), "not 2M-aligned", BASE_ALLOWED));
+                    }
+                    g.base = Some(v);
+                }
+                "hyp,passthrough" => {
+                    let mut list: String<PASSTHROUGH_LEN> = String::new();
+                    for path in p.strs() {
+                        let ok = (list.is_empty() || list.push(',').is_ok()) && list.push_str(path).is_ok();
+                        if !ok {
+                            return Err(bad(n, p, Shown::Num(p.value.len() as u64), "too long (value shown is its length)", PASSTHROUGH_ALLOWED));
+                        }
+                    }
+                    if !passthrough_ok(&list) {
+                        return Err(bad(n, p, Shown::Str(string(n, p).unwrap_or("")), "bad path list", PASSTHROUGH_ALLOWED));
+                    }
+                    g.passthrough = Some(list);
+                }
                 name if name.starts_with("hyp,") => {
                     return Err(Error::PropNotAllowed {
                         node: n.name(),
                         prop: name,
-                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch)",
+                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch, hyp,hwdom, hyp,base, hyp,passthrough)",
                     });
                 }
                 _ => {}
@@ -1147,6 +1198,18 @@ fn apply_overrides<'a>(args: &Args<'a>, cfg: &mut BootConfig) -> Result<(), Erro
             g.name = String::new();
             let _ = g.name.push_str(n);
         }
+        if let Some(h) = o.hwdom {
+            g.hwdom = h;
+        }
+        if o.base.is_some() {
+            g.base = o.base;
+        }
+        if let Some(p) = o.passthrough {
+            let mut list = String::new();
+            // parse_bootargs checked the length.
+            let _ = list.push_str(p);
+            g.passthrough = Some(list);
+        }
     }
     Ok(())
 }
@@ -1155,14 +1218,37 @@ fn validate(cfg: &BootConfig) -> Result<(), Error<'static>> {
     // Values were checked where they were read; these rules need the whole.
     let mut mods: Vec<(usize, &'static str, Range), { 2 * MAX_GUESTS }> = Vec::new();
     let ram: u64 = cfg.ram.iter().map(|r| r.1).sum();
+    let mut hwdom: Option<usize> = None;
     for (i, g) in cfg.guests.iter().enumerate() {
+        if g.hwdom {
+            if let Some(first) = hwdom {
+                return Err(Error::TwoHwdoms { first, second: i });
+            }
+            hwdom = Some(i);
+            if g.populate == Some(Populate::Demand) || g.pool_bytes.is_some() {
+                return Err(Error::Conflict {
+                    guest: i,
+                    problem: "the hardware domain's RAM is direct-mapped and populated at boot (allowed: no populate=demand, no pool=)",
+                });
+            }
+            if let Some(base) = g.base {
+                if !cfg.in_ram(base, g.mem_bytes) {
+                    return Err(Error::NotInRam { guest: i, what: "RAM (base=, mem=)", base, size: g.mem_bytes });
+                }
+            }
+        } else if g.base.is_some() || g.passthrough.is_some() {
+            return Err(Error::Conflict {
+                guest: i,
+                problem: "base= and passthrough= are for the hardware domain (allowed: with hwdom=yes)",
+            });
+        }
         if g.sw == SwMode::No && g.populate == Some(Populate::Demand) {
             return Err(Error::Conflict {
                 guest: i,
                 problem: "sw=no with populate=demand: untrapped set/way needs eager memory (allowed: populate=eager, or sw=yes/auto)",
             });
         }
-        let eager = g.populate.map_or(g.sw == SwMode::No, |p| p == Populate::Eager);
+        let eager = g.hwdom || g.populate.map_or(g.sw == SwMode::No, |p| p == Populate::Eager);
         if eager && g.pool_bytes.is_some() {
             return Err(Error::Conflict {
                 guest: i,

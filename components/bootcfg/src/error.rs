@@ -106,6 +106,8 @@ pub enum Error<'a> {
     },
     /// Options of one guest that contradict each other.
     Conflict { guest: usize, problem: &'static str },
+    /// Two guests ask to be the hardware domain.
+    TwoHwdoms { first: usize, second: usize },
     /// A guest's memory cannot fit in the host's RAM.
     TooBig { guest: usize, field: &'static str, bytes: u64, ram: u64 },
     /// Two modules overlap.
@@ -166,6 +168,10 @@ impl fmt::Display for Error<'_> {
                 "guest{guest}: {what} at {base:#x} size {size:#x} is not inside one RAM range"
             ),
             Error::Conflict { guest, problem } => write!(f, "guest{guest}: {problem}"),
+            Error::TwoHwdoms { first, second } => write!(
+                f,
+                "guest{second}: a second hardware domain (guest{first} is one already; allowed: hwdom=yes on one guest)"
+            ),
             Error::TooBig { guest, field, bytes, ram } => write!(
                 f,
                 "guest{guest}.{field} = {} MiB does not fit in host RAM ({} MiB in all)",

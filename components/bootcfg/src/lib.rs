@@ -127,6 +127,8 @@ pub const MAX_CPUS: usize = 8;
 pub const BOOTARGS_LEN: usize = 512;
 /// Guest name capacity, bytes.
 pub const NAME_LEN: usize = 16;
+/// Longest hardware-domain passthrough list (`guestN.passthrough=`).
+pub const PASSTHROUGH_LEN: usize = 256;
 /// Guest memory when neither the DTB nor the command line says.
 pub const DEFAULT_GUEST_MEM: u64 = 64 << 20;
 /// Clean slice budget when the command line does not say.

@@ -11,9 +11,9 @@ fn err(line: &str) -> String {
 
 /// The keys an error lists. A test-only `faults` build also knows `fault`.
 #[cfg(not(feature = "faults"))]
-const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name";
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, guestN.passthrough";
 #[cfg(feature = "faults")]
-const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, fault";
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, guestN.passthrough, fault";
 
 #[test]
 fn empty_and_defaults() {
@@ -173,7 +173,7 @@ fn every_error() {
         ("guest4.mem=64M", "bootargs: guest4.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest10.mem=64M", "bootargs: guest10.mem=64M: bad guest number (allowed: guest0 to guest3)"),
         ("guest.mem=64M", "bootargs: guest.mem=64M: bad guest number (allowed: guest0 to guest3)"),
-        ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, populate, vcpus, sw, name)"),
+        ("guest0.cpus=2", "bootargs: guest0.cpus=2: unknown guest key (allowed: mem, pool, populate, vcpus, sw, name, hwdom, base, passthrough)"),
         ("sched=rr sched=null", "bootargs: sched=null: given twice (allowed: each key once)"),
         ("guest1.vcpus=1 guest1.vcpus=2", "bootargs: guest1.vcpus=2: given twice (allowed: each key once)"),
     ];

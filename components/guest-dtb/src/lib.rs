@@ -2,9 +2,16 @@
 //!
 //! A guest kernel learns its machine from a flattened device tree: RAM, CPUs
 //! and how to start them, the interrupt controller, the timer, the console
-//! and its command line. This crate writes that tree for one guest into a
-//! buffer the caller provides (for the kernel: a page of guest RAM), with a
-//! small writer of its own ([`fdt::FdtWriter`]), without allocating.
+//! and its command line. This crate makes that tree, two ways:
+//!
+//! - an ordinary guest's tree, written from scratch ([`write()`]) into a
+//!   buffer the caller provides (for the kernel: a page of guest RAM), with a
+//!   small writer of its own ([`fdt::FdtWriter`]), without allocating;
+//! - the hardware domain's tree ([`hwdom::hwdom_dtb`]): the board's own DTB,
+//!   edited (RAM, `/chosen`, CPUs, PSCI, GIC, console, devices passed
+//!   through or disabled), plus the MMIO pages and SPIs the hwdom owns. It
+//!   allocates (the kernel has a heap at EL2) and parses, edits and writes
+//!   with the `dtoolkit` crate; its rules and invariants are in [`hwdom`].
 //!
 //! The machine it describes is QEMU `virt` as Linux knows it
 //! (`linux,dummy-virt`): GICv2, the architected timer, a PL011 and PSCI
@@ -19,12 +26,19 @@
 //!   empty memory reservation map;
 //! - checking the spec, and the buffer's size, with one clear [`Error`].
 //!
+//! - the hwdom: every edit of the board tree listed in [`hwdom`], which
+//!   device nodes it owns (by the spec's list or by eligibility), their
+//!   4 KiB-rounded MMIO and GIC SPIs, and one clear [`HwdomError`].
+//!
 //! **Not responsible for:** choosing the guest's addresses (the kernel's
 //! layout decides; QEMU `virt`'s are [`GuestDtbSpec::qemu_virt`]), loading
 //! anything into guest memory, emulating the devices it names (the vGIC,
-//! `vuart`, PSCI), or reading device trees (see `bootcfg::fdt`).
+//! `vuart`, PSCI), mapping the hwdom's passthrough regions or routing its
+//! SPIs (the kernel does, from [`Passthrough`]), choosing the hwdom's RAM
+//! or kept ranges (the boot configuration does), or reading the
+//! hypervisor's own configuration from the board DTB (see `bootcfg::fdt`).
 //!
-//! **Invariants:**
+//! **Invariants** (of [`write()`]; the hwdom editor's are in [`hwdom`]):
 //! - On `Ok(n)`, `buf[..n]` is a complete, well-formed blob; nothing past `n`
 //!   is written. On an error the buffer's content is unspecified.
 //! - On [`Error::BufferTooSmall`], `need` is the exact size the same spec
@@ -36,9 +50,14 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 use core::fmt;
 
 pub mod fdt;
+pub mod hwdom;
+
+pub use hwdom::{hwdom_dtb, HwdomError, HwdomSpec, Passthrough};
 
 use fdt::FdtWriter;
 

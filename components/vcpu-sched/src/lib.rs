@@ -23,6 +23,11 @@
 //!   never migrate after the VM's first set/way report under `hwdom_pin=auto`
 //!   (each is pinned where it runs or last ran, or, if it never ran, where it
 //!   first runs).
+//! - Under `hwdom_pin=on` the hardware domain has pCPUs of its own: its vCPU
+//!   `k` is pinned to pCPU `k` from creation, and pCPUs `0..hwdom_vcpus` are
+//!   reserved ([`Sched::reserved_pcpus`]): a reserved pCPU only ever runs the
+//!   hardware domain's vCPUs, under every policy. Its set/way then runs
+//!   untrapped, which is only safe because its vCPUs never move.
 //! - Under `rr`, a runnable vCPU runs within `N + 1` rounds of ticks on every
 //!   pCPU, `N` being the number of vCPUs (FIFO queue; requeued vCPUs go to the
 //!   tail).
@@ -42,6 +47,31 @@
 //!   and predictable interrupt latency; and since a vCPU changes pCPU only
 //!   after CPU_OFF, when PSCI requires the guest to have cleaned its caches
 //!   already, a set/way loop is never cut by a migration.
+//!
+//! ## Hardware domain (`hwdom_pin=`)
+//! - `on`: the hardware domain (at most one VM, `add_vm(.., hwdom = true)`)
+//!   gets one pCPU per vCPU: vCPU `k` is pinned to pCPU `k` and pCPUs
+//!   `0..vcpus` are reserved. The other VMs share the remaining pCPUs: `rr`
+//!   never starts them on a reserved pCPU, `pinned` homes them round robin
+//!   over the unreserved pCPUs only (the k-th other vCPU created goes to the
+//!   `k % free`-th unreserved one), `null` assigns them unreserved pCPUs
+//!   only, and [`Scheduler::pin`] of one of their vCPUs onto a reserved pCPU
+//!   is refused ([`SchedError::Reserved`]), as is a pin moving a hardware
+//!   domain vCPU off its pCPU ([`SchedError::HwdomFixed`]). `add_vm` refuses
+//!   a hardware domain with more vCPUs than pCPUs
+//!   ([`SchedError::HwdomTooBig`]) and any VM that would leave the other VMs
+//!   no unreserved pCPU ([`SchedError::NoFreePcpu`]). The kernel should add
+//!   the hardware domain first; added later, it is refused while another
+//!   VM's vCPU runs on, is assigned (`null`) or pinned to a pCPU it would
+//!   reserve, and `pinned` homes of the VMs already added move to the
+//!   unreserved pCPUs (a vCPU that ran on a now-reserved pCPU migrates once).
+//! - `auto`: as `off` until cache-maint reports the hardware domain's first
+//!   set/way ([`Scheduler::report_set_way`]), then each of its vCPUs is
+//!   pinned where it runs or last ran (or where it first runs). Nothing is
+//!   reserved: other VMs may still share those pCPUs. The kernel now resolves
+//!   `auto` to `on` or `off` itself (from the guest's `sw=`) before it creates
+//!   the scheduler; `Auto` stays for callers that do not.
+//! - `off`: the hardware domain is scheduled like any other VM.
 //!
 //! ## What the kernel calls
 //! - Timer tick on pCPU `p`: [`Scheduler::tick`]`(p)`, then act on the
@@ -123,7 +153,9 @@ pub enum HwdomPin {
     /// Pinned once cache-maint reports the hardware domain used set/way.
     #[default]
     Auto,
-    /// Always pinned: vCPU `k` to pCPU `k % npcpus`, from creation.
+    /// Always pinned, on pCPUs of its own: vCPU `k` to pCPU `k`, from
+    /// creation; pCPUs `0..vcpus` are reserved for it (no other VM's vCPU
+    /// runs there). Needs `vcpus <= npcpus`.
     On,
     /// Never pinned by this rule.
     Off,
@@ -143,6 +175,67 @@ impl HwdomPin {
 impl fmt::Display for HwdomPin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Whether the hardware domain gets a pCPU of its own per vCPU (and so may
+/// run set/way natively), and why: the boot decision behind
+/// [`HwdomPin::On`] or [`HwdomPin::Off`] for [`Sched::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinDecision {
+    /// `hwdom_pin=on`.
+    PinnedOn,
+    /// `hwdom_pin=auto` and its `sw=` expects set/way (yes or auto).
+    PinnedAuto,
+    /// `hwdom_pin=off`.
+    NotPinnedOff,
+    /// `hwdom_pin=auto` and `sw=no`: no set/way expected.
+    NotPinnedNoSw,
+    /// A pCPU per vCPU (plus one for the other guests) is more than there are.
+    NotPinnedTooFewPcpus,
+}
+
+impl PinDecision {
+    /// Decide: `sw_expected` is false only for `sw=no`; `others`: other
+    /// guests run beside it (they keep at least one pCPU).
+    pub fn new(pin: HwdomPin, sw_expected: bool, vcpus: usize, others: bool, npcpus: usize) -> PinDecision {
+        let wanted = match pin {
+            HwdomPin::Off => return PinDecision::NotPinnedOff,
+            HwdomPin::Auto if !sw_expected => return PinDecision::NotPinnedNoSw,
+            HwdomPin::Auto => PinDecision::PinnedAuto,
+            HwdomPin::On => PinDecision::PinnedOn,
+        };
+        if vcpus + usize::from(others) > npcpus {
+            return PinDecision::NotPinnedTooFewPcpus;
+        }
+        wanted
+    }
+
+    pub fn pinned(self) -> bool {
+        matches!(self, PinDecision::PinnedOn | PinDecision::PinnedAuto)
+    }
+
+    /// The scheduler setting it asks for.
+    pub fn hwdom_pin(self) -> HwdomPin {
+        if self.pinned() {
+            HwdomPin::On
+        } else {
+            HwdomPin::Off
+        }
+    }
+}
+
+impl fmt::Display for PinDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PinDecision::PinnedOn => "pinned, a pCPU per vCPU, set/way untrapped (hwdom_pin=on)",
+            PinDecision::PinnedAuto => "pinned, a pCPU per vCPU, set/way untrapped (hwdom_pin=auto, and its sw= expects set/way)",
+            PinDecision::NotPinnedOff => "not pinned, set/way trapped and cleaned (hwdom_pin=off)",
+            PinDecision::NotPinnedNoSw => "not pinned, set/way trapped and cleaned (hwdom_pin=auto, and sw=no expects none)",
+            PinDecision::NotPinnedTooFewPcpus => {
+                "not pinned, set/way trapped and cleaned (too few pCPUs for one per vCPU and one for the other guests)"
+            }
+        })
     }
 }
 
@@ -195,6 +288,38 @@ pub enum SchedError {
     NoSuchVcpu(VcpuRef),
     /// A second hardware domain.
     SecondHwdom(u8),
+    /// `hwdom_pin=on`: the hardware domain has more vCPUs than there are
+    /// pCPUs, so they cannot have one each.
+    HwdomTooBig {
+        /// The hardware domain's VM.
+        vm: u8,
+        /// Its vCPUs.
+        vcpus: u8,
+        /// The pCPUs.
+        npcpus: usize,
+    },
+    /// `hwdom_pin=on`: adding VM `vm` would leave a VM other than the
+    /// hardware domain without an unreserved pCPU (`reserved` is the
+    /// hardware domain's pCPU mask, as [`Sched::reserved_pcpus`]).
+    NoFreePcpu {
+        /// The VM whose `add_vm` was refused.
+        vm: u8,
+        /// The reserved pCPUs, bit n for pCPU n.
+        reserved: u16,
+    },
+    /// `hwdom_pin=on`: `v`, not of the hardware domain, may not run on
+    /// `pcpu`, which is reserved for it (an explicit pin there, or, when
+    /// the hardware domain is added late, `v` runs, is assigned or is
+    /// pinned there already).
+    Reserved {
+        /// The vCPU.
+        v: VcpuRef,
+        /// The reserved pCPU.
+        pcpu: usize,
+    },
+    /// `hwdom_pin=on`: a pin would move a hardware-domain vCPU off its own
+    /// pCPU (vCPU `k` stays on pCPU `k`).
+    HwdomFixed(VcpuRef),
 }
 
 impl fmt::Display for SchedError {
@@ -207,6 +332,27 @@ impl fmt::Display for SchedError {
             SchedError::VcpuCount(n) => write!(f, "sched: {n} vCPUs (allowed: 1..={MAX_VCPUS_PER_VM})"),
             SchedError::NoSuchVcpu(v) => write!(f, "sched: no vCPU {} in VM {}", v.vcpu, v.vm),
             SchedError::SecondHwdom(vm) => write!(f, "sched: VM {vm} cannot be a second hardware domain"),
+            SchedError::HwdomTooBig { vm, vcpus, npcpus } => write!(
+                f,
+                "sched: hwdom_pin=on gives each hardware-domain vCPU a pCPU of its own, \
+                 but VM {vm} has {vcpus} vCPUs and there are {npcpus} pCPUs"
+            ),
+            SchedError::NoFreePcpu { vm, reserved } => write!(
+                f,
+                "sched: VM {vm} refused: with pCPUs {reserved:#x} (mask) reserved for the hardware domain \
+                 (hwdom_pin=on), no pCPU is left for the other VMs"
+            ),
+            SchedError::Reserved { v, pcpu } => write!(
+                f,
+                "sched: pCPU {pcpu} is reserved for the hardware domain (hwdom_pin=on): \
+                 vCPU {} of VM {} may not run there",
+                v.vcpu, v.vm
+            ),
+            SchedError::HwdomFixed(v) => write!(
+                f,
+                "sched: vCPU {} of the hardware domain (VM {}) stays on pCPU {} under hwdom_pin=on",
+                v.vcpu, v.vm, v.vcpu
+            ),
         }
     }
 }
@@ -281,6 +427,8 @@ pub struct Core {
     vms: [Option<u8>; MAX_VMS],
     hwdom: Option<u8>,
     hwdom_pin: HwdomPin,
+    /// pCPUs only the hardware domain may run on (bit n for pCPU n).
+    reserved: u16,
     queue: Queue,
     current: [Option<VcpuRef>; MAX_PCPUS],
     added: usize,
@@ -296,6 +444,38 @@ impl Core {
     /// The pin of `v`, if any.
     pub fn pin_of(&self, v: VcpuRef) -> Option<usize> {
         self.slots[v.slot()].pin
+    }
+
+    /// The pCPUs reserved for the hardware domain under `hwdom_pin=on`, bit
+    /// n for pCPU n: `0..hwdom_vcpus` once it is added, 0 otherwise.
+    pub fn reserved_pcpus(&self) -> u16 {
+        self.reserved
+    }
+
+    /// The hardware domain's VM, once added.
+    pub fn hwdom(&self) -> Option<u8> {
+        self.hwdom
+    }
+
+    /// False when `pcpu` is reserved for the hardware domain and `v` is not
+    /// one of its vCPUs. The engine asks this on top of
+    /// [`Policy::eligible`], so no policy can break the reservation.
+    pub fn may_run_on(&self, v: VcpuRef, pcpu: usize) -> bool {
+        !self.is_reserved(pcpu) || self.hwdom == Some(v.vm)
+    }
+
+    /// The `k`-th pCPU (modulo their number) that is not reserved; `k %
+    /// npcpus` when nothing is. `None` only if every pCPU is reserved.
+    pub fn unreserved_pcpu(&self, k: usize) -> Option<usize> {
+        let free = self.npcpus - self.reserved.count_ones() as usize;
+        if free == 0 {
+            return None;
+        }
+        (0..self.npcpus).filter(|&p| !self.is_reserved(p)).nth(k % free)
+    }
+
+    fn is_reserved(&self, pcpu: usize) -> bool {
+        pcpu < 16 && self.reserved & (1 << pcpu) != 0
     }
 }
 
@@ -316,6 +496,12 @@ pub trait Policy {
     fn blocked(&mut self, _v: VcpuRef, _kind: BlockKind) {}
     /// `v` was pinned to `pcpu`.
     fn pinned(&mut self, _v: VcpuRef, _pcpu: usize) {}
+    /// Where `v` is bound to a pCPU beyond its pin (a `pinned` home, a
+    /// `null` assignment), if anywhere: [`Sched::check`] verifies no vCPU
+    /// outside the hardware domain is bound to a reserved pCPU.
+    fn bound(&self, _core: &Core, _v: VcpuRef) -> Option<usize> {
+        None
+    }
 }
 
 /// `sched=rr`.
@@ -339,12 +525,22 @@ impl Policy for RoundRobin {
 /// `sched=pinned`.
 #[derive(Clone, Debug)]
 pub struct Pinned {
-    home: [u8; MAX_VCPUS],
+    /// The creation ordinal of each vCPU (hardware-domain vCPUs under
+    /// `hwdom_pin=on` are not counted): its home is the ordinal-th
+    /// unreserved pCPU, round robin.
+    ordinal: [u8; MAX_VCPUS],
 }
 
 impl Default for Pinned {
     fn default() -> Self {
-        Pinned { home: [0; MAX_VCPUS] }
+        Pinned { ordinal: [0; MAX_VCPUS] }
+    }
+}
+
+impl Pinned {
+    /// The home of `v`: the `ordinal % free`-th unreserved pCPU.
+    fn home(&self, core: &Core, v: VcpuRef) -> Option<usize> {
+        core.unreserved_pcpu(self.ordinal[v.slot()] as usize)
     }
 }
 
@@ -358,11 +554,21 @@ impl Policy for Pinned {
     }
 
     fn eligible(&self, core: &Core, v: VcpuRef, pcpu: usize) -> bool {
-        core.pin_of(v).unwrap_or(self.home[v.slot()] as usize) == pcpu
+        match core.pin_of(v) {
+            Some(p) => p == pcpu,
+            None => self.home(core, v) == Some(pcpu),
+        }
     }
 
-    fn added(&mut self, v: VcpuRef, ordinal: usize, npcpus: usize) {
-        self.home[v.slot()] = (ordinal % npcpus) as u8;
+    fn added(&mut self, v: VcpuRef, ordinal: usize, _npcpus: usize) {
+        self.ordinal[v.slot()] = (ordinal % MAX_VCPUS) as u8;
+    }
+
+    fn bound(&self, core: &Core, v: VcpuRef) -> Option<usize> {
+        match core.pin_of(v) {
+            Some(_) => None,
+            None => self.home(core, v),
+        }
     }
 }
 
@@ -419,12 +625,18 @@ impl Policy for Null {
             self.release(v);
         }
     }
+
+    fn bound(&self, _core: &Core, v: VcpuRef) -> Option<usize> {
+        self.assigned[v.slot()].map(|p| p as usize)
+    }
 }
 
 /// The operations the kernel calls. Implemented by [`Sched`] for each
 /// policy and by [`AnySched`], the one chosen at boot.
 pub trait Scheduler {
-    /// Add VM `vm` with `vcpus` vCPUs, all blocked (off) until woken.
+    /// Add VM `vm` with `vcpus` vCPUs, all blocked (off) until woken; the
+    /// hardware domain if `hwdom`. Under `hwdom_pin=on` the hardware domain
+    /// reserves pCPUs `0..vcpus` (see the crate docs for the refusals).
     fn add_vm(&mut self, vm: u8, vcpus: u8, hwdom: bool) -> Result<(), SchedError>;
     /// A timer tick on `pcpu`.
     fn tick(&mut self, pcpu: usize) -> Result<Decision, SchedError>;
@@ -440,7 +652,10 @@ pub trait Scheduler {
     /// anything (the hardware domain under `hwdom_pin=auto`).
     fn report_set_way(&mut self, vm: u8) -> Result<bool, SchedError>;
     /// Pin `v` to `pcpu`. Returns the pCPU `v` runs on if that is another
-    /// one: it must reschedule (its next tick does).
+    /// one: it must reschedule (its next tick does). Under `hwdom_pin=on`,
+    /// refused for another VM's vCPU onto a reserved pCPU
+    /// ([`SchedError::Reserved`]) and for a hardware-domain vCPU `k` onto a
+    /// pCPU other than `k` ([`SchedError::HwdomFixed`]).
     fn pin(&mut self, v: VcpuRef, pcpu: usize) -> Result<Option<usize>, SchedError>;
     /// The vCPU `pcpu` runs.
     fn current(&self, pcpu: usize) -> Option<VcpuRef>;
@@ -470,6 +685,7 @@ impl<P: Policy> Sched<P> {
                 vms: [None; MAX_VMS],
                 hwdom: None,
                 hwdom_pin,
+                reserved: 0,
                 queue: Queue { items: [VcpuRef::new(0, 0); MAX_VCPUS], len: 0 },
                 current: [None; MAX_PCPUS],
                 added: 0,
@@ -502,6 +718,13 @@ impl<P: Policy> Sched<P> {
     /// The runnable vCPUs in queue order.
     pub fn queue(&self) -> &[VcpuRef] {
         self.core.queue.as_slice()
+    }
+
+    /// The pCPUs reserved for the hardware domain (`hwdom_pin=on`), bit n
+    /// for pCPU n; 0 before it is added and under `auto` or `off`. For the
+    /// kernel's boot log.
+    pub fn reserved_pcpus(&self) -> u16 {
+        self.core.reserved
     }
 
     /// Check the invariants that tie the queue, the vCPU states and the
@@ -540,6 +763,40 @@ impl<P: Policy> Sched<P> {
                 State::Runnable if !queued[i] => return Err("a runnable vCPU is not queued"),
                 State::Blocked | State::Running(_) if queued[i] => return Err("a queued vCPU is not runnable"),
                 _ => {}
+            }
+        }
+        // hwdom_pin=on: reserved pCPUs belong to the hardware domain alone.
+        if c.reserved != 0 {
+            let Some(hw) = c.hwdom else {
+                return Err("pCPUs are reserved but there is no hardware domain");
+            };
+            if c.reserved as u32 != (1u32 << c.vms[hw as usize].unwrap_or(0)) - 1 {
+                return Err("the reserved pCPUs are not 0..hwdom_vcpus");
+            }
+            for (p, cur) in c.current.iter().enumerate() {
+                if let Some(v) = cur {
+                    if !c.may_run_on(*v, p) {
+                        return Err("a reserved pCPU runs a vCPU of another VM");
+                    }
+                }
+            }
+            for (i, s) in c.slots.iter().enumerate() {
+                let v = VcpuRef::of_slot(i);
+                if !s.present {
+                    continue;
+                }
+                if v.vm == hw {
+                    if s.pin != Some(v.vcpu as usize) || s.migrations != 0 {
+                        return Err("a hardware-domain vCPU left its own pCPU");
+                    }
+                    continue;
+                }
+                if s.pin.is_some_and(|p| !c.may_run_on(v, p)) {
+                    return Err("a vCPU of another VM is pinned to a reserved pCPU");
+                }
+                if self.policy.bound(c, v).is_some_and(|p| !c.may_run_on(v, p)) {
+                    return Err("a vCPU of another VM is bound to a reserved pCPU");
+                }
             }
         }
         Ok(())
@@ -595,14 +852,61 @@ impl<P: Policy> Sched<P> {
         Some(v)
     }
 
+    /// May `v` start on (or stay on) `pcpu`: the policy says so and the
+    /// pCPU is not reserved for the hardware domain unless `v` is its.
+    fn may_run(&self, v: VcpuRef, pcpu: usize) -> bool {
+        self.core.may_run_on(v, pcpu) && self.policy.eligible(&self.core, v, pcpu)
+    }
+
     /// Take the first queued vCPU that may run on `pcpu`.
     fn take_eligible(&mut self, pcpu: usize) -> Option<VcpuRef> {
-        let i = self.core.queue.as_slice().iter().position(|&v| self.policy.eligible(&self.core, v, pcpu))?;
+        let i = self.core.queue.as_slice().iter().position(|&v| self.may_run(v, pcpu))?;
         Some(self.core.queue.remove_at(i))
     }
 
     fn has_eligible(&self, pcpu: usize) -> bool {
-        self.core.queue.as_slice().iter().any(|&v| self.policy.eligible(&self.core, v, pcpu))
+        self.core.queue.as_slice().iter().any(|&v| self.may_run(v, pcpu))
+    }
+
+    /// `hwdom_pin=on`: may VM `vm` (`vcpus` vCPUs, the hardware domain if
+    /// `hwdom`) be added, and what would be reserved then?
+    fn check_reservation(&self, vm: u8, vcpus: u8, hwdom: bool) -> Result<u16, SchedError> {
+        let c = &self.core;
+        if c.hwdom_pin != HwdomPin::On {
+            return Ok(0);
+        }
+        if !hwdom {
+            if c.reserved != 0 && c.unreserved_pcpu(0).is_none() {
+                return Err(SchedError::NoFreePcpu { vm, reserved: c.reserved });
+            }
+            return Ok(c.reserved);
+        }
+        if vcpus as usize > c.npcpus {
+            return Err(SchedError::HwdomTooBig { vm, vcpus, npcpus: c.npcpus });
+        }
+        let reserved = ((1u32 << vcpus) - 1) as u16;
+        // Added after other VMs: they must have a pCPU left, and none of
+        // their vCPUs may be on one it takes.
+        if vcpus as usize == c.npcpus && c.vms.iter().any(Option::is_some) {
+            return Err(SchedError::NoFreePcpu { vm, reserved });
+        }
+        for (i, s) in c.slots.iter().enumerate() {
+            let v = VcpuRef::of_slot(i);
+            if !s.present {
+                continue;
+            }
+            let running = match s.state {
+                State::Running(p) => Some(p),
+                _ => None,
+            };
+            let null_bound = if self.policy.kind() == SchedPolicy::Null { self.policy.bound(c, v) } else { None };
+            for p in [running, s.pin, null_bound].into_iter().flatten() {
+                if p < 16 && reserved & (1 << p) != 0 {
+                    return Err(SchedError::Reserved { v, pcpu: p });
+                }
+            }
+        }
+        Ok(reserved)
     }
 
     /// Yield `pcpu`'s vCPU (if any) and start the first eligible one.
@@ -638,18 +942,23 @@ impl<P: Policy> Scheduler for Sched<P> {
         if hwdom && self.core.hwdom.is_some() {
             return Err(SchedError::SecondHwdom(vm));
         }
+        let reserved = self.check_reservation(vm, vcpus, hwdom)?;
         self.core.vms[vm as usize] = Some(vcpus);
         if hwdom {
             self.core.hwdom = Some(vm);
         }
+        self.core.reserved = reserved;
+        let own_pcpus = hwdom && self.core.hwdom_pin == HwdomPin::On;
         for k in 0..vcpus {
             let v = VcpuRef::new(vm, k);
             self.core.slots[v.slot()] = Slot { present: true, ..EMPTY };
             self.policy.added(v, self.core.added, self.core.npcpus);
-            self.core.added += 1;
-            if hwdom && self.core.hwdom_pin == HwdomPin::On {
-                self.set_pin(v, k as usize % self.core.npcpus);
+            if own_pcpus {
+                // vCPU k on pCPU k, which is reserved for it.
+                self.set_pin(v, k as usize);
                 self.core.stats.hwdom_pins += 1;
+            } else {
+                self.core.added += 1;
             }
         }
         Ok(())
@@ -659,7 +968,7 @@ impl<P: Policy> Scheduler for Sched<P> {
         self.check_pcpu(pcpu)?;
         Ok(match self.core.current[pcpu] {
             // Pinned away from here since it started: move it now.
-            Some(v) if !self.policy.eligible(&self.core, v, pcpu) => self.switch(pcpu),
+            Some(v) if !self.may_run(v, pcpu) => self.switch(pcpu),
             Some(_) if self.policy.time_slices() && self.has_eligible(pcpu) => self.switch(pcpu),
             Some(_) => Decision::Keep,
             None => match self.take_eligible(pcpu) {
@@ -701,8 +1010,7 @@ impl<P: Policy> Scheduler for Sched<P> {
         }
         self.core.slots[v.slot()].state = State::Runnable;
         self.core.queue.push(v);
-        Ok((0..self.core.npcpus)
-            .find(|&p| self.core.current[p].is_none() && self.policy.eligible(&self.core, v, p)))
+        Ok((0..self.core.npcpus).find(|&p| self.core.current[p].is_none() && self.may_run(v, p)))
     }
 
     fn report_set_way(&mut self, vm: u8) -> Result<bool, SchedError> {
@@ -739,6 +1047,12 @@ impl<P: Policy> Scheduler for Sched<P> {
     fn pin(&mut self, v: VcpuRef, pcpu: usize) -> Result<Option<usize>, SchedError> {
         self.check_pcpu(pcpu)?;
         let state = self.slot(v)?.state;
+        if !self.core.may_run_on(v, pcpu) {
+            return Err(SchedError::Reserved { v, pcpu });
+        }
+        if self.core.hwdom_pin == HwdomPin::On && self.core.hwdom == Some(v.vm) && pcpu != v.vcpu as usize {
+            return Err(SchedError::HwdomFixed(v));
+        }
         self.set_pin(v, pcpu);
         Ok(match state {
             State::Running(q) if q != pcpu => Some(q),
@@ -813,6 +1127,11 @@ impl AnySched {
     /// See [`Sched::queue`].
     pub fn queue(&self) -> &[VcpuRef] {
         each!(self, s => s.queue())
+    }
+
+    /// See [`Sched::reserved_pcpus`].
+    pub fn reserved_pcpus(&self) -> u16 {
+        each!(self, s => s.reserved_pcpus())
     }
 
     /// See [`Sched::check`].

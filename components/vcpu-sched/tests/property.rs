@@ -2,11 +2,16 @@
 //! every policy and hwdom_pin mode. After every call the invariants hold;
 //! pins are honoured; the hardware domain stops migrating once pinned; under
 //! `rr` and `pinned` a drain of ticks runs every runnable vCPU; under `null`
-//! nothing is time-sliced and a vCPU changes pCPU only after CPU_OFF.
+//! nothing is time-sliced and a vCPU changes pCPU only after CPU_OFF. Under
+//! `hwdom_pin=on` the hardware domain (VM 0, at most one vCPU per pCPU)
+//! reserves pCPUs `0..vcpus`: after every call a reserved pCPU `k` runs
+//! nothing or hardware-domain vCPU `k`, the hardware domain has 0
+//! migrations, other VMs are refused when no pCPU is left for them, and
+//! explicit pins of their vCPUs onto reserved pCPUs are refused.
 //!
 //! `SCHED_CASES` sets the number of cases (default 300).
 
-use vcpu_sched::{AnySched, BlockKind, Decision, HwdomPin, SchedPolicy, Scheduler, State, VcpuRef};
+use vcpu_sched::{AnySched, BlockKind, Decision, HwdomPin, SchedError, SchedPolicy, Scheduler, State, VcpuRef};
 
 /// SplitMix64, so a failure names a seed that replays it.
 struct Rng(u64);
@@ -50,6 +55,8 @@ struct World {
     seed: u64,
     /// Null: which vCPU each pCPU belongs to, as seen from outside.
     owner: Vec<Option<VcpuRef>>,
+    /// pCPUs reserved for the hardware domain (hwdom_pin=on), bit n for n.
+    reserved: u16,
 }
 
 impl World {
@@ -71,6 +78,26 @@ impl World {
         let seed = self.seed;
         if let Err(e) = self.s.check() {
             panic!("seed {seed:#x}: after {what}: {e}");
+        }
+        assert_eq!(self.s.reserved_pcpus(), self.reserved, "seed {seed:#x}: after {what}: reserved pCPUs");
+        for p in 0..self.npcpus {
+            if self.reserved & (1 << p) != 0 {
+                if let Some(cur) = self.s.current(p) {
+                    assert_eq!(
+                        (Some(cur.vm), cur.vcpu as usize),
+                        (self.hwdom, p),
+                        "seed {seed:#x}: after {what}: reserved pCPU {p} runs {cur:?}"
+                    );
+                }
+            }
+        }
+        if self.hwdom_pin == HwdomPin::On {
+            if let Some(hw) = self.hwdom {
+                for &v in self.vcpus.iter().filter(|v| v.vm == hw) {
+                    assert_eq!(self.s.migrations_of(v), 0, "seed {seed:#x}: after {what}: hwdom {v:?} migrated");
+                    assert_eq!(self.s.pin_of(v), Some(v.vcpu as usize), "seed {seed:#x}: hwdom {v:?} pin");
+                }
+            }
         }
         for i in 0..self.vcpus.len() {
             let v = self.vcpus[i];
@@ -133,9 +160,31 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
     let nvms = 1 + rng.below(3) as u8;
     let hwdom = (rng.below(2) == 0).then_some(0u8);
     let mut vcpus = Vec::new();
+    let mut reserved = 0u16;
     for vm in 0..nvms {
-        let n = 1 + rng.below(4) as u8;
-        s.add_vm(vm, n, hwdom == Some(vm)).unwrap();
+        let is_hw = hwdom == Some(vm);
+        let n = if is_hw && hwdom_pin == HwdomPin::On {
+            // Sometimes one too many: refused, then added within bounds.
+            let n = 1 + rng.below(npcpus as u64 + 1) as u8;
+            if n as usize > npcpus {
+                assert_eq!(
+                    s.add_vm(vm, n, true),
+                    Err(SchedError::HwdomTooBig { vm, vcpus: n, npcpus }),
+                    "seed {seed:#x}"
+                );
+            }
+            n.min(npcpus as u8)
+        } else {
+            1 + rng.below(4) as u8
+        };
+        if !is_hw && reserved != 0 && reserved.count_ones() as usize == npcpus {
+            assert_eq!(s.add_vm(vm, n, false), Err(SchedError::NoFreePcpu { vm, reserved }), "seed {seed:#x}");
+            continue;
+        }
+        s.add_vm(vm, n, is_hw).unwrap();
+        if is_hw && hwdom_pin == HwdomPin::On {
+            reserved = (1 << n) - 1;
+        }
         vcpus.extend((0..n).map(|k| VcpuRef::new(vm, k)));
     }
     let states = vcpus.iter().map(|&v| s.state(v).unwrap()).collect();
@@ -150,6 +199,7 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
         states,
         seed,
         owner: vec![None; npcpus],
+        reserved,
     };
     for &v in &w.vcpus.clone() {
         if rng.below(3) > 0 {
@@ -208,7 +258,9 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
             _ => {
                 // Explicit pins for ordinary vCPUs only (the hwdom rule owns
                 // the hardware domain's).
-                if Some(v.vm) != hwdom {
+                if Some(v.vm) != hwdom && reserved & (1 << p) != 0 {
+                    assert_eq!(w.s.pin(v, p), Err(SchedError::Reserved { v, pcpu: p }), "seed {seed:#x}");
+                } else if Some(v.vm) != hwdom {
                     let i = w.idx(v);
                     if let State::Running(q) = w.s.state(v).unwrap() {
                         w.track[i].pending_move = q != p;
@@ -252,7 +304,8 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
                         let homeless = !w.owner.contains(&Some(v));
                         if w.s.state(v) == Some(State::Runnable) && homeless {
                             assert!(
-                                w.s.pin_of(v).is_some_and(|q| q != p),
+                                w.s.pin_of(v).is_some_and(|q| q != p)
+                                    || (reserved & (1 << p) != 0 && Some(v.vm) != hwdom),
                                 "seed {seed:#x}: null left pCPU {p} idle while {v:?} waits"
                             );
                         }

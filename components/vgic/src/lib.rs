@@ -17,6 +17,12 @@
 //!   [`Vgic::set_level`] and [`Vgic::set_ppi_level`] (level lines);
 //! - routing SPIs by GICD_ITARGETSR, and telling the kernel which vCPU to
 //!   kick or wake ([`VcpuSet`], [`Vgic::pending_for`]);
+//! - hardware (passed-through) SPIs of the hardware domain
+//!   ([`Vgic::set_hw`], [`Vgic::hw_fire`]): delivered in list registers with
+//!   HW = 1 and PhysicalID = the same INTID, so the guest's EOI deactivates
+//!   the physical interrupt; telling the kernel which physical interrupts it
+//!   must deactivate itself ([`Vgic::take_hw_released`],
+//!   [`Vgic::hw_outstanding`]);
 //! - the list registers: [`Vgic::flush`] writes the highest-priority pending
 //!   interrupts into them before the vCPU runs, [`Vgic::sync`] reads back what
 //!   the guest did (acknowledge, EOI) after it exits; more pending interrupts
@@ -37,9 +43,12 @@
 //!   hands in an offset, a width and a value);
 //! - Group 1 / FIQ: GICD_IGROUPR is RAZ/WI and every list register has
 //!   Grp1 = 0, so all interrupts reach the guest as IRQs (as with KVM);
-//! - HW-mapped interrupts (LR.HW = 1): no virtual interrupt is tied to a
-//!   physical one. Level interrupts get LR.EOI instead, so the kernel sees
-//!   the guest's EOI and can re-sample the line;
+//! - the physical side of hardware SPIs: acknowledging them at EL2 (the
+//!   kernel runs GICC_CTLR.EOImode = 1, so its EOI only drops the priority),
+//!   routing and enabling them in the physical distributor, and GICC_DIR for
+//!   the ones this crate names. Interrupts the hypervisor emulates are never
+//!   HW-mapped: level ones get LR.EOI instead, so the kernel sees the
+//!   guest's EOI and can re-sample the line;
 //! - checking that the caller holds this VM's capability: the kernel's
 //!   capability-checked glue owns one `Vgic` per VM and serialises calls to
 //!   it (a per-VM lock), as with cache-maint.
@@ -58,6 +67,15 @@
 //!   changes made meanwhile (set-pending, clear-pending, set/clear-active)
 //!   and merge them at that vCPU's next sync. Until then, reads show such
 //!   an SPI as it was flushed: an acknowledge is seen only after the sync.
+//! - A hardware SPI pending or active in the vGIC (or in a list register)
+//!   has its physical interrupt active, so it cannot fire again; each fire
+//!   is deactivated physically exactly once: by the guest through its HW
+//!   list register, or by the kernel for those [`Vgic::take_hw_released`]
+//!   or, at teardown, [`Vgic::hw_outstanding`] names. [`Vgic::check`]
+//!   verifies what the vGIC can see: HW list registers only for hardware
+//!   SPIs, with PhysicalID = VirtualID, never the EOI bit and never
+//!   pending+active; never in two list registers; never pending and active
+//!   at once outside a list register; never released while still held.
 //! - No allocation, no panics: capacity is fixed ([`MAX_VCPUS`],
 //!   [`MAX_SPIS`], [`MAX_LRS`]); a bad access is RAZ/WI and counted.
 //!
@@ -102,6 +120,36 @@
 //! | pending+active (11) | acknowledged, and pending again | both |
 //! | invalid (00) | EOIed | nothing; a level line still high makes it pending again |
 //!
+//! A HW list register (a hardware SPI) is never pending+active and never has
+//! LR.EOI; found invalid, the guest's EOI has deactivated the physical
+//! interrupt too. With a single list register holding a HW one, left-over
+//! interrupts wait for the next exit (no EOI maintenance interrupt there).
+//!
+//! ## Hardware SPIs
+//!
+//! The kernel marks the hardware domain's device SPIs with [`Vgic::set_hw`]
+//! (SPIs only, before the VM runs). When one fires it acknowledges it at EL2
+//! and calls [`Vgic::hw_fire`]: the SPI becomes pending (delivered when the
+//! guest enables and routes it, like any SPI), and flush writes it with
+//! HW = 1. Fired again while the vGIC holds it (impossible with the physical
+//! one active) it is merged and counted ([`Counters::hw_refires`]); fired while
+//! still in a list register the guest may already have EOIed, it is latched
+//! and sync sorts it out. `inject` and `set_level` refuse hardware SPIs.
+//!
+//! Guest accesses to a hardware SPI's state:
+//! - GICD_ISPENDR, GICD_ISACTIVER: ignored for it (counted,
+//!   [`Counters::hw_ignored_writes`]): the vGIC cannot make the physical
+//!   interrupt pending or active, and a virtual state without it would have
+//!   the guest deactivate an inactive physical interrupt.
+//! - GICD_ICPENDR of a pending one, GICD_ICACTIVER of an active one: applied;
+//!   when that leaves it neither pending nor active in the vGIC (at once, or
+//!   at the sync of the vCPU whose list register held it, unless the guest
+//!   EOIed it there first), it is *released*: the kernel must deactivate
+//!   the physical interrupt (GICC_DIR), and finds it in
+//!   [`Vgic::take_hw_released`]. A level device still asserting then fires
+//!   again, as on real hardware. So no physical interrupt is ever left
+//!   active with nothing in the vGIC that will deactivate it.
+//!
 //! ## What the kernel calls
 //!
 //! 1. At VM creation: [`Vgic::new`]. Per pCPU, the kernel implements
@@ -117,11 +165,17 @@
 //! 4. On every exit from the guest, before anything else touches this VM's
 //!    vGIC: [`Vgic::sync`] (it also turns GICH_HCR off, so no maintenance
 //!    interrupt fires while the hypervisor runs); kick what it returns.
+//!    After a sync or an `mmio`: GICC_DIR each INTID of
+//!    [`Vgic::take_hw_released`] (usually empty).
 //! 5. Before every entry: [`Vgic::flush`].
 //! 6. The maintenance interrupt (PPI 9, INTID 25 on our boards) is only an
 //!    exit reason: sync, then flush before re-entering.
 //! 7. On a trapped WFI: block the vCPU unless [`Vgic::pending_for`]; wake it
 //!    when a kick names it.
+//! 8. A hardware SPI acknowledged at EL2 (GICC_IAR, GICC_EOIR): [`Vgic::hw_fire`];
+//!    kick the vCPU it names.
+//! 9. Tearing the VM down or restarting it: sync every vCPU, then GICC_DIR
+//!    each INTID of [`Vgic::hw_outstanding`], then drop this `Vgic`.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -134,7 +188,7 @@ pub mod testing;
 
 pub use lr::{
     ListRegs, Lr, HCR_EN, HCR_UIE, LR_ACTIVE, LR_CPUID_MASK, LR_CPUID_SHIFT, LR_EOI, LR_GRP1, LR_HW, LR_PENDING,
-    LR_PRIO_SHIFT, LR_STATE_SHIFT, LR_VID_MASK,
+    LR_PINTID_MASK, LR_PINTID_SHIFT, LR_PRIO_SHIFT, LR_STATE_SHIFT, LR_VID_MASK,
 };
 pub use regs::*;
 
@@ -190,6 +244,45 @@ impl VcpuSet {
 
     fn add(&mut self, v: usize) {
         self.0 |= 1 << v;
+    }
+}
+
+/// A set of SPIs (INTIDs 32..32 + [`MAX_SPIS`]), one bit each: the hardware
+/// interrupts [`Vgic::hw_outstanding`] and [`Vgic::take_hw_released`] name.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct SpiSet([u32; SPI_WORDS]);
+
+impl SpiSet {
+    /// No SPI.
+    pub const EMPTY: SpiSet = SpiSet([0; SPI_WORDS]);
+
+    /// True for the empty set.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// How many SPIs.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// True when SPI `intid` is in the set.
+    pub fn contains(&self, intid: u32) -> bool {
+        let i = intid as usize;
+        (32..MAX_INTIDS).contains(&i) && self.0[i / 32 - 1] & (1 << (i % 32)) != 0
+    }
+
+    /// The INTIDs in the set, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = u32> {
+        let set = *self;
+        (32..MAX_INTIDS as u32).filter(move |&i| set.contains(i))
+    }
+}
+
+impl fmt::Debug for SpiSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 
@@ -251,8 +344,16 @@ pub enum VgicError {
     NoSuchInterrupt(u32),
     /// The call does not apply to this INTID: `inject` of an SGI (they come
     /// from GICD_SGIR), `set_level` of a non-SPI, `set_ppi_level` of a
-    /// non-PPI.
+    /// non-PPI, `set_hw` of an SGI or PPI.
     WrongKind(u32),
+    /// `inject` or `set_level` of a hardware SPI (it comes only from
+    /// [`Vgic::hw_fire`]).
+    HwInterrupt(u32),
+    /// `hw_fire` of an SPI not configured as a hardware one.
+    NotHw(u32),
+    /// `set_hw` of an SPI that is pending, active or in a list register
+    /// (configure hardware SPIs while they are idle, before the VM runs).
+    HwBusy(u32),
 }
 
 impl fmt::Display for VgicError {
@@ -261,6 +362,11 @@ impl fmt::Display for VgicError {
             VgicError::NoSuchVcpu(v) => write!(f, "vgic: no vCPU {}", v.0),
             VgicError::NoSuchInterrupt(i) => write!(f, "vgic: no interrupt {i}"),
             VgicError::WrongKind(i) => write!(f, "vgic: interrupt {i} cannot be raised this way"),
+            VgicError::HwInterrupt(i) => write!(f, "vgic: interrupt {i} is a hardware one, raised only by hw_fire"),
+            VgicError::NotHw(i) => write!(f, "vgic: interrupt {i} is not a hardware one"),
+            VgicError::HwBusy(i) => {
+                write!(f, "vgic: interrupt {i} is pending or active: cannot change its hardware mapping")
+            }
         }
     }
 }
@@ -296,6 +402,19 @@ pub struct Counters {
     pub lr_mismatches: u64,
     /// `flush` calls without a `sync` since the last flush (it synced first).
     pub missed_syncs: u64,
+    /// `hw_fire` calls taken (the hardware interrupt became pending).
+    pub hw_fires: u64,
+    /// Hardware interrupts fired while the vGIC still held them pending or
+    /// active (impossible while the physical one is active: a kernel bug);
+    /// merged into the one held.
+    pub hw_refires: u64,
+    /// Hardware interrupts the guest dropped (GICD_ICPENDR, GICD_ICACTIVER)
+    /// whose physical interrupt the kernel must deactivate
+    /// ([`Vgic::take_hw_released`]).
+    pub hw_released: u64,
+    /// Guest writes of GICD_ISPENDR / GICD_ISACTIVER bits of hardware
+    /// interrupts, ignored.
+    pub hw_ignored_writes: u64,
 }
 
 /// A broken invariant, from [`Vgic::check`].
@@ -413,6 +532,15 @@ pub struct Vgic {
     spi_targets: [u8; MAX_SPIS],
     /// The vCPU an SPI is queued on, or active on.
     spi_owner: [u8; MAX_SPIS],
+    /// Hardware SPIs ([`Vgic::set_hw`]).
+    hw: [u32; SPI_WORDS],
+    /// Hardware SPIs dropped by the guest whose physical interrupt is still
+    /// active: the kernel deactivates them ([`Vgic::take_hw_released`]).
+    hw_released: [u32; SPI_WORDS],
+    /// Hardware SPIs, queued, whose latch (a fire after the guest's EOI)
+    /// GICD_ICPENDR cleared: if sync finds the list register EOIed, that
+    /// fire's physical interrupt is released.
+    hw_latch_drop: [u32; SPI_WORDS],
     counters: Counters,
 }
 
@@ -435,6 +563,9 @@ impl Vgic {
             spi_priority: [0; MAX_SPIS],
             spi_targets: [0; MAX_SPIS],
             spi_owner: [0; MAX_SPIS],
+            hw: [0; SPI_WORDS],
+            hw_released: [0; SPI_WORDS],
+            hw_latch_drop: [0; SPI_WORDS],
             counters: Counters::default(),
         })
     }
@@ -458,6 +589,9 @@ impl Vgic {
         if i < 16 {
             return Err(VgicError::WrongKind(intid));
         }
+        if self.is_hw(i) {
+            return Err(VgicError::HwInterrupt(intid));
+        }
         self.counters.injections += 1;
         let (w, b) = self.word_mut(v, i);
         w.latch |= b;
@@ -472,7 +606,96 @@ impl Vgic {
         if i < 32 {
             return Err(VgicError::WrongKind(intid));
         }
+        if self.is_hw(i) {
+            return Err(VgicError::HwInterrupt(intid));
+        }
         Ok(self.set_line(0, i, level))
+    }
+
+    /// Make SPI `intid` a hardware one (`hw`), tied to the physical SPI with
+    /// the same INTID, or an ordinary one again. Refused for SGIs and PPIs
+    /// ([`VgicError::WrongKind`]), INTIDs beyond the lines, and while the
+    /// SPI is pending, active, in a list register or released and not yet
+    /// taken ([`VgicError::HwBusy`]): configure them before the VM runs.
+    pub fn set_hw(&mut self, intid: u32, hw: bool) -> Result<(), VgicError> {
+        let i = self.intid(intid)?;
+        if i < 32 {
+            return Err(VgicError::WrongKind(intid));
+        }
+        let (wi, b) = (i / 32 - 1, 1u32 << (i % 32));
+        let w = &self.spi[wi];
+        let busy = w.latch | w.line | w.active | w.queued | self.hw_released[wi] | self.hw_latch_drop[wi];
+        if busy & b != 0 {
+            return Err(VgicError::HwBusy(intid));
+        }
+        if hw {
+            self.hw[wi] |= b;
+        } else {
+            self.hw[wi] &= !b;
+        }
+        Ok(())
+    }
+
+    /// True when `intid` is a hardware SPI.
+    pub fn is_hw_spi(&self, intid: u32) -> bool {
+        (intid as usize) < self.cfg.lines() && self.is_hw(intid as usize)
+    }
+
+    /// The kernel acknowledged hardware SPI `intid` at EL2 (GICC_IAR, then
+    /// GICC_EOIR with EOImode 1: the priority drops, the physical interrupt
+    /// stays active). It becomes pending in the vGIC, and [`Vgic::flush`]
+    /// gives it to the guest in a HW list register, so the guest's
+    /// deactivation deactivates the physical one. Returns the vCPU to kick
+    /// (per GICD_ITARGETSR), if it can be delivered now; a disabled one
+    /// waits, pending, until the guest enables it.
+    ///
+    /// Fired while the vGIC still holds it pending or active (the physical
+    /// one could not have fired: a kernel bug) it is merged with that one
+    /// and counted ([`Counters::hw_refires`]).
+    pub fn hw_fire(&mut self, intid: u32) -> Result<Option<VcpuId>, VgicError> {
+        let i = self.intid(intid)?;
+        if !self.is_hw(i) {
+            return Err(VgicError::NotHw(intid));
+        }
+        let (wi, b) = (i / 32 - 1, 1u32 << (i % 32));
+        let w = &self.spi[wi];
+        // Queued: the guest may have deactivated it already, so a new fire
+        // is real; sync sorts it out.
+        let held = (w.latch | (w.active & !w.queued) | self.hw_released[wi]) & b != 0;
+        if held {
+            self.counters.hw_refires += 1;
+            return Ok(None);
+        }
+        self.counters.hw_fires += 1;
+        self.spi[wi].latch |= b;
+        Ok(self.kick_for(0, i).map(|t| VcpuId(t as u8)))
+    }
+
+    /// The hardware SPIs whose physical interrupt the vGIC still owes a
+    /// deactivation: pending, active or in a list register in the vGIC, or
+    /// released and not yet taken. When the VM is torn down or restarted,
+    /// after [`Vgic::sync`] of every vCPU (list registers the guest EOIed
+    /// are then no longer counted), the kernel deactivates each one
+    /// (GICC_DIR) and drops this `Vgic`.
+    pub fn hw_outstanding(&self) -> SpiSet {
+        let mut out = SpiSet::EMPTY;
+        for (wi, w) in self.spi.iter().enumerate() {
+            out.0[wi] = self.hw[wi] & (w.latch | w.active | w.queued | self.hw_released[wi]);
+        }
+        out
+    }
+
+    /// Hardware SPIs the guest dropped (GICD_ICPENDR of a pending one,
+    /// GICD_ICACTIVER of an active one, applied at once or, for one in a
+    /// running vCPU's list registers, at that vCPU's sync) whose physical
+    /// interrupt is still active with nothing in the vGIC left to
+    /// deactivate it. The kernel deactivates each (GICC_DIR) exactly once;
+    /// this empties the set. Call it after [`Vgic::mmio`] and
+    /// [`Vgic::sync`].
+    pub fn take_hw_released(&mut self) -> SpiSet {
+        let out = SpiSet(self.hw_released);
+        self.hw_released = [0; SPI_WORDS];
+        out
     }
 
     /// Set the input line of a PPI of `vcpu` (a level-sensitive virtual
@@ -543,9 +766,10 @@ impl Vgic {
             self.counters.overflows += 1;
             if n >= 2 {
                 hcr |= HCR_UIE;
-            } else if n == 1 {
+            } else if n == 1 && self.vcpus[v].slots[0].value & LR_HW == 0 {
                 // Underflow would fire at once with one list register: ask
-                // for the EOI of the one there instead.
+                // for the EOI of the one there instead. (A hardware one
+                // cannot have it: the rest then waits for the next exit.)
                 let s = &mut self.vcpus[v].slots[0];
                 s.value |= LR_EOI;
                 lrs.write(0, s.value);
@@ -616,8 +840,20 @@ impl Vgic {
                 if i >= 32 && self.spi_owner[i - 32] as usize != v {
                     return err("queued SPI owned by another vCPU", v, i);
                 }
-                if c.slots[k].value & LR_VID_MASK != i as u32 || c.slots[k].value & (LR_HW | LR_GRP1) != 0 {
+                let value = c.slots[k].value;
+                if value & LR_VID_MASK != i as u32 || value & LR_GRP1 != 0 {
                     return err("list register value does not match its interrupt", v, i);
+                }
+                if (value & LR_HW != 0) != self.is_hw(i) {
+                    return err("list register HW bit does not match the interrupt's kind", v, i);
+                }
+                if value & LR_HW != 0 {
+                    if (value & LR_PINTID_MASK) >> LR_PINTID_SHIFT != i as u32 || value & LR_EOI != 0 {
+                        return err("HW list register with another physical ID or the EOI bit", v, i);
+                    }
+                    if value & (LR_PENDING | LR_ACTIVE) == LR_PENDING | LR_ACTIVE {
+                        return err("HW list register pending and active", v, i);
+                    }
                 }
             }
             if c.used as usize > MAX_LRS {
@@ -640,6 +876,29 @@ impl Vgic {
             }
             if let Some(e) = Self::check_word(w, 0, first) {
                 return Err(e);
+            }
+            // Hardware SPIs: while one is pending or active in the vGIC, its
+            // physical interrupt is active and cannot fire again, so it is
+            // never pending and active at once outside a list register,
+            // never a level line, and never both held and released.
+            let hw = self.hw[wi];
+            if (self.hw_released[wi] | self.hw_latch_drop[wi]) & !hw != 0 {
+                return err("hardware bookkeeping on an ordinary SPI", 0, first);
+            }
+            if first >= self.cfg.lines() && hw != 0 {
+                return err("hardware SPI the VM does not have", 0, first);
+            }
+            if hw & w.latch & w.active != 0 {
+                return err("hardware SPI pending and active at once", 0, first);
+            }
+            if hw & w.line != 0 {
+                return err("hardware SPI with a level line", 0, first);
+            }
+            if self.hw_released[wi] & (w.latch | w.active | w.queued) != 0 {
+                return err("hardware SPI released while the vGIC holds it", 0, first);
+            }
+            if self.hw_latch_drop[wi] & !w.queued != 0 {
+                return err("hardware latch drop on an SPI not queued", 0, first);
             }
             for bit in 0..32 {
                 let s = wi * 32 + bit;
@@ -676,6 +935,7 @@ impl Vgic {
     /// Put interrupt `i` of vCPU `v` into list register `lr`.
     fn place(&mut self, v: usize, i: usize, lr: usize, lrs: &mut dyn ListRegs) {
         let dist_on = self.enabled;
+        let hw = self.is_hw(i);
         let prio = self.priority(v, i);
         let (w, b) = self.word(v, i);
         let (active, edge, latched) = (w.active & b != 0, w.edge & b != 0, w.latch & b != 0);
@@ -705,13 +965,16 @@ impl Vgic {
             }
         } else {
             // Pending+active only for edge: a level line is re-sampled after
-            // the EOI instead.
-            pending = if active { edge && dist_on && latched } else { true };
+            // the EOI instead. Never for a hardware one: its physical
+            // interrupt is active, so it cannot be pending again.
+            pending = if active { edge && dist_on && latched && !hw } else { true };
             if pending && latched {
                 self.word_mut(v, i).0.latch &= !b;
                 took = true;
             }
-            eoi = !edge;
+            // A hardware one has no EOI bit (bit 19 is PhysicalID there):
+            // the guest's EOI deactivates the physical interrupt itself.
+            eoi = !edge && !hw;
         }
 
         let (w, b) = self.word_mut(v, i);
@@ -736,6 +999,9 @@ impl Vgic {
         }
         if eoi {
             value |= LR_EOI;
+        }
+        if hw {
+            value |= LR_HW | ((i as u32) << LR_PINTID_SHIFT);
         }
         let c = &mut self.vcpus[v];
         c.slots[lr] = Slot { intid: i as u16, source, value };
@@ -790,6 +1056,42 @@ impl Vgic {
     }
 
     fn fold_one(&mut self, v: usize, slot: Slot, pending: bool, active: bool) {
+        let i = slot.intid as usize;
+        if self.is_hw(i) {
+            self.fold_hw(v, slot, pending, active);
+            return;
+        }
+        self.fold_state(v, slot, pending, active);
+    }
+
+    /// [`Vgic::fold_one`] of a hardware SPI. A valid list register (pending
+    /// or active) read back means the physical interrupt is still active,
+    /// held by it; an invalid one, that the guest deactivated both.
+    fn fold_hw(&mut self, v: usize, slot: Slot, pending: bool, active: bool) {
+        let i = slot.intid as usize;
+        let (wi, b) = (i / 32 - 1, 1u32 << (i % 32));
+        let lr_valid = pending || active;
+        let latch_dropped = self.hw_latch_drop[wi] & b != 0;
+        self.hw_latch_drop[wi] &= !b;
+        if lr_valid && self.spi[wi].latch & b != 0 {
+            // Fired again while the list register still held it: the
+            // physical one cannot have been. Merge.
+            self.spi[wi].latch &= !b;
+            self.counters.hw_refires += 1;
+        }
+        self.fold_state(v, slot, pending, active);
+        let w = &self.spi[wi];
+        let held = (w.latch | w.active) & b != 0;
+        // Dropped by GICD_ICPENDR/ICACTIVER while queued, still active
+        // physically: the list register's, or (EOIed) a later fire's whose
+        // latch was cleared.
+        if !held && (lr_valid || latch_dropped) {
+            self.hw_released[wi] |= b;
+            self.counters.hw_released += 1;
+        }
+    }
+
+    fn fold_state(&mut self, v: usize, slot: Slot, pending: bool, active: bool) {
         let i = slot.intid as usize;
         let (w, b) = self.word_mut(v, i);
         let took = w.q_pending & b != 0;
@@ -950,6 +1252,20 @@ impl Vgic {
             Ok(intid as usize)
         } else {
             Err(VgicError::NoSuchInterrupt(intid))
+        }
+    }
+
+    /// True when `i` is a hardware SPI (any `i` below [`MAX_INTIDS`]).
+    fn is_hw(&self, i: usize) -> bool {
+        (32..MAX_INTIDS).contains(&i) && self.hw[i / 32 - 1] & (1 << (i % 32)) != 0
+    }
+
+    /// The hardware bits of bitmap word `n` (interrupts 32n..32n+31).
+    fn hw_word(&self, n: usize) -> u32 {
+        if n == 0 || n > SPI_WORDS {
+            0
+        } else {
+            self.hw[n - 1]
         }
     }
 

@@ -5,11 +5,20 @@
 /// GICH_LRn.VirtualID, bits `[9:0]`.
 pub const LR_VID_MASK: u32 = 0x3ff;
 /// GICH_LRn.CPUID, bits `[12:10]`: the source vCPU of an SGI (HW = 0).
+/// With HW = 1 these bits are the low bits of the physical ID instead.
 pub const LR_CPUID_SHIFT: u32 = 10;
 /// Mask of GICH_LRn.CPUID.
 pub const LR_CPUID_MASK: u32 = 0x7 << LR_CPUID_SHIFT;
-/// GICH_LRn.EOI, bit 19: an EOI maintenance interrupt when the guest EOIs it.
+/// GICH_LRn.EOI, bit 19: an EOI maintenance interrupt when the guest EOIs it
+/// (HW = 0 only: with HW = 1 bit 19 is the top bit of the physical ID, and
+/// this crate keeps it 0, as every SPI is below 512).
 pub const LR_EOI: u32 = 1 << 19;
+/// GICH_LRn.PhysicalID, bits `[19:10]` when HW = 1: the physical interrupt the
+/// guest's deactivation (EOI with EOImode 0, or GICV_DIR) deactivates. This
+/// crate writes the same INTID as the VirtualID.
+pub const LR_PINTID_SHIFT: u32 = 10;
+/// Mask of GICH_LRn.PhysicalID (HW = 1).
+pub const LR_PINTID_MASK: u32 = 0x3ff << LR_PINTID_SHIFT;
 /// GICH_LRn.Priority, bits `[27:23]`: the top 5 bits of the 8-bit priority.
 pub const LR_PRIO_SHIFT: u32 = 23;
 /// GICH_LRn.State, bits `[29:28]`.
@@ -22,8 +31,11 @@ pub const LR_ACTIVE: u32 = 1 << 29;
 /// interrupt as Group 0, which a GICv2 guest signals as IRQ (GICV_CTLR.FIQEn
 /// is 0), the same as KVM does.
 pub const LR_GRP1: u32 = 1 << 30;
-/// GICH_LRn.HW, bit 31. Always 0 here: no virtual interrupt is tied to a
-/// physical one.
+/// GICH_LRn.HW, bit 31: the virtual interrupt is tied to the physical one in
+/// PhysicalID, so the guest's deactivation deactivates that one too. Set
+/// only for hardware SPIs ([`crate::Vgic::set_hw`]); never together with
+/// EOI, and never pending+active (the physical distributor keeps a new
+/// pending state while the interrupt is active).
 pub const LR_HW: u32 = 1 << 31;
 
 /// GICH_HCR.En, bit 0: the virtual CPU interface is on.
@@ -56,15 +68,18 @@ pub trait ListRegs {
 pub struct Lr {
     /// VirtualID: the interrupt the guest sees.
     pub intid: u16,
-    /// CPUID: the source vCPU of an SGI, 0 otherwise.
+    /// CPUID: the source vCPU of an SGI, 0 otherwise (and 0 when HW = 1).
     pub source: u8,
+    /// PhysicalID when HW = 1, 0 otherwise.
+    pub pintid: u16,
     /// The 8-bit priority (its low 3 bits are not stored and read as 0).
     pub priority: u8,
     /// State bit: pending.
     pub pending: bool,
     /// State bit: active.
     pub active: bool,
-    /// EOI maintenance interrupt requested.
+    /// EOI maintenance interrupt requested (false when HW = 1: the bit is
+    /// part of PhysicalID then).
     pub eoi: bool,
     /// Grp1 bit.
     pub grp1: bool,
@@ -75,27 +90,33 @@ pub struct Lr {
 impl Lr {
     /// Decode a GICH_LRn value.
     pub fn decode(v: u32) -> Lr {
+        let hw = v & LR_HW != 0;
         Lr {
             intid: (v & LR_VID_MASK) as u16,
-            source: ((v & LR_CPUID_MASK) >> LR_CPUID_SHIFT) as u8,
+            source: if hw { 0 } else { ((v & LR_CPUID_MASK) >> LR_CPUID_SHIFT) as u8 },
+            pintid: if hw { ((v & LR_PINTID_MASK) >> LR_PINTID_SHIFT) as u16 } else { 0 },
             priority: (((v >> LR_PRIO_SHIFT) & 0x1f) << 3) as u8,
             pending: v & LR_PENDING != 0,
             active: v & LR_ACTIVE != 0,
-            eoi: v & LR_EOI != 0,
+            eoi: !hw && v & LR_EOI != 0,
             grp1: v & LR_GRP1 != 0,
-            hw: v & LR_HW != 0,
+            hw,
         }
     }
 
-    /// Encode as a GICH_LRn value.
+    /// Encode as a GICH_LRn value (with HW, PhysicalID replaces CPUID and
+    /// EOI).
     pub fn encode(&self) -> u32 {
-        let mut v = (self.intid as u32 & LR_VID_MASK)
-            | ((self.source as u32) << LR_CPUID_SHIFT & LR_CPUID_MASK)
-            | ((self.priority as u32 >> 3) << LR_PRIO_SHIFT);
+        let mut v = (self.intid as u32 & LR_VID_MASK) | ((self.priority as u32 >> 3) << LR_PRIO_SHIFT);
+        if self.hw {
+            v |= (self.pintid as u32) << LR_PINTID_SHIFT & LR_PINTID_MASK;
+        } else {
+            v |= (self.source as u32) << LR_CPUID_SHIFT & LR_CPUID_MASK;
+        }
         for (on, bit) in [
             (self.pending, LR_PENDING),
             (self.active, LR_ACTIVE),
-            (self.eoi, LR_EOI),
+            (self.eoi && !self.hw, LR_EOI),
             (self.grp1, LR_GRP1),
             (self.hw, LR_HW),
         ] {

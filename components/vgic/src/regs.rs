@@ -168,16 +168,30 @@ impl Vgic {
             0x080..=0x0ff | 0xd00..=0xdff => {}
             0x100..=0x17f => self.set_bits(v, n, x, kick, |w, m| w.enabled |= m),
             0x180..=0x1ff => self.set_bits(v, n, x & !sgi(n), kick, |w, m| w.enabled &= !m),
-            0x200..=0x27f => self.set_bits(v, n, x & !sgi(n), kick, |w, m| w.latch |= m),
-            0x280..=0x2ff => self.set_bits(v, n, x & !sgi(n), kick, |w, m| {
-                w.latch &= !m;
-                w.drop_pending |= m & w.queued;
-            }),
-            0x300..=0x37f => self.set_active(v, n, x),
-            0x380..=0x3ff => self.set_bits(v, n, x, kick, |w, m| {
-                w.active &= !m;
-                w.drop_active |= m & w.queued;
-            }),
+            0x200..=0x27f => {
+                let x = self.hw_ignore(n, x);
+                self.set_bits(v, n, x & !sgi(n), kick, |w, m| w.latch |= m)
+            }
+            0x280..=0x2ff => {
+                let before = self.hw_before_clear(v, n, x);
+                self.set_bits(v, n, x & !sgi(n), kick, |w, m| {
+                    w.latch &= !m;
+                    w.drop_pending |= m & w.queued;
+                });
+                self.hw_after_clear(v, n, before);
+            }
+            0x300..=0x37f => {
+                let x = self.hw_ignore(n, x);
+                self.set_active(v, n, x)
+            }
+            0x380..=0x3ff => {
+                let before = self.hw_before_clear(v, n, x);
+                self.set_bits(v, n, x, kick, |w, m| {
+                    w.active &= !m;
+                    w.drop_active |= m & w.queued;
+                });
+                self.hw_after_clear(v, n, before);
+            }
             0x400..=0x7fb => self.write_bytes(off - 0x400, byte, x, |g, i, b| {
                 if i < 32 {
                     g.vcpus[v].priority[i] = b & PRIORITY_MASK;
@@ -209,6 +223,51 @@ impl Vgic {
             _ => return false,
         }
         true
+    }
+
+    // ---- hardware SPIs ----
+
+    /// GICD_ISPENDR / ISACTIVER bits of hardware SPIs are ignored: the
+    /// vGIC cannot make the physical interrupt pending or active, and a
+    /// virtual state without the physical one would have the guest
+    /// deactivate an inactive physical interrupt.
+    fn hw_ignore(&mut self, n: usize, x: u32) -> u32 {
+        if n * 32 >= self.cfg.lines() {
+            return x;
+        }
+        let hw = x & self.hw_word(n);
+        if hw != 0 {
+            self.counters.hw_ignored_writes += 1;
+        }
+        x & !hw
+    }
+
+    /// Before GICD_ICPENDR / ICACTIVER word `n` with mask `x`: of the
+    /// hardware SPIs it touches, those held (latch or active) and not
+    /// queued, and those queued with a latch.
+    fn hw_before_clear(&self, v: usize, n: usize, x: u32) -> (u32, u32) {
+        if n * 32 >= self.cfg.lines() {
+            return (0, 0);
+        }
+        let m = x & self.hw_word(n);
+        let (w, _) = self.word(v, n * 32);
+        ((w.latch | w.active) & !w.queued & m, w.latch & w.queued & m)
+    }
+
+    /// After GICD_ICPENDR / ICACTIVER: hardware SPIs it left neither pending
+    /// nor active are released (the kernel deactivates the physical one);
+    /// a queued one's cleared latch is remembered for its sync.
+    fn hw_after_clear(&mut self, v: usize, n: usize, (held, queued_latched): (u32, u32)) {
+        if held | queued_latched == 0 {
+            return;
+        }
+        let (w, _) = self.word(v, n * 32);
+        let released = held & !(w.latch | w.active);
+        let latch_dropped = queued_latched & !w.latch;
+        let wi = n - 1;
+        self.hw_released[wi] |= released;
+        self.counters.hw_released += released.count_ones() as u64;
+        self.hw_latch_drop[wi] |= latch_dropped;
     }
 
     // ---- registers ----

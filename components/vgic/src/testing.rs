@@ -9,7 +9,9 @@
 //!   the pending part stays);
 //! - EOI (GICV_EOIR) finds the active list register with that INTID (and
 //!   source, for an SGI) and clears its active bit; invalid (00) if it was
-//!   only active;
+//!   only active. With HW = 1 it also deactivates the physical interrupt
+//!   PhysicalID (EOImode 0: the EOI deactivates), which the model records
+//!   ([`GichModel::deactivations`]);
 //! - GICH_ELRSR bit n is set when LR n is invalid and has no EOI maintenance
 //!   interrupt outstanding (EOI = 1, HW = 0);
 //! - the maintenance interrupt is GICH_HCR.En and (underflow: UIE and at
@@ -27,13 +29,16 @@ pub struct GichModel {
     hcr: u32,
     writes: u64,
     reads: Cell<u64>,
+    /// Physical deactivations by the guest through HW list registers, per
+    /// physical INTID.
+    phys: [u32; 1024],
 }
 
 impl GichModel {
     /// `n` list registers (1..=[`MAX_LRS`]), all zero.
     pub fn new(n: usize) -> Self {
         assert!((1..=MAX_LRS).contains(&n), "GICv2 has 1 to 64 list registers");
-        GichModel { lrs: [0; MAX_LRS], n, hcr: 0, writes: 0, reads: Cell::new(0) }
+        GichModel { lrs: [0; MAX_LRS], n, hcr: 0, writes: 0, reads: Cell::new(0), phys: [0; 1024] }
     }
 
     /// GICH_LRn as last written or changed by the guest.
@@ -91,16 +96,31 @@ impl GichModel {
 
     /// The guest writes GICV_EOIR for `intid` (and `source`, for an SGI).
     /// False when no list register holds it active (GICH_HCR.EOICount would
-    /// count it).
+    /// count it). A HW list register also deactivates its physical
+    /// interrupt: recorded, see [`GichModel::deactivations`].
     pub fn eoi(&mut self, intid: u16, source: u8) -> bool {
         let hit = self.valid().find(|(_, l)| l.active && l.intid == intid && (intid >= 16 || l.source == source));
         match hit {
-            Some((i, _)) => {
+            Some((i, l)) => {
                 self.lrs[i] &= !LR_ACTIVE;
+                if l.hw {
+                    self.phys[l.pintid as usize] += 1;
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// How many times the guest deactivated physical interrupt `pintid`
+    /// through a HW list register.
+    pub fn deactivations(&self, pintid: u16) -> u32 {
+        self.phys.get(pintid as usize).copied().unwrap_or(0)
+    }
+
+    /// Physical deactivations through HW list registers, all interrupts.
+    pub fn total_deactivations(&self) -> u64 {
+        self.phys.iter().map(|&n| n as u64).sum()
     }
 
     /// Acknowledge and EOI everything deliverable; returns how many.

@@ -43,6 +43,8 @@ pub struct BundleGuest {
     pub arch: String,
     /// The guest kernel's command line.
     pub bootargs: String,
+    /// The hardware domain (`hyp,hwdom` on its module node).
+    pub hwdom: bool,
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, String> {
@@ -71,6 +73,7 @@ impl BundleGuest {
             sw: &self.sw,
             bootargs: &self.bootargs,
             arch: &self.arch,
+            hwdom: self.hwdom,
         }
     }
 }
@@ -154,7 +157,9 @@ pub fn bundle_for(guests: &[GuestSpec], hyp_bootargs: &str) -> Result<Vec<u8>, S
 pub fn resolve(guests: &[GuestSpec]) -> Result<Vec<BundleGuest>, String> {
     let mut v = Vec::new();
     for g in guests {
-        let (image, ramdisk) = match (&g.kernel, crate::linux::files(&g.image)?) {
+        // A Linux test guest with a disk boots the disk initramfs.
+        let linux = if g.disk.is_some() && g.kernel.is_none() { crate::linux::disk_files(&g.image)? } else { crate::linux::files(&g.image)? };
+        let (image, ramdisk) = match (&g.kernel, linux) {
             (Some(k), _) => k.clone(),
             (None, Some(f)) => f,
             (None, None) => (crate::build::guest(&g.image)?, None),
@@ -173,6 +178,7 @@ pub fn resolve(guests: &[GuestSpec]) -> Result<Vec<BundleGuest>, String> {
             sw: g.sw.clone(),
             arch,
             bootargs: g.bootargs.clone(),
+            hwdom: g.hwdom,
         });
     }
     Ok(v)
@@ -210,6 +216,7 @@ mod tests {
             sw: "auto".into(),
             arch: "aarch64".into(),
             bootargs: "console=ttyAMA0 rdinit=/init".into(),
+            hwdom: false,
         }
     }
 
@@ -296,6 +303,22 @@ mod tests {
         let e = bundle("", &[g]).unwrap_err();
         assert!(e.contains("more than the 64 KiB"), "{e}");
         assert!(bundle("", &[]).is_err());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// The hardware domain's module node carries an empty `hyp,hwdom`;
+    /// no other node does.
+    #[test]
+    fn hwdom_is_marked_on_its_module() {
+        let d = tmp("hwdom");
+        let mut h = guest(&d, "dom0", &[7; 100], Some(&[8; 50]));
+        h.hwdom = true;
+        let g = guest(&d, "pod", &[9; 100], None);
+        let b = bundle("hwdom_pin=on", &[h, g]).unwrap();
+        let text = decompile(&b[..FDT_BYTES]);
+        assert_eq!(text.matches("hyp,hwdom;").count(), 1, "{text}");
+        let (h_at, mark, pod) = (text.find("hyp,name = \"dom0\"").unwrap(), text.find("hyp,hwdom;").unwrap(), text.find("hyp,name = \"pod\"").unwrap());
+        assert!(h_at < mark && mark < pod, "{text}");
         let _ = std::fs::remove_dir_all(d);
     }
 

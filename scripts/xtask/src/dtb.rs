@@ -18,6 +18,8 @@ pub struct Module<'a> {
     pub bootargs: &'a str,
     /// "aarch64" or "aarch32".
     pub arch: &'a str,
+    /// The hardware domain: an empty `hyp,hwdom` property.
+    pub hwdom: bool,
 }
 
 fn quote(s: &str) -> String {
@@ -46,6 +48,9 @@ pub fn chosen_dts(hyp_bootargs: &str, modules: &[Module]) -> (String, String) {
         s += &format!("\t\t\thyp,sw = \"{}\";\n", quote(m.sw));
         s += &format!("\t\t\thyp,arch = \"{}\";\n", quote(m.arch));
         s += &format!("\t\t\tbootargs = \"{}\";\n", quote(m.bootargs));
+        if m.hwdom {
+            s += "\t\t\thyp,hwdom;\n";
+        }
         s += "\t\t};\n";
         if let Some((addr, size)) = m.ramdisk {
             s += &format!("\t\tmodule@{:x} {{\n", addr);
@@ -159,7 +164,7 @@ mod tests {
     #[test]
     fn chosen_goes_inside_the_node() {
         let dts = "/ {\n\tchosen {\n\t\tstdout-path = \"/pl011@9000000\";\n\t};\n};\n";
-        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, ramdisk: None, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64" }];
+        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, ramdisk: None, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64", hwdom: false }];
         let out = insert_chosen(dts, &chosen_dts("sched=rr", &m)).unwrap();
         let c = out.find("chosen {").unwrap();
         let a = out.find("hyp,bootargs = \"sched=rr\"").unwrap();
@@ -168,6 +173,7 @@ mod tests {
         assert!(c < a && a < end && end < module, "properties first, then subnodes:\n{out}");
         assert!(out.contains("reg = <0x0 0x48000000 0x0 0x1000>;"));
         assert!(out.contains("hyp,mem = /bits/ 64 <0x4000000>;"));
+        assert!(!out.contains("hyp,hwdom"), "only a hardware domain's node says so");
         assert!(out.trim_end().ends_with("};\n};") || out.trim_end().ends_with("};"));
         assert!(insert_chosen("/ { };", &(String::new(), String::new())).is_err());
     }

@@ -63,6 +63,15 @@ const RPI4_ONLY: &[(&str, TestFn)] = &[
     ("rpi4_sd_image", rpi4_sd_image),
 ];
 
+/// The hardware-domain tests (QEMU virt).
+const HWDOM: &[(&str, TestFn)] = &[
+    ("hwdom_disk", hwdom_disk),
+    ("hwdom_armhf_pinned", hwdom_armhf_pinned),
+    ("hwdom_unpinned", hwdom_unpinned),
+    ("hwdom_two_hwdoms_refused", hwdom_two_hwdoms_refused),
+    ("hwdom_device_claimed_twice", hwdom_device_claimed_twice),
+];
+
 /// Tests that run only when named exactly (`cargo xtask itest NAME`): for
 /// one not yet reliable enough for scripts/test (none today).
 const ON_REQUEST: &[(&str, TestFn)] = &[];
@@ -595,7 +604,7 @@ pub fn run_all(argv: &[String]) -> Result<u8, String> {
     }
     crate::build::build_all()?;
     let tests: Vec<(&str, TestFn)> = match board {
-        crate::run::Board::Virt => TESTS.to_vec(),
+        crate::run::Board::Virt => TESTS.iter().chain(HWDOM).copied().collect(),
         crate::run::Board::Rpi4 => {
             let _ = BOARD.set("rpi4".into());
             TESTS.iter().filter(|(n, _)| ON_RPI4.contains(n)).chain(RPI4_ONLY).copied().collect()
@@ -618,6 +627,112 @@ pub fn run_all(argv: &[String]) -> Result<u8, String> {
     }
     println!("itest: {passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+// ---- the hardware domain (issue 13) ----
+
+/// The hardware domain's summary: it must say `hwdom=yes`.
+fn hwdom_summary<'r>(r: &'r RunResult, guest: &str) -> Result<&'r crate::summary::Summary, String> {
+    let s = r.summary(guest).ok_or_else(|| format!("no summary for the hardware domain {guest}\n---- console ----\n{}", tail(&r.transcript, 60)))?;
+    check(s.is_hwdom(), &format!("{guest}'s summary does not say hwdom=yes"), r)?;
+    Ok(s)
+}
+
+/// Debian's arm64 kernel as the hardware domain (1 vCPU) with the test
+/// disk passed through (virtio-blk on virt's virtio-mmio), its vCPU pinned
+/// (`hwdom_pin=on`), beside sw-basic (a PoD guest) on 2 pCPUs: the disk
+/// initramfs loads the package's virtio/ext4 modules, mounts /dev/vda and
+/// runs the disk's own marker program.
+fn hwdom_disk() -> Result<(), String> {
+    let a = Args {
+        guest: "linux-arm64".into(),
+        cpus: 2,
+        vcpus: 1,
+        mem: 256 * MIB,
+        hwdom: true,
+        disk: true,
+        more_guests: vec!["sw-basic".into()],
+        bootargs: "hwdom_pin=on".into(),
+        timeout_s: 90,
+        ..Args::default()
+    };
+    let r = boot(&a, &crate::run::specs(&a)?)?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=aarch64 cpus=1"), "the hardware domain did not reach /init", &r)?;
+    let want = crate::disk::marker_line("arm64");
+    check(r.transcript.contains(&want), &format!("no '{want}': the hardware domain did not mount the passed-through disk"), &r)?;
+    check(!r.transcript.contains("HWDOM-DISK-FAIL"), "the disk initramfs reported a failure", &r)?;
+    let h = hwdom_summary(&r, "linux-arm64")?;
+    check(h.ok, "the hardware domain's exit is not ok", &r)?;
+    check(h.pinned == Some(true), "hwdom_pin=on but the summary does not say pinned=yes", &r)?;
+    check(h.get("migrations") == 0, &format!("the pinned hardware domain migrated {} times", h.get("migrations")), &r)?;
+    let g = r.summary("sw-basic").ok_or("no summary for sw-basic")?;
+    check(g.ok && r.transcript.contains("sw-basic: PASS"), "sw-basic beside the hardware domain did not pass", &r)?;
+    check(g.hwdom == Some(false), "sw-basic's summary does not say hwdom=no", &r)?;
+    check(r.qemu_ok, "QEMU did not exit cleanly", &r)
+}
+
+/// Debian's armhf kernel as a pinned hardware domain (`hwdom_pin=on`,
+/// `sw=yes`): pinned, its set/way operations need no trap (sw_traps=0),
+/// and the cache oracle (every `boot` runs under it) sees no lost or
+/// stale data. One vCPU on 2 pCPUs: the armhf kernel with 2 vCPUs takes
+/// about 53 s under the oracle (`linux_armhf_rr`).
+fn hwdom_armhf_pinned() -> Result<(), String> {
+    let a = Args {
+        guest: "linux-armhf".into(),
+        cpus: 2,
+        vcpus: 1,
+        mem: 256 * MIB,
+        hwdom: true,
+        bootargs: "hwdom_pin=on guest0.sw=yes".into(),
+        timeout_s: 90,
+        ..Args::default()
+    };
+    let r = boot(&a, &crate::run::specs(&a)?)?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=1"), "the hardware domain did not reach /init", &r)?;
+    let h = hwdom_summary(&r, "linux-armhf")?;
+    check(h.ok && r.qemu_ok, "exit is not ok", &r)?;
+    check(h.pinned == Some(true), "hwdom_pin=on but not pinned=yes", &r)?;
+    check(h.get("sw_traps") == 0, &format!("the pinned hardware domain trapped {} set/way operations", h.get("sw_traps")), &r)?;
+    check(h.get("migrations") == 0, "the pinned hardware domain migrated", &r)?;
+    check(r.oracle.is_some(), "no cache oracle report", &r)
+}
+
+/// `hwdom_pin=off`: the hardware domain runs unpinned (pinned=no) and the
+/// boot log says which set/way mode it got (`hyp: hwdom NAME: not pinned
+/// (REASON)`).
+fn hwdom_unpinned() -> Result<(), String> {
+    let a = Args { guest: "linux-arm64".into(), cpus: 2, vcpus: 2, mem: 256 * MIB, hwdom: true, bootargs: "hwdom_pin=off".into(), timeout_s: 90, ..Args::default() };
+    let r = boot(&a, &crate::run::specs(&a)?)?;
+    check(!r.timed_out, "timed out", &r)?;
+    check(r.transcript.contains("LINUX-MARKER arch=aarch64 cpus=2"), "no marker with both CPUs online", &r)?;
+    let h = hwdom_summary(&r, "linux-arm64")?;
+    check(h.ok && r.qemu_ok, "exit is not ok", &r)?;
+    check(h.pinned == Some(false), "hwdom_pin=off but not pinned=no", &r)?;
+    let said = r.transcript.lines().any(|l| l.contains("hwdom") && l.contains("not pinned"));
+    check(said, "the boot log does not say the hardware domain is not pinned (and why)", &r)
+}
+
+/// A bad hardware-domain configuration stops the boot with one clear line
+/// holding `what` and a failure status, before any guest runs.
+fn hwdom_refused(bootargs: &str, what: &str) -> Result<(), String> {
+    let a = Args { guest: "sw-basic".into(), bootargs: bootargs.into(), timeout_s: 30, ..Args::default() };
+    let spec = |name: &str| GuestSpec { name: name.into(), ..GuestSpec::from_args(&a) };
+    let r = boot(&a, &[spec("one"), spec("two")])?;
+    check(!r.timed_out, "timed out instead of stopping with an error", &r)?;
+    check(r.transcript.lines().any(|l| l.contains(what)), &format!("no line says '{what}'"), &r)?;
+    check(!r.transcript.contains("PANIC"), "the hypervisor panicked", &r)?;
+    check(r.summaries.is_empty(), "a guest ran despite the bad configuration", &r)?;
+    check(r.qemu_code == Some(1), "QEMU did not exit with a failure status", &r)
+}
+
+fn hwdom_two_hwdoms_refused() -> Result<(), String> {
+    hwdom_refused("guest0.hwdom=yes guest1.hwdom=yes", "hardware domain")
+}
+
+fn hwdom_device_claimed_twice() -> Result<(), String> {
+    hwdom_refused("guest0.hwdom=yes guest0.passthrough=/virtio_mmio@a000000,/virtio_mmio@a000000", "claimed twice")
 }
 
 // ---- the Raspberry Pi 4 (QEMU raspi4b) ----
@@ -779,6 +894,14 @@ mod tests {
     fn every_rpi4_test_exists() {
         for name in ON_RPI4 {
             assert!(TESTS.iter().any(|(n, _)| n == name), "ON_RPI4 names '{name}', which TESTS does not have");
+        }
+    }
+
+    #[test]
+    fn hwdom_tests_are_virt_only_and_unique() {
+        for (name, _) in HWDOM {
+            assert!(!TESTS.iter().any(|(n, _)| n == name), "{name} is in TESTS too");
+            assert!(!ON_RPI4.contains(name));
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod boot_bench;
 pub mod build;
 pub mod bundle;
 pub mod demux;
+pub mod disk;
 pub mod dtb;
 pub mod fat;
 pub mod fuzz;
@@ -103,6 +104,19 @@ pub struct Args {
     /// Replace the DTB root's `compatible` (QEMU's `dt-compatible`): a
     /// board the hypervisor does not know (tests). Not a CLI option.
     pub dt_compatible: Option<String>,
+    /// Further guests beside the first (`--guest` given again): each with
+    /// 1 vCPU and 64 MiB (512 MiB for a Linux guest).
+    pub more_guests: Vec<String>,
+    /// The first guest is the hardware domain (`--hwdom`: `guest0.hwdom=yes`
+    /// and `hyp,hwdom` on its module node).
+    pub hwdom: bool,
+    /// `--disk [PATH]`: a virtio-blk disk on QEMU virt for the hardware
+    /// domain, which boots the disk initramfs. Without PATH, the test disk
+    /// of [`disk::disk`].
+    pub disk: bool,
+    pub disk_image: Option<PathBuf>,
+    /// `--passthrough LIST`: `guest0.passthrough=LIST` (device-tree paths).
+    pub passthrough: Option<String>,
 }
 
 /// Console input a test types.
@@ -134,6 +148,11 @@ impl Default for Args {
             gdb: false,
             oracle: false,
             faults_kernel: false,
+            more_guests: Vec::new(),
+            hwdom: false,
+            disk: false,
+            disk_image: None,
+            passthrough: None,
         }
     }
 }
@@ -157,12 +176,13 @@ impl Args {
     pub fn parse(argv: &[String]) -> Result<Args, String> {
         let mut a = Args::default();
         let mut mem_given = false;
-        let mut it = argv.iter();
+        let mut guests: Vec<String> = Vec::new();
+        let mut it = argv.iter().peekable();
         while let Some(flag) = it.next() {
             let mut val = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--board" => a.board = val()?,
-                "--guest" => a.guest = val()?,
+                "--guest" => guests.push(val()?),
                 "--cpus" => a.cpus = val()?.parse().map_err(|_| "--cpus takes a number 1..=4")?,
                 "--vcpus" => a.vcpus = val()?.parse().map_err(|_| "--vcpus takes a number 1..=8")?,
                 "--mem" => {
@@ -185,10 +205,32 @@ impl Args {
                 }
                 "--gdb" => a.gdb = true,
                 "--oracle" => a.oracle = true,
+                "--hwdom" => a.hwdom = true,
+                "--passthrough" => a.passthrough = Some(val()?),
+                "--disk" => {
+                    a.disk = true;
+                    if let Some(p) = it.next_if(|p| !p.starts_with("--")) {
+                        a.disk_image = Some(PathBuf::from(p));
+                    }
+                }
                 other => return Err(format!("unknown option '{other}'")),
             }
         }
         let board = run::Board::parse(&a.board)?;
+        // The first --guest is guest0 (unless --kernel is), the rest follow it.
+        let mut guests = guests.into_iter();
+        if a.kernel.is_none() {
+            if let Some(g) = guests.next() {
+                a.guest = g;
+            }
+        }
+        a.more_guests = guests.collect();
+        if a.disk && !a.hwdom {
+            return Err("--disk goes with --hwdom (the disk is a board device: only the hardware domain sees it)".into());
+        }
+        if (a.disk || a.hwdom) && board == run::Board::Rpi4 {
+            return Err("--hwdom and --disk are for --board qemu-virt so far".into());
+        }
         if !(1..=4).contains(&a.cpus) {
             return Err("--cpus must be 1..=4".into());
         }
@@ -245,5 +287,19 @@ mod tests {
         assert!(Args::parse(&bad).unwrap_err().contains("allowed: qemu-virt, rpi4"));
         let pi: Vec<String> = ["--board", "rpi4", "--cpus", "4"].iter().map(|s| s.to_string()).collect();
         assert_eq!(Args::parse(&pi).unwrap().board, "rpi4");
+    }
+
+    #[test]
+    fn hwdom_args() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let a = Args::parse(&v(&["--guest", "linux-arm64", "--hwdom", "--disk", "--guest", "sw-basic"])).unwrap();
+        assert_eq!((a.guest.as_str(), a.more_guests.clone(), a.hwdom, a.disk, a.disk_image.clone()), ("linux-arm64", vec!["sw-basic".to_string()], true, true, None));
+        let a = Args::parse(&v(&["--guest", "linux-arm64", "--hwdom", "--disk", "/tmp/d.img", "--cpus", "2"])).unwrap();
+        assert_eq!((a.disk_image, a.cpus), (Some(PathBuf::from("/tmp/d.img")), 2));
+        assert!(Args::parse(&v(&["--guest", "linux-arm64", "--disk"])).unwrap_err().contains("--hwdom"));
+        assert!(Args::parse(&v(&["--board", "rpi4", "--hwdom"])).is_err());
+        // Without --kernel the first --guest is guest0; with it, every --guest follows.
+        let a = Args::parse(&v(&["--kernel", "/k", "--guest", "sw-basic"])).unwrap();
+        assert_eq!(a.more_guests, vec!["sw-basic".to_string()]);
     }
 }

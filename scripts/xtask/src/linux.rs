@@ -43,6 +43,28 @@ pub fn files(guest: &str) -> Result<Option<(PathBuf, Option<PathBuf>)>, String> 
     Ok(Some((k, Some(i))))
 }
 
+/// For `linux-arm64` and `linux-armhf` (the 6.1 kernels): the kernel and
+/// the disk initramfs (`initrd-ARCH-disk.cpio.gz`: loads the package's
+/// virtio-mmio, virtio-blk and ext4 modules, mounts /dev/vda read-only and
+/// runs the disk's `/bin/hwdom-marker`), fetched or rebuilt if missing.
+pub fn disk_files(guest: &str) -> Result<Option<(PathBuf, Option<PathBuf>)>, String> {
+    let initrd = match guest {
+        "linux-arm64" => "initrd-arm64-disk.cpio.gz",
+        "linux-armhf" => "initrd-armhf-disk.cpio.gz",
+        _ => return Err(format!("no disk initramfs for guest '{guest}' (the disk's modules are the 6.1 kernels': linux-arm64, linux-armhf)")),
+    };
+    let Some((kernel, _)) = files(guest)? else { unreachable!("{guest} is a Linux guest") };
+    let i = kernel.with_file_name(initrd);
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if !i.exists() || mtime(&i) < mtime(&root().join("test-images/linux/mkinitramfs.py")) {
+        fetch()?;
+        if !i.exists() {
+            return Err(format!("{} is missing after the fetch (see above)", i.display()));
+        }
+    }
+    Ok(Some((kernel, Some(i))))
+}
+
 /// Run test-images/linux/fetch.sh (it fetches only what is missing).
 fn fetch() -> Result<(), String> {
     eprintln!("xtask: fetching Debian guest kernels (test-images/linux/fetch.sh)");

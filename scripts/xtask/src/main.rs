@@ -19,6 +19,14 @@ commands:
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
   run   ... --oracle        under the cache oracle: reports where real hardware would
                             lose or expose stale data; any event fails the run
+  run   ... --guest NAME    again: a further guest beside the first (1 vCPU, 64 MiB;
+                            512 MiB for Linux), e.g. --guest linux-arm64 --guest sw-basic
+  run   ... --hwdom         the first guest is the hardware domain (guest0.hwdom=yes;
+                            needs the kernel's hardware-domain support, issue 13)
+        [--disk [PATH]]     with a disk (virtio-blk on QEMU virt, read-only): the test
+                            disk by default; a Linux guest boots its disk initramfs
+        [--passthrough LIST] guest0.passthrough=LIST (device-tree paths, comma-separated)
+  disk  [arm64|armhf]       build the hardware domain's ext4 test disk; prints its path
   image --board rpi4 -o PATH  an SD-card image for a real board (then dd it to the card)
         [--guest NAME]... [--vcpus N] [--mem SIZE] [--bootargs \"...\"] [--append \"...\"]
                             (default guest: linux-arm64, 4 vCPUs, 256 MiB)
@@ -45,6 +53,11 @@ fn main() -> ExitCode {
         "image" => xtask::image::image_cli(rest),
         "itest" => itest::run_all(rest),
         "console" => xtask::serial::console_cli(rest),
+        "disk" => match rest {
+            [] => xtask::disk::disk("arm64").map(|p| println!("{}", p.display())).map(|_| 0),
+            [arch] => xtask::disk::disk(arch).map(|p| println!("{}", p.display())).map(|_| 0),
+            _ => Err("usage: disk [arm64|armhf]".into()),
+        },
         "soak" => xtask::soak(),
         "fuzz" => xtask::fuzz::fuzz(rest),
         "bench" => xtask::bench::bench(),

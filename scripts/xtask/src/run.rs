@@ -95,6 +95,11 @@ pub struct GuestSpec {
     pub kernel: Option<(PathBuf, Option<PathBuf>)>,
     /// Its EL1 execution state, when not `image`'s.
     pub arch: Option<String>,
+    /// The hardware domain: `guestN.hwdom=yes` and `hyp,hwdom` on its node.
+    pub hwdom: bool,
+    /// A disk image QEMU virt attaches as a virtio-blk device (read-only)
+    /// for this guest; a Linux test guest then boots the disk initramfs.
+    pub disk: Option<PathBuf>,
 }
 
 /// "aarch64" for an arm64 Image, "aarch32" for a zImage, from the header.
@@ -128,6 +133,8 @@ impl GuestSpec {
                 bootargs: format!("{} {}", crate::linux::DEFAULT_BOOTARGS, a.append).trim().to_string(),
                 kernel: Some((k.clone(), a.initrd.clone())),
                 arch: a.arch.clone(),
+                hwdom: a.hwdom,
+                disk: None,
             };
         }
         GuestSpec {
@@ -139,8 +146,71 @@ impl GuestSpec {
             bootargs: format!("{} {}", crate::linux::bootargs(&a.guest).unwrap_or_default(), a.append).trim().to_string(),
             kernel: None,
             arch: None,
+            hwdom: a.hwdom,
+            disk: None,
         }
     }
+}
+
+/// Every guest of `cargo xtask run`: the first from the options (the
+/// hardware domain with `--hwdom`, with its disk with `--disk`), then each
+/// further `--guest` with 1 vCPU and 64 MiB (512 MiB for Linux), named
+/// `NAME-2`... when a name repeats.
+pub fn specs(a: &Args) -> Result<Vec<GuestSpec>, String> {
+    let mut first = GuestSpec::from_args(a);
+    if a.disk {
+        first.disk = Some(match &a.disk_image {
+            Some(p) => p.clone(),
+            None => {
+                let arch = crate::disk::linux_arch(&first.image)
+                    .filter(|_| first.kernel.is_none())
+                    .ok_or("--disk without a PATH needs --guest linux-arm64 or linux-armhf (their disk initramfs mounts the test disk)")?;
+                crate::disk::disk(arch)?
+            }
+        });
+    }
+    let mut v = vec![first];
+    for g in &a.more_guests {
+        let linux = crate::linux::bootargs(g).is_some();
+        let o = Args { guest: g.clone(), vcpus: 1, mem: if linux { 512 << 20 } else { 64 << 20 }, append: String::new(), kernel: None, hwdom: false, ..a.clone() };
+        let mut s = GuestSpec::from_args(&o);
+        let same = v.iter().filter(|x| x.image == s.image).count();
+        if same > 0 {
+            s.name = format!("{}-{}", s.name, same + 1);
+        }
+        v.push(s);
+    }
+    Ok(v)
+}
+
+/// The hypervisor boot arguments the guests themselves imply:
+/// `guestN.hwdom=yes` for a hardware domain, `guest0.passthrough=` from
+/// `--passthrough`.
+pub fn guest_bootargs(a: &Args, guests: &[GuestSpec]) -> String {
+    let mut v: Vec<String> = guests.iter().enumerate().filter(|(_, g)| g.hwdom).map(|(i, _)| format!("guest{i}.hwdom=yes")).collect();
+    if let Some(p) = &a.passthrough {
+        v.push(format!("guest0.passthrough={p}"));
+    }
+    v.join(" ")
+}
+
+/// QEMU arguments for the guests' disks: each a read-only virtio-blk
+/// device on virt's virtio-mmio transports.
+pub fn disk_args(guests: &[GuestSpec]) -> Result<Vec<String>, String> {
+    let mut v = Vec::new();
+    for (i, g) in guests.iter().enumerate() {
+        if let Some(p) = &g.disk {
+            if !p.is_file() {
+                return Err(format!("--disk {}: no such file", p.display()));
+            }
+            let path = p.display().to_string();
+            if path.contains(',') {
+                return Err(format!("--disk {path}: QEMU cannot take a path with a comma"));
+            }
+            v.extend(["-drive".into(), format!("file={path},if=none,format=raw,id=disk{i},readonly=on"), "-device".into(), format!("virtio-blk-device,drive=disk{i}")]);
+        }
+    }
+    Ok(v)
 }
 
 /// What a run produced.
@@ -170,7 +240,7 @@ impl RunResult {
 }
 
 pub fn run_cli(a: &Args) -> Result<u8, String> {
-    let r = run(a, &[GuestSpec::from_args(a)], !a.quiet)?;
+    let r = run(a, &specs(a)?, !a.quiet)?;
     if r.timed_out {
         eprintln!("xtask: timed out after {} s", a.timeout_s);
         return Ok(124);
@@ -287,7 +357,16 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     if board == Board::Rpi4 && a.cpus < 4 {
         bootargs += &format!(" maxcpus={}", a.cpus);
     }
+    let implied = guest_bootargs(a, guests);
+    if !implied.is_empty() {
+        bootargs += " ";
+        bootargs += &implied;
+    }
     let bootargs = format!("{bootargs} {}", a.bootargs).trim_end().to_string();
+    let disks = disk_args(guests)?;
+    if !disks.is_empty() && board != Board::Virt {
+        return Err("a disk (--disk) is for --board qemu-virt only so far".into());
+    }
     let chosen = dtb::chosen_dts(&bootargs, &modules);
     match board {
         Board::Virt => dtb::generate(&margs, &chosen, a.dt_compatible.as_deref(), &dtb_path)?,
@@ -305,7 +384,7 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         );
     }
     let image = build::kernel_image(&kernel)?;
-    cmd.args(&margs).arg("-kernel").arg(&image).arg("-dtb").arg(&dtb_path);
+    cmd.args(&margs).arg("-kernel").arg(&image).arg("-dtb").arg(&dtb_path).args(&disks);
     for (path, addr, _) in &files {
         cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", path.display(), addr));
     }
@@ -455,7 +534,32 @@ mod tests {
     use super::*;
 
     fn guest(mem: u64) -> GuestSpec {
-        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new(), kernel: None, arch: None }
+        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new(), kernel: None, arch: None, hwdom: false, disk: None }
+    }
+
+    #[test]
+    fn hwdom_guests_and_disks() {
+        let argv: Vec<String> = ["--guest", "linux-arm64", "--hwdom", "--guest", "sw-basic", "--guest", "sw-basic", "--passthrough", "/virtio_mmio@a003e00"].iter().map(|s| s.to_string()).collect();
+        let a = Args::parse(&argv).unwrap();
+        let s = specs(&a).unwrap();
+        let names: Vec<&str> = s.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["linux-arm64", "sw-basic", "sw-basic-2"]);
+        assert_eq!(s.iter().map(|g| g.hwdom).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!((s[0].mem, s[1].mem, s[1].vcpus), (512 << 20, 64 << 20, 1));
+        assert_eq!(guest_bootargs(&a, &s), "guest0.hwdom=yes guest0.passthrough=/virtio_mmio@a003e00");
+        let mut g = s[0].clone();
+        let img = std::env::temp_dir().join(format!("xtask-run-disk-{}.img", std::process::id()));
+        std::fs::write(&img, [0u8; 512]).unwrap();
+        g.disk = Some(img.clone());
+        let d = disk_args(&[s[1].clone(), g]).unwrap();
+        assert_eq!(d, [
+            "-drive".to_string(),
+            format!("file={},if=none,format=raw,id=disk1,readonly=on", img.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=disk1".into()
+        ]);
+        let _ = std::fs::remove_file(&img);
+        assert!(disk_args(&[GuestSpec { disk: Some(img), ..guest(1) }]).is_err());
     }
 
     #[test]

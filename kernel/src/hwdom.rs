@@ -1,0 +1,91 @@
+//! The hardware domain at boot: whether its vCPUs are pinned, and its
+//! device tree (the board's own, edited by `guest-dtb`) with the devices it
+//! owns.
+
+use crate::devices::Layout;
+use crate::vm::{self, Hwdom};
+
+/// Whether the hardware domain's vCPUs get a pCPU each (and so run set/way
+/// natively), from `hwdom_pin=`, its `sw=` and the pCPUs there are.
+pub fn pin_decision(pin: bootcfg::HwdomPin, g: &bootcfg::GuestConfig, guests: usize, pcpus: usize) -> vcpu_sched::PinDecision {
+    let pin = match pin {
+        bootcfg::HwdomPin::Auto => vcpu_sched::HwdomPin::Auto,
+        bootcfg::HwdomPin::On => vcpu_sched::HwdomPin::On,
+        bootcfg::HwdomPin::Off => vcpu_sched::HwdomPin::Off,
+    };
+    vcpu_sched::PinDecision::new(pin, g.sw != bootcfg::SwMode::No, g.vcpus as usize, guests > 1, pcpus)
+}
+
+/// Its device tree and devices. `base` is its RAM (IPA = PA).
+pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u8], base: u64, pinned: bool) -> Result<Hwdom, alloc::string::String> {
+    use alloc::string::ToString;
+    let gic = cfg.gic.as_ref().ok_or("the board has no GIC")?;
+    let (Some(gicc), Some(gich), Some(gicv)) = (gic.gicc, gic.gich, gic.gicv) else {
+        return Err("the board's GIC has no virtualization extensions (GICH/GICV)".to_string());
+    };
+    // What the hypervisor keeps: its console and the whole GIC.
+    let mut keep: heapless::Vec<(u64, u64), 5> = heapless::Vec::new();
+    let _ = keep.extend_from_slice(&[gic.gicd, gicc, gich, gicv]);
+    if let Some(u) = &cfg.uart {
+        let _ = keep.push(u.regs);
+    }
+    // Its console: an emulated PL011 where the hypervisor's is one, else
+    // where the board has a PL011 for it.
+    let console = match &cfg.uart {
+        Some(u) if u.kind == bootcfg::UartKind::Pl011 => {
+            let spi = u.irq.filter(|i| i.kind == bootcfg::IrqKind::Spi).map(|i| i.num);
+            (u.regs.0, spi.ok_or("the console PL011 has no SPI")?)
+        }
+        _ => cfg.board.and_then(|b| b.hwdom_console).ok_or("no PL011 address for its console on this board")?,
+    };
+    let paths: heapless::Vec<&str, 32> = g.passthrough_paths().take(32).collect();
+    let initrd = g.ramdisk.map(|(_, len)| {
+        let start = base + vm::LINUX_INITRD_OFFSET;
+        (start, start + len)
+    });
+    let spec = guest_dtb::hwdom::HwdomSpec {
+        ram: &[(base, g.mem_bytes)],
+        vcpus: g.vcpus,
+        bootargs: g.bootargs.as_str(),
+        initrd,
+        keep: &keep,
+        console,
+        passthrough: g.passthrough.is_some().then_some(&paths[..]),
+    };
+    let (dtb, pt) = guest_dtb::hwdom::hwdom_dtb(board_dtb, &spec).map_err(|e| e.to_string())?;
+    let spis = gic_spis(gic.gicd.0);
+    if let Some(&bad) = pt.spis.iter().find(|&&i| i >= 32 + u32::from(spis)) {
+        return Err(alloc::format!("its device interrupt {bad} is beyond the GIC's {spis} SPIs"));
+    }
+    Ok(Hwdom {
+        dtb,
+        regions: pt.regions,
+        spis: pt.spis,
+        layout: Layout { gicd: gic.gicd.0, gicc: gicc.0, uart: console.0, uart_spi: console.1, spis },
+        pinned,
+    })
+}
+
+/// The SPIs the physical distributor has (GICD_TYPER.ITLinesNumber).
+fn gic_spis(gicd: u64) -> u16 {
+    // SAFETY: GICD_TYPER, offset 4 of the distributor, mapped at EL2.
+    let typer = unsafe { core::ptr::read_volatile((gicd + 4) as *const u32) };
+    let lines = ((typer & 0x1f) + 1) * 32;
+    // The vGIC's limit too (a multiple of 32).
+    (lines.min(1020) - 32).min(vgic::MAX_SPIS as u32) as u16 & !31
+}
+
+/// The boot log's account of it.
+pub fn report(g: &bootcfg::GuestConfig, base: u64, h: &Hwdom, why: vcpu_sched::PinDecision) {
+    let dev_bytes: u64 = h.regions.iter().map(|r| r.1).sum();
+    crate::kprintln!(
+        "hyp: hwdom {}: RAM [{:#x}, {:#x}) direct-mapped, {} device regions ({} KiB), {} SPIs passed through",
+        g.name.as_str(),
+        base,
+        base + g.mem_bytes,
+        h.regions.len(),
+        dev_bytes >> 10,
+        h.spis.len()
+    );
+    crate::kprintln!("hyp: hwdom {}: {}", g.name.as_str(), why);
+}
