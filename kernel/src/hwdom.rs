@@ -23,12 +23,15 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
     let (Some(gicc), Some(gich), Some(gicv)) = (gic.gicc, gic.gich, gic.gicv) else {
         return Err("the board's GIC has no virtualization extensions (GICH/GICV)".to_string());
     };
-    // What the hypervisor keeps: its console and the whole GIC.
-    let mut keep: heapless::Vec<(u64, u64), 5> = heapless::Vec::new();
+    // What the hypervisor keeps: its console, the whole GIC, and all host
+    // RAM (a device node whose `reg` lies in RAM must never be mapped into
+    // the hardware domain: that RAM is the hypervisor's and other guests').
+    let mut keep: heapless::Vec<(u64, u64), { 5 + bootcfg::MAX_RAM }> = heapless::Vec::new();
     let _ = keep.extend_from_slice(&[gic.gicd, gicc, gich, gicv]);
     if let Some(u) = &cfg.uart {
         let _ = keep.push(u.regs);
     }
+    let _ = keep.extend_from_slice(&cfg.ram);
     // Its console: an emulated PL011 where the hypervisor's is one, else
     // where the board has a PL011 for it.
     let console = match &cfg.uart {
@@ -53,6 +56,11 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
         passthrough: g.passthrough.is_some().then_some(&paths[..]),
     };
     let (dtb, pt) = guest_dtb::hwdom::hwdom_dtb(board_dtb, &spec).map_err(|e| e.to_string())?;
+    // The editor honours `keep`; checked again here, where it matters.
+    let overlaps = |&(b, s): &(u64, u64)| keep.iter().any(|&(kb, ks)| b < kb.saturating_add(ks) && kb < b.saturating_add(s));
+    if let Some(r) = pt.regions.iter().find(|r| overlaps(r)) {
+        return Err(alloc::format!("a device region [{:#x}, {:#x}) it would own overlaps RAM or the hypervisor's devices", r.0, r.0 + r.1));
+    }
     let spis = gic_spis(gic.gicd.0);
     if let Some(&bad) = pt.spis.iter().find(|&&i| i >= 32 + u32::from(spis)) {
         return Err(alloc::format!("its device interrupt {bad} is beyond the GIC's {spis} SPIs"));

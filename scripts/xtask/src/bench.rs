@@ -19,13 +19,15 @@ fn value(r: &RunResult, key: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("the bench run printed no '{key}'\n{}", r.transcript))
 }
 
-fn one(populate: &str) -> Result<(RunResult, BTreeMap<&'static str, u64>), String> {
+/// One bench run. `sw`: `yes` traps set/way; `no` runs it natively
+/// (TSW off, SWIO on), as a pinned hardware domain does.
+fn one(populate: &str, sw: &str) -> Result<(RunResult, BTreeMap<&'static str, u64>), String> {
     let a = Args {
         icount: true,
         guest: "bench".into(),
         mem: 256 << 20,
         // The real PMU, counting EL2 too: a measuring aid, off by default.
-        bootargs: format!("pmu=passthrough guest0.sw=yes guest0.populate={populate}"),
+        bootargs: format!("pmu=passthrough guest0.sw={sw} guest0.populate={populate}"),
         timeout_s: 300,
         ..Args::default()
     };
@@ -58,9 +60,13 @@ fn one(populate: &str) -> Result<(RunResult, BTreeMap<&'static str, u64>), Strin
 
 pub fn bench() -> Result<u8, String> {
     crate::build::build_all()?;
-    let (_, pod) = one("demand")?;
-    let (_, again) = one("demand")?;
-    let (_, eager) = one("eager")?;
+    let (_, pod) = one("demand", "yes")?;
+    let (_, again) = one("demand", "yes")?;
+    let (_, eager) = one("eager", "yes")?;
+    let (_, native) = one("eager", "no")?;
+    if native["sw_traps"] != 0 {
+        return Err(format!("sw=no trapped {} set/way ops", native["sw_traps"]));
+    }
     let deterministic = pod == again;
     let per = |m: &BTreeMap<&str, u64>, total: &str, n: &str| m[total] / m[n].max(1);
     let zero_4k = per(&pod, "zero_4k", "pod_4k");
@@ -74,6 +80,7 @@ pub fn bench() -> Result<u8, String> {
     let rows: Vec<(&str, String)> = vec![
         ("HVC round trip", pod["hvc_insns"].to_string()),
         ("set/way trap (DC CSW, TVM on)", pod["sw_trap_insns"].to_string()),
+        ("set/way untrapped (DC CSW, TSW off + SWIO: a pinned hwdom)", native["sw_trap_insns"].to_string()),
         ("TVM trap (CONTEXTIDR_EL1 write)", pod["tvm_trap_insns"].to_string()),
         ("PoD 4 KiB fault, total", f4k.to_string()),
         ("  of which zeroing / cleaning", format!("{zero_4k} / {clean_4k}")),
@@ -98,8 +105,8 @@ pub fn bench() -> Result<u8, String> {
     );
     println!("deterministic across two runs: {}", if deterministic { "yes" } else { "NO" });
     let json = format!(
-        "{{\"hvc\":{},\"sw_trap\":{},\"tvm_trap\":{},\"pod_4k_fault\":{},\"pod_4k_zero\":{},\"pod_4k_clean\":{},\"pod_2m_fault\":{},\"pod_2m_zero\":{},\"pod_2m_clean\":{},\"cleaned_per_clean_pod\":{},\"cleaned_per_clean_eager\":{},\"deterministic\":{}}}",
-        pod["hvc_insns"], pod["sw_trap_insns"], pod["tvm_trap_insns"], f4k, zero_4k, clean_4k, f2m, zero_2m, clean_2m,
+        "{{\"hvc\":{},\"sw_trap\":{},\"sw_native\":{},\"tvm_trap\":{},\"pod_4k_fault\":{},\"pod_4k_zero\":{},\"pod_4k_clean\":{},\"pod_2m_fault\":{},\"pod_2m_zero\":{},\"pod_2m_clean\":{},\"cleaned_per_clean_pod\":{},\"cleaned_per_clean_eager\":{},\"deterministic\":{}}}",
+        pod["hvc_insns"], pod["sw_trap_insns"], native["sw_trap_insns"], pod["tvm_trap_insns"], f4k, zero_4k, clean_4k, f2m, zero_2m, clean_2m,
         cleaned_pod, cleaned_eager, deterministic
     );
     let out = crate::build::target_dir().join("bench.json");

@@ -228,8 +228,8 @@ impl Args {
         if a.disk && !a.hwdom {
             return Err("--disk goes with --hwdom (the disk is a board device: only the hardware domain sees it)".into());
         }
-        if (a.disk || a.hwdom) && board == run::Board::Rpi4 {
-            return Err("--hwdom and --disk are for --board qemu-virt so far".into());
+        if a.disk && board == run::Board::Rpi4 {
+            return Err("--disk is for --board qemu-virt so far (on rpi4 the SD card is the disk)".into());
         }
         if !(1..=4).contains(&a.cpus) {
             return Err("--cpus must be 1..=4".into());

@@ -11,6 +11,19 @@ use crate::root;
 /// platform has its PL011 at 0x9000000, as QEMU virt does).
 pub const DEFAULT_BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init";
 
+/// A hardware domain on the Raspberry Pi 4 keeps the board's addresses:
+/// its console is the PL011 the hypervisor emulates at UART0's.
+pub const RPI4_HWDOM_BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,mmio32,0xfe201000 rdinit=/init";
+
+/// The command line for a Linux guest on `board` (the `--board` name).
+pub fn default_bootargs(board: &str, hwdom: bool) -> &'static str {
+    if hwdom && board == "rpi4" {
+        RPI4_HWDOM_BOOTARGS
+    } else {
+        DEFAULT_BOOTARGS
+    }
+}
+
 /// The kernel command line each Linux test guest boots with.
 pub fn bootargs(guest: &str) -> Option<&'static str> {
     match guest {
