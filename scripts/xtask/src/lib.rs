@@ -297,7 +297,8 @@ mod tests {
         let a = Args::parse(&v(&["--guest", "linux-arm64", "--hwdom", "--disk", "/tmp/d.img", "--cpus", "2"])).unwrap();
         assert_eq!((a.disk_image, a.cpus), (Some(PathBuf::from("/tmp/d.img")), 2));
         assert!(Args::parse(&v(&["--guest", "linux-arm64", "--disk"])).unwrap_err().contains("--hwdom"));
-        assert!(Args::parse(&v(&["--board", "rpi4", "--hwdom"])).is_err());
+        assert!(Args::parse(&v(&["--board", "rpi4", "--cpus", "4", "--hwdom"])).is_ok());
+        assert!(Args::parse(&v(&["--board", "rpi4", "--cpus", "4", "--hwdom", "--disk"])).unwrap_err().contains("SD card"));
         // Without --kernel the first --guest is guest0; with it, every --guest follows.
         let a = Args::parse(&v(&["--kernel", "/k", "--guest", "sw-basic"])).unwrap();
         assert_eq!(a.more_guests, vec!["sw-basic".to_string()]);
