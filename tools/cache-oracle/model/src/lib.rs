@@ -388,6 +388,33 @@ impl Model {
         found
     }
 
+    /// Other CPUs' L1 copies of `line` make way for `who`'s access: a dirty
+    /// one is written back to its own CPU's L2 first. For a read they stay,
+    /// clean; for a write (`drop`) they go, and a stale one is reported
+    /// unless the write covers the whole line (`full`).
+    fn pull_from_other_l1s(&mut self, who: Who, line: u64, drop: bool, full: bool) {
+        for d in 0..self.l1.len() {
+            if d == who.cpu {
+                continue;
+            }
+            let Some(i) = self.l1[d].find(line) else { continue };
+            if self.l1[d].state[i] & DIRTY != 0 {
+                let m = self.l1[d].mask[i];
+                if !drop {
+                    self.l1[d].clean_slot(i);
+                }
+                let k = self.l2_of(d);
+                self.l2_write_back(k, line, m);
+            }
+            if drop {
+                if self.l1[d].state[i] & STALE != 0 && !full {
+                    self.event(Kind::StaleLine, line, who, Holder::L1(d));
+                }
+                self.l1[d].drop_slot(i);
+            }
+        }
+    }
+
     fn read_line(&mut self, who: Who, line: u64) {
         let c = who.cpu;
         if let Some(i) = self.l1[c].find(line) {
@@ -399,19 +426,7 @@ impl Model {
         }
         // Miss: a dirty copy in another L1 goes down to that CPU's L2 and
         // stays owned there; we get a clean copy.
-        for d in 0..self.l1.len() {
-            if d == c {
-                continue;
-            }
-            if let Some(i) = self.l1[d].find(line) {
-                if self.l1[d].state[i] & DIRTY != 0 {
-                    let m = self.l1[d].mask[i];
-                    self.l1[d].clean_slot(i);
-                    let k = self.l2_of(d);
-                    self.l2_write_back(k, line, m);
-                }
-            }
-        }
+        self.pull_from_other_l1s(who, line, false, false);
         if let Some(h) = self.take_stale(line) {
             self.event(Kind::StaleLine, line, who, h);
         }
@@ -429,22 +444,7 @@ impl Model {
         let c = who.cpu;
         let own = self.l2_of(c);
         // Other L1s give their copies up; a dirty one goes to its L2 first.
-        for d in 0..self.l1.len() {
-            if d == c {
-                continue;
-            }
-            if let Some(i) = self.l1[d].find(line) {
-                if self.l1[d].state[i] & DIRTY != 0 {
-                    let m = self.l1[d].mask[i];
-                    let k = self.l2_of(d);
-                    self.l2_write_back(k, line, m);
-                }
-                if self.l1[d].state[i] & STALE != 0 && !full {
-                    self.event(Kind::StaleLine, line, who, Holder::L1(d));
-                }
-                self.l1[d].drop_slot(i);
-            }
-        }
+        self.pull_from_other_l1s(who, line, true, full);
         // Other CPUs' L2s give theirs up too; dirty bytes come with them.
         let mut carried = 0;
         for k in 0..self.l2.len() {

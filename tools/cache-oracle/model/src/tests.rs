@@ -358,3 +358,20 @@ fn with_private_l2s_coherence_and_broadcast_cleans_still_hold() {
     nc_rd(&mut m, 1, A + 4 * LINE);
     assert_eq!(m.counts.stale_reads, 1);
 }
+
+/// A read on another CPU takes the writer's dirty L1 copy down to the
+/// writer's L2 and leaves it clean there, not dirty twice.
+#[test]
+fn a_read_on_another_cpu_cleans_the_writers_l1_copy() {
+    let mut m = model();
+    wr(&mut m, 0, A);
+    rd(&mut m, 1, A);
+    let line = A >> LINE_SHIFT;
+    let i = m.l1[0].find(line).expect("the writer keeps its copy");
+    assert_eq!(m.l1[0].state[i] & DIRTY, 0, "the writer's L1 copy is still dirty");
+    assert!(m.l1[1].find(line).is_some());
+    // A write takes every other L1's copy away.
+    wr(&mut m, 1, A);
+    assert!(m.l1[0].find(line).is_none());
+    assert_eq!(m.counts.stale_reads, 0);
+}
