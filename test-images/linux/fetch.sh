@@ -11,7 +11,8 @@
 # Outputs: Image-arm64, zImage-armhf, Image-arm64-6.12, zImage-armhf-6.12,
 # busybox-arm64, busybox-armhf, initrd-arm64.cpio.gz, initrd-armhf.cpio.gz,
 # initrd-arm64-disk.cpio.gz, initrd-armhf-disk.cpio.gz (the 6.1 kernels'
-# disk initramfs: virtio-blk + ext4 modules, mounts /dev/vda),
+# disk initramfs: virtio-blk + ext4 modules, and on arm64 the Raspberry Pi
+# 4's SD card's; mounts /dev/vda or the SD card's second partition),
 # bcm2711-rpi-4-b.dtb, bcm2711-rpi-400.dtb, VERSIONS.
 set -euo pipefail
 
@@ -131,7 +132,10 @@ for a in arm64 armhf; do
     [[ -d $mods ]] || { echo "fetch.sh: no modules directory for $pkg (FORCE=1 fetches again)" >&2; exit 1; }
     out=$cache/initrd-$a-disk.cpio.gz
     if [[ ! -s $out || $out -ot $here/mkinitramfs.py || $out -ot $cache/busybox-$a || $out -ot $mods ]]; then
-        python3 "$here/mkinitramfs.py" --busybox "$cache/busybox-$a" --modules "$mods" --output "$out"
+        # arm64's also holds the Raspberry Pi 4's SD card modules (--sd).
+        sd=()
+        [[ $a == arm64 ]] && sd=(--sd)
+        python3 "$here/mkinitramfs.py" --busybox "$cache/busybox-$a" --modules "$mods" "${sd[@]}" --output "$out"
     fi
 done
 

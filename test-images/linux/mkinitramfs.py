@@ -9,11 +9,14 @@ that prints one marker line and powers off. Stdlib only: no cpio binary.
 With `--modules` it writes the disk initramfs instead: the same /init, plus,
 right after the marker, loading the kernel modules a virtio-mmio disk with
 an ext4 file system needs (virtio_mmio, virtio_blk, ext4 and what they
-depend on, taken from that kernel package's own modules), waiting for
-/dev/vda, mounting it read-only at /mnt and running the disk's
-/bin/hwdom-marker in it (`chroot /mnt /bin/hwdom-marker`), which prints
-`HWDOM-DISK-OK ...`. Without a disk it prints `HWDOM-DISK-FAIL <why>` and
-goes on. See DISK_STEPS.
+depend on, taken from that kernel package's own modules), with `--sd` also
+those of the Raspberry Pi 4's SD card slot (EMMC2: sdhci_iproc and its
+supplies' regulator drivers, SD_MODULES), waiting up to 20 s for /dev/vda
+or an SD card's second partition (/dev/mmcblkNp2), mounting the first that
+appears read-only at /mnt and running the disk's /bin/hwdom-marker in it
+(`chroot /mnt /bin/hwdom-marker`), which prints `HWDOM-DISK-OK ...`.
+`hwdom_disk=DEV` on the kernel command line waits for DEV alone. Without a
+disk it prints `HWDOM-DISK-FAIL <why>` and goes on. See DISK_STEPS.
 
 The archive is reproducible: every mtime, uid and gid is 0, and the gzip
 header carries no time or file name.
@@ -61,7 +64,8 @@ APPLETS = ["sh", "mount", "uname", "grep", "poweroff", "reboot", "cat", "ls"]
 # reboot/shell/poweroff tail, which stays the same). /lib/modules/load lists
 # the modules in load order; a `?` marks an optional one (a soft dependency,
 # e.g. a CPU-specific crc32c that may not fit this CPU).
-DISK_STEPS = """# The disk: load the modules, wait for /dev/vda, mount it, run its marker.
+DISK_STEPS = """# The disk: load the modules, wait for /dev/vda or an SD card's second
+# partition (or hwdom_disk=DEV), mount it, run its marker.
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 for m in $(cat /lib/modules/load); do
     case $m in
@@ -69,13 +73,25 @@ for m in $(cat /lib/modules/load); do
     *) insmod /lib/modules/$m.ko || echo "HWDOM-DISK-FAIL insmod $m" ;;
     esac
 done
+want="/dev/vda /dev/mmcblk0p2 /dev/mmcblk1p2 /dev/mmcblk2p2"
+for w in $(cat /proc/cmdline); do
+    case $w in hwdom_disk=*) want=${w#hwdom_disk=} ;; esac
+done
+disk=
 n=0
-while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
-if [ ! -b /dev/vda ]; then
-    echo "HWDOM-DISK-FAIL no /dev/vda (is the disk passed through?)"
-elif ! mount -t ext4 -o ro /dev/vda /mnt; then
-    echo "HWDOM-DISK-FAIL cannot mount /dev/vda"
+while [ -z "$disk" ] && [ $n -lt 200 ]; do
+    for d in $want; do
+        if [ -z "$disk" ] && [ -b $d ]; then disk=$d; fi
+    done
+    [ -n "$disk" ] || sleep 0.1
+    n=$((n+1))
+done
+if [ -z "$disk" ]; then
+    echo "HWDOM-DISK-FAIL none of $want (is the disk passed through?)"
+elif ! mount -t ext4 -o ro $disk /mnt; then
+    echo "HWDOM-DISK-FAIL cannot mount $disk"
 else
+    echo "hwdom-disk: mounted $disk"
     chroot /mnt /bin/hwdom-marker || echo "HWDOM-DISK-FAIL /bin/hwdom-marker failed"
     umount /mnt
 fi
@@ -86,6 +102,12 @@ DISK_APPLETS = ["insmod", "sleep", "chroot", "umount"]
 
 # The modules the disk steps need (with their dependencies).
 DISK_MODULES = ["virtio_mmio", "virtio_blk", "ext4"]
+
+# With --sd, those of the Raspberry Pi 4's SD card slot too (Debian's arm64
+# kernel has MMC and mmc_block built in): EMMC2 (brcm,bcm2711-emmc2) is
+# sdhci-iproc's, and its vqmmc/vmmc supplies are a regulator-gpio and a
+# regulator-fixed, without whose drivers its probe is deferred for good.
+SD_MODULES = ["fixed", "gpio_regulator", "sdhci_iproc"]
 
 
 class Newc:
@@ -247,7 +269,7 @@ class Modules:
         return out
 
 
-def build(busybox, modules=None):
+def build(busybox, modules=None, wanted=DISK_MODULES):
     a = Newc()
     a.dir("bin")
     a.file("bin/busybox", busybox, 0o755)
@@ -261,7 +283,7 @@ def build(busybox, modules=None):
     if modules:
         tail = init.index("# `reboot`:")
         init = init[:tail] + DISK_STEPS + init[tail:]
-        order = modules.order(DISK_MODULES)
+        order = modules.order(wanted)
         a.dir("lib")
         a.dir("lib/modules")
         for name, _ in order:
@@ -277,15 +299,19 @@ def main():
     p.add_argument("--busybox", required=True, help="a static busybox binary")
     p.add_argument("--output", required=True, help="the .cpio.gz to write")
     p.add_argument("--modules", help="a kernel package's lib/modules/VERSION: write the disk initramfs")
+    p.add_argument("--sd", action="store_true", help="with --modules: the Raspberry Pi 4's SD card modules too")
     args = p.parse_args()
+    if args.sd and not args.modules:
+        sys.exit("mkinitramfs: --sd goes with --modules")
     with open(args.busybox, "rb") as f:
         busybox = f.read()
     if not busybox.startswith(b"\x7fELF"):
         sys.exit(f"mkinitramfs: {args.busybox} is not an ELF binary")
     modules = Modules(args.modules) if args.modules else None
-    cpio = build(busybox, modules)
+    wanted = DISK_MODULES + (SD_MODULES if args.sd else [])
+    cpio = build(busybox, modules, wanted)
     if modules:
-        print(f"mkinitramfs: {args.output}: modules " + " ".join(("?" if o else "") + n for n, o in modules.order(DISK_MODULES)))
+        print(f"mkinitramfs: {args.output}: modules " + " ".join(("?" if o else "") + n for n, o in modules.order(wanted)))
     with open(args.output, "wb") as f:
         f.write(gzip.compress(cpio, compresslevel=9, mtime=0))
 

@@ -15,6 +15,8 @@ pub const PART_START_LBA: u64 = 2048;
 pub const MIN_PART_BYTES: u64 = 64 << 20;
 /// MBR partition type: FAT32 with LBA addressing.
 pub const TYPE_FAT32_LBA: u8 = 0x0c;
+/// MBR partition type: a Linux file system.
+pub const TYPE_LINUX: u8 = 0x83;
 
 /// The one partition entry this project writes, as read back from an MBR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,16 +51,32 @@ fn chs(lba: u64) -> [u8; 3] {
 pub fn mbr(signature: u32, part: Partition) -> [u8; 512] {
     let mut m = [0u8; 512];
     m[440..444].copy_from_slice(&signature.to_le_bytes());
-    let e = &mut m[446..462];
+    set_partition(&mut m, 0, part);
+    m[510] = 0x55;
+    m[511] = 0xaa;
+    m
+}
+
+/// Write MBR entry `index` (0..4).
+pub fn set_partition(m: &mut [u8; 512], index: usize, part: Partition) {
+    let e = &mut m[446 + 16 * index..462 + 16 * index];
     e[0] = if part.bootable { 0x80 } else { 0 };
     e[1..4].copy_from_slice(&chs(part.start_lba));
     e[4] = part.kind;
     e[5..8].copy_from_slice(&chs(part.start_lba + part.sectors - 1));
     e[8..12].copy_from_slice(&(part.start_lba as u32).to_le_bytes());
     e[12..16].copy_from_slice(&(part.sectors as u32).to_le_bytes());
-    m[510] = 0x55;
-    m[511] = 0xaa;
-    m
+}
+
+/// Every entry of an MBR (checked as [`parse_mbr`] does): `None` for an
+/// unused one.
+pub fn partitions(m: &[u8]) -> Result<[Option<Partition>; 4], String> {
+    parse_mbr(m)?;
+    let u32at = |o: usize| u32::from_le_bytes(m[o..o + 4].try_into().unwrap());
+    Ok(std::array::from_fn(|i| {
+        let o = 446 + 16 * i;
+        (m[o + 4] != 0).then(|| Partition { bootable: m[o] == 0x80, kind: m[o + 4], start_lba: u32at(o + 8) as u64, sectors: u32at(o + 12) as u64 })
+    }))
 }
 
 /// Read an MBR: its boot signature, disk signature and first used entry.
@@ -297,6 +315,18 @@ mod tests {
         bad[511] = 0;
         assert!(parse_mbr(&bad).is_err());
         assert!(parse_mbr(&[0u8; 512]).is_err());
+    }
+
+    #[test]
+    fn a_second_partition() {
+        let p1 = Partition { bootable: true, kind: TYPE_FAT32_LBA, start_lba: 2048, sectors: 131072 };
+        let p2 = Partition { bootable: false, kind: TYPE_LINUX, start_lba: 133120, sectors: 16384 };
+        let mut m = mbr(7, p1);
+        set_partition(&mut m, 1, p2);
+        assert_eq!(m[462 + 4], 0x83);
+        assert_eq!(partitions(&m).unwrap(), [Some(p1), Some(p2), None, None]);
+        assert_eq!(parse_mbr(&m).unwrap().partition, p1, "the first is still the FAT");
+        assert!(partitions(&[0u8; 512]).is_err());
     }
 
     #[test]

@@ -22,6 +22,13 @@
 //! - `guests.bin`: the guest bundle ([`crate::bundle`]), which the firmware
 //!   loads right after the kernel (`initramfs ... followkernel`).
 //!
+//! With `--hwdom` the first guest is the hardware domain (Debian's arm64
+//! kernel owning the board's devices, booting the disk initramfs) and the
+//! card gets a second partition: an ext4 root file system (type 0x83, the
+//! test disk of [`crate::disk`], made by `mke2fs -d`), which the disk
+//! initramfs mounts from the SD card. That image is padded to a power of
+//! two (QEMU's SD card model takes no other size).
+//!
 //! QEMU cannot run the GPU firmware, so the test path reads the image back
 //! with [`read_boot_files`], as the firmware would find the files.
 
@@ -49,6 +56,8 @@ pub const FIRMWARE: &[&str] = &["start4.elf", "fixup4.dat"];
 pub const DEFAULT_GUEST: &str = "linux-arm64";
 pub const LINUX_VCPUS: u32 = 4;
 pub const LINUX_MEM: u64 = 256 << 20;
+/// The hardware domain of `--hwdom`.
+pub const HWDOM_GUEST: &str = "linux-arm64";
 
 /// The config.txt the firmware reads.
 pub fn config_txt() -> String {
@@ -152,12 +161,17 @@ pub struct BootFiles {
     /// Sizes of the GPU firmware files, if present.
     pub start4_elf: Option<u64>,
     pub fixup4_dat: Option<u64>,
+    /// The Linux (0x83) partition of a hardware domain's card, if any.
+    pub root: Option<fat::Partition>,
 }
 
 /// Parse an image's MBR, open its FAT partition, and read config.txt, the
 /// files it names as kernel and initramfs, and the board DTB.
 pub fn read_boot_files(img: &Path) -> Result<BootFiles, String> {
     let vol = Volume::open(img)?;
+    let mut m = [0u8; 512];
+    std::io::Read::read_exact(&mut std::fs::File::open(img).map_err(|e| format!("{}: {e}", img.display()))?, &mut m).map_err(|e| format!("{}: {e}", img.display()))?;
+    let root = fat::partitions(&m)?.into_iter().flatten().find(|p| p.kind == fat::TYPE_LINUX);
     let files = vol.list()?;
     let config_txt = String::from_utf8(vol.read("config.txt")?).map_err(|_| "config.txt is not UTF-8".to_string())?;
     let config = parse_config(&config_txt)?;
@@ -170,6 +184,7 @@ pub fn read_boot_files(img: &Path) -> Result<BootFiles, String> {
         dtb: vol.read(DTB)?,
         start4_elf: size("start4.elf"),
         fixup4_dat: size("fixup4.dat"),
+        root,
         files,
         config_txt,
         config,
@@ -179,7 +194,24 @@ pub fn read_boot_files(img: &Path) -> Result<BootFiles, String> {
 /// Write a disk image holding `files` to `out` (through a temporary file
 /// beside it, renamed into place). Returns its size.
 pub fn write_image(out: &Path, files: &[(&str, &[u8])]) -> Result<u64, String> {
-    let disk = fat::disk_image(files, "HYPBOOT")?;
+    write_image_with_root(out, files, None)
+}
+
+/// [`write_image`], with `root` (a file system image) as partition 2
+/// (type 0x83) right after the FAT partition, 1 MiB aligned; the image is
+/// then padded with zeros to a power of two (QEMU's SD card needs one).
+pub fn write_image_with_root(out: &Path, files: &[(&str, &[u8])], root: Option<&[u8]>) -> Result<u64, String> {
+    let mut disk = fat::disk_image(files, "HYPBOOT")?;
+    if let Some(fs) = root {
+        let start = (disk.len() as u64).next_multiple_of(1 << 20);
+        let len = (fs.len() as u64).next_multiple_of(1 << 20);
+        disk.resize(start as usize, 0);
+        disk.extend_from_slice(fs);
+        disk.resize((start + len).next_power_of_two() as usize, 0);
+        let mut m: [u8; 512] = disk[..512].try_into().unwrap();
+        fat::set_partition(&mut m, 1, fat::Partition { bootable: false, kind: fat::TYPE_LINUX, start_lba: start / fat::SECTOR, sectors: len / fat::SECTOR });
+        disk[..512].copy_from_slice(&m);
+    }
     let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     std::fs::write(&tmp, &disk).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, out).map_err(|e| {
@@ -225,6 +257,9 @@ pub struct ImageArgs {
     pub bootargs: String,
     /// Appended to each Linux guest's command line.
     pub append: String,
+    /// `--hwdom`: the first guest (linux-arm64) is the hardware domain and
+    /// the card gets an ext4 root partition.
+    pub hwdom: bool,
     pub out: PathBuf,
 }
 
@@ -232,6 +267,7 @@ impl ImageArgs {
     pub fn parse(argv: &[String]) -> Result<ImageArgs, String> {
         let mut board = "rpi4".to_string();
         let (mut guests, mut vcpus, mut mem, mut bootargs, mut append, mut out) = (Vec::new(), None, None, String::new(), String::new(), None);
+        let mut hwdom = false;
         let mut it = argv.iter();
         while let Some(flag) = it.next() {
             let mut val = || it.next().cloned().ok_or_else(|| format!("image: {flag} needs a value"));
@@ -243,6 +279,7 @@ impl ImageArgs {
                 "--bootargs" => bootargs = val()?,
                 "--append" => append = val()?,
                 "-o" | "--output" => out = Some(PathBuf::from(val()?)),
+                "--hwdom" => hwdom = true,
                 other => return Err(format!("image: unknown option '{other}'")),
             }
         }
@@ -266,7 +303,10 @@ impl ImageArgs {
         if guests.is_empty() {
             guests.push(DEFAULT_GUEST.to_string());
         }
-        Ok(ImageArgs { board, guests, vcpus, mem, bootargs, append, out })
+        if hwdom && guests[0] != HWDOM_GUEST {
+            return Err(format!("image: with --hwdom the first guest is the hardware domain: {HWDOM_GUEST} (its disk initramfs has the SD card's modules)"));
+        }
+        Ok(ImageArgs { board, guests, vcpus, mem, bootargs, append, hwdom, out })
     }
 
     /// The guests, with this command's defaults: a Linux guest gets 4
@@ -277,10 +317,12 @@ impl ImageArgs {
         for g in &self.guests {
             let linux = crate::linux::bootargs(g).is_some();
             let a = Args {
+                board: self.board.clone(),
                 guest: g.clone(),
                 vcpus: self.vcpus.unwrap_or(if linux { LINUX_VCPUS } else { 1 }),
                 mem: self.mem.unwrap_or(if linux { LINUX_MEM } else { 64 << 20 }),
                 append: self.append.clone(),
+                hwdom: self.hwdom && v.is_empty(),
                 ..Args::default()
             };
             let mut s = GuestSpec::from_args(&a);
@@ -302,12 +344,17 @@ fn mib(n: u64) -> String {
 pub fn image_cli(argv: &[String]) -> Result<u8, String> {
     let a = ImageArgs::parse(argv)?;
     let t0 = Instant::now();
-    let specs = a.specs();
+    let mut specs = a.specs();
     let (fw, fw_version) = firmware()?;
     let dtb = board_dtb()?;
+    // The hardware domain's root file system, and its disk initramfs
+    // (which [`bundle::resolve`] picks for a Linux guest with a disk).
+    let root_fs = if a.hwdom { Some(crate::disk::disk("arm64")?) } else { None };
+    specs[0].disk = root_fs.clone();
     let t_fetch = t0.elapsed();
     let hyp = crate::build::kernel_image(&crate::build::kernel()?)?;
-    let guests = bundle::bundle_for(&specs, &a.bootargs)?;
+    let hyp_bootargs = if a.hwdom { format!("guest0.hwdom=yes {}", a.bootargs).trim().to_string() } else { a.bootargs.clone() };
+    let guests = bundle::bundle_for(&specs, &hyp_bootargs)?;
     let t_build = t0.elapsed();
 
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -323,7 +370,8 @@ pub fn image_cli(argv: &[String]) -> Result<u8, String> {
         (KERNEL, &hyp_bytes),
         (BUNDLE, &guests),
     ];
-    let size = write_image(&a.out, &files)?;
+    let root_bytes = root_fs.as_deref().map(read).transpose()?;
+    let size = write_image_with_root(&a.out, &files, root_bytes.as_deref())?;
     let t_write = t0.elapsed();
 
     // Read it back as the firmware will, and compare.
@@ -341,6 +389,14 @@ pub fn image_cli(argv: &[String]) -> Result<u8, String> {
     }
     if back.start4_elf.is_none() || back.fixup4_dat.is_none() || !back.fat32 {
         return Err(format!("{}: the firmware files or the FAT32 did not read back", a.out.display()));
+    }
+    if let Some(want) = &root_bytes {
+        let p = back.root.ok_or_else(|| format!("{}: no root partition read back", a.out.display()))?;
+        let raw = read(&a.out)?;
+        let at = (p.start_lba * fat::SECTOR) as usize;
+        if raw.get(at..at + want.len()) != Some(want.as_slice()) {
+            return Err(format!("{}: the root file system reads back different from what was written", a.out.display()));
+        }
     }
 
     let p = back.mbr.partition;
@@ -364,8 +420,19 @@ pub fn image_cli(argv: &[String]) -> Result<u8, String> {
         };
         println!("  {:<22}{:>10}  {note}", e.name, e.len);
     }
-    if !a.bootargs.is_empty() {
-        println!("  hypervisor boot arguments: {}", a.bootargs);
+    if let (Some(r), Some(path)) = (back.root, &root_fs) {
+        println!(
+            "  partition 2: ext4 (type {:#04x}), LBA {}..{} ({}): the hardware domain's root file system, {}",
+            r.kind,
+            r.start_lba,
+            r.start_lba + r.sectors,
+            mib(r.sectors * fat::SECTOR),
+            path.display()
+        );
+        println!("  hardware domain: {} (its disk initramfs mounts the card's second partition)", specs[0].name);
+    }
+    if !hyp_bootargs.is_empty() {
+        println!("  hypervisor boot arguments: {hyp_bootargs}");
     }
     println!(
         "  took {:.1} s (firmware and DTB {:.1} s, build and bundle {:.1} s, write {:.1} s)",
@@ -437,6 +504,51 @@ mod tests {
         assert_eq!(names, ["sw-basic", "sw-basic-2", "linux-arm64"]);
         assert_eq!((s[0].vcpus, s[0].mem, s[2].vcpus, s[2].mem), (1, 128 << 20, 4, 128 << 20));
         assert_eq!(a.bootargs, "sched=pinned");
+    }
+
+    #[test]
+    fn hwdom_cli() {
+        let a = ImageArgs::parse(&argv(&["--hwdom", "-o", "x.img", "--append", "quiet"])).unwrap();
+        assert!(a.hwdom);
+        let s = a.specs();
+        assert!(s[0].hwdom);
+        assert_eq!(s[0].bootargs, format!("{} quiet", crate::linux::RPI4_HWDOM_BOOTARGS));
+        let a = ImageArgs::parse(&argv(&["--hwdom", "-o", "x.img", "--guest", "linux-arm64", "--guest", "sw-basic"])).unwrap();
+        let s = a.specs();
+        assert_eq!(s.iter().map(|g| g.hwdom).collect::<Vec<_>>(), [true, false], "only the first guest");
+        assert!(ImageArgs::parse(&argv(&["--hwdom", "-o", "x", "--guest", "linux-armhf"])).unwrap_err().contains("hardware domain"));
+        let s = ImageArgs::parse(&argv(&["-o", "x.img"])).unwrap().specs();
+        assert!(!s[0].hwdom && s[0].bootargs.starts_with(crate::linux::DEFAULT_BOOTARGS), "without --hwdom, as before");
+    }
+
+    /// With a root file system: partition 2 (type 0x83) right after the
+    /// FAT partition, 1 MiB aligned, holding it byte for byte; the image a
+    /// power of two; the FAT side unchanged.
+    #[test]
+    fn a_root_partition_follows_the_fat() {
+        let d = tmp("root");
+        let config = config_txt();
+        let (hyp, guests) = (bytes(300_000, 4), bytes(1_000_003, 5));
+        let files: Vec<(&str, &[u8])> = vec![("config.txt", config.as_bytes()), (DTB, &[1, 2, 3]), (KERNEL, &hyp), (BUNDLE, &guests)];
+        let fs = bytes((3 << 20) + 5, 6);
+        let (plain, with) = (d.join("plain.img"), d.join("root.img"));
+        let plain_size = write_image(&plain, &files).unwrap();
+        let size = write_image_with_root(&with, &files, Some(&fs)).unwrap();
+        assert!(size.is_power_of_two() && size >= plain_size + (4 << 20), "{size}");
+        let raw = std::fs::read(&with).unwrap();
+        assert_eq!(raw.len() as u64, size);
+        let parts = fat::partitions(&raw[..512]).unwrap();
+        let fat_part = parts[0].unwrap();
+        let root = parts[1].unwrap();
+        assert_eq!(root, fat::Partition { bootable: false, kind: fat::TYPE_LINUX, start_lba: fat_part.start_lba + fat_part.sectors, sectors: (4 << 20) / 512 });
+        assert_eq!(parts[2..], [None, None]);
+        let at = (root.start_lba * 512) as usize;
+        assert_eq!(&raw[at..at + fs.len()], fs.as_slice());
+        assert_eq!(raw[512..plain_size as usize], std::fs::read(&plain).unwrap()[512..], "the FAT side as without");
+        let b = read_boot_files(&with).unwrap();
+        assert_eq!((b.root, b.kernel, b.initramfs), (Some(root), hyp, guests));
+        assert_eq!(read_boot_files(&plain).unwrap().root, None);
+        let _ = std::fs::remove_dir_all(d);
     }
 
     /// An image from small fake files reads back byte for byte, with a

@@ -30,6 +30,8 @@ commands:
   image --board rpi4 -o PATH  an SD-card image for a real board (then dd it to the card)
         [--guest NAME]... [--vcpus N] [--mem SIZE] [--bootargs \"...\"] [--append \"...\"]
                             (default guest: linux-arm64, 4 vCPUs, 256 MiB)
+        [--hwdom]           the first guest (linux-arm64) is the hardware domain, and
+                            partition 2 an ext4 root file system its initramfs mounts
   console DEVICE [--baud N] a board's serial line (e.g. /dev/ttyUSB0) with the
                             hypervisor's defmt log decoded; typing reaches the board
   itest [--board rpi4] [FILTER]

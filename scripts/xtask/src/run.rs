@@ -213,6 +213,21 @@ pub fn disk_args(guests: &[GuestSpec]) -> Result<Vec<String>, String> {
     Ok(v)
 }
 
+/// QEMU arguments for `img` as raspi4b's SD card: `snapshot=on`, so the
+/// guest's writes go to a temporary overlay (QEMU refuses a read-only SD
+/// card). QEMU's SD card model takes only a power-of-two size.
+pub fn sd_card_args(img: &std::path::Path) -> Result<Vec<String>, String> {
+    let len = std::fs::metadata(img).map_err(|e| format!("{}: {e}", img.display()))?.len();
+    if !len.is_power_of_two() {
+        return Err(format!("{}: {len} bytes; QEMU's SD card needs a power-of-two size", img.display()));
+    }
+    let path = img.display().to_string();
+    if path.contains(',') {
+        return Err(format!("{path}: QEMU cannot take a path with a comma"));
+    }
+    Ok(vec!["-drive".into(), format!("file={path},if=sd,format=raw,snapshot=on")])
+}
+
 /// What a run produced.
 pub struct RunResult {
     /// Everything the console printed, defmt frames decoded to `[hyp]` lines.
@@ -370,7 +385,10 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     let chosen = dtb::chosen_dts(&bootargs, &modules);
     match board {
         Board::Virt => dtb::generate(&margs, &chosen, a.dt_compatible.as_deref(), &dtb_path)?,
-        Board::Rpi4 => dtb::generate_from(&crate::linux::rpi4_dtb()?, &chosen, a.dt_compatible.as_deref(), &dtb_path)?,
+        Board::Rpi4 => {
+            dtb::generate_from(&crate::linux::rpi4_dtb()?, &chosen, a.dt_compatible.as_deref(), &dtb_path)?;
+            dtb::raspi4b_fixup(&dtb_path)?;
+        }
     }
 
     let mut cmd = qemu_command_for(board);
@@ -396,7 +414,11 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
 /// DTB, and the guest bundle as the initramfs (QEMU puts it in RAM and
 /// names it in `/chosen/linux,initrd-*`). `kernel_elf` is the ELF the image
 /// was built from (for defmt and the oracle). QEMU cannot run the GPU
-/// firmware, so this is what the firmware's part of the boot leaves.
+/// firmware, so this is what the firmware's part of the boot leaves. The
+/// DTB gets the QEMU-only [`dtb::raspi4b_fixup`]. An image with a root
+/// file system partition (`image --hwdom`) is also QEMU's SD card
+/// ([`sd_card_args`]; QEMU puts it behind the legacy EMMC at 0xfe300000,
+/// not EMMC2).
 pub fn run_sd_image(a: &Args, img: &std::path::Path, kernel_elf: &std::path::Path, echo: bool) -> Result<RunResult, String> {
     let files = crate::image::read_boot_files(img)?;
     if files.kernel != std::fs::read(build::kernel_image(kernel_elf)?).map_err(|e| e.to_string())? {
@@ -408,8 +430,12 @@ pub fn run_sd_image(a: &Args, img: &std::path::Path, kernel_elf: &std::path::Pat
     for (path, data) in [(&k, &files.kernel), (&d, &files.dtb), (&i, &files.initramfs)] {
         std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    dtb::raspi4b_fixup(&d)?;
     let mut cmd = qemu_command_for(Board::Rpi4);
     cmd.args(machine_args(a, &[])).arg("-kernel").arg(&k).arg("-dtb").arg(&d).arg("-initrd").arg(&i);
+    if files.root.is_some() {
+        cmd.args(sd_card_args(img)?);
+    }
     launch(a, cmd, kernel_elf, Board::Rpi4, echo, &tag, &[k.clone(), d.clone(), i.clone()])
 }
 
@@ -560,6 +586,16 @@ mod tests {
         ]);
         let _ = std::fs::remove_file(&img);
         assert!(disk_args(&[GuestSpec { disk: Some(img), ..guest(1) }]).is_err());
+    }
+
+    #[test]
+    fn an_sd_card_is_a_power_of_two() {
+        let img = std::env::temp_dir().join(format!("xtask-run-sd-{}.img", std::process::id()));
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        assert_eq!(sd_card_args(&img).unwrap(), ["-drive".to_string(), format!("file={},if=sd,format=raw,snapshot=on", img.display())]);
+        std::fs::write(&img, vec![0u8; 4097]).unwrap();
+        assert!(sd_card_args(&img).unwrap_err().contains("power-of-two"));
+        let _ = std::fs::remove_file(&img);
     }
 
     #[test]
