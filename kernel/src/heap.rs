@@ -46,3 +46,8 @@ static ALLOC: Bump = Bump;
 pub fn used() -> usize {
     NEXT.load(Ordering::Relaxed)
 }
+
+/// Bytes the heap can still hand out.
+pub fn free() -> usize {
+    HEAP_SIZE.saturating_sub(used())
+}

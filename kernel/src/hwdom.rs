@@ -26,12 +26,16 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
     // What the hypervisor keeps: its console, the whole GIC, and all host
     // RAM (a device node whose `reg` lies in RAM must never be mapped into
     // the hardware domain: that RAM is the hypervisor's and other guests').
-    let mut keep: heapless::Vec<(u64, u64), { 5 + bootcfg::MAX_RAM }> = heapless::Vec::new();
+    // And what the board says it must not own (see platform::Board).
+    let mut keep: heapless::Vec<(u64, u64), { 5 + bootcfg::MAX_RAM + MAX_BOARD_KEEP }> = heapless::Vec::new();
     let _ = keep.extend_from_slice(&[gic.gicd, gicc, gich, gicv]);
     if let Some(u) = &cfg.uart {
         let _ = keep.push(u.regs);
     }
     let _ = keep.extend_from_slice(&cfg.ram);
+    for r in cfg.board.map_or(&[][..], |b| b.hwdom_keep).iter().take(MAX_BOARD_KEEP) {
+        let _ = keep.push((r.base, r.size));
+    }
     // Its console: an emulated PL011 where the hypervisor's is one, else
     // where the board has a PL011 for it.
     let console = match &cfg.uart {
@@ -41,21 +45,42 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
         }
         _ => cfg.board.and_then(|b| b.hwdom_console).ok_or("no PL011 address for its console on this board")?,
     };
-    let paths: heapless::Vec<&str, 32> = g.passthrough_paths().take(32).collect();
+    if g.passthrough_paths().count() > MAX_PATHS {
+        return Err(alloc::format!("passthrough= lists more than {MAX_PATHS} device paths"));
+    }
+    let paths: heapless::Vec<&str, MAX_PATHS> = g.passthrough_paths().collect();
     let initrd = g.ramdisk.map(|(_, len)| {
         let start = base + vm::LINUX_INITRD_OFFSET;
         (start, start + len)
     });
+    // Room after its command line for " hyp.restarts=N", written into the
+    // same blob at a restart (see `vm::restart`).
+    let mut bootargs = alloc::string::String::from(g.bootargs.as_str());
+    bootargs.extend(core::iter::repeat_n(' ', vm::RESTARTS_ROOM));
     let spec = guest_dtb::hwdom::HwdomSpec {
         ram: &[(base, g.mem_bytes)],
         vcpus: g.vcpus,
-        bootargs: g.bootargs.as_str(),
+        bootargs: &bootargs,
         initrd,
         keep: &keep,
         console,
         passthrough: g.passthrough.is_some().then_some(&paths[..]),
     };
-    let (dtb, pt) = guest_dtb::hwdom::hwdom_dtb(board_dtb, &spec).map_err(|e| e.to_string())?;
+    // The editor builds the whole tree on the heap (a bump allocator that
+    // never frees): about ten times the blob's size; more would panic.
+    // Its content (structure and strings blocks), not its padded size.
+    let be = |o: usize| board_dtb.get(o..o + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let content = be(0x20).saturating_add(be(0x24));
+    let need = content.saturating_mul(40);
+    if crate::heap::free() < need {
+        return Err(alloc::format!(
+            "its {} KiB board DTB needs about {} KiB of hypervisor heap to edit, {} KiB are free",
+            content >> 10,
+            need >> 10,
+            crate::heap::free() >> 10
+        ));
+    }
+    let (dtb, mut pt) = guest_dtb::hwdom::hwdom_dtb(board_dtb, &spec).map_err(|e| e.to_string())?;
     // The editor honours `keep`; checked again here, where it matters.
     let overlaps = |&(b, s): &(u64, u64)| keep.iter().any(|&(kb, ks)| b < kb.saturating_add(ks) && kb < b.saturating_add(s));
     if let Some(r) = pt.regions.iter().find(|r| overlaps(r)) {
@@ -63,16 +88,35 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
     }
     let spis = gic_spis(gic.gicd.0);
     if let Some(&bad) = pt.spis.iter().find(|&&i| i >= 32 + u32::from(spis)) {
-        return Err(alloc::format!("its device interrupt {bad} is beyond the GIC's {spis} SPIs"));
+        return Err(alloc::format!("its device interrupt {bad} is beyond the {spis} SPIs the vGIC serves for this GIC"));
     }
+    // An SPI the hypervisor's console or the hwdom's emulated one uses is
+    // not a device's to pass: such a device goes without its interrupt.
+    let hyp_uart = crate::irq::UART_INTID.load(core::sync::atomic::Ordering::Relaxed);
+    let shared = |i: &u32| *i == hyp_uart || *i == 32 + console.1;
+    if let Some(i) = pt.spis.iter().find(|i| shared(i)) {
+        crate::kprintln!("hyp: hwdom {}: interrupt {} is shared with a console; not passed through", g.name.as_str(), i);
+    }
+    pt.spis.retain(|i| !shared(i));
+    // The room: the padded line, NUL-terminated, is in the blob once.
+    let mut needle = bootargs.into_bytes();
+    needle.push(0);
+    let restarts_at = dtb.windows(needle.len()).position(|w| w == needle).map(|at| at + g.bootargs.len());
     Ok(Hwdom {
+        restarts_at,
         dtb,
         regions: pt.regions,
         spis: pt.spis,
+        edge: pt.edge,
         layout: Layout { gicd: gic.gicd.0, gicc: gicc.0, uart: console.0, uart_spi: console.1, spis },
         pinned,
     })
 }
+
+/// Most `passthrough=` paths.
+const MAX_PATHS: usize = 64;
+/// Most board-kept regions (platform::Board::hwdom_keep).
+const MAX_BOARD_KEEP: usize = 4;
 
 /// The SPIs the physical distributor has (GICD_TYPER.ITLinesNumber).
 fn gic_spis(gicd: u64) -> u16 {

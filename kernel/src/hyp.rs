@@ -305,7 +305,12 @@ impl Hyp {
     pub fn hw_irq(&mut self, pcpu: usize, intid: u32) {
         let owner = self.vms.iter().position(|vm| vm.hw_spis.contains(&intid));
         let Some(vmi) = owner.filter(|&i| !self.vms[i].finished() && !self.vms[i].restart_pending) else {
-            if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+            // Restarting: the line stays on for the rebuilt VM. Stopped for
+            // good (or nobody's): it is switched off.
+            let restarting = owner.is_some_and(|i| self.vms[i].restart_pending && !self.vms[i].finished());
+            if restarting {
+                crate::irq::deactivate(intid);
+            } else if let Some(irq) = IRQS[pcpu].lock().as_mut() {
                 irq.drop_hw(intid);
             }
             return;
@@ -334,18 +339,18 @@ impl Hyp {
             return;
         }
         let Some(d) = self.vms[vmi].devices.as_ref() else { return };
-        let out: heapless::Vec<u32, 64> = d.vgic.hw_outstanding().iter().take(64).collect();
         let stopping = self.vms[vmi].finished();
-        for intid in out {
-            crate::irq::deactivate(intid);
-        }
-        if let Some(irq) = IRQS[pcpu].lock().as_mut() {
-            // Stopped for good: its lines are switched off.
-            if stopping {
+        if stopping {
+            // Stopped for good: its lines are switched off first, so none
+            // fires again while the outstanding ones are deactivated.
+            if let Some(irq) = IRQS[pcpu].lock().as_mut() {
                 for &intid in self.vms[vmi].hw_spis.iter() {
-                    irq.drop_hw(intid);
+                    irq.disable(intid);
                 }
             }
+        }
+        for intid in d.vgic.hw_outstanding().iter() {
+            crate::irq::deactivate(intid);
         }
     }
 

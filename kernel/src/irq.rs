@@ -46,11 +46,22 @@ pub fn deactivate(intid: u32) {
     }
 }
 
-/// Hand SPI `intid` to the hardware domain. At boot only.
-pub fn pass_through(intid: u32) {
+/// Those of [`PASSED`] the device tree says are edge-triggered.
+static EDGE: [core::sync::atomic::AtomicU64; 16] = [const { core::sync::atomic::AtomicU64::new(0) }; 16];
+
+/// Hand SPI `intid` to the hardware domain, edge- or level-triggered. At
+/// boot only.
+pub fn pass_through(intid: u32, edge: bool) {
     if (32..1020).contains(&intid) {
         PASSED[intid as usize / 64].fetch_or(1 << (intid % 64), core::sync::atomic::Ordering::Relaxed);
+        if edge {
+            EDGE[intid as usize / 64].fetch_or(1 << (intid % 64), core::sync::atomic::Ordering::Relaxed);
+        }
     }
+}
+
+fn is_edge(intid: u32) -> bool {
+    intid < 1024 && EDGE[intid as usize / 64].load(core::sync::atomic::Ordering::Relaxed) & (1 << (intid % 64)) != 0
 }
 
 pub fn is_passed(intid: u32) -> bool {
@@ -117,14 +128,19 @@ impl Irq {
             }
             let _ = gic.enable_interrupt(id, true);
         }
+        // This pCPU's own CPU interface bit: GICD_ITARGETSR0..7 (SGIs) read
+        // back the reading CPU's mask.
+        // SAFETY: GICD_ITARGETSR0, a banked read-only byte at 0x800.
+        let me = unsafe { core::ptr::read_volatile((gicd + 0x800) as *const u8) };
+        let me = if me == 0 { 1 } else { me };
         // Console input: the UART's SPI goes to pCPU 0 alone.
         let uart = UART_INTID.load(core::sync::atomic::Ordering::Relaxed);
         if uart >= 32 && crate::arch::cpu_id() == 0 {
             let id = IntId::spi(uart - 32);
             // SAFETY: GICD_ITARGETSR<n> is a byte per interrupt at 0x800;
             // `uart` is an SPI the DTB names, below the 1020 INTIDs GICv2
-            // has; bit 0 targets CPU interface 0.
-            unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(uart)) as *mut u8, 1) };
+            // has; `me` is this pCPU's own interface.
+            unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(uart)) as *mut u8, me) };
             gic.set_interrupt_priority(id, 0x80);
             gic.set_trigger(id, Trigger::Level);
             let _ = gic.enable_interrupt(id, true);
@@ -139,10 +155,10 @@ impl Irq {
                 }
                 // SAFETY: GICD_ITARGETSR, a byte per interrupt at 0x800, for
                 // an SPI the hardware domain's device tree names.
-                unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(intid)) as *mut u8, 1) };
+                unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(intid)) as *mut u8, me) };
                 let id = IntId::spi(intid - 32);
                 gic.set_interrupt_priority(id, 0x80);
-                gic.set_trigger(id, Trigger::Level);
+                gic.set_trigger(id, if is_edge(intid) { Trigger::Edge } else { Trigger::Level });
                 let _ = gic.enable_interrupt(id, true);
             }
         }
@@ -242,11 +258,19 @@ impl Irq {
         ev
     }
 
-    /// A hardware domain's SPI nobody will take: disabled, and deactivated.
+    /// A hardware domain's SPI just taken that nobody will take any more:
+    /// disabled, and deactivated.
     pub fn drop_hw(&mut self, intid: u32) {
         if (32..1020).contains(&intid) {
-            let _ = self.gic.enable_interrupt(IntId::spi(intid - 32), false);
+            self.disable(intid);
             self.deactivate(intid);
+        }
+    }
+
+    /// Switch an SPI off at the distributor.
+    pub fn disable(&mut self, intid: u32) {
+        if (32..1020).contains(&intid) {
+            let _ = self.gic.enable_interrupt(IntId::spi(intid - 32), false);
         }
     }
 

@@ -289,6 +289,12 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: boot stopped: capabilities already granted");
         system_off();
     };
+    if let Some(i) = hwdom {
+        if let Err(e) = sched.add_vm(i as u8, cfg.guests[i].vcpus as u8, true) {
+            kprintln!("hyp: boot stopped: {}", e);
+            system_off();
+        }
+    }
     let mut vms = Vec::new();
     for (i, g) in cfg.guests.iter().enumerate() {
         let mut sw = match g.sw {
@@ -310,7 +316,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
                 Ok(h) => {
                     hwdom::report(g, base, &h, why);
                     for &intid in h.spis.iter() {
-                        irq::pass_through(intid);
+                        irq::pass_through(intid, h.edge.contains(&intid));
                     }
                     hw = Some(h);
                 }
@@ -364,9 +370,12 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
                         "on-demand"
                     }
                 );
-                if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, g.hwdom) {
-                    kprintln!("hyp: boot stopped: {}", e);
-                    system_off();
+                // The hardware domain was added first (its pCPUs reserved).
+                if !g.hwdom {
+                    if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, false) {
+                        kprintln!("hyp: boot stopped: {}", e);
+                        system_off();
+                    }
                 }
                 // Untrapped set/way is safe only on vCPUs that never move:
                 // vCPU k of a sw=no guest stays on pCPU k mod n. TEST ONLY
@@ -376,10 +385,18 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
                 } else if g.sw == bootcfg::SwMode::No && cfg.faults.contains(bootcfg::Faults::SW_UNPINNED) {
                     kprintln!("hyp: guest {}: sw=no: set/way runs untrapped and its vCPUs are NOT pinned (fault=sw-unpinned)", g.name.as_str());
                 } else if g.sw == bootcfg::SwMode::No {
-                    for k in 0..g.vcpus as u8 {
-                        let _ = sched.pin(vcpu_sched::VcpuRef::new(i as u8, k), k as usize % pcpus);
+                    // On the pCPUs the hardware domain did not reserve.
+                    let reserved = sched.reserved_pcpus();
+                    let free: heapless::Vec<usize, MAX_PCPUS> = (0..pcpus).filter(|p| reserved & (1 << p) == 0).collect();
+                    for k in 0..g.vcpus as usize {
+                        let pin = free.get(k % free.len().max(1)).copied();
+                        let ok = pin.is_some_and(|p| sched.pin(vcpu_sched::VcpuRef::new(i as u8, k as u8), p).is_ok());
+                        if !ok {
+                            kprintln!("hyp: boot stopped: guest {}: sw=no needs its vCPUs pinned, and vCPU {} could not be (pCPUs free of the hardware domain: {})", g.name.as_str(), k, free.len());
+                            system_off();
+                        }
                     }
-                    kprintln!("hyp: guest {}: sw=no: set/way runs untrapped, so its vCPUs are pinned (vCPU k on pCPU k mod {})", g.name.as_str(), pcpus);
+                    kprintln!("hyp: guest {}: sw=no: set/way runs untrapped, so its vCPUs are pinned (vCPU k on the k-th of pCPUs {:?}, mod {})", g.name.as_str(), &free[..], free.len());
                 }
                 let _ = sched.wake(vcpu_sched::VcpuRef::new(i as u8, 0));
                 vms.push(v)

@@ -265,6 +265,11 @@ pub struct Hwdom {
     pub regions: Vec<(u64, u64)>,
     /// Its SPIs (GIC INTIDs).
     pub spis: Vec<u32>,
+    /// Those of them that are edge-triggered.
+    pub edge: Vec<u32>,
+    /// Where in `dtb` the [`RESTARTS_ROOM`] spaces after its command line
+    /// start (`None`: not found; it then boots again unmarked).
+    pub restarts_at: Option<usize>,
     pub layout: crate::devices::Layout,
     pub pinned: bool,
 }
@@ -422,6 +427,23 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
     if core::fmt::Write::write_fmt(&mut boot.bootargs, format_args!(" hyp.restarts={restarts}")).is_err() {
         // No room on a full command line: the guest just cannot tell.
         boot.bootargs.truncate(base);
+    }
+    if let Some(h) = boot.hwdom.as_mut() {
+        // Its tree is reused: the mark goes into the room left for it.
+        if let Some(at) = h.restarts_at {
+            let mut mark: heapless::String<RESTARTS_ROOM> = heapless::String::new();
+            let _ = core::fmt::Write::write_fmt(&mut mark, format_args!(" hyp.restarts={restarts}"));
+            if let Some(room) = h.dtb.get_mut(at..at + RESTARTS_ROOM) {
+                room.fill(b' ');
+                room[..mark.len()].copy_from_slice(mark.as_bytes());
+            }
+        }
+        // Direct-mapped RAM is neither zeroed nor cleaned when mapped: the
+        // old instance's dirty lines go to memory now, or the new one,
+        // starting with its caches off, would later have them land over
+        // what it wrote. (Its devices are not reset: DMA the old one
+        // started may still land.)
+        crate::arch::dc_civac_range(boot.spec.ram_base, boot.spec.mem);
     }
     let mut new = build(stage2, pod, boot, restarts)?;
     new.log = log;
@@ -647,6 +669,10 @@ pub fn image_kind(src: u64, len: u64) -> ImageKind {
     }
     ImageKind::Bare
 }
+
+/// Spaces left after the hardware domain's command line in its device
+/// tree, for ` hyp.restarts=N` (N up to 1000).
+pub const RESTARTS_ROOM: usize = 20;
 
 /// Where a Linux guest's pieces go in its RAM (offsets from its base).
 pub const LINUX_KERNEL_OFFSET: u64 = 2 << 20;

@@ -29,4 +29,5 @@ pub const BOARD: Board = Board {
     // U-Boot's sunxi `kernel_addr_r`.
     entry: BootProtocol::UBootHyp { load: 0x4200_0000 },
     hwdom_console: None,
+    hwdom_keep: &[],
 };

@@ -167,6 +167,10 @@ pub struct Board {
     /// Where the hardware domain's console (an emulated PL011) sits when
     /// the hypervisor's console is not a PL011: `(address, SPI number)`.
     pub hwdom_console: Option<(u64, u32)>,
+    /// Devices the hardware domain must not own by default although the
+    /// hypervisor does not drive them: they reach past its own share of
+    /// the machine (every core's timer, DMA to any address).
+    pub hwdom_keep: &'static [Region],
 }
 
 impl Board {

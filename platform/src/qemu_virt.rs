@@ -32,6 +32,10 @@ pub const BOARD: Board = Board {
     cpu_boot: CpuBoot::Psci(Conduit::Smc),
     entry: BootProtocol::QemuElf,
     hwdom_console: None,
+    hwdom_keep: &[
+        // fw-cfg: its DMA interface writes any guest-physical address.
+        Region::new(0x0902_0000, 0x1000),
+    ],
 };
 
 /// ARMv7: `qemu-system-arm -M virt,virtualization=on -cpu cortex-a15`, the

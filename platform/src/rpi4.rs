@@ -40,4 +40,9 @@ pub const BOARD: Board = Board {
     entry: BootProtocol::RawAt(0x8_0000),
     // UART0 (PL011, SPI 121), free while the hypervisor keeps the mini-UART.
     hwdom_console: Some((0xfe20_1000, 121)),
+    hwdom_keep: &[
+        // The ARM-local block (local_intc): core timer prescaler and
+        // routing for every core, the hypervisor's included.
+        Region::new(0xff80_0000, 0x1000),
+    ],
 };

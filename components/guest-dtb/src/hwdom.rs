@@ -139,6 +139,9 @@ pub struct Passthrough {
     /// GIC INTIDs (>= 32) of the SPIs of the devices it owns, sorted,
     /// deduplicated.
     pub spis: Vec<u32>,
+    /// Those of [`Passthrough::spis`] the tree says are edge-triggered (a
+    /// flags cell with bit 0 or 1 set); the rest are level. Sorted.
+    pub edge: Vec<u32>,
     /// Paths of the nodes passed through, in tree order (for the boot log).
     pub nodes: Vec<String>,
 }
@@ -410,8 +413,8 @@ struct Info {
     enabled: bool,
     pci: bool,
     pmu: bool,
-    /// INTIDs of its GIC SPIs.
-    spis: Vec<u32>,
+    /// INTIDs of its GIC SPIs, each with whether it is edge-triggered.
+    spis: Vec<(u32, bool)>,
 }
 
 impl Info {
@@ -463,16 +466,17 @@ impl Survey {
             .and_then(|(_, c)| *c)
     }
 
-    /// The SPI INTIDs of one node's interrupt properties.
-    fn spis(&self, n: &DeviceTreeNode, parent: Option<u32>) -> Vec<u32> {
+    /// The SPI INTIDs of one node's interrupt properties, each with
+    /// whether it is edge-triggered.
+    fn spis(&self, n: &DeviceTreeNode, parent: Option<u32>) -> Vec<(u32, bool)> {
         let mut out = Vec::new();
         let Some(gic) = self.gic_phandle else {
             return out;
         };
         let mut take = |spec: &[u32]| {
-            if let [0, n, _] = *spec {
+            if let [0, n, flags] = *spec {
                 if let Some(id) = n.checked_add(32).filter(|&id| id <= MAX_SPI_INTID) {
-                    out.push(id);
+                    out.push((id, flags & 3 != 0));
                 }
             }
         };
@@ -810,7 +814,8 @@ pub fn hwdom_dtb(board: &[u8], spec: &HwdomSpec) -> Result<(Vec<u8>, Passthrough
     let mut regions = Vec::new();
     for (_, i) in nodes.iter().enumerate().filter(|(k, _)| passed[*k]) {
         regions.extend(pages_of(i).unwrap_or_default());
-        out.spis.extend_from_slice(&i.spis);
+        out.spis.extend(i.spis.iter().map(|s| s.0));
+        out.edge.extend(i.spis.iter().filter(|s| s.1).map(|s| s.0));
         out.nodes.push(i.path.clone());
     }
     regions.sort_unstable();
@@ -822,6 +827,8 @@ pub fn hwdom_dtb(board: &[u8], spec: &HwdomSpec) -> Result<(Vec<u8>, Passthrough
     }
     out.spis.sort_unstable();
     out.spis.dedup();
+    out.edge.sort_unstable();
+    out.edge.dedup();
 
     // ---- Edits.
     let disable = |tree: &mut DeviceTree, path: &str| {

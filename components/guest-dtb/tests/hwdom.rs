@@ -2,7 +2,10 @@
 //! edited by `guest_dtb::hwdom_dtb` and read back with bootcfg's strict
 //! reader (independent of `dtoolkit`, which writes it).
 
+mod common;
+
 use bootcfg::fdt::{Fdt, Node};
+use common::{cells, strs};
 use guest_dtb::{hwdom_dtb, HwdomError, HwdomSpec, Passthrough};
 use proptest::prelude::*;
 
@@ -77,16 +80,7 @@ fn must<'a>(f: &Fdt<'a>, path: &str) -> Node<'a> {
     node(f, path).unwrap_or_else(|| panic!("no {path} in the output"))
 }
 
-fn cells(n: &Node, name: &str) -> Vec<u32> {
-    n.prop(name)
-        .unwrap_or_else(|| panic!("{} has no {name}", n.name()))
-        .cells()
-        .collect()
-}
 
-fn strs<'a>(n: &Node<'a>, name: &str) -> Vec<&'a str> {
-    n.prop(name).map(|p| p.strs().collect()).unwrap_or_default()
-}
 
 fn disabled(f: &Fdt, path: &str) -> bool {
     must(f, path).str("status") == Some("disabled")
@@ -120,6 +114,8 @@ fn virt_passthrough_lists() {
     let mut spis = vec![34, 39];
     spis.extend(48..=79);
     assert_eq!(p.spis, spis);
+    // virtio-mmio says edge (flags 1); the PL031 and PL061 say level (4).
+    assert_eq!(p.edge, (48..=79).collect::<Vec<u32>>());
     let mut nodes = vec![
         "/fw-cfg@9020000".to_owned(),
         "/pl061@9030000".to_owned(),
@@ -322,6 +318,7 @@ fn bcm_passthrough_lists() {
         p.regions
     );
     assert!(p.spis.contains(&158), "emmc2's SPI 126");
+    assert!(!p.edge.contains(&158), "emmc2's SPI is level");
     // The mini-UART's page is kept: aux, the mini-UART and spi1 are not passed.
     for n in [
         "/soc/aux@7e215000",

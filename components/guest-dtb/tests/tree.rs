@@ -5,7 +5,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 
-use bootcfg::fdt::{Fdt, Node};
+mod common;
+
+use bootcfg::fdt::Fdt;
+use common::{cells, strs};
 use guest_dtb::{write, Arch, Error, GuestDtbSpec};
 
 fn spec64() -> GuestDtbSpec<'static> {
@@ -27,16 +30,7 @@ fn build(spec: &GuestDtbSpec) -> Vec<u8> {
     buf
 }
 
-fn cells(n: &Node, name: &str) -> Vec<u32> {
-    n.prop(name)
-        .unwrap_or_else(|| panic!("{} has no {name}", n.name()))
-        .cells()
-        .collect()
-}
 
-fn strs<'a>(n: &Node<'a>, name: &str) -> Vec<&'a str> {
-    n.prop(name).unwrap().strs().collect()
-}
 
 fn be32(b: &[u8], i: usize) -> u32 {
     u32::from_be_bytes(b[i * 4..i * 4 + 4].try_into().unwrap())

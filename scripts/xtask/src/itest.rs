@@ -69,6 +69,7 @@ const HWDOM: &[(&str, TestFn)] = &[
     ("hwdom_disk", hwdom_disk),
     ("hwdom_armhf_pinned", hwdom_armhf_pinned),
     ("hwdom_unpinned", hwdom_unpinned),
+    ("hwdom_restart", hwdom_restart),
     ("hwdom_two_hwdoms_refused", hwdom_two_hwdoms_refused),
     ("hwdom_device_claimed_twice", hwdom_device_claimed_twice),
 ];
@@ -657,12 +658,7 @@ fn hwdom_disk() -> Result<(), String> {
         timeout_s: 90,
         ..Args::default()
     };
-    let r = boot(&a, &crate::run::specs(&a)?)?;
-    check(!r.timed_out, "timed out", &r)?;
-    check(r.transcript.contains("LINUX-MARKER arch=aarch64 cpus=1"), "the hardware domain did not reach /init", &r)?;
-    let want = crate::disk::marker_line("arm64");
-    check(r.transcript.contains(&want), &format!("no '{want}': the hardware domain did not mount the passed-through disk"), &r)?;
-    check(!r.transcript.contains("HWDOM-DISK-FAIL"), "the disk initramfs reported a failure", &r)?;
+    let r = hwdom_disk_boot(&a, "arm64", 1)?;
     let h = hwdom_summary(&r, "linux-arm64")?;
     check(h.ok, "the hardware domain's exit is not ok", &r)?;
     check(h.pinned == Some(true), "hwdom_pin=on but the summary does not say pinned=yes", &r)?;
@@ -671,6 +667,19 @@ fn hwdom_disk() -> Result<(), String> {
     check(g.ok && r.transcript.contains("sw-basic: PASS"), "sw-basic beside the hardware domain did not pass", &r)?;
     check(g.hwdom == Some(false), "sw-basic's summary does not say hwdom=no", &r)?;
     check(r.qemu_ok, "QEMU did not exit cleanly", &r)
+}
+
+/// Boot a hardware domain with the test disk: it must reach /init with
+/// `cpus` CPUs online and mount the disk (`arch`: arm64 or armhf).
+fn hwdom_disk_boot(a: &Args, arch: &str, cpus: u32) -> Result<RunResult, String> {
+    let r = boot(a, &crate::run::specs(a)?)?;
+    check(!r.timed_out, "timed out", &r)?;
+    let uname = if arch == "arm64" { "aarch64" } else { "armv7l" };
+    check(r.transcript.contains(&format!("LINUX-MARKER arch={uname} cpus={cpus}")), "the hardware domain did not reach /init with all its CPUs", &r)?;
+    let want = crate::disk::marker_line(arch);
+    check(r.transcript.contains(&want), &format!("no '{want}': the hardware domain did not mount the passed-through disk"), &r)?;
+    check(!r.transcript.contains("HWDOM-DISK-FAIL"), "the disk initramfs reported a failure", &r)?;
+    Ok(r)
 }
 
 /// Debian's armhf kernel as a pinned hardware domain (`hwdom_pin=on`,
@@ -717,11 +726,7 @@ fn hwdom_unpinned() -> Result<(), String> {
         timeout_s: 150,
         ..Args::default()
     };
-    let r = boot(&a, &crate::run::specs(&a)?)?;
-    check(!r.timed_out, "timed out", &r)?;
-    check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=2"), "no marker with both CPUs online", &r)?;
-    let want = crate::disk::marker_line("armhf");
-    check(r.transcript.contains(&want), &format!("no '{want}': the hardware domain did not mount the passed-through disk"), &r)?;
+    let r = hwdom_disk_boot(&a, "armhf", 2)?;
     let h = hwdom_summary(&r, "linux-armhf")?;
     check(h.ok && r.qemu_ok, "exit is not ok", &r)?;
     check(h.pinned == Some(false), "hwdom_pin=off but not pinned=no", &r)?;
@@ -730,6 +735,33 @@ fn hwdom_unpinned() -> Result<(), String> {
     check(r.oracle.is_some(), "no cache oracle report", &r)?;
     let said = r.transcript.lines().any(|l| l.contains("hwdom") && l.contains("not pinned") && l.contains("hwdom_pin=off"));
     check(said, "the boot log does not say the hardware domain is not pinned (and why)", &r)
+}
+
+/// PSCI SYSTEM_RESET of the hardware domain: rebuilt in the same RAM with
+/// its devices and interrupts again (the disk mounts twice), its second
+/// boot marked with `hyp.restarts=1` in the same device tree (so the
+/// initramfs does not reboot again).
+fn hwdom_restart() -> Result<(), String> {
+    let a = Args {
+        guest: "linux-arm64".into(),
+        cpus: 2,
+        vcpus: 1,
+        mem: 256 * MIB,
+        hwdom: true,
+        disk: true,
+        append: "reboot".into(),
+        bootargs: "hwdom_pin=on".into(),
+        timeout_s: 120,
+        ..Args::default()
+    };
+    let r = boot(&a, &crate::run::specs(&a)?)?;
+    check(!r.timed_out, "timed out", &r)?;
+    let want = crate::disk::marker_line("arm64");
+    check(r.transcript.matches(want.as_str()).count() == 2, "the disk was not mounted in both boots", &r)?;
+    check(r.transcript.contains("hyp.restarts=1"), "the second boot's command line has no hyp.restarts=1", &r)?;
+    let h = hwdom_summary(&r, "linux-arm64")?;
+    check(h.ok && h.get("restarts") == 1, "not one restart and a clean stop", &r)?;
+    check(h.get("migrations") == 0, "the pinned hardware domain migrated", &r)
 }
 
 /// A bad hardware-domain configuration stops the boot with one clear line
