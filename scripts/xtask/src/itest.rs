@@ -72,6 +72,7 @@ const HWDOM: &[(&str, TestFn)] = &[
     ("hwdom_restart", hwdom_restart),
     ("hwdom_two_hwdoms_refused", hwdom_two_hwdoms_refused),
     ("hwdom_device_claimed_twice", hwdom_device_claimed_twice),
+    ("hwdom_ram_over_hypervisor_refused", hwdom_ram_over_hypervisor_refused),
 ];
 
 /// Tests that run only when named exactly (`cargo xtask itest NAME`): for
@@ -779,6 +780,12 @@ fn hwdom_refused(bootargs: &str, what: &str) -> Result<(), String> {
 
 fn hwdom_two_hwdoms_refused() -> Result<(), String> {
     hwdom_refused("guest0.hwdom=yes guest1.hwdom=yes", "hardware domain")
+}
+
+/// Its RAM asked for where the hypervisor's image lies (QEMU virt loads it
+/// at 0x40080000).
+fn hwdom_ram_over_hypervisor_refused() -> Result<(), String> {
+    hwdom_refused("guest0.hwdom=yes guest0.base=0x40000000", "overlaps the hypervisor's memory")
 }
 
 fn hwdom_device_claimed_twice() -> Result<(), String> {
