@@ -67,7 +67,8 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
         passthrough: g.passthrough.is_some().then_some(&paths[..]),
     };
     // The editor builds the whole tree on the heap (a bump allocator that
-    // never frees): about ten times the blob's size; more would panic.
+    // never frees): measured 10 to 22 times the blob's content; 40 times is
+    // asked for, so that running out (a panic) cannot happen.
     // Its content (structure and strings blocks), not its padded size.
     let be = |o: usize| board_dtb.get(o..o + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let content = be(0x20).saturating_add(be(0x24));
@@ -101,7 +102,12 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
     // The room: the padded line, NUL-terminated, is in the blob once.
     let mut needle = bootargs.into_bytes();
     needle.push(0);
-    let restarts_at = dtb.windows(needle.len()).position(|w| w == needle).map(|at| at + g.bootargs.len());
+    let mut hits = dtb.windows(needle.len()).enumerate().filter(|(_, w)| *w == &needle[..]).map(|(at, _)| at);
+    // Only a single, unambiguous place is written at a restart.
+    let restarts_at = match (hits.next(), hits.next()) {
+        (Some(at), None) => Some(at + g.bootargs.len()),
+        _ => None,
+    };
     Ok(Hwdom {
         restarts_at,
         dtb,

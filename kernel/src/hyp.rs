@@ -300,8 +300,9 @@ impl Hyp {
 
     /// A hardware domain's SPI was taken here (priority dropped, still
     /// active): make it pending in its vGIC as a hardware interrupt, whose
-    /// EOI by the guest deactivates it. With no hardware domain to take it
-    /// (stopped, restarting), it is deactivated and disabled here.
+    /// EOI by the guest deactivates it. While its hardware domain restarts
+    /// it is only deactivated (the line stays on for the rebuilt VM); with
+    /// none to take it (stopped, or nobody's) it is disabled and deactivated.
     pub fn hw_irq(&mut self, pcpu: usize, intid: u32) {
         let owner = self.vms.iter().position(|vm| vm.hw_spis.contains(&intid));
         let Some(vmi) = owner.filter(|&i| !self.vms[i].finished() && !self.vms[i].restart_pending) else {

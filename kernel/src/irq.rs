@@ -157,6 +157,8 @@ impl Irq {
                 // an SPI the hardware domain's device tree names.
                 unsafe { core::ptr::write_volatile((gicd + 0x800 + u64::from(intid)) as *mut u8, me) };
                 let id = IntId::spi(intid - 32);
+                // Its trigger may change only while it is off.
+                let _ = gic.enable_interrupt(id, false);
                 gic.set_interrupt_priority(id, 0x80);
                 gic.set_trigger(id, if is_edge(intid) { Trigger::Edge } else { Trigger::Level });
                 let _ = gic.enable_interrupt(id, true);

@@ -829,6 +829,15 @@ pub fn hwdom_dtb(board: &[u8], spec: &HwdomSpec) -> Result<(Vec<u8>, Passthrough
     out.spis.dedup();
     out.edge.sort_unstable();
     out.edge.dedup();
+    // One SPI two nodes disagree on is level: a level device programmed as
+    // edge could miss its interrupt, an edge one programmed level cannot.
+    let level: Vec<u32> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| passed[*k])
+        .flat_map(|(_, i)| i.spis.iter().filter(|s| !s.1).map(|s| s.0))
+        .collect();
+    out.edge.retain(|i| !level.contains(i));
 
     // ---- Edits.
     let disable = |tree: &mut DeviceTree, path: &str| {
