@@ -212,6 +212,9 @@ pub fn write_image_with_root(out: &Path, files: &[(&str, &[u8])], root: Option<&
         fat::set_partition(&mut m, 1, fat::Partition { bootable: false, kind: fat::TYPE_LINUX, start_lba: start / fat::SECTOR, sectors: len / fat::SECTOR });
         disk[..512].copy_from_slice(&m);
     }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     std::fs::write(&tmp, &disk).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, out).map_err(|e| {
