@@ -215,15 +215,11 @@ impl vgic::ListRegs for Gich {
     }
 }
 
-/// The guest's device tree: its RAM, vCPUs with PSCI, the GIC, timer and
-/// PL011 above, its command line and initrd. Built in a static buffer at
-/// VM creation (one VM at a time, at boot).
-pub fn guest_dtb(spec: &crate::vm::Spec, initrd: Option<(u64, u64)>) -> Result<(&'static [u8], usize), &'static str> {
+/// The guest's device tree: `d` (its RAM, vCPUs with PSCI, timer, command
+/// line and initrd) with the GIC and PL011 above. Built in a static buffer
+/// at VM creation (one VM at a time, at boot).
+pub fn guest_dtb(mut d: guest_dtb::GuestDtbSpec<'_>) -> Result<(&'static [u8], usize), &'static str> {
     static mut BUF: [u8; 16384] = [0; 16384];
-    let arch = if spec.aarch32 { guest_dtb::Arch::Aarch32 } else { guest_dtb::Arch::Aarch64 };
-    let mut d = guest_dtb::GuestDtbSpec::qemu_virt(arch, spec.mem, spec.vcpus, spec.bootargs);
-    d.ram_base = spec.ram_base;
-    d.initrd = initrd.map(|(start, len)| (start, start + len));
     d.gic = (GUEST_GICD, GUEST_GICC);
     d.uart = (GUEST_UART, UART_SPI);
     // SAFETY: only boot-time VM creation on pCPU 0 uses BUF, one VM at a

@@ -203,7 +203,7 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
             if let Some(kick) = handled {
                 h.vms[v.vm as usize].counters.mmio += 1;
                 skip(frame, sysreg_read!("esr_el2"));
-                kick_vcpus(h, v.vm, kick);
+                h.kick_vcpus(v.vm, kick);
             } else {
                 if h.vms[vmi].may_log() {
                     defmt::info!("guest access to IPA {=u64:#x} (PC {=u64:#x}) with no device: abort injected", da.ipa, frame.elr);
@@ -212,13 +212,14 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
             }
         }
         FaultKind::Translation(_) => {
-            let mut hw = vm.hw();
-            // TEST ONLY (`fault=no-pod-clean`): the new frame is zeroed but
-            // not cleaned to the PoC before it is mapped.
-            hw.skip_frame_clean = vm.faults.contains(bootcfg::Faults::NO_POD_CLEAN);
+            let mut hw = vm.pod_fault_hw();
             let t = crate::hw::pmu0();
             let r = vm.pod.fault(&mut vm.pager, &mut hw, da.ipa);
             crate::hw::POD_FAULT_INSNS.fetch_add(crate::hw::pmu0().wrapping_sub(t), core::sync::atomic::Ordering::Relaxed);
+            if !vm.scope_kept(&hw) {
+                h.finish_vm(vmi, false);
+                return;
+            }
             match r {
                 Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
                 Err(PodError::OutsideRam { ipa }) => {
@@ -249,24 +250,6 @@ fn data_abort(h: &mut Hyp, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fe
             inject(h, v, frame, da, fetch);
         }
     }
-}
-
-/// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
-/// virtual interrupts just raised for them are delivered at once.
-pub(crate) fn kick_vcpus(h: &Hyp, vm: u8, set: vgic::VcpuSet) {
-    if set.is_empty() {
-        return;
-    }
-    let me = arch::cpu_id();
-    let mut mask = 0u16;
-    for (p, l) in h.loaded.iter().enumerate() {
-        if let Some(l) = l {
-            if p != me && l.vm == vm && set.contains(vgic::VcpuId(l.vcpu)) {
-                mask |= 1 << p;
-            }
-        }
-    }
-    hyp::kick_pcpus(mask);
 }
 
 /// A hypercall or PSCI call (HVC or SMC conduit).

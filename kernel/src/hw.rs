@@ -4,7 +4,7 @@
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::arch::{self, sysreg_read, sysreg_write};
-use hwops::{CacheOps, Frames, TlbOps, BLOCK_SIZE};
+use hwops::{CacheOps, Frames, Scoped, TlbOps, BLOCK_SIZE};
 
 /// Instructions retired (PMU counter 0, when a benchmark guest programs it
 /// for event 0x08 with EL2 counting) spent zeroing and cleaning new frames,
@@ -25,11 +25,22 @@ fn account(slot: usize, len: u64, start: u64) {
 }
 
 /// Hardware access on behalf of one VM (its VTTBR names its VMID and root).
+/// Components get it only inside a `hwops::Scoped` of the VM's own memory
+/// (`Vm::hw`), which is what makes its raw-address operations sound.
 pub struct KernelHw {
-    pub vttbr: u64,
+    vttbr: u64,
     /// TEST ONLY (`fault=no-pod-clean`): `clean_range`, which only PoD's
     /// zero-clean-map of a new frame calls, does nothing.
-    pub skip_frame_clean: bool,
+    skip_frame_clean: bool,
+}
+
+/// The only way to get a `KernelHw`: inside a scope of `memory`.
+///
+/// # Safety
+/// `memory` is host RAM mapped at EL2 that the VM `vttbr` names owns (its
+/// pool, or the hardware domain's RAM) and nothing else uses.
+pub unsafe fn scoped(vttbr: u64, skip_frame_clean: bool, memory: core::ops::Range<u64>) -> Scoped<KernelHw> {
+    Scoped::new(KernelHw { vttbr, skip_frame_clean }, memory)
 }
 
 impl CacheOps for KernelHw {
@@ -40,11 +51,14 @@ impl CacheOps for KernelHw {
         let t = pmu0();
         // Clean and invalidate: new guest frames must leave no clean lines
         // behind that a guest writing with caches off would later read past.
-        arch::dc_civac_range(pa, len);
+        // SAFETY: `Scoped` passes only the VM's own memory, host RAM mapped
+        // at EL2 that only this VM uses.
+        unsafe { arch::dc_civac_range(pa, len) };
         account(1, len, t);
     }
     fn clean_invalidate_range(&mut self, pa: u64, len: u64) {
-        arch::dc_civac_range(pa, len);
+        // SAFETY: as in `clean_range`.
+        unsafe { arch::dc_civac_range(pa, len) };
     }
     fn invalidate_icache_all(&mut self) {
         arch::ic_iallu_is();
@@ -80,13 +94,14 @@ impl TlbOps for KernelHw {
 impl Frames for KernelHw {
     fn zero(&mut self, pa: u64, len: u64) {
         let t = pmu0();
-        // Components only name frames the kernel granted to the VM's pool.
-        arch::zero_range(pa, len);
+        // SAFETY: `Scoped` passes only the VM's own memory (its pool, or
+        // the hardware domain's RAM), which nothing else uses.
+        unsafe { arch::zero_range(pa, len) };
         account(0, len, t);
     }
     fn is_zero(&self, pa: u64, len: u64) -> bool {
-        // SAFETY: as in `zero`; read-only.
-        let words = unsafe { core::slice::from_raw_parts(pa as *const u64, (len / 8) as usize) };
-        words.iter().all(|&w| w == 0)
+        // SAFETY: as in `zero`; read-only and volatile (a vCPU may be
+        // writing the page while the pod looks at it).
+        (0..len / 8).all(|i| unsafe { core::ptr::read_volatile((pa + i * 8) as *const u64) } == 0)
     }
 }

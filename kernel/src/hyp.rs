@@ -47,6 +47,24 @@ pub static IRQS: [SpinCell<Option<Irq>>; MAX_PCPUS] =
     [SpinCell::new(None), SpinCell::new(None), SpinCell::new(None), SpinCell::new(None)];
 
 impl Hyp {
+    /// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
+    /// virtual interrupts just raised for them are delivered at once.
+    pub fn kick_vcpus(&self, vm: u8, set: vgic::VcpuSet) {
+        if set.is_empty() {
+            return;
+        }
+        let me = arch::cpu_id();
+        let mut mask = 0u16;
+        for (p, l) in self.loaded.iter().enumerate() {
+            if let Some(l) = l {
+                if p != me && l.vm == vm && set.contains(vgic::VcpuId(l.vcpu)) {
+                    mask |= 1 << p;
+                }
+            }
+        }
+        kick_pcpus(mask);
+    }
+
     pub fn vcpu_ref(&self, pcpu: usize) -> Option<VcpuRef> {
         self.loaded[pcpu]
     }
@@ -79,7 +97,7 @@ impl Hyp {
         vm::print_summary(&self.vms[vmi]);
         if self.vms.iter().all(|v| v.finished()) {
             crate::kprintln!("hyp: all guests stopped; powering off");
-            crate::power_off(self.vms.iter().all(|v| v.exit_ok == Some(true)));
+            crate::power::power_off(self.vms.iter().all(|v| v.exit_ok == Some(true)));
         }
     }
 
@@ -180,7 +198,7 @@ impl Hyp {
                 Err(e) => {
                     // It was built from the same spec and memory at boot.
                     crate::kprintln!("hyp: guest{}: restart failed: {}; powering off", i, e);
-                    crate::power_off(false);
+                    crate::power::power_off(false);
                 }
             }
         }
@@ -232,7 +250,7 @@ impl Hyp {
         }
         if let Some(d) = vm.devices.as_mut() {
             let kick = d.feed(bytes, here);
-            crate::exits::kick_vcpus(self, f as u8, kick);
+            self.kick_vcpus(f as u8, kick);
         }
     }
 
@@ -322,7 +340,7 @@ impl Hyp {
             d.sync(v);
         }
         match d.vgic.hw_fire(intid) {
-            Ok(Some(v)) => crate::exits::kick_vcpus(self, vmi as u8, vgic::VcpuSet::from_bits(1 << v.0)),
+            Ok(Some(v)) => self.kick_vcpus(vmi as u8, vgic::VcpuSet::from_bits(1 << v.0)),
             Ok(None) => {}
             Err(_) => {
                 if let Some(irq) = IRQS[pcpu].lock().as_mut() {

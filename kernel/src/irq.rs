@@ -21,6 +21,8 @@ pub const MAINT_INTID: u32 = 25;
 /// virtual interrupt just raised for it is delivered now.
 pub const KICK_SGI: u32 = 1;
 
+/// `pmu=passthrough`: guests program the real PMU (a measuring aid).
+pub static PMU_PASSTHROUGH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// The console UART's interrupt (GIC INTID), 0 when the DTB gives none.
 pub static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
@@ -179,7 +181,7 @@ impl Irq {
         let hpmn = if has_pmu { (sysreg_read!("pmcr_el0") >> 11) & 0x1f } else { 0 };
         let debug = (1 << 9) | (1 << 10) | (1 << 11);
         let hpmd = if pmuver >= 4 && has_pmu { 1 << 17 } else { 0 };
-        let pmu = if crate::pmu_passthrough() { 0 } else { (1 << 5) | (1 << 6) | hpmd };
+        let pmu = if PMU_PASSTHROUGH.load(core::sync::atomic::Ordering::Relaxed) { 0 } else { (1 << 5) | (1 << 6) | hpmd };
         sysreg_write!("mdcr_el2", hpmn | debug | pmu);
         sysreg_write!("cntvoff_el2", 0);
         let mut irq = Irq { gic, gicc };

@@ -18,6 +18,7 @@ mod hwdom;
 mod hw;
 mod hyp;
 mod irq;
+mod power;
 mod uart;
 mod vm;
 
@@ -27,6 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arch::mmu::El2Map;
 use frames::FRAMES;
 use hyp::{Hyp, HYP, IRQS, MAX_PCPUS};
+use power::{halt, system_off};
 use vcpu_sched::Scheduler;
 
 const FDT_MAGIC: u32 = 0xd00d_feed;
@@ -41,54 +43,10 @@ static PCPUS_UP: Line<AtomicUsize> = Line(AtomicUsize::new(1));
 
 #[repr(align(128))]
 struct Line<T>(T);
-/// The firmware has PSCI (CPU_ON, SYSTEM_OFF); the RPi4's armstub has not.
-static HAS_PSCI: AtomicBool = AtomicBool::new(false);
-
 static PANICKING: AtomicBool = AtomicBool::new(false);
 static mut EL2_MAP: Option<El2Map> = None;
 /// GIC distributor and CPU interface, for the secondaries.
 static mut GIC: (u64, u64) = (0, 0);
-
-fn halt() -> ! {
-    loop {
-        arch::wfe();
-    }
-}
-
-/// Power the machine off through the firmware (QEMU exits).
-/// `exit=semihosting`: power off through semihosting SYS_EXIT, so QEMU
-/// exits with the guests' status.
-static EXIT_SEMIHOSTING: AtomicBool = AtomicBool::new(false);
-/// `pmu=passthrough`: guests program the real PMU (a measuring aid).
-static PMU_PASSTHROUGH: AtomicBool = AtomicBool::new(false);
-
-pub fn pmu_passthrough() -> bool {
-    PMU_PASSTHROUGH.load(Ordering::Relaxed)
-}
-
-/// Power the machine off after a boot error or a panic (a failure).
-pub fn system_off() -> ! {
-    power_off(false)
-}
-
-/// Power the machine off; `ok` is whether every guest exited ok.
-pub fn power_off(ok: bool) -> ! {
-    console::flush();
-    let overruns = console::OVERRUNS.load(Ordering::Relaxed);
-    if overruns > 0 {
-        kprintln!("hyp: the console ring overran {} times (output waited for the UART)", overruns);
-        console::flush();
-    }
-    if EXIT_SEMIHOSTING.load(Ordering::Relaxed) {
-        arch::semihosting_exit(if ok { 0 } else { 1 });
-    }
-    if HAS_PSCI.load(Ordering::Relaxed) {
-        arch::smc(trap::hypercall::psci::SYSTEM_OFF as u64, 0, 0, 0);
-    }
-    kprintln!("hyp: halted (the firmware has no PSCI to power off; the board may be switched off now)");
-    console::flush();
-    halt()
-}
 
 /// The DTB at `x0` (the arm64 boot protocol's register), if it is one.
 fn read_dtb(x0: u64) -> Option<&'static [u8]> {
@@ -170,9 +128,9 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         halt();
     }
     // Read before the rest, so that a stopped boot still powers off.
-    HAS_PSCI.store(bootcfg::has_psci(dtb), Ordering::Relaxed);
+    power::HAS_PSCI.store(bootcfg::has_psci(dtb), Ordering::Relaxed);
     let bundle = read_bundle(dtb);
-    EXIT_SEMIHOSTING.store(bootcfg::exit_method_with_bundle(dtb, bundle) == bootcfg::ExitMethod::Semihosting, Ordering::Relaxed);
+    power::EXIT_SEMIHOSTING.store(bootcfg::exit_method_with_bundle(dtb, bundle) == bootcfg::ExitMethod::Semihosting, Ordering::Relaxed);
     let cfg = match bootcfg::parse_with_bundle(dtb, bundle) {
         Ok(c) => c,
         Err(e) => {
@@ -188,7 +146,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         }
         kprintln!("hyp: WARN UNSAFE test build: fault={} active (cache-coherence safety broken on purpose; for negative-control tests only)", names);
     }
-    PMU_PASSTHROUGH.store(cfg.pmu == bootcfg::PmuMode::Passthrough, Ordering::Relaxed);
+    irq::PMU_PASSTHROUGH.store(cfg.pmu == bootcfg::PmuMode::Passthrough, Ordering::Relaxed);
     if cfg.pmu == bootcfg::PmuMode::Passthrough {
         kprintln!("hyp: pmu=passthrough: guests share the real PMU and can count EL2 (a measuring aid only)");
     }
@@ -479,7 +437,7 @@ fn start_secondaries(cfg: &bootcfg::BootConfig, pcpus: usize) {
             // SAFETY: as above.
             Some(rel) => unsafe { arch::spin_park(rel) },
             None if i >= pcpus => {}
-            None if HAS_PSCI.load(Ordering::Relaxed) => {
+            None if power::HAS_PSCI.load(Ordering::Relaxed) => {
                 let r = arch::smc(trap::hypercall::psci::CPU_ON_64 as u64, c.mpidr, arch::secondary_entry(), i as u64);
                 if r != 0 {
                     kprintln!("hyp: boot stopped: pCPU {} did not start (PSCI CPU_ON returned {}); maxcpus={} starts fewer", i, r as i64, i);

@@ -16,6 +16,7 @@ use stage2_pager::{A64Table, Pager};
 use crate::arch::el1::El1Regs;
 use crate::arch::{FpRegs, TrapFrame};
 use crate::hw::KernelHw;
+use hwops::Scoped;
 
 /// Guest RAM starts here in every ordinary guest's IPA space (as on QEMU
 /// virt); the hardware domain's is where its host RAM is (IPA = PA).
@@ -304,6 +305,25 @@ pub struct Spec<'a> {
     pub faults: Faults,
 }
 
+/// What the kernel says when a component named memory outside its VM's.
+pub const SCOPE_BUG: &str = "BUG: a component named host memory outside its guest's";
+
+/// Why [`Vm::cache_maint`] failed.
+pub enum CmError {
+    Cm(cache_maint::Error),
+    /// It named memory outside the VM's (a line said so).
+    Scope,
+}
+
+impl core::fmt::Display for CmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CmError::Cm(e) => write!(f, "{e}"),
+            CmError::Scope => f.write_str(SCOPE_BUG),
+        }
+    }
+}
+
 /// What a restart needs to build the VM again: its spec (owned), and the
 /// host RAM it was given (pool and table reservation), reused as they are.
 pub struct Boot {
@@ -315,9 +335,29 @@ pub struct Boot {
     hwdom: Option<Hwdom>,
 }
 
+impl Boot {
+    /// The host memory this VM owns: its pool, or the hardware domain's
+    /// direct-mapped RAM.
+    fn memory(&self) -> core::ops::Range<u64> {
+        let s = &self.spec;
+        let len = if self.hwdom.is_some() || s.eager { s.mem } else { s.pool.min(s.mem) };
+        self.pool..self.pool + len
+    }
+}
+
 impl Vm {
-    pub fn hw(&self) -> KernelHw {
-        KernelHw { vttbr: self.vttbr(), skip_frame_clean: false }
+    /// The hardware operations this VM's components may ask for: its
+    /// memory only (its pool, or the hardware domain's RAM).
+    pub fn hw(&self) -> Scoped<KernelHw> {
+        // SAFETY: `Boot::memory` is the RAM this VM was given at creation.
+        unsafe { crate::hw::scoped(self.vttbr(), false, self.boot.memory()) }
+    }
+
+    /// [`Vm::hw`] for a PoD fault: TEST ONLY (`fault=no-pod-clean`), the
+    /// new frame is zeroed but not cleaned to the PoC before it is mapped.
+    pub fn pod_fault_hw(&self) -> Scoped<KernelHw> {
+        // SAFETY: as in `hw`.
+        unsafe { crate::hw::scoped(self.vttbr(), self.faults.contains(bootcfg::Faults::NO_POD_CLEAN), self.boot.memory()) }
     }
 
     pub fn vttbr(&self) -> u64 {
@@ -326,12 +366,27 @@ impl Vm {
 
     /// Hand a request to this VM's cache-maintenance service, with the
     /// pager as what a clean walks and the real cache and TLB operations.
-    pub fn cache_maint(&mut self, req: cache_maint::Request) -> Result<cache_maint::Reply, cache_maint::Error> {
+    pub fn cache_maint(&mut self, req: cache_maint::Request) -> Result<cache_maint::Reply, CmError> {
         let (mut cache, mut tlb) = (self.hw(), self.hw());
         // TEST ONLY (`fault=clean-skips-walk`): every clean finds nothing.
         let source: &mut dyn hwops::CleanSource =
             if self.faults.contains(Faults::CLEAN_SKIPS_WALK) { &mut NothingToClean } else { &mut self.pager };
-        self.cm.handle(req, &mut cache_maint::Hw { cache: &mut cache, source, tlb: &mut tlb })
+        let r = self.cm.handle(req, &mut cache_maint::Hw { cache: &mut cache, source, tlb: &mut tlb });
+        if !self.scope_kept(&cache) {
+            return Err(CmError::Scope);
+        }
+        r.map_err(CmError::Cm)
+    }
+
+    /// False, with a line, when a component named host memory outside this
+    /// VM's: `Scoped` refused it (nothing outside was touched), but what
+    /// the component meant to zero or clean was not, so the VM must stop.
+    pub fn scope_kept(&self, hw: &Scoped<KernelHw>) -> bool {
+        if hw.refused() == 0 {
+            return true;
+        }
+        crate::kprintln!("hyp: {}: guest {} ({} operations refused)", SCOPE_BUG, self.name, hw.refused());
+        false
     }
 
     pub fn in_ram(&self, ipa: u64) -> bool {
@@ -443,7 +498,9 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
         // starting with its caches off, would later have them land over
         // what it wrote. (Its devices are not reset: DMA the old one
         // started may still land.)
-        crate::arch::dc_civac_range(boot.spec.ram_base, boot.spec.mem);
+        // SAFETY: the hardware domain's RAM, set aside for it at boot and
+        // mapped at EL2; no vCPU of the old instance runs any more.
+        unsafe { crate::arch::dc_civac_range(boot.spec.ram_base, boot.spec.mem) };
     }
     let mut new = build(stage2, pod, boot, restarts)?;
     new.log = log;
@@ -477,8 +534,8 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
     };
     let mut pod = Pod::new(pod, PodConfig::new(ram, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
     if !direct {
-        let pool = if eager { spec.mem } else { spec.pool.min(spec.mem) };
-        pod.grant(boot.pool, pool).map_err(|_| "PoD refused the pool grant")?;
+        let pool = boot.memory();
+        pod.grant(pool.start, pool.end - pool.start).map_err(|_| "PoD refused the pool grant")?;
     }
     let cfg = VmConfig {
         vcpus: spec.vcpus as u8,
@@ -516,6 +573,9 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
     };
     let mut hw = vm.hw();
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
+    if !vm.scope_kept(&hw) {
+        return Err(SCOPE_BUG);
+    }
     let kind = image_kind(spec.image.0, spec.image.1);
     match kind {
         ImageKind::Bare if direct => return Err("the hardware domain must be a Linux kernel (it boots with the board's device tree)"),
@@ -556,7 +616,11 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
                     layout
                 }
                 None => {
-                    let (buf, n) = crate::devices::guest_dtb(spec, initrd)?;
+                    let arch = if spec.aarch32 { guest_dtb::Arch::Aarch32 } else { guest_dtb::Arch::Aarch64 };
+                    let mut d = guest_dtb::GuestDtbSpec::qemu_virt(arch, spec.mem, spec.vcpus, spec.bootargs);
+                    d.ram_base = spec.ram_base;
+                    d.initrd = initrd.map(|(start, len)| (start, start + len));
+                    let (buf, n) = crate::devices::guest_dtb(d)?;
                     copy_in(&mut vm, dtb_ipa, buf.as_ptr() as u64, n as u64)?;
                     crate::devices::Layout::VIRT
                 }
@@ -626,17 +690,21 @@ fn map_devices(vm: &mut Vm, regions: &[(u64, u64)]) -> Result<(), &'static str> 
 fn copy_in(vm: &mut Vm, ipa: u64, src: u64, len: u64) -> Result<(), &'static str> {
     let mut hw = vm.hw();
     vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "not enough guest memory for a boot image")?;
+    if !vm.scope_kept(&hw) {
+        return Err(SCOPE_BUG);
+    }
     let mut off = 0;
     while off < len {
         let (pa, _) = vm.pager.translate(ipa + off).ok_or("boot image page not mapped")?;
         let n = (hwops::PAGE_SIZE - (ipa + off) % hwops::PAGE_SIZE).min(len - off);
-        // SAFETY: `pa` is a frame of this VM's pool just populated; the
+        // SAFETY: `pa` is a frame of this VM's memory just populated; the
         // source is a module the DTB describes (outside every allocation) or
         // kernel memory; both are mapped 1:1 at EL2.
         unsafe { core::ptr::copy_nonoverlapping((src + off) as *const u8, pa as *mut u8, n as usize) };
         // Clean and invalidate: a guest that starts with caches off must
         // not later hit stale lines of what it wrote at the PoC.
-        crate::arch::dc_civac_range(pa, n);
+        // SAFETY: as for the copy: a frame of this VM's memory, just written.
+        unsafe { crate::arch::dc_civac_range(pa, n) };
         off += n;
     }
     crate::arch::ic_iallu_is();

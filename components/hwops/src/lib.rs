@@ -11,6 +11,9 @@
 //! components' policy).
 //!
 //! **Invariants:**
+//! - A component is handed its VM's operations as a [`Scoped`]: zeroing,
+//!   checking and cleaning reach only that VM's host memory; a range outside
+//!   it is refused (nothing happens, [`Scoped::refused`] counts it).
 //! - Addresses are physical addresses. The kernel keeps RAM mapped linearly at
 //!   EL2 (VA = PA), so "by VA" on the kernel side equals "by PA" here.
 //! - Every operation completes before it returns (the kernel adds the `dsb`).
@@ -84,4 +87,92 @@ pub trait CleanSource {
     /// the chunk's runs (found with `all = true`), so a write that lands
     /// during the clean marks the chunk touched again instead of being lost.
     fn clear_touched(&mut self, ipa: u64, len: u64, tlb: &mut dyn TlbOps);
+}
+
+/// Host memory a VM owns, as [`Scoped`] checks it.
+pub trait Scope {
+    /// Whether all of `[pa, pa+len)` lies inside (false when it wraps).
+    fn allows(&self, pa: u64, len: u64) -> bool;
+}
+
+/// One range: the kernel's VM pool, or the hardware domain's RAM.
+impl Scope for core::ops::Range<u64> {
+    fn allows(&self, pa: u64, len: u64) -> bool {
+        pa.checked_add(len).is_some_and(|end| pa >= self.start && end <= self.end)
+    }
+}
+
+/// Several ranges (a pool granted in pieces): inside one of them (a range
+/// spanning two adjacent ones is refused).
+impl Scope for &[core::ops::Range<u64>] {
+    fn allows(&self, pa: u64, len: u64) -> bool {
+        self.iter().any(|r| r.allows(pa, len))
+    }
+}
+
+/// Hardware operations limited to one VM's host memory, its [`Scope`].
+/// What a component names outside it, or a range that wraps, is refused:
+/// nothing is zeroed or cleaned, `is_zero` says false, and
+/// [`Scoped::refused`] counts it. TLB and instruction-cache operations pass
+/// through (the VMID scopes the first; the second has no address).
+pub struct Scoped<H, S = core::ops::Range<u64>> {
+    hw: H,
+    scope: S,
+    refused: core::cell::Cell<u64>,
+}
+
+impl<H, S: Scope> Scoped<H, S> {
+    /// `hw` limited to `scope`.
+    pub fn new(hw: H, scope: S) -> Self {
+        Scoped { hw, scope, refused: core::cell::Cell::new(0) }
+    }
+
+    /// How many operations named memory outside the scope.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
+    }
+
+    fn check(&self, pa: u64, len: u64) -> bool {
+        let ok = self.scope.allows(pa, len);
+        if !ok {
+            self.refused.set(self.refused.get() + 1);
+        }
+        ok
+    }
+}
+
+impl<H: Frames, S: Scope> Frames for Scoped<H, S> {
+    fn zero(&mut self, pa: u64, len: u64) {
+        if self.check(pa, len) {
+            self.hw.zero(pa, len);
+        }
+    }
+    fn is_zero(&self, pa: u64, len: u64) -> bool {
+        self.check(pa, len) && self.hw.is_zero(pa, len)
+    }
+}
+
+impl<H: CacheOps, S: Scope> CacheOps for Scoped<H, S> {
+    fn clean_range(&mut self, pa: u64, len: u64) {
+        if self.check(pa, len) {
+            self.hw.clean_range(pa, len);
+        }
+    }
+    fn clean_invalidate_range(&mut self, pa: u64, len: u64) {
+        if self.check(pa, len) {
+            self.hw.clean_invalidate_range(pa, len);
+        }
+    }
+    fn invalidate_icache_all(&mut self) {
+        self.hw.invalidate_icache_all();
+    }
+}
+
+impl<H: TlbOps, S: Scope> TlbOps for Scoped<H, S> {
+    fn invalidate_ipa(&mut self, vmid: u16, ipa: u64) {
+        self.hw.invalidate_ipa(vmid, ipa);
+    }
+    fn invalidate_vmid(&mut self, vmid: u16) {
+        self.hw.invalidate_vmid(vmid);
+    }
 }

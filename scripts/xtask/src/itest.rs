@@ -151,9 +151,12 @@ fn boot_as(a: &Args, guests: &[GuestSpec]) -> Result<RunResult, String> {
     oracle_checks(&a, r)
 }
 
-/// A run under the oracle fails on a report that saw nothing, or (except
-/// on the fault build) on any event.
+/// Every run fails on a component that reached outside its VM. A run under
+/// the oracle fails on a report that saw nothing, or (except on the fault
+/// build) on any event.
 fn oracle_checks(a: &Args, r: RunResult) -> Result<RunResult, String> {
+    // The kernel refused a component's access outside its VM's memory.
+    check(!r.transcript.contains("BUG: a component named host memory"), "the hypervisor reported a component reaching outside its VM", &r)?;
     if a.oracle && !r.timed_out {
         let rep = oracle_report(&r)?;
         // A run stopped before any guest (a bad argument) has nothing to see.

@@ -12,6 +12,7 @@ pub mod fat;
 pub mod fuzz;
 pub mod image;
 pub mod itest;
+pub mod layers;
 pub mod linux;
 pub mod oracle;
 pub mod run;

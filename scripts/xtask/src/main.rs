@@ -36,6 +36,8 @@ commands:
                             hypervisor's defmt log decoded; typing reaches the board
   itest [--board rpi4] [FILTER]
                             the QEMU integration tests (on raspi4b with --board rpi4)
+  layers                    the kernel's module graph; fails on a cycle or on a
+                            module naming an item of main.rs
   soak                      the cache-model property test at 10^5 cases
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:
                             decode, bootcfg, devices, pager; 10^7 runs each by default
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
             [arch] => xtask::disk::disk(arch).map(|p| println!("{}", p.display())).map(|_| 0),
             _ => Err("usage: disk [arm64|armhf]".into()),
         },
+        "layers" => xtask::layers::layers_cli(),
         "soak" => xtask::soak(),
         "fuzz" => xtask::fuzz::fuzz(rest),
         "bench" => xtask::bench::bench(),

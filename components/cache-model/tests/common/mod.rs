@@ -31,7 +31,7 @@ use cache_model::rng::Rng;
 use cache_model::tlb::{Tlb, Translation, Walked};
 use cache_model::{Access, CacheModel, SwOp as ModelSwOp};
 use capabilities::{CacheCap, SchedCap, VmCaps};
-use hwops::{BLOCK_SIZE, PAGE_SIZE};
+use hwops::{Scoped, BLOCK_SIZE, PAGE_SIZE};
 use pod::{Mode as PodMode, Outcome, Pod, PodConfig};
 use stage2_pager::testing::{self, HostTable};
 use stage2_pager::{LeafSize, MemAttrs, Pager};
@@ -141,7 +141,9 @@ pub struct Vm {
     /// PA ranges this VM owns: its grants, or its RAM when direct-mapped.
     pub owned: Vec<(u64, u64)>,
     pub vcpus: Vec<Vcpu>,
-    /// By-address maintenance cache-maint issued outside `owned`.
+    /// By-address maintenance cache-maint issued outside `owned`, and
+    /// zeroing or cleaning the pod asked for there (refused, as the
+    /// kernel's `Scoped` does).
     pub foreign_ops: usize,
     pub sw_first_events: usize,
     pub faults: Faults,
@@ -243,6 +245,11 @@ pub fn linux_flush(model: &CacheModel, op: SwOp, levels: std::ops::Range<u8>) ->
     ops
 }
 
+/// `owned` as the ranges a `hwops::Scoped` checks.
+fn ranges(owned: &[(u64, u64)]) -> Vec<std::ops::Range<u64>> {
+    owned.iter().map(|&(lo, hi)| lo..hi).collect()
+}
+
 fn pool_base(vm: usize) -> u64 {
     (vm as u64 + 1) << 36
 }
@@ -304,8 +311,10 @@ impl Sim {
             if direct {
                 owned.push((DIRECT_RAM, DIRECT_RAM + s.ram));
             }
-            let mut hw = ModelHw { cache: &mut model, tlb: &mut tlb, clean_range };
+            let scope = ranges(&owned);
+            let mut hw = Scoped::new(ModelHw { cache: &mut model, tlb: &mut tlb, clean_range }, scope.as_slice());
             pod.start(&mut pager, &mut hw).expect("eager population");
+            let foreign_ops = hw.refused() as usize;
             let cm = CacheMaint::new(s.cfg).expect("valid config");
             let vcpus = s
                 .vcpus
@@ -333,7 +342,7 @@ impl Sim {
                 fwb: s.cfg.fwb,
                 owned,
                 vcpus,
-                foreign_ops: 0,
+                foreign_ops,
                 sw_first_events: 0,
                 faults: Faults::default(),
                 first_lost: None,
@@ -432,12 +441,15 @@ impl Sim {
                 // The fault is handled on the pCPU the vCPU runs on: the
                 // pod's zeroing goes through that pCPU's cache.
                 model.set_hyp_cpu(pcpu);
-                let mut hw = ModelHw { cache: model, tlb, clean_range };
+                // As the kernel does: the pod reaches only this VM's frames.
+                let scope = ranges(&vmr.owned);
+                let mut hw = Scoped::new(ModelHw { cache: model, tlb, clean_range }, scope.as_slice());
                 match vmr.pod.as_mut().expect("pod").fault(pager, &mut hw, ipa) {
                     Ok(Outcome::Retry) => vmr.faults.pod_retries += 1,
                     Ok(_) => {}
                     Err(e) => vmr.errors.push(format!("stage-2 fault at {ipa:#x}: {e}")),
                 }
+                vmr.foreign_ops += hw.refused() as usize;
                 None
             }
         }

@@ -171,7 +171,9 @@ pub fn set_secondary_mmu(regs: [u64; 4]) {
     let slot = core::ptr::addr_of_mut!(SECONDARY_MMU);
     // SAFETY: only pCPU 0 writes it, before any secondary starts.
     unsafe { slot.write_volatile(regs) };
-    dc_civac_range(slot as u64, core::mem::size_of::<[u64; 4]>() as u64);
+    // SAFETY: the slot is this image's own static, mapped at EL2, and just
+    // written (cleaned to memory, not discarded).
+    unsafe { dc_civac_range(slot as u64, core::mem::size_of::<[u64; 4]>() as u64) };
 }
 
 /// Release a secondary pCPU waiting on a spin table at `release` to
@@ -203,7 +205,8 @@ unsafe fn spin_release_to(release: u64, entry: u64) {
     // SAFETY: the caller vouches for `release`; the waiting CPU reads it
     // with its MMU off, so it is cleaned to the PoC before the event.
     unsafe { (release as *mut u64).write_volatile(entry) };
-    dc_civac_range(release, 8);
+    // SAFETY: as above: the release word is reserved RAM, just written.
+    unsafe { dc_civac_range(release, 8) };
     sev();
 }
 
@@ -251,7 +254,12 @@ pub fn dcache_line() -> u64 {
 
 /// Clean and invalidate `[start, start+len)` by VA to the PoC, inner
 /// shareable (broadcast to every pCPU's caches).
-pub fn dc_civac_range(start: u64, len: u64) {
+///
+/// # Safety
+/// The range must be mapped at EL2 (else the hypervisor takes a data abort),
+/// and no other agent (a device's DMA, a CPU with its caches off) may have
+/// written newer data to memory there that a dirty line would overwrite.
+pub unsafe fn dc_civac_range(start: u64, len: u64) {
     let line = dcache_line();
     let mut a = start & !(line - 1);
     let end = start + len;
@@ -266,7 +274,11 @@ pub fn dc_civac_range(start: u64, len: u64) {
 
 /// Zero `[pa, pa+len)` with `DC ZVA` (one cache-line-sized block per
 /// instruction) where the range allows, else with stores.
-pub fn zero_range(pa: u64, len: u64) {
+///
+/// # Safety
+/// The caller owns `[pa, pa+len)`: host RAM mapped Normal cacheable at EL2
+/// that nothing else (the hypervisor's own data included) still uses.
+pub unsafe fn zero_range(pa: u64, len: u64) {
     let dczid = sysreg_read!("dczid_el0");
     let block = 4u64 << (dczid & 0xf);
     if dczid & (1 << 4) == 0 && pa % block == 0 && len % block == 0 {
