@@ -35,17 +35,18 @@
 //! of VM 3 asked to map through some pager), the component compares the VM
 //! ids and answers [`WrongVm`] when they differ.
 //!
-//! ## Message flow
+//! ## Message flow, as it is today
 //! ```text
 //! guest traps to EL2
 //!   -> kernel/trap decodes a typed Trap
-//!   -> kernel/dispatch picks the owning component and sends its Request
-//!      on that component's Endpoint (Channel::send; Full gives it back)
-//!   -> the component, called by the kernel (it has no thread of its own),
-//!      takes each request and answers with a Reply (Endpoint::serve)
-//!   -> kernel/dispatch receives the Reply and applies it: resume, inject
-//!      an abort, run one slice of more work, block or reschedule
+//!   -> the kernel (kernel/src/exits.rs) calls the owning component's
+//!      method on the trapping pCPU, under the hypervisor lock
+//!   -> it applies the reply: resume, inject an abort, run one slice of a
+//!      clean, block or reschedule
 //! ```
+//! [`Channel`] and [`Endpoint`] are tested here but not yet used by the
+//! kernel: routing requests through them, and giving cache-maint, the
+//! scheduler and the vGIC their capabilities, is issue 15.
 #![no_std]
 #![forbid(unsafe_code)]
 

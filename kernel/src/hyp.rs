@@ -329,8 +329,8 @@ impl Hyp {
             let restarting = owner.is_some_and(|i| self.vms[i].restart_pending && !self.vms[i].finished());
             if restarting {
                 crate::irq::deactivate(intid);
-            } else if let Some(irq) = IRQS[pcpu].lock().as_mut() {
-                irq.drop_hw(intid);
+            } else {
+                drop_hw(pcpu, intid);
             }
             return;
         };
@@ -342,11 +342,7 @@ impl Hyp {
         match d.vgic.hw_fire(intid) {
             Ok(Some(v)) => self.kick_vcpus(vmi as u8, vgic::VcpuSet::from_bits(1 << v.0)),
             Ok(None) => {}
-            Err(_) => {
-                if let Some(irq) = IRQS[pcpu].lock().as_mut() {
-                    irq.drop_hw(intid);
-                }
-            }
+            Err(_) => drop_hw(pcpu, intid),
         }
     }
 
@@ -570,6 +566,14 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
 
 /// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests, through
 /// this pCPU's GIC.
+/// A hardware domain's SPI taken on `pcpu` that nobody will take: off and
+/// deactivated.
+fn drop_hw(pcpu: usize, intid: u32) {
+    if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+        irq.drop_hw(intid);
+    }
+}
+
 pub fn kick_pcpus(mask: u16) {
     if let Some(irq) = IRQS[arch::cpu_id()].lock().as_mut() {
         irq.kick(mask);

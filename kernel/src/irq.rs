@@ -41,11 +41,16 @@ static GICC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(
 pub fn deactivate(intid: u32) {
     let gicc = GICC.load(core::sync::atomic::Ordering::Relaxed);
     if gicc != 0 && is_passed(intid) {
-        // SAFETY: GICC_DIR at offset 0x1000 of the CPU interface (the DTB's
-        // GICC region is 8 KiB and mapped at EL2); an SPI the hardware
-        // domain owns.
-        unsafe { core::ptr::write_volatile((gicc + 0x1000) as *mut u32, intid) };
+        write_dir(gicc, intid);
     }
+}
+
+/// GICC_DIR of the CPU interface at `gicc` (this pCPU's: it is banked).
+fn write_dir(gicc: u64, intid: u32) {
+    // SAFETY: GICC_DIR at offset 0x1000 of the CPU interface the DTB names
+    // (its GICC region is 8 KiB and mapped at EL2); a write deactivates
+    // only an interrupt whose priority was dropped.
+    unsafe { core::ptr::write_volatile((gicc + 0x1000) as *mut u32, intid) };
 }
 
 /// Those of [`PASSED`] the device tree says are edge-triggered.
@@ -281,8 +286,6 @@ impl Irq {
     /// GICC_DIR: deactivate an interrupt whose priority was dropped (ours
     /// at once; a hardware domain's one when it is torn down).
     pub fn deactivate(&mut self, iar: u32) {
-        // SAFETY: GICC_DIR at offset 0x1000 of this pCPU's CPU interface
-        // (the DTB's GICC region is 8 KiB and mapped at EL2).
-        unsafe { core::ptr::write_volatile((self.gicc + 0x1000) as *mut u32, iar) };
+        write_dir(self.gicc, iar);
     }
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use bootcfg::fdt::{Fdt, Node};
-use common::{cells, strs};
+use common::{assert_chosen, cells, strs};
 use guest_dtb::{hwdom_dtb, HwdomError, HwdomSpec, Passthrough};
 use proptest::prelude::*;
 
@@ -201,15 +201,7 @@ fn virt_memory_chosen_cpus_psci_gic() {
 
     // /chosen.
     let chosen = must(&f, "/chosen");
-    assert_eq!(chosen.str("bootargs"), Some("console=ttyAMA0 rdinit=/init"));
-    assert_eq!(
-        chosen.prop("linux,initrd-start").unwrap().as_u64(),
-        Some(0x4800_0000)
-    );
-    assert_eq!(
-        chosen.prop("linux,initrd-end").unwrap().as_u64(),
-        Some(0x4810_0000)
-    );
+    assert_chosen(&chosen, "console=ttyAMA0 rdinit=/init", (0x4800_0000, 0x4810_0000));
     assert!(chosen.prop("kaslr-seed").is_some() && chosen.prop("rng-seed").is_some());
 
     // CPUs: both kept, cpu-map gone.

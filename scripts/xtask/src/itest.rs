@@ -655,6 +655,11 @@ pub fn run_all(argv: &[String]) -> Result<u8, String> {
 
 // ---- the hardware domain (issue 13) ----
 
+/// `guest` as the hardware domain with `vcpus` vCPUs and 256 MiB on 2 pCPUs.
+fn hwdom_args(guest: &str, vcpus: u32, bootargs: &str, timeout_s: u64) -> Args {
+    Args { guest: guest.into(), cpus: 2, vcpus, mem: 256 * MIB, hwdom: true, bootargs: bootargs.into(), timeout_s, ..Args::default() }
+}
+
 /// The hardware domain's summary: it must say `hwdom=yes`.
 fn hwdom_summary<'r>(r: &'r RunResult, guest: &str) -> Result<&'r crate::summary::Summary, String> {
     let s = r.summary(guest).ok_or_else(|| format!("no summary for the hardware domain {guest}\n---- console ----\n{}", tail(&r.transcript, 60)))?;
@@ -668,18 +673,7 @@ fn hwdom_summary<'r>(r: &'r RunResult, guest: &str) -> Result<&'r crate::summary
 /// initramfs loads the package's virtio/ext4 modules, mounts /dev/vda and
 /// runs the disk's own marker program.
 fn hwdom_disk() -> Result<(), String> {
-    let a = Args {
-        guest: "linux-arm64".into(),
-        cpus: 2,
-        vcpus: 1,
-        mem: 256 * MIB,
-        hwdom: true,
-        disk: true,
-        more_guests: vec!["sw-basic".into()],
-        bootargs: "hwdom_pin=on".into(),
-        timeout_s: 90,
-        ..Args::default()
-    };
+    let a = Args { disk: true, more_guests: vec!["sw-basic".into()], ..hwdom_args("linux-arm64", 1, "hwdom_pin=on", 90) };
     let r = hwdom_disk_boot(&a, "arm64", 1)?;
     let h = hwdom_summary(&r, "linux-arm64")?;
     check(h.ok, "the hardware domain's exit is not ok", &r)?;
@@ -710,16 +704,7 @@ fn hwdom_disk_boot(a: &Args, arch: &str, cpus: u32) -> Result<RunResult, String>
 /// stale data. One vCPU on 2 pCPUs: the armhf kernel with 2 vCPUs takes
 /// about 53 s under the oracle (`linux_armhf_rr`).
 fn hwdom_armhf_pinned() -> Result<(), String> {
-    let a = Args {
-        guest: "linux-armhf".into(),
-        cpus: 2,
-        vcpus: 1,
-        mem: 256 * MIB,
-        hwdom: true,
-        bootargs: "hwdom_pin=on guest0.sw=yes".into(),
-        timeout_s: 90,
-        ..Args::default()
-    };
+    let a = hwdom_args("linux-armhf", 1, "hwdom_pin=on guest0.sw=yes", 90);
     let r = boot(&a, &crate::run::specs(&a)?)?;
     check(!r.timed_out, "timed out", &r)?;
     check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=1"), "the hardware domain did not reach /init", &r)?;
@@ -737,17 +722,7 @@ fn hwdom_armhf_pinned() -> Result<(), String> {
 /// its direct-mapped RAM is cleaned (the cache oracle sees no lost line),
 /// and device interrupts taken on one pCPU reach a vCPU on either.
 fn hwdom_unpinned() -> Result<(), String> {
-    let a = Args {
-        guest: "linux-armhf".into(),
-        cpus: 2,
-        vcpus: 2,
-        mem: 256 * MIB,
-        hwdom: true,
-        disk: true,
-        bootargs: "hwdom_pin=off".into(),
-        timeout_s: 150,
-        ..Args::default()
-    };
+    let a = Args { disk: true, ..hwdom_args("linux-armhf", 2, "hwdom_pin=off", 150) };
     let r = hwdom_disk_boot(&a, "armhf", 2)?;
     let h = hwdom_summary(&r, "linux-armhf")?;
     check(h.ok && r.qemu_ok, "exit is not ok", &r)?;
@@ -764,18 +739,7 @@ fn hwdom_unpinned() -> Result<(), String> {
 /// boot marked with `hyp.restarts=1` in the same device tree (so the
 /// initramfs does not reboot again).
 fn hwdom_restart() -> Result<(), String> {
-    let a = Args {
-        guest: "linux-arm64".into(),
-        cpus: 2,
-        vcpus: 1,
-        mem: 256 * MIB,
-        hwdom: true,
-        disk: true,
-        append: "reboot".into(),
-        bootargs: "hwdom_pin=on".into(),
-        timeout_s: 120,
-        ..Args::default()
-    };
+    let a = Args { disk: true, append: "reboot".into(), ..hwdom_args("linux-arm64", 1, "hwdom_pin=on", 120) };
     let r = boot(&a, &crate::run::specs(&a)?)?;
     check(!r.timed_out, "timed out", &r)?;
     let want = crate::disk::marker_line("arm64");
