@@ -45,8 +45,9 @@
 //!      clean, block or reschedule
 //! ```
 //! [`Channel`] and [`Endpoint`] are tested here but not yet used by the
-//! kernel: routing requests through them, and giving cache-maint, the
-//! scheduler and the vGIC their capabilities, is issue 15.
+//! kernel: routing requests through them, and giving the scheduler and the
+//! vGIC their capabilities, is issue 15. The pager, the pod and cache-maint
+//! consume theirs.
 #![no_std]
 #![forbid(unsafe_code)]
 

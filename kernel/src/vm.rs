@@ -438,7 +438,8 @@ pub fn create(
     hwdom: Option<Hwdom>,
     mut alloc: impl FnMut(u64, u64) -> Option<u64>,
 ) -> Result<Vm, &'static str> {
-    let VmCaps { stage2, pod, .. } = caps;
+    // The scheduler's capability is not consumed yet (issue 15).
+    let VmCaps { stage2, pod, cache, .. } = caps;
     if spec.image.1 > spec.mem.saturating_sub(GUEST_IMAGE_OFFSET) {
         return Err("guest image larger than its RAM");
     }
@@ -464,7 +465,7 @@ pub fn create(
     };
     let _ = boot.name.push_str(&spec.name[..spec.name.len().min(16)]);
     boot.bootargs.push_str(spec.bootargs).map_err(|_| "guest bootargs longer than 512 bytes")?;
-    build(stage2, pod, boot, 0)
+    build(stage2, pod, cache, boot, 0)
 }
 
 /// The VM after PSCI SYSTEM_RESET: the same spec, pool and table frames,
@@ -476,6 +477,8 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
     let log = vm.log;
     let (stage2, _) = vm.pager.into_parts();
     let pod = vm.pod.into_cap();
+    let mut cm = vm.cm;
+    let cache = cm.take_cap().ok_or("cache-maint has no capability")?;
     let mut boot = vm.boot;
     let base = boot.bootargs.split(" hyp.restarts=").next().unwrap_or("").len();
     boot.bootargs.truncate(base);
@@ -502,7 +505,7 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
         // mapped at EL2; no vCPU of the old instance runs any more.
         unsafe { crate::arch::dc_civac_range(boot.spec.ram_base, boot.spec.mem) };
     }
-    let mut new = build(stage2, pod, boot, restarts)?;
+    let mut new = build(stage2, pod, cache, boot, restarts)?;
     new.log = log;
     // The tables are rebuilt in the same frames (the same VTTBR): drop every
     // translation of this VMID, and the old image's instructions.
@@ -516,7 +519,7 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
     Ok(new)
 }
 
-fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
+fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capabilities::CacheCap, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
     let (name, bootargs) = (boot.name.clone(), boot.bootargs.clone());
     let spec = &Spec { name: name.as_str(), bootargs: bootargs.as_str(), ..boot.spec };
     let ram = spec.ram_base;
@@ -547,7 +550,7 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, boot: Boot,
         walk: cache_maint::Walk::Touched,
         ..VmConfig::new(spec.vcpus as u8)
     };
-    let cm = CacheMaint::new(cfg).map_err(|_| "cache-maint refused the VM configuration")?;
+    let cm = CacheMaint::new(cache, cfg).map_err(|_| "cache-maint refused the VM configuration")?;
     let mut vm = Vm {
         log: LogLimit::default(),
         boot,

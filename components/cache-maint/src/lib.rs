@@ -28,6 +28,9 @@
 //! the same VM (the kernel's capability-checked glue pairs them).
 //!
 //! **Invariants:**
+//! - A VM's state is made only by consuming its [`CacheCap`]; once the
+//!   capability is taken back ([`CacheMaint::take_cap`], at teardown or
+//!   restart) every request is refused and nothing is maintained.
 //! - A guest set/way op is never executed. It is emulated by clean+invalidate
 //!   by address over ranges the VM's own source reports, so one guest can
 //!   never discard or even touch another guest's lines. `DC ISW` is emulated
@@ -131,6 +134,7 @@
 
 use core::fmt;
 
+pub use capabilities::{CacheCap, VmId};
 pub use hwops::{CacheOps, CleanSource, MemRun, TlbOps};
 use hwops::{BLOCK_SIZE, PAGE_SIZE};
 
@@ -420,6 +424,8 @@ pub enum Error {
     NoSuchVcpu(VcpuId),
     /// The vCPU waits for a clean, so it cannot have trapped: run `RunSlice`.
     CleanPending(VcpuId),
+    /// Its [`CacheCap`] was taken back ([`CacheMaint::take_cap`]).
+    Revoked,
 }
 
 impl fmt::Display for Error {
@@ -427,6 +433,7 @@ impl fmt::Display for Error {
         match self {
             Error::NoSuchVcpu(v) => write!(f, "cache-maint: no vCPU {}", v.0),
             Error::CleanPending(v) => write!(f, "cache-maint: vCPU {} waits for a clean", v.0),
+            Error::Revoked => write!(f, "cache-maint: the VM's capability was taken back"),
         }
     }
 }
@@ -494,6 +501,8 @@ struct Pass {
 /// The set/way policy state of one VM: per-vCPU trap state and the VM's clean
 /// cursor.
 pub struct CacheMaint {
+    /// The right to maintain this VM's memory; `None` once taken back.
+    cap: Option<CacheCap>,
     cfg: VmConfig,
     vcpus: [VcpuState; MAX_VCPUS],
     pass: Option<Pass>,
@@ -507,8 +516,21 @@ fn chunk_of(ipa: u64) -> u64 {
 }
 
 impl CacheMaint {
-    /// State for a new VM, all vCPUs untrapped and waiting for nothing.
-    pub fn new(cfg: VmConfig) -> Result<Self, ConfigError> {
+    /// State for the VM `cap` names, all vCPUs untrapped and waiting for
+    /// nothing. It consumes the capability: without one, no state.
+    ///
+    /// ```
+    /// let mut granter = capabilities::Granter::take().unwrap();
+    /// let caps = granter.grant_vm(capabilities::VmId::new(1)).unwrap();
+    /// let cm = cache_maint::CacheMaint::new(caps.cache, cache_maint::VmConfig::new(1)).unwrap();
+    /// assert_eq!(cm.vm(), Some(capabilities::VmId::new(1)));
+    /// ```
+    /// A capability cannot be made anywhere else, so neither can the state:
+    /// ```compile_fail
+    /// let cap = cache_maint::CacheCap { vm: capabilities::VmId::new(1) };
+    /// let cm = cache_maint::CacheMaint::new(cap, cache_maint::VmConfig::new(1));
+    /// ```
+    pub fn new(cap: CacheCap, cfg: VmConfig) -> Result<Self, ConfigError> {
         if cfg.vcpus == 0 || cfg.vcpus as usize > MAX_VCPUS {
             return Err(ConfigError::VcpuCount(cfg.vcpus));
         }
@@ -519,6 +541,7 @@ impl CacheMaint {
             return Err(ConfigError::SliceSteps);
         }
         Ok(CacheMaint {
+            cap: Some(cap),
             cfg,
             vcpus: [VcpuState::default(); MAX_VCPUS],
             pass: None,
@@ -526,6 +549,17 @@ impl CacheMaint {
             sw_seen: false,
             counters: Counters::default(),
         })
+    }
+
+    /// The VM this state is for (`None` once its capability is taken back).
+    pub fn vm(&self) -> Option<VmId> {
+        self.cap.as_ref().map(CacheCap::vm)
+    }
+
+    /// Take the capability back (VM teardown or restart): every later
+    /// [`CacheMaint::handle`] is refused with [`Error::Revoked`].
+    pub fn take_cap(&mut self) -> Option<CacheCap> {
+        self.cap.take()
     }
 
     /// The configuration.
@@ -561,6 +595,9 @@ impl CacheMaint {
     /// Handle one request; see the state machine in the crate docs. Only
     /// `RunSlice` uses `hw`.
     pub fn handle(&mut self, req: Request, hw: &mut Hw<'_>) -> Result<Reply, Error> {
+        if self.cap.is_none() {
+            return Err(Error::Revoked);
+        }
         match req {
             Request::SetWay { vcpu, op, level: _ } => {
                 // Every op is emulated the same way: clean+invalidate by

@@ -24,7 +24,7 @@ impl Guest {
             mem.map_eager(0, GIB);
         }
         let walk = if eager { Walk::All } else { Walk::Touched };
-        let cm = CacheMaint::new(VmConfig { walk, ..VmConfig::new(1) }).unwrap();
+        let cm = CacheMaint::new(stage2_pager::testing::cache_cap(), VmConfig { walk, ..VmConfig::new(1) }).unwrap();
         Guest { mem, cm, cache: RecordingCache::counting(), tlb: CountingTlb::default() }
     }
 

@@ -25,7 +25,7 @@ struct Rig {
 
 impl Rig {
     fn new(cfg: VmConfig) -> Rig {
-        Rig { cm: CacheMaint::new(cfg).unwrap(), src: FakeSource::new(1), cache: RecordingCache::new(), tlb: CountingTlb::default() }
+        Rig { cm: CacheMaint::new(stage2_pager::testing::cache_cap(), cfg).unwrap(), src: FakeSource::new(1), cache: RecordingCache::new(), tlb: CountingTlb::default() }
     }
 
     /// A VM with `blocks` populated (touched) 2 MiB blocks at IPA 0.
@@ -74,7 +74,7 @@ fn waits(r: &Reply) -> bool {
 #[test]
 fn initial_trap_bits_follow_sw_mode() {
     for (sw, tsw) in [(SwMode::Auto, true), (SwMode::Yes, true), (SwMode::No, false)] {
-        let cm = CacheMaint::new(VmConfig { sw, ..VmConfig::new(2) }).unwrap();
+        let cm = CacheMaint::new(stage2_pager::testing::cache_cap(), VmConfig { sw, ..VmConfig::new(2) }).unwrap();
         assert_eq!(cm.hcr(V1), Ok(Hcr { tsw, tvm: false }));
         assert!(cm.may_run(V1).is_ok());
     }
@@ -370,7 +370,7 @@ fn each_touched_chunk_is_cleared_before_its_runs_are_cleaned_one_call_per_run() 
     let mut cache = LoggedCache(log.clone());
     let mut tlb = CountingTlb::default();
     let cfg = VmConfig { slice_bytes: 4 * M2, ..VmConfig::new(1) };
-    let mut cm = CacheMaint::new(cfg).unwrap();
+    let mut cm = CacheMaint::new(stage2_pager::testing::cache_cap(), cfg).unwrap();
     let mut run = |cm: &mut CacheMaint, src: &mut Logged, req| {
         let mut hw = Hw { cache: &mut cache, source: src, tlb: &mut tlb };
         cm.handle(req, &mut hw).unwrap()
@@ -529,7 +529,7 @@ impl CleanSource for Broken {
 #[test]
 fn a_faulty_source_cannot_make_the_clean_loop_for_ever() {
     for run in [MemRun { ipa: 0, pa: 0, len: K4 }, MemRun { ipa: 0x5000, pa: 0, len: 0 }] {
-        let mut cm = CacheMaint::new(VmConfig::new(1)).unwrap();
+        let mut cm = CacheMaint::new(stage2_pager::testing::cache_cap(), VmConfig::new(1)).unwrap();
         let mut src = Broken { run };
         let mut cache = RecordingCache::new();
         let mut tlb = CountingTlb::default();
@@ -558,13 +558,13 @@ fn config_is_checked() {
         (VmConfig { slice_steps: 0, ..VmConfig::new(1) }, ConfigError::SliceSteps),
     ];
     for (cfg, err) in bad {
-        assert_eq!(CacheMaint::new(cfg).err(), Some(err));
+        assert_eq!(CacheMaint::new(stage2_pager::testing::cache_cap(), cfg).err(), Some(err));
     }
     assert_eq!(
         ConfigError::SliceBytes(6000).to_string(),
         "cache-maint: slice of 6000 bytes (allowed: a multiple of 4096, at least 4096)"
     );
-    assert!(CacheMaint::new(VmConfig::new(8)).is_ok());
+    assert!(CacheMaint::new(stage2_pager::testing::cache_cap(), VmConfig::new(8)).is_ok());
 }
 
 #[test]
@@ -582,4 +582,18 @@ fn counters_add_up() {
     let mut s = a;
     s.add(&b);
     assert_eq!(s, Counters { sw_traps: 11, tvm_traps: 22, clean_requests: 33, cleans: 44, cleaned_bytes: 55, max_slice_bytes: 60, slices: 77, source_faults: 1 });
+}
+
+#[test]
+fn the_state_consumes_its_capability_and_refuses_once_it_is_taken_back() {
+    let mut r = Rig::with_blocks(VmConfig::new(1), 1);
+    let vm = r.cm.vm().expect("made from a capability");
+    let mut hw = Hw { cache: &mut r.cache, source: &mut r.src, tlb: &mut r.tlb };
+    let reply = r.cm.handle(Request::SetWay { vcpu: V0, op: SwOp::Cisw, level: 0 }, &mut hw).unwrap();
+    assert!(waits(&reply), "a clean is pending");
+    let cap = r.cm.take_cap().expect("the capability it consumed");
+    assert_eq!((cap.vm(), r.cm.vm()), (vm, None));
+    assert_eq!(r.cm.handle(Request::RunSlice { vcpu: V0 }, &mut hw).err(), Some(Error::Revoked));
+    assert!(r.cache.calls.is_empty() && r.cache.bytes == 0, "a revoked state did no maintenance");
+    stage2_pager::testing::return_cache_cap(cap);
 }

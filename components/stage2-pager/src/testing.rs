@@ -3,7 +3,8 @@
 //!
 //! - [`HostTable`]: the AArch64 backend over heap-allocated tables.
 //! - [`grant`] / [`revoke`]: capabilities from one granter shared by the
-//!   whole test process (the real one can be taken only once).
+//!   whole test process (the real one can be taken only once);
+//!   [`cache_cap`] / [`return_cache_cap`]: one VM's `CacheCap` alone.
 //! - [`RecordingTable`] and [`RecordingHw`]: fakes that append every table
 //!   write and every hardware operation to one shared [`Log`], so a test can
 //!   check their order.
@@ -16,7 +17,7 @@ use crate::format::{FormatError, Leaf, LeafSize, MemAttrs, TableFormat};
 use crate::A64Table;
 use aarch64_paging::descriptor::Stage2Attributes;
 use aarch64_paging::idmap::IdTranslation;
-use capabilities::{Granter, VmCaps, VmId};
+use capabilities::{CacheCap, Granter, PodCap, SchedCap, Stage2Cap, VmCaps, VmId};
 use core::cell::RefCell;
 use core::ops::ControlFlow;
 use hwops::{CacheOps, Frames, TlbOps, BLOCK_SIZE, PAGE_SIZE};
@@ -56,6 +57,29 @@ pub fn grant() -> VmCaps {
 /// Give a VM's capabilities back so its id can be granted again.
 pub fn revoke(caps: VmCaps) {
     granter().revoke(caps).expect("revoke a complete set");
+}
+
+/// The capabilities [`cache_cap`] handed out the `CacheCap` of.
+static STASH: Mutex<Vec<(Stage2Cap, PodCap, SchedCap)>> = Mutex::new(Vec::new());
+
+/// The `CacheCap` of a VM whose id is free; its other capabilities wait
+/// until [`return_cache_cap`] gives the id back.
+pub fn cache_cap() -> CacheCap {
+    let VmCaps { stage2, pod, cache, sched } = grant();
+    STASH.lock().unwrap_or_else(|e| e.into_inner()).push((stage2, pod, sched));
+    cache
+}
+
+/// Give back a `CacheCap` from [`cache_cap`], so its VM id can be granted
+/// again.
+pub fn return_cache_cap(cache: CacheCap) {
+    let rest = {
+        let mut stash = STASH.lock().unwrap_or_else(|e| e.into_inner());
+        let i = stash.iter().position(|(s, _, _)| s.vm() == cache.vm()).expect("a CacheCap from cache_cap");
+        stash.swap_remove(i)
+    };
+    let (stage2, pod, sched) = rest;
+    revoke(VmCaps { stage2, pod, cache, sched });
 }
 
 /// One recorded table update or hardware operation.

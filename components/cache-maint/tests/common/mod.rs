@@ -62,6 +62,15 @@ pub struct Vm {
     pub sw_first_events: usize,
 }
 
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Give the VM id back, so thousands of cases run in one process.
+        if let Some(cap) = self.cm.take_cap() {
+            stage2_pager::testing::return_cache_cap(cap);
+        }
+    }
+}
+
 pub struct Sim {
     pub model: CacheModel,
     pub vms: Vec<Vm>,
@@ -134,7 +143,7 @@ impl Sim {
             .enumerate()
             .map(|(i, s)| {
                 assert_eq!(s.cfg.vcpus as usize, s.vcpus.len());
-                let cm = CacheMaint::new(s.cfg).expect("valid config");
+                let cm = CacheMaint::new(stage2_pager::testing::cache_cap(), s.cfg).expect("valid config");
                 let vcpus = s
                     .vcpus
                     .into_iter()

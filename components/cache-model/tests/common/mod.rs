@@ -30,7 +30,7 @@ use cache_model::hw::{CleanRange, ModelHw};
 use cache_model::rng::Rng;
 use cache_model::tlb::{Tlb, Translation, Walked};
 use cache_model::{Access, CacheModel, SwOp as ModelSwOp};
-use capabilities::{CacheCap, SchedCap, VmCaps};
+use capabilities::{SchedCap, VmCaps};
 use hwops::{Scoped, BLOCK_SIZE, PAGE_SIZE};
 use pod::{Mode as PodMode, Outcome, Pod, PodConfig};
 use stage2_pager::testing::{self, HostTable};
@@ -133,7 +133,7 @@ pub struct Faults {
 pub struct Vm {
     pager: Option<Pager<HostTable>>,
     pod: Option<Pod>,
-    rest: Option<(CacheCap, SchedCap)>,
+    rest: Option<SchedCap>,
     pub cm: CacheMaint,
     pub memory: Memory,
     pub vmid: u16,
@@ -180,7 +180,7 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         // Give the VMID back, so thousands of cases can run in one process.
-        if let (Some(pager), Some(pod), Some((cache, sched))) = (self.pager.take(), self.pod.take(), self.rest.take()) {
+        if let (Some(pager), Some(pod), Some(cache), Some(sched)) = (self.pager.take(), self.pod.take(), self.cm.take_cap(), self.rest.take()) {
             let (stage2, _table) = pager.into_parts();
             testing::revoke(VmCaps { stage2, pod: pod.into_cap(), cache, sched });
         }
@@ -315,7 +315,7 @@ impl Sim {
             let mut hw = Scoped::new(ModelHw { cache: &mut model, tlb: &mut tlb, clean_range }, scope.as_slice());
             pod.start(&mut pager, &mut hw).expect("eager population");
             let foreign_ops = hw.refused() as usize;
-            let cm = CacheMaint::new(s.cfg).expect("valid config");
+            let cm = CacheMaint::new(cache, s.cfg).expect("valid config");
             let vcpus = s
                 .vcpus
                 .into_iter()
@@ -335,7 +335,7 @@ impl Sim {
             vms.push(Vm {
                 pager: Some(pager),
                 pod: Some(pod),
-                rest: Some((cache, sched)),
+                rest: Some(sched),
                 cm,
                 memory: s.memory,
                 vmid,
