@@ -564,8 +564,6 @@ pub fn leave(pcpu: usize, frame: &mut TrapFrame) {
     }
 }
 
-/// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests, through
-/// this pCPU's GIC.
 /// A hardware domain's SPI taken on `pcpu` that nobody will take: off and
 /// deactivated.
 fn drop_hw(pcpu: usize, intid: u32) {
@@ -574,6 +572,8 @@ fn drop_hw(pcpu: usize, intid: u32) {
     }
 }
 
+/// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests, through
+/// this pCPU's GIC.
 pub fn kick_pcpus(mask: u16) {
     if let Some(irq) = IRQS[arch::cpu_id()].lock().as_mut() {
         irq.kick(mask);

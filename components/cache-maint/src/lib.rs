@@ -29,8 +29,9 @@
 //!
 //! **Invariants:**
 //! - A VM's state is made only by consuming its [`CacheCap`]; once the
-//!   capability is taken back ([`CacheMaint::take_cap`], at teardown or
-//!   restart) every request is refused and nothing is maintained.
+//!   capability is taken back ([`CacheMaint::take_cap`]; the kernel does it
+//!   when it rebuilds a restarting VM) [`CacheMaint::handle`] refuses every
+//!   request, so nothing is maintained (the read-only queries still answer).
 //! - A guest set/way op is never executed. It is emulated by clean+invalidate
 //!   by address over ranges the VM's own source reports, so one guest can
 //!   never discard or even touch another guest's lines. `DC ISW` is emulated

@@ -17,6 +17,14 @@ struct Guest {
     tlb: CountingTlb,
 }
 
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(cap) = self.cm.take_cap() {
+            stage2_pager::testing::return_cache_cap(cap);
+        }
+    }
+}
+
 impl Guest {
     fn new(eager: bool) -> Guest {
         let mut mem = GuestMem::new(1, 1 << 40, Populate::Block);

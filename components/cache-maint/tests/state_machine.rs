@@ -23,6 +23,15 @@ struct Rig {
     tlb: CountingTlb,
 }
 
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Give the VM id back (256 per test process).
+        if let Some(cap) = self.cm.take_cap() {
+            stage2_pager::testing::return_cache_cap(cap);
+        }
+    }
+}
+
 impl Rig {
     fn new(cfg: VmConfig) -> Rig {
         Rig { cm: CacheMaint::new(stage2_pager::testing::cache_cap(), cfg).unwrap(), src: FakeSource::new(1), cache: RecordingCache::new(), tlb: CountingTlb::default() }
