@@ -339,9 +339,17 @@ impl Boot {
     /// The host memory this VM owns: its pool, or the hardware domain's
     /// direct-mapped RAM.
     fn memory(&self) -> core::ops::Range<u64> {
-        let s = &self.spec;
-        let len = if self.hwdom.is_some() || s.eager { s.mem } else { s.pool.min(s.mem) };
-        self.pool..self.pool + len
+        self.pool..self.pool + pool_len(&self.spec, self.hwdom.is_some())
+    }
+}
+
+/// How much host RAM a VM owns: all of its RAM when it is direct-mapped or
+/// eager, else its PoD pool (at most its RAM).
+fn pool_len(spec: &Spec, direct: bool) -> u64 {
+    if direct || spec.eager {
+        spec.mem
+    } else {
+        spec.pool.min(spec.mem)
     }
 }
 
@@ -349,15 +357,18 @@ impl Vm {
     /// The hardware operations this VM's components may ask for: its
     /// memory only (its pool, or the hardware domain's RAM).
     pub fn hw(&self) -> Scoped<KernelHw> {
-        // SAFETY: `Boot::memory` is the RAM this VM was given at creation.
-        unsafe { crate::hw::scoped(self.vttbr(), false, self.boot.memory()) }
+        self.scoped_hw(false)
     }
 
     /// [`Vm::hw`] for a PoD fault: TEST ONLY (`fault=no-pod-clean`), the
     /// new frame is zeroed but not cleaned to the PoC before it is mapped.
     pub fn pod_fault_hw(&self) -> Scoped<KernelHw> {
-        // SAFETY: as in `hw`.
-        unsafe { crate::hw::scoped(self.vttbr(), self.faults.contains(bootcfg::Faults::NO_POD_CLEAN), self.boot.memory()) }
+        self.scoped_hw(self.faults.contains(bootcfg::Faults::NO_POD_CLEAN))
+    }
+
+    fn scoped_hw(&self, skip_frame_clean: bool) -> Scoped<KernelHw> {
+        // SAFETY: `Boot::memory` is the RAM this VM was given at creation.
+        unsafe { crate::hw::scoped(self.vttbr(), skip_frame_clean, self.boot.memory()) }
     }
 
     pub fn vttbr(&self) -> u64 {
@@ -451,9 +462,7 @@ pub fn create(
     let pool_pa = if hwdom.is_some() {
         spec.ram_base
     } else {
-        // Pool: eager guests need all their RAM; PoD guests get `pool` bytes.
-        let pool = if spec.eager { spec.mem } else { spec.pool.min(spec.mem) };
-        alloc(pool, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?
+        alloc(pool_len(spec, false), hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?
     };
     let mut boot = Boot {
         name: heapless::String::new(),

@@ -446,19 +446,13 @@ fn linux_armhf_612_shared_pcpus() -> Result<(), String> {
         };
         // The SPSR-banking regression this guards is not about caches: the
         // oracle watches the first boot, the other five run plain.
-        let (a, r) = if round == 0 {
-            let a = Args { kernel: Some(kernel.clone()), initrd: initrd.clone(), ..a };
-            let r = boot(&a, &[GuestSpec::from_args(&a)])?;
-            (a, r)
-        } else {
-            let r = boot_plain(&a, &[GuestSpec::from_args(&a)])?;
-            (a, r)
-        };
+        let a = if round == 0 { Args { kernel: Some(kernel.clone()), initrd: initrd.clone(), ..a } } else { a };
+        let spec = GuestSpec::from_args(&a);
+        let r = if round == 0 { boot(&a, std::slice::from_ref(&spec))? } else { boot_plain(&a, std::slice::from_ref(&spec))? };
         let what = format!("boot {} of 6 (sched={sched})", round + 1);
         check(!r.timed_out, &format!("{what}: timed out"), &r)?;
         check(r.transcript.contains("LINUX-MARKER arch=armv7l cpus=4"), &format!("{what}: no marker with all 4 CPUs online"), &r)?;
-        let name = GuestSpec::from_args(&a).name;
-        let s = r.summary(&name).ok_or_else(|| format!("{what}: no summary under the name {name}"))?;
+        let s = r.summary(&spec.name).ok_or_else(|| format!("{what}: no summary under the name {}", spec.name))?;
         check(s.ok && r.qemu_ok, &format!("{what}: exit is not ok"), &r)?;
         check(s.get("sw_traps") > 0, &format!("{what}: set/way did not trap"), &r)?;
         check(!r.transcript.contains("unexpected interrupt"), &format!("{what}: an interrupt was not recognised"), &r)?;

@@ -12,12 +12,13 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 pub fn kernel_graph(src: &Path) -> Result<Graph, String> {
     let main = std::fs::read_to_string(src.join("main.rs")).map_err(|e| format!("{}: {e}", src.display()))?;
     let mut files = BTreeMap::new();
-    let mut path_of = BTreeMap::new();
+    // A `#[path = "..."]` line names the file of the `mod` after it.
+    let mut path = None;
     for line in main.lines().map(str::trim) {
         if let Some(p) = line.strip_prefix("#[path = \"").and_then(|l| l.strip_suffix("\"]")) {
-            path_of.insert("next", p.to_string());
+            path = Some(p.to_string());
         } else if let Some(m) = line.strip_prefix("mod ").or_else(|| line.strip_prefix("pub mod ")).and_then(|l| l.strip_suffix(';')) {
-            let file = path_of.remove("next").unwrap_or_else(|| format!("{m}.rs"));
+            let file = path.take().unwrap_or_else(|| format!("{m}.rs"));
             let mut text = std::fs::read_to_string(src.join(&file)).map_err(|e| format!("{file}: {e}"))?;
             // A directory module (`x/mod.rs`): its submodules are part of it
             // (their `super::` is the module itself). A file module's
