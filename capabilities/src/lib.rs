@@ -3,8 +3,9 @@
 //! **Responsible for:**
 //! - The capability types: [`Stage2Cap`] (edit one VM's stage-2 table),
 //!   [`PodCap`] (draw frames from one VM's populate-on-demand pool),
-//!   [`CacheCap`] (run cache maintenance on one VM's memory) and [`SchedCap`]
-//!   (control how one VM's vCPUs are scheduled). Each names one [`VmId`].
+//!   [`CacheCap`] (run cache maintenance on one VM's memory), [`SchedCap`]
+//!   (control how one VM's vCPUs are scheduled) and [`VgicCap`] (raise
+//!   virtual interrupts in one VM's vCPUs). Each names one [`VmId`].
 //! - The only way to make them: the boot-time [`Granter`], which exists once.
 //! - [`Channel`] and [`Endpoint`]: bounded, typed message queues between the
 //!   kernel's dispatcher and the passive components.
@@ -39,20 +40,23 @@
 //! ```text
 //! guest traps to EL2
 //!   -> kernel/trap decodes a typed Trap
-//!   -> the kernel (kernel/src/exits.rs) calls the owning component's
+//!   -> `dispatch` (kernel/dispatch) calls the owning component's
 //!      method on the trapping pCPU, under the hypervisor lock
 //!   -> it applies the reply: resume, inject an abort, run one slice of a
 //!      clean, block or reschedule
 //! ```
 //! [`Channel`] and [`Endpoint`] are tested here but not yet used by the
-//! kernel: routing requests through them, and giving the scheduler and the
-//! vGIC their capabilities, is issue 15. The pager, the pod and cache-maint
-//! consume theirs.
+//! kernel: routing requests through them is issue 15. Every component
+//! consumes its capability: the pager, the pod, cache-maint, the scheduler
+//! (`add_vm`) and the vGIC (`Vgic::new`).
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 extern crate std;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -145,6 +149,10 @@ capability!(
     /// The right to control the scheduling of one VM's vCPUs.
     SchedCap
 );
+capability!(
+    /// The right to raise virtual interrupts in one VM's vCPUs.
+    VgicCap
+);
 
 /// Every capability of one VM, as granted together at boot.
 ///
@@ -160,6 +168,8 @@ pub struct VmCaps {
     pub cache: CacheCap,
     /// Scheduler control for the VM.
     pub sched: SchedCap,
+    /// Virtual interrupts of the VM.
+    pub vgic: VgicCap,
 }
 
 impl VmCaps {
@@ -169,7 +179,7 @@ impl VmCaps {
     }
 
     fn all_name(&self, vm: VmId) -> bool {
-        self.stage2.vm == vm && self.pod.vm == vm && self.cache.vm == vm && self.sched.vm == vm
+        self.stage2.vm == vm && self.pod.vm == vm && self.cache.vm == vm && self.sched.vm == vm && self.vgic.vm == vm
     }
 }
 
@@ -247,6 +257,7 @@ impl Granter {
             pod: PodCap::new(vm),
             cache: CacheCap::new(vm),
             sched: SchedCap::new(vm),
+            vgic: VgicCap::new(vm),
         })
     }
 
@@ -433,6 +444,7 @@ mod tests {
         assert_eq!(caps.pod.vm(), vm);
         assert_eq!(caps.cache.vm(), vm);
         assert_eq!(caps.sched.vm(), vm);
+        assert_eq!(caps.vgic.vm(), vm);
         assert_eq!(g.grant_vm(vm), Err(GrantError::AlreadyGranted(vm)));
         assert!(g.is_granted(vm));
         assert_eq!(g.revoke(caps), Ok(vm));
@@ -460,18 +472,21 @@ mod tests {
             pod: p_a,
             cache: c_a,
             sched: k_a,
+            vgic: v_a,
         } = g.grant_vm(VmId::new(20)).unwrap();
         let VmCaps {
             stage2: s_b,
             pod: p_b,
             cache: c_b,
             sched: k_b,
+            vgic: v_b,
         } = g.grant_vm(VmId::new(21)).unwrap();
         let mixed = VmCaps {
             stage2: s_a,
             pod: p_b,
             cache: c_a,
             sched: k_a,
+            vgic: v_a,
         };
         let Err(GrantError::Mixed(back)) = g.revoke(mixed) else {
             panic!("mixed set accepted")
@@ -482,18 +497,21 @@ mod tests {
             pod: p_b,
             cache: c_a,
             sched: k_a,
+            vgic: v_a,
         } = back;
         let a = VmCaps {
             stage2: s_a,
             pod: p_a,
             cache: c_a,
             sched: k_a,
+            vgic: v_a,
         };
         let b = VmCaps {
             stage2: s_b,
             pod: p_b,
             cache: c_b,
             sched: k_b,
+            vgic: v_b,
         };
         assert_eq!(g.revoke(a), Ok(VmId::new(20)));
         assert_eq!(g.revoke(b), Ok(VmId::new(21)));

@@ -215,6 +215,18 @@ impl LineBuf {
     }
 }
 
+impl dispatch::Out for LineBuf {
+    fn push(&mut self, b: u8) {
+        LineBuf::push(self, b)
+    }
+    fn flush(&mut self) {
+        LineBuf::flush(self)
+    }
+    fn set_prefix(&mut self, name: &str) {
+        LineBuf::set_prefix(self, name)
+    }
+}
+
 impl Default for LineBuf {
     fn default() -> Self {
         Self::new()

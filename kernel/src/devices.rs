@@ -50,10 +50,10 @@ pub struct Devices {
 }
 
 impl Devices {
-    pub fn new(vcpus: u32, layout: Layout) -> Result<Devices, &'static str> {
+    pub fn new(cap: capabilities::VgicCap, vcpus: u32, layout: Layout) -> Result<Devices, &'static str> {
         Ok(Devices {
             layout,
-            vgic: vgic::Vgic::new(vgic::Config::new(vcpus as u8, layout.spis)).map_err(|_| "vGIC refused the configuration")?,
+            vgic: vgic::Vgic::new(cap, vgic::Config::new(vcpus as u8, layout.spis)).map_err(|_| "vGIC refused the configuration")?,
             uart: vuart::Pl011::new(),
             out: crate::console::LineBuf::new(),
             input: heapless::Deque::new(),
@@ -227,4 +227,23 @@ pub fn guest_dtb(mut d: guest_dtb::GuestDtbSpec<'_>) -> Result<(&'static [u8], u
     let buf = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
     let n = guest_dtb::write(&d, buf).map_err(|_| "the guest device tree does not fit")?;
     Ok((buf, n))
+}
+
+impl dispatch::Devices for Devices {
+    type Out = crate::console::LineBuf;
+    fn mmio(&mut self, vcpu: usize, ipa: u64, acc: &TrapAccess, write: bool, frame: &mut TrapFrame) -> Option<vgic::VcpuSet> {
+        Devices::mmio(self, vcpu, ipa, acc, write, frame)
+    }
+    fn sync(&mut self, vcpu: usize) {
+        Devices::sync(self, vcpu)
+    }
+    fn flush(&mut self, vcpu: usize) {
+        Devices::flush(self, vcpu)
+    }
+    fn loaded(&mut self, vcpu: usize) {
+        Devices::loaded(self, vcpu)
+    }
+    fn out(&mut self) -> &mut Self::Out {
+        &mut self.out
+    }
 }

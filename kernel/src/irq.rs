@@ -7,7 +7,9 @@
 use arm_gic::gicv2::{GicV2, SgiTarget, SgiTargetListFilter};
 use arm_gic::{IntId, InterruptGroup, Trigger};
 
-use crate::arch::{sysreg_read, sysreg_write};
+use crate::arch::{self, sysreg_read, sysreg_write};
+use crate::frames::spin_cell::SpinCell;
+use dispatch::MAX_PCPUS;
 
 /// The hypervisor timer's PPI (INTID 26 on every GICv2 board we support).
 pub const HYP_TIMER_INTID: u32 = 26;
@@ -287,5 +289,25 @@ impl Irq {
     /// at once; a hardware domain's one when it is torn down).
     pub fn deactivate(&mut self, iar: u32) {
         write_dir(self.gicc, iar);
+    }
+}
+
+/// Each pCPU's interrupt state, used only by that pCPU.
+pub static IRQS: [SpinCell<Option<Irq>>; MAX_PCPUS] =
+    [SpinCell::new(None), SpinCell::new(None), SpinCell::new(None), SpinCell::new(None)];
+
+/// A hardware domain's SPI taken on `pcpu` that nobody will take: off and
+/// deactivated.
+pub fn drop_hw(pcpu: usize, intid: u32) {
+    if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+        irq.drop_hw(intid);
+    }
+}
+
+/// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests, through
+/// this pCPU's GIC.
+pub fn kick_pcpus(mask: u16) {
+    if let Some(irq) = IRQS[arch::cpu_id()].lock().as_mut() {
+        irq.kick(mask);
     }
 }

@@ -12,6 +12,8 @@ mod gich;
 #[path = "arch/aarch64/mod.rs"]
 mod arch;
 mod exits;
+mod glue;
+mod pcpu;
 mod frames;
 mod heap;
 mod hwdom;
@@ -27,7 +29,8 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arch::mmu::El2Map;
 use frames::FRAMES;
-use hyp::{Hyp, HYP, IRQS, MAX_PCPUS};
+use hyp::{Hyp, HYP, MAX_PCPUS};
+use irq::IRQS;
 use power::{halt, system_off};
 use vcpu_sched::Scheduler;
 
@@ -247,11 +250,31 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: boot stopped: capabilities already granted");
         system_off();
     };
-    if let Some(i) = hwdom {
-        if let Err(e) = sched.add_vm(i as u8, cfg.guests[i].vcpus as u8, true) {
-            kprintln!("hyp: boot stopped: {}", e);
+    // Every VM's capabilities: the scheduler's goes to `add_vm`, the rest
+    // to the components `vm::create` makes.
+    let mut sched_caps = Vec::new();
+    let mut vm_caps = Vec::new();
+    for i in 0..cfg.guests.len() {
+        match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
+            Ok(capabilities::VmCaps { stage2, pod, cache, sched, vgic }) => {
+                sched_caps.push(Some(sched));
+                vm_caps.push(Some(vm::Caps { stage2, pod, cache, vgic }));
+            }
+            Err(e) => {
+                kprintln!("hyp: boot stopped: {}", e);
+                system_off();
+            }
+        }
+    }
+    let mut add_vm = |sched: &mut vcpu_sched::AnySched, i: usize, vcpus: u32, hwdom: bool| {
+        let cap = sched_caps[i].take().expect("one SchedCap per guest");
+        if let Err(r) = sched.add_vm(i as u8, cap, vcpus as u8, hwdom) {
+            kprintln!("hyp: boot stopped: {}", r.error);
             system_off();
         }
+    };
+    if let Some(i) = hwdom {
+        add_vm(&mut sched, i, cfg.guests[i].vcpus, true);
     }
     let mut vms = Vec::new();
     for (i, g) in cfg.guests.iter().enumerate() {
@@ -303,13 +326,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
             bootargs: g.bootargs.as_str(),
             faults: cfg.faults,
         };
-        let caps = match granter.grant_vm(capabilities::VmId::new(i as u16 + 1)) {
-            Ok(c) => c,
-            Err(e) => {
-                kprintln!("hyp: boot stopped: {}", e);
-                system_off();
-            }
-        };
+        let caps = vm_caps[i].take().expect("one set of capabilities per guest");
         let alloc = |size, align| FRAMES.lock().alloc(size, align);
         match vm::create(caps, &spec, hw, alloc) {
             Ok(v) => {
@@ -317,7 +334,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
                     "guest {=str}: {=u64} MiB RAM, pool {=u64} MiB, {=u32} vCPUs, sw={=str}, {=str} memory",
                     g.name.as_str(),
                     g.mem_bytes >> 20,
-                    spec.pool.min(spec.mem) >> 20,
+                    vm::pool_len(&spec, g.hwdom) >> 20,
                     g.vcpus,
                     sw.as_str(),
                     if g.hwdom {
@@ -330,10 +347,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
                 );
                 // The hardware domain was added first (its pCPUs reserved).
                 if !g.hwdom {
-                    if let Err(e) = sched.add_vm(i as u8, g.vcpus as u8, false) {
-                        kprintln!("hyp: boot stopped: {}", e);
-                        system_off();
-                    }
+                    add_vm(&mut sched, i, g.vcpus, false);
                 }
                 // Untrapped set/way is safe only on vCPUs that never move:
                 // vCPU k of a sw=no guest stays on pCPU k mod n. TEST ONLY
@@ -375,7 +389,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
-    *HYP.lock() = Some(Hyp { vms, sched, loaded: [None; MAX_PCPUS], hcr_now: [0; MAX_PCPUS], devices_now: [false; MAX_PCPUS], ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS], focus: 0, ctrl_a: 0, reboots: cfg.reboots });
+    *HYP.lock() = Some(Hyp::new(pcpu::Kernel, vms, sched, cfg.reboots));
     if cfg.guests.len() > 1 {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());
     }

@@ -8,14 +8,14 @@ use core::ptr::NonNull;
 use aarch64_paging::descriptor::{PhysicalAddress, Stage2Attributes as S2};
 use aarch64_paging::paging::{PageTable, Translation};
 use bootcfg::Faults;
-use cache_maint::{CacheMaint, VcpuId, VmConfig};
-use capabilities::VmCaps;
+use cache_maint::{CacheMaint, VmConfig};
+use capabilities::{CacheCap, PodCap, Stage2Cap, VgicCap};
 use pod::{Mode, Pod, PodConfig};
 use stage2_pager::{A64Table, Pager};
 
-use crate::arch::el1::El1Regs;
-use crate::arch::{FpRegs, TrapFrame};
+use crate::pcpu::Kernel;
 use crate::hw::KernelHw;
+use dispatch::vm::{scope_kept, Counters, LogLimit, SCOPE_BUG};
 use hwops::Scoped;
 
 /// Guest RAM starts here in every ordinary guest's IPA space (as on QEMU
@@ -23,15 +23,6 @@ use hwops::Scoped;
 pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
 /// A guest image is placed this far into its RAM (the arm64 Image offset).
 pub const GUEST_IMAGE_OFFSET: u64 = 0x8_0000;
-
-/// HCR_EL2 bits every guest runs with: VM, SWIO, FMO, IMO, AMO, TSC, RW.
-/// TSW and TVM come from the cache-maintenance service. A guest's local
-/// TLB maintenance is made safe across vCPU moves by `Hyp::load`.
-/// VM, SWIO, FMO, IMO, AMO, TSC, TACR (ACTLR is shadowed), RW.
-pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 21) | (1 << 31);
-pub const HCR_TSW: u64 = 1 << 22;
-pub const HCR_TVM: u64 = 1 << 26;
-pub const HCR_RW: u64 = 1 << 31;
 
 /// A VM's stage-2 tables come from frames reserved for it when it is
 /// created (host RAM outside every guest pool, mapped 1:1 at EL2), enough
@@ -100,163 +91,8 @@ impl Translation<S2> for ReservedTables {
     }
 }
 
-pub type GuestPager = Pager<A64Table<ReservedTables>>;
-
-/// TEST ONLY (`fault=clean-skips-walk`): a clean source with no memory, so a
-/// clean pass ends at once having cleaned 0 bytes.
-struct NothingToClean;
-
-impl hwops::CleanSource for NothingToClean {
-    fn next_run(&self, _from: u64, _all: bool) -> Option<hwops::MemRun> {
-        None
-    }
-    fn clear_touched(&mut self, _ipa: u64, _len: u64, _tlb: &mut dyn hwops::TlbOps) {}
-}
-
-#[derive(Clone, Copy, Default)]
-pub struct Counters {
-    pub stage2_faults: u64,
-    pub hvc: u64,
-    pub migrations: u64,
-    /// Emulated MMIO accesses, and physical interrupts taken while it ran.
-    pub mmio: u64,
-    pub irq_exits: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Power {
-    Off,
-    On,
-}
-
-pub struct Vcpu {
-    /// GICH_VMCR and GICH_APR: the guest's virtual CPU interface state.
-    pub vmcr: u32,
-    pub apr: u32,
-    pub frame: TrapFrame,
-    pub el1: El1Regs,
-    pub fp: FpRegs,
-    pub power: Power,
-    pub last_pcpu: Option<usize>,
-    /// Trapped debug, PMU and ACTLR registers (not switched: shadowed).
-    pub shadow: vsysreg::Shadow,
-    /// Its console output (hypercalls), a line at a time.
-    pub out: crate::console::LineBuf,
-}
-
-/// SCTLR reset values: AArch64 SCTLR_EL1 and AArch32 SCTLR RES1 bits,
-/// MMU and caches off.
-const SCTLR_RESET_A64: u64 = 0x30d0_0800;
-const SCTLR_RESET_A32: u64 = 0x00c5_0838;
-/// SPSR for entering a guest: EL1h (AArch64) or SVC (AArch32), A/I/F masked.
-const SPSR_A64: u64 = 0x3c5;
-const SPSR_A32: u64 = 0x1d3;
-
-impl Vcpu {
-    fn new(index: usize, aarch32: bool) -> Vcpu {
-        let mut el1 = El1Regs::reset(HCR_BASE, (1 << 31) | index as u64);
-        el1.sctlr = if aarch32 { SCTLR_RESET_A32 } else { SCTLR_RESET_A64 };
-        Vcpu {
-            vmcr: 0,
-            apr: 0,
-            frame: TrapFrame::default(),
-            el1,
-            fp: FpRegs::default(),
-            power: Power::Off,
-            last_pcpu: None,
-            shadow: vsysreg::Shadow::new(),
-            out: crate::console::LineBuf::new(),
-        }
-    }
-
-    /// Power on at `entry` with `x0`/`r0 = context`, MMU and caches off.
-    /// An AArch32 entry with bit 0 set starts in Thumb state.
-    pub fn reset(&mut self, index: usize, entry: u64, context: u64, aarch32: bool) {
-        let last = self.last_pcpu;
-        let out = core::mem::take(&mut self.out);
-        *self = Vcpu::new(index, aarch32);
-        self.last_pcpu = last;
-        self.out = out;
-        self.frame.x[0] = context;
-        if aarch32 {
-            self.frame.elr = entry & !1;
-            self.frame.spsr = SPSR_A32 | ((entry & 1) << 5);
-        } else {
-            self.frame.elr = entry;
-            self.frame.spsr = SPSR_A64;
-        }
-        self.power = Power::On;
-    }
-}
-
-/// Log lines a guest may cause per second; the rest are counted, and the
-/// count is printed when the next second starts.
-pub const LOG_LINES_PER_S: u32 = 20;
-
-#[derive(Default)]
-pub struct LogLimit {
-    second: u64,
-    used: u32,
-    dropped: u64,
-}
-
-impl LogLimit {
-    /// Lines dropped and not reported yet.
-    pub fn take_dropped(&mut self) -> u64 {
-        core::mem::take(&mut self.dropped)
-    }
-
-    /// Whether one more line may go out in second `now`; also the number
-    /// dropped in earlier seconds, to report once (0 when none).
-    pub fn allow(&mut self, now: u64) -> (bool, u64) {
-        let mut report = 0;
-        if now != self.second {
-            self.second = now;
-            self.used = 0;
-            report = core::mem::take(&mut self.dropped);
-        }
-        if self.used < LOG_LINES_PER_S {
-            self.used += 1;
-            (true, report)
-        } else {
-            self.dropped += 1;
-            (false, report)
-        }
-    }
-}
-
-pub struct Vm {
-    /// Guest-caused log lines (aborts it provoked, reports it made).
-    pub log: LogLimit,
-    /// How it was built, for a restart.
-    pub boot: Boot,
-    /// Restarts so far (PSCI SYSTEM_RESET), and one asked for: it happens
-    /// once no pCPU holds any of its vCPUs.
-    pub restarts: u32,
-    pub restart_pending: bool,
-    pub name: heapless::String<16>,
-    pub pager: GuestPager,
-    pub pod: Pod,
-    pub cm: CacheMaint,
-    pub vcpus: Vec<Vcpu>,
-    pub counters: Counters,
-    pub exit_ok: Option<bool>,
-    /// The guest's EL1 runs in AArch32 (HCR_EL2.RW = 0).
-    pub aarch32: bool,
-    /// A Linux guest's emulated devices (vGIC, PL011); `None` for the
-    /// bare-metal test guests.
-    pub devices: Option<crate::devices::Devices>,
-    /// CNTVOFF_EL2: the guest's virtual counter starts near 0 at creation.
-    pub cntvoff: u64,
-    /// TEST ONLY `fault=` (always empty in a normal build).
-    pub faults: Faults,
-    /// The hardware domain: whether its vCPUs are pinned (`None` for any
-    /// other guest).
-    pub hwdom_pinned: Option<bool>,
-    /// The hardware domain's SPIs (GIC INTIDs), delivered as hardware
-    /// interrupts; empty for any other guest.
-    pub hw_spis: Vec<u32>,
-}
+pub type GuestTable = A64Table<ReservedTables>;
+pub type Vm = dispatch::Vm<Kernel>;
 
 /// What makes a VM the hardware domain: the board's device tree edited for
 /// it, the devices it owns and where it finds its emulated ones.
@@ -305,23 +141,13 @@ pub struct Spec<'a> {
     pub faults: Faults,
 }
 
-/// What the kernel says when a component named memory outside its VM's.
-pub const SCOPE_BUG: &str = "BUG: a component named host memory outside its guest's";
-
-/// Why [`Vm::cache_maint`] failed.
-pub enum CmError {
-    Cm(cache_maint::Error),
-    /// It named memory outside the VM's (a line said so).
-    Scope,
-}
-
-impl core::fmt::Display for CmError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            CmError::Cm(e) => write!(f, "{e}"),
-            CmError::Scope => f.write_str(SCOPE_BUG),
-        }
-    }
+/// The capabilities a VM's components consume when it is built (its
+/// `SchedCap` goes to the scheduler's `add_vm`).
+pub struct Caps {
+    pub stage2: Stage2Cap,
+    pub pod: PodCap,
+    pub cache: CacheCap,
+    pub vgic: VgicCap,
 }
 
 /// What a restart needs to build the VM again: its spec (owned), and the
@@ -333,6 +159,8 @@ pub struct Boot {
     tables: u64,
     pool: u64,
     hwdom: Option<Hwdom>,
+    /// A VM without emulated devices keeps its `VgicCap` here.
+    vgic: Option<VgicCap>,
 }
 
 impl Boot {
@@ -345,7 +173,7 @@ impl Boot {
 
 /// How much host RAM a VM owns: all of its RAM when it is direct-mapped or
 /// eager, else its PoD pool (at most its RAM).
-fn pool_len(spec: &Spec, direct: bool) -> u64 {
+pub fn pool_len(spec: &Spec, direct: bool) -> u64 {
     if direct || spec.eager {
         spec.mem
     } else {
@@ -353,89 +181,9 @@ fn pool_len(spec: &Spec, direct: bool) -> u64 {
     }
 }
 
-impl Vm {
-    /// The hardware operations this VM's components may ask for: its
-    /// memory only (its pool, or the hardware domain's RAM).
-    pub fn hw(&self) -> Scoped<KernelHw> {
-        self.scoped_hw(false)
-    }
-
-    /// [`Vm::hw`] for a PoD fault: TEST ONLY (`fault=no-pod-clean`), the
-    /// new frame is zeroed but not cleaned to the PoC before it is mapped.
-    pub fn pod_fault_hw(&self) -> Scoped<KernelHw> {
-        self.scoped_hw(self.faults.contains(bootcfg::Faults::NO_POD_CLEAN))
-    }
-
-    fn scoped_hw(&self, skip_frame_clean: bool) -> Scoped<KernelHw> {
-        // SAFETY: `Boot::memory` is the RAM this VM was given at creation.
-        unsafe { crate::hw::scoped(self.vttbr(), skip_frame_clean, self.boot.memory()) }
-    }
-
-    pub fn vttbr(&self) -> u64 {
-        self.pager.vttbr()
-    }
-
-    /// Hand a request to this VM's cache-maintenance service, with the
-    /// pager as what a clean walks and the real cache and TLB operations.
-    pub fn cache_maint(&mut self, req: cache_maint::Request) -> Result<cache_maint::Reply, CmError> {
-        let (mut cache, mut tlb) = (self.hw(), self.hw());
-        // TEST ONLY (`fault=clean-skips-walk`): every clean finds nothing.
-        let source: &mut dyn hwops::CleanSource =
-            if self.faults.contains(Faults::CLEAN_SKIPS_WALK) { &mut NothingToClean } else { &mut self.pager };
-        let r = self.cm.handle(req, &mut cache_maint::Hw { cache: &mut cache, source, tlb: &mut tlb });
-        if !self.scope_kept(&cache) {
-            return Err(CmError::Scope);
-        }
-        r.map_err(CmError::Cm)
-    }
-
-    /// False, with a line, when a component named host memory outside this
-    /// VM's: `Scoped` refused it (nothing outside was touched), but what
-    /// the component meant to zero or clean was not, so the VM must stop.
-    pub fn scope_kept(&self, hw: &Scoped<KernelHw>) -> bool {
-        if hw.refused() == 0 {
-            return true;
-        }
-        crate::kprintln!("hyp: {}: guest {} ({} operations refused)", SCOPE_BUG, self.name, hw.refused());
-        false
-    }
-
-    pub fn in_ram(&self, ipa: u64) -> bool {
-        let c = self.pod.config();
-        ipa >= c.ram_base && ipa - c.ram_base < c.ram_size
-    }
-
-    /// Start each of its console lines with `[name] ` (several guests).
-    pub fn prefix_console(&mut self) {
-        let name = self.name.clone();
-        for c in self.vcpus.iter_mut() {
-            c.out.set_prefix(&name);
-        }
-        if let Some(d) = self.devices.as_mut() {
-            d.out.set_prefix(&name);
-        }
-    }
-
-    /// Whether a line this guest caused may be logged now (see [`LogLimit`]).
-    pub fn may_log(&mut self) -> bool {
-        let now = crate::arch::counter() / crate::arch::counter_freq().max(1);
-        let (ok, dropped) = self.log.allow(now);
-        if dropped > 0 {
-            crate::kprintln!("hyp: guest {}: {} log lines suppressed (at most {} a second)", self.name, dropped, LOG_LINES_PER_S);
-        }
-        ok
-    }
-
-    pub fn finished(&self) -> bool {
-        self.exit_ok.is_some()
-    }
-
-    /// The HCR_EL2 value vCPU `v` runs with now.
-    pub fn hcr(&self, v: usize) -> u64 {
-        let t = self.cm.hcr(VcpuId(v as u8)).unwrap_or(cache_maint::Hcr { tsw: true, tvm: true });
-        let rw = if self.aarch32 { HCR_RW } else { 0 };
-        (HCR_BASE & !rw) | if t.tsw { HCR_TSW } else { 0 } | if t.tvm { HCR_TVM } else { 0 }
-    }
+/// The hardware `vm`'s components may use while it is built: its memory only.
+fn vm_hw(vm: &Vm) -> Scoped<KernelHw> {
+    vm.hw(&mut Kernel)
 }
 
 /// Build a VM from its capabilities: an empty stage-2 table, a PoD pool of
@@ -444,13 +192,11 @@ impl Vm {
 /// `hwdom`: the VM is the hardware domain, its RAM (IPA = PA at
 /// `spec.ram_base`) already set aside by the caller.
 pub fn create(
-    caps: VmCaps,
+    caps: Caps,
     spec: &Spec,
     hwdom: Option<Hwdom>,
     mut alloc: impl FnMut(u64, u64) -> Option<u64>,
 ) -> Result<Vm, &'static str> {
-    // The scheduler's capability is not consumed yet (issue 15).
-    let VmCaps { stage2, pod, cache, .. } = caps;
     if spec.image.1 > spec.mem.saturating_sub(GUEST_IMAGE_OFFSET) {
         return Err("guest image larger than its RAM");
     }
@@ -471,10 +217,11 @@ pub fn create(
         tables,
         pool: pool_pa,
         hwdom,
+        vgic: None,
     };
     let _ = boot.name.push_str(&spec.name[..spec.name.len().min(16)]);
     boot.bootargs.push_str(spec.bootargs).map_err(|_| "guest bootargs longer than 512 bytes")?;
-    build(stage2, pod, cache, boot, 0)
+    build(caps, boot, 0)
 }
 
 /// The VM after PSCI SYSTEM_RESET: the same spec, pool and table frames,
@@ -489,6 +236,7 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
     let mut cm = vm.cm;
     let cache = cm.take_cap().ok_or("cache-maint has no capability")?;
     let mut boot = vm.boot;
+    let vgic = vm.devices.map(|d| d.vgic.into_cap()).or(boot.vgic.take()).ok_or("the vGIC capability is lost")?;
     let base = boot.bootargs.split(" hyp.restarts=").next().unwrap_or("").len();
     boot.bootargs.truncate(base);
     if core::fmt::Write::write_fmt(&mut boot.bootargs, format_args!(" hyp.restarts={restarts}")).is_err() {
@@ -514,7 +262,7 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
         // mapped at EL2; no vCPU of the old instance runs any more.
         unsafe { crate::arch::dc_civac_range(boot.spec.ram_base, boot.spec.mem) };
     }
-    let mut new = build(stage2, pod, cache, boot, restarts)?;
+    let mut new = build(Caps { stage2, pod, cache, vgic }, boot, restarts)?;
     new.log = log;
     // The tables are rebuilt in the same frames (the same VTTBR): drop every
     // translation of this VMID, and the old image's instructions.
@@ -528,7 +276,8 @@ pub fn restart(vm: Vm) -> Result<Vm, &'static str> {
     Ok(new)
 }
 
-fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capabilities::CacheCap, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
+fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
+    let Caps { stage2, pod, cache, vgic } = caps;
     let (name, bootargs) = (boot.name.clone(), boot.bootargs.clone());
     let spec = &Spec { name: name.as_str(), bootargs: bootargs.as_str(), ..boot.spec };
     let ram = spec.ram_base;
@@ -562,6 +311,7 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capa
     let cm = CacheMaint::new(cache, cfg).map_err(|_| "cache-maint refused the VM configuration")?;
     let mut vm = Vm {
         log: LogLimit::default(),
+        memory: boot.memory(),
         boot,
         restarts,
         restart_pending: false,
@@ -573,7 +323,7 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capa
         pager,
         pod,
         cm,
-        vcpus: (0..spec.vcpus as usize).map(|i| Vcpu::new(i, spec.aarch32)).collect(),
+        vcpus: (0..spec.vcpus as usize).map(|i| dispatch::Vcpu::new(&Kernel, i, spec.aarch32)).collect(),
         counters: Counters::default(),
         exit_ok: None,
         aarch32: spec.aarch32,
@@ -583,17 +333,19 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capa
         hwdom_pinned: None,
         hw_spis: Vec::new(),
     };
-    let mut hw = vm.hw();
+    let mut hw = vm_hw(&vm);
     vm.pod.start(&mut vm.pager, &mut hw).map_err(|_| "eager population failed")?;
-    if !vm.scope_kept(&hw) {
+    if !scope_kept(&mut Kernel, &vm.name, &hw) {
         return Err(SCOPE_BUG);
     }
     let kind = image_kind(spec.image.0, spec.image.1);
     match kind {
         ImageKind::Bare if direct => return Err("the hardware domain must be a Linux kernel (it boots with the board's device tree)"),
         ImageKind::Bare => {
+            // No devices: its vGIC capability waits in its boot record.
+            vm.boot.vgic = Some(vgic);
             copy_in(&mut vm, ram + GUEST_IMAGE_OFFSET, spec.image.0, spec.image.1)?;
-            vm.vcpus[0].reset(0, ram + GUEST_IMAGE_OFFSET, 0, spec.aarch32);
+            vm.vcpus[0].reset(&Kernel, 0, ram + GUEST_IMAGE_OFFSET, 0, spec.aarch32);
             if spec.aarch32 {
                 // The arm boot protocol: r1 = machine type (~0: use the DTB).
                 vm.vcpus[0].frame.x[1] = 0xffff_ffff;
@@ -637,7 +389,7 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capa
                     crate::devices::Layout::VIRT
                 }
             };
-            vm.vcpus[0].reset(0, kernel_at, 0, aarch32);
+            vm.vcpus[0].reset(&Kernel, 0, kernel_at, 0, aarch32);
             if aarch32 {
                 vm.vcpus[0].frame.x[1] = 0xffff_ffff;
                 vm.vcpus[0].frame.x[2] = dtb_ipa;
@@ -648,14 +400,14 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capa
             if gicv == 0 || !crate::gich::present() {
                 return Err("a Linux guest needs a GICv2 with virtualization extensions (GICH/GICV)");
             }
-            let mut tlb = vm.hw();
+            let mut tlb = vm_hw(&vm);
             for page in 0..2 {
                 let off = page * hwops::PAGE_SIZE;
                 vm.pager
                     .map(layout.gicc + off, gicv + off, stage2_pager::LeafSize::Page4K, stage2_pager::MemAttrs::Device, &mut tlb)
                     .map_err(|_| "cannot map the virtual CPU interface")?;
             }
-            let mut devices = crate::devices::Devices::new(spec.vcpus, layout)?;
+            let mut devices = crate::devices::Devices::new(vgic, spec.vcpus, layout)?;
             if let Some(h) = vm.boot.hwdom.as_ref() {
                 vm.hwdom_pinned = Some(h.pinned);
                 for &intid in h.spis.iter() {
@@ -674,7 +426,7 @@ fn build(stage2: capabilities::Stage2Cap, pod: capabilities::PodCap, cache: capa
 /// Map the hardware domain's device regions (IPA = PA) as Device memory:
 /// 2 MiB blocks where a whole aligned chunk is covered, else 4 KiB pages.
 fn map_devices(vm: &mut Vm, regions: &[(u64, u64)]) -> Result<(), &'static str> {
-    let mut tlb = vm.hw();
+    let mut tlb = vm_hw(vm);
     for &(base, len) in regions {
         let end = base.checked_add(len).ok_or("hardware domain device region wraps")?;
         let mut a = base;
@@ -700,9 +452,9 @@ fn map_devices(vm: &mut Vm, regions: &[(u64, u64)]) -> Result<(), &'static str> 
 /// chunk is covered) and copy `len` bytes from host address `src` in, page
 /// by page through the stage-2 map.
 fn copy_in(vm: &mut Vm, ipa: u64, src: u64, len: u64) -> Result<(), &'static str> {
-    let mut hw = vm.hw();
+    let mut hw = vm_hw(vm);
     vm.pod.populate(&mut vm.pager, &mut hw, ipa, len).map_err(|_| "not enough guest memory for a boot image")?;
-    if !vm.scope_kept(&hw) {
+    if !scope_kept(&mut Kernel, &vm.name, &hw) {
         return Err(SCOPE_BUG);
     }
     let mut off = 0;

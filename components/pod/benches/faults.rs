@@ -5,7 +5,7 @@
 //! stage-2 table update, the TLB and cache calls. On hardware, zeroing and
 //! cleaning the frame comes on top.
 
-use capabilities::{CacheCap, SchedCap, VmCaps};
+use capabilities::{CacheCap, SchedCap, VgicCap, VmCaps};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hwops::{BLOCK_SIZE, GIB, PAGE_SIZE};
 use pod::{Mode, Outcome, Pod, PodConfig};
@@ -21,7 +21,7 @@ struct Guest {
     pager: Option<Pager<HostTable>>,
     pod: Option<Pod>,
     hw: RecordingHw,
-    rest: Option<(CacheCap, SchedCap)>,
+    rest: Option<(CacheCap, (SchedCap, VgicCap))>,
 }
 
 impl Guest {
@@ -31,7 +31,9 @@ impl Guest {
             pod,
             cache,
             sched,
+            vgic,
         } = testing::grant();
+        let sched = (sched, vgic);
         Guest {
             pager: Some(Pager::new(stage2, testing::host_table(), RAM).unwrap()),
             pod: Some(Pod::new(pod, PodConfig::new(RAM, GUEST, Mode::OnDemand)).unwrap()),
@@ -58,7 +60,8 @@ impl Drop for Guest {
             stage2,
             pod,
             cache,
-            sched,
+            sched: sched.0,
+                vgic: sched.1,
         });
     }
 }

@@ -5,7 +5,7 @@
 //! Frames are only numbers here (the pager never touches guest memory), so
 //! a 4 GiB guest costs just its page tables (about 8 MiB of heap).
 
-use capabilities::{CacheCap, PodCap, SchedCap, VmCaps};
+use capabilities::{CacheCap, PodCap, SchedCap, VgicCap, VmCaps};
 use criterion::{criterion_group, Criterion, Throughput};
 use hwops::{CleanSource, BLOCK_SIZE, GIB, PAGE_SIZE};
 use stage2_pager::testing::{self, HostTable, RecordingHw};
@@ -20,7 +20,7 @@ const TOUCHED: u64 = 64 << 20;
 
 struct Guest {
     pager: Option<Pager<HostTable>>,
-    rest: Option<(PodCap, CacheCap, SchedCap)>,
+    rest: Option<(PodCap, CacheCap, (SchedCap, VgicCap))>,
 }
 
 impl Drop for Guest {
@@ -31,7 +31,8 @@ impl Drop for Guest {
             stage2,
             pod,
             cache,
-            sched,
+            sched: sched.0,
+                vgic: sched.1,
         });
     }
 }
@@ -44,7 +45,9 @@ fn guest(mapped: u64, touched: u64) -> Guest {
         pod,
         cache,
         sched,
+        vgic,
     } = testing::grant();
+let sched = (sched, vgic);
     let rest = (pod, cache, sched);
     let mut p = Pager::new(stage2, testing::host_table(), RAM).unwrap();
     let mut hw = RecordingHw::quiet();

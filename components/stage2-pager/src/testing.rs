@@ -17,7 +17,6 @@ use crate::format::{FormatError, Leaf, LeafSize, MemAttrs, TableFormat};
 use crate::A64Table;
 use aarch64_paging::descriptor::Stage2Attributes;
 use aarch64_paging::idmap::IdTranslation;
-use capabilities::{CacheCap, Granter, PodCap, SchedCap, Stage2Cap, VmCaps, VmId};
 use core::cell::RefCell;
 use core::ops::ControlFlow;
 use hwops::{CacheOps, Frames, TlbOps, BLOCK_SIZE, PAGE_SIZE};
@@ -25,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::format;
 use std::rc::Rc;
 use std::string::String;
-use std::sync::{Mutex, OnceLock};
 use std::vec::Vec;
 
 /// The AArch64 backend with tables on the heap (table PA = heap address).
@@ -36,51 +34,7 @@ pub fn host_table() -> HostTable {
     A64Table::new(IdTranslation::new())
 }
 
-fn granter() -> std::sync::MutexGuard<'static, Granter> {
-    static G: OnceLock<Mutex<Granter>> = OnceLock::new();
-    G.get_or_init(|| Mutex::new(Granter::take().expect("the test process's granter")))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
-/// Capabilities of a VM whose id is free in this test process.
-pub fn grant() -> VmCaps {
-    let mut g = granter();
-    for id in 0..=Granter::MAX_VMID {
-        if let Ok(caps) = g.grant_vm(VmId::new(id)) {
-            return caps;
-        }
-    }
-    panic!("all VMIDs are granted: a test does not revoke its capabilities");
-}
-
-/// Give a VM's capabilities back so its id can be granted again.
-pub fn revoke(caps: VmCaps) {
-    granter().revoke(caps).expect("revoke a complete set");
-}
-
-/// The capabilities [`cache_cap`] handed out the `CacheCap` of.
-static STASH: Mutex<Vec<(Stage2Cap, PodCap, SchedCap)>> = Mutex::new(Vec::new());
-
-/// The `CacheCap` of a VM whose id is free; its other capabilities wait
-/// until [`return_cache_cap`] gives the id back.
-pub fn cache_cap() -> CacheCap {
-    let VmCaps { stage2, pod, cache, sched } = grant();
-    STASH.lock().unwrap_or_else(|e| e.into_inner()).push((stage2, pod, sched));
-    cache
-}
-
-/// Give back a `CacheCap` from [`cache_cap`], so its VM id can be granted
-/// again.
-pub fn return_cache_cap(cache: CacheCap) {
-    let rest = {
-        let mut stash = STASH.lock().unwrap_or_else(|e| e.into_inner());
-        let i = stash.iter().position(|(s, _, _)| s.vm() == cache.vm()).expect("a CacheCap from cache_cap");
-        stash.swap_remove(i)
-    };
-    let (stage2, pod, sched) = rest;
-    revoke(VmCaps { stage2, pod, cache, sched });
-}
+pub use capabilities::testing::{cache_cap, grant, return_cache_cap, revoke};
 
 /// One recorded table update or hardware operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -84,6 +84,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+use capabilities::SchedCap;
 use core::fmt;
 
 /// Most VMs.
@@ -635,9 +636,11 @@ impl Policy for Null {
 /// policy and by [`AnySched`], the one chosen at boot.
 pub trait Scheduler {
     /// Add VM `vm` with `vcpus` vCPUs, all blocked (off) until woken; the
-    /// hardware domain if `hwdom`. Under `hwdom_pin=on` the hardware domain
-    /// reserves pCPUs `0..vcpus` (see the crate docs for the refusals).
-    fn add_vm(&mut self, vm: u8, vcpus: u8, hwdom: bool) -> Result<(), SchedError>;
+    /// hardware domain if `hwdom`. It consumes the VM's `SchedCap`: without
+    /// it no VM can be added, so none of its vCPUs can be scheduled. Under
+    /// `hwdom_pin=on` the hardware domain reserves pCPUs `0..vcpus` (see the
+    /// crate docs for the refusals, which hand the capability back).
+    fn add_vm(&mut self, vm: u8, cap: SchedCap, vcpus: u8, hwdom: bool) -> Result<(), Refused>;
     /// A timer tick on `pcpu`.
     fn tick(&mut self, pcpu: usize) -> Result<Decision, SchedError>;
     /// Choose what `pcpu` runs now: after a block, or as a yield of the
@@ -665,11 +668,20 @@ pub trait Scheduler {
     fn stats(&self) -> Stats;
 }
 
+/// `add_vm` refused: why, and the VM's capability back.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: SchedError,
+    pub cap: SchedCap,
+}
+
 /// The scheduling engine, generic over the policy.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Sched<P: Policy> {
     core: Core,
     policy: P,
+    /// Each added VM's `SchedCap`, consumed by [`Scheduler::add_vm`].
+    caps: [Option<SchedCap>; MAX_VMS],
 }
 
 impl<P: Policy> Sched<P> {
@@ -692,7 +704,53 @@ impl<P: Policy> Sched<P> {
                 stats: Stats::default(),
             },
             policy,
+            caps: [const { None }; MAX_VMS],
         })
+    }
+
+    /// Why `add_vm` must refuse, if it must; else the reserved pCPUs after it.
+    fn check_add(&self, vm: u8, vcpus: u8, hwdom: bool) -> Result<u16, SchedError> {
+        if vm as usize >= MAX_VMS {
+            return Err(SchedError::NoSuchVm(vm));
+        }
+        if self.core.vms[vm as usize].is_some() {
+            return Err(SchedError::VmExists(vm));
+        }
+        if vcpus == 0 || vcpus as usize > MAX_VCPUS_PER_VM {
+            return Err(SchedError::VcpuCount(vcpus));
+        }
+        if hwdom && self.core.hwdom.is_some() {
+            return Err(SchedError::SecondHwdom(vm));
+        }
+        self.check_reservation(vm, vcpus, hwdom)
+    }
+
+    fn add_checked(&mut self, vm: u8, cap: SchedCap, vcpus: u8, hwdom: bool, reserved: u16) {
+        self.core.vms[vm as usize] = Some(vcpus);
+        self.caps[vm as usize] = Some(cap);
+        if hwdom {
+            self.core.hwdom = Some(vm);
+        }
+        self.core.reserved = reserved;
+        let own_pcpus = hwdom && self.core.hwdom_pin == HwdomPin::On;
+        for k in 0..vcpus {
+            let v = VcpuRef::new(vm, k);
+            self.core.slots[v.slot()] = Slot { present: true, ..EMPTY };
+            self.policy.added(v, self.core.added, self.core.npcpus);
+            if own_pcpus {
+                // vCPU k on pCPU k, which is reserved for it.
+                self.set_pin(v, k as usize);
+                self.core.stats.hwdom_pins += 1;
+            } else {
+                self.core.added += 1;
+            }
+        }
+    }
+
+    /// The capabilities of the VMs added so far, handed back (for tests
+    /// that make many schedulers; the VMs stay, but no longer hold the right).
+    pub fn take_caps(&mut self) -> impl Iterator<Item = SchedCap> + '_ {
+        self.caps.iter_mut().filter_map(Option::take)
     }
 
     /// The shared state (read only).
@@ -929,39 +987,14 @@ impl<P: Policy> Sched<P> {
 }
 
 impl<P: Policy> Scheduler for Sched<P> {
-    fn add_vm(&mut self, vm: u8, vcpus: u8, hwdom: bool) -> Result<(), SchedError> {
-        if vm as usize >= MAX_VMS {
-            return Err(SchedError::NoSuchVm(vm));
-        }
-        if self.core.vms[vm as usize].is_some() {
-            return Err(SchedError::VmExists(vm));
-        }
-        if vcpus == 0 || vcpus as usize > MAX_VCPUS_PER_VM {
-            return Err(SchedError::VcpuCount(vcpus));
-        }
-        if hwdom && self.core.hwdom.is_some() {
-            return Err(SchedError::SecondHwdom(vm));
-        }
-        let reserved = self.check_reservation(vm, vcpus, hwdom)?;
-        self.core.vms[vm as usize] = Some(vcpus);
-        if hwdom {
-            self.core.hwdom = Some(vm);
-        }
-        self.core.reserved = reserved;
-        let own_pcpus = hwdom && self.core.hwdom_pin == HwdomPin::On;
-        for k in 0..vcpus {
-            let v = VcpuRef::new(vm, k);
-            self.core.slots[v.slot()] = Slot { present: true, ..EMPTY };
-            self.policy.added(v, self.core.added, self.core.npcpus);
-            if own_pcpus {
-                // vCPU k on pCPU k, which is reserved for it.
-                self.set_pin(v, k as usize);
-                self.core.stats.hwdom_pins += 1;
-            } else {
-                self.core.added += 1;
+    fn add_vm(&mut self, vm: u8, cap: SchedCap, vcpus: u8, hwdom: bool) -> Result<(), Refused> {
+        match self.check_add(vm, vcpus, hwdom) {
+            Ok(reserved) => {
+                self.add_checked(vm, cap, vcpus, hwdom, reserved);
+                Ok(())
             }
+            Err(error) => Err(Refused { error, cap }),
         }
-        Ok(())
     }
 
     fn tick(&mut self, pcpu: usize) -> Result<Decision, SchedError> {
@@ -1074,7 +1107,7 @@ impl<P: Policy> Scheduler for Sched<P> {
 }
 
 /// The scheduler chosen at boot by `sched=`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum AnySched {
     /// `sched=rr`.
     Rr(Sched<RoundRobin>),
@@ -1138,11 +1171,16 @@ impl AnySched {
     pub fn check(&self) -> Result<(), &'static str> {
         each!(self, s => s.check())
     }
+
+    /// See [`Sched::take_caps`].
+    pub fn take_caps(&mut self) -> impl Iterator<Item = SchedCap> + '_ {
+        each!(self, s => s.caps.iter_mut().filter_map(Option::take))
+    }
 }
 
 impl Scheduler for AnySched {
-    fn add_vm(&mut self, vm: u8, vcpus: u8, hwdom: bool) -> Result<(), SchedError> {
-        each!(self, s => s.add_vm(vm, vcpus, hwdom))
+    fn add_vm(&mut self, vm: u8, cap: SchedCap, vcpus: u8, hwdom: bool) -> Result<(), Refused> {
+        each!(self, s => s.add_vm(vm, cap, vcpus, hwdom))
     }
 
     fn tick(&mut self, pcpu: usize) -> Result<Decision, SchedError> {

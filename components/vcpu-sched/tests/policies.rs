@@ -1,16 +1,25 @@
 //! Behaviour of each policy, hardware-domain pinning, parsing and errors.
 
+use capabilities::testing::{return_sched_cap, sched_cap};
 use vcpu_sched::{
     AnySched, BlockKind, Decision, HwdomPin, Null, Pinned, RoundRobin, Sched, SchedError, SchedPolicy, Scheduler,
     State, VcpuRef,
 };
+
+/// `add_vm` with a fresh capability, given back when refused.
+fn add<S: Scheduler>(s: &mut S, vm: u8, n: u8, hwdom: bool) -> Result<(), SchedError> {
+    s.add_vm(vm, sched_cap(), n, hwdom).map_err(|r| {
+        return_sched_cap(r.cap);
+        r.error
+    })
+}
 
 fn v(vm: u8, vcpu: u8) -> VcpuRef {
     VcpuRef::new(vm, vcpu)
 }
 
 fn woken<S: Scheduler>(mut s: S, vm: u8, n: u8, hwdom: bool) -> S {
-    s.add_vm(vm, n, hwdom).unwrap();
+    add(&mut s, vm, n, hwdom).unwrap();
     for k in 0..n {
         s.wake(v(vm, k)).unwrap();
     }
@@ -39,12 +48,12 @@ fn setup_errors() {
     assert_eq!(Sched::new(RoundRobin, 0, HwdomPin::Auto).err(), Some(SchedError::PcpuCount(0)));
     assert_eq!(Sched::new(RoundRobin, 5, HwdomPin::Auto).err(), Some(SchedError::PcpuCount(5)));
     let mut s = AnySched::new(SchedPolicy::Rr, 2, HwdomPin::Auto).unwrap();
-    assert_eq!(s.add_vm(8, 1, false), Err(SchedError::NoSuchVm(8)));
-    assert_eq!(s.add_vm(0, 0, false), Err(SchedError::VcpuCount(0)));
-    assert_eq!(s.add_vm(0, 9, false), Err(SchedError::VcpuCount(9)));
-    s.add_vm(0, 2, true).unwrap();
-    assert_eq!(s.add_vm(0, 1, false), Err(SchedError::VmExists(0)));
-    assert_eq!(s.add_vm(1, 1, true), Err(SchedError::SecondHwdom(1)));
+    assert_eq!(add(&mut s, 8, 1, false), Err(SchedError::NoSuchVm(8)));
+    assert_eq!(add(&mut s, 0, 0, false), Err(SchedError::VcpuCount(0)));
+    assert_eq!(add(&mut s, 0, 9, false), Err(SchedError::VcpuCount(9)));
+    add(&mut s, 0, 2, true).unwrap();
+    assert_eq!(add(&mut s, 0, 1, false), Err(SchedError::VmExists(0)));
+    assert_eq!(add(&mut s, 1, 1, true), Err(SchedError::SecondHwdom(1)));
     assert_eq!(s.tick(2), Err(SchedError::NoSuchPcpu(2)));
     assert_eq!(s.pick_next(7), Err(SchedError::NoSuchPcpu(7)));
     assert_eq!(s.wake(v(0, 2)), Err(SchedError::NoSuchVcpu(v(0, 2))));
@@ -97,7 +106,7 @@ fn block_frees_the_pcpu_and_wake_hints_an_idle_one() {
     assert_eq!(s.wake(v(0, 1)), Ok(None), "already runnable");
     assert_eq!(s.pick_next(1), Ok(Decision::Run(v(0, 1))));
     // Blocking a queued vCPU takes it off the queue.
-    s.add_vm(1, 1, false).unwrap();
+    add(&mut s, 1, 1, false).unwrap();
     assert_eq!(s.wake(v(1, 0)), Ok(None), "no idle pCPU");
     assert_eq!(s.block(v(1, 0), BlockKind::Wait), Ok(None));
     assert!(s.queue().is_empty());
@@ -107,9 +116,9 @@ fn block_frees_the_pcpu_and_wake_hints_an_idle_one() {
 #[test]
 fn pinned_gives_each_vcpu_a_home_and_never_migrates() {
     let mut s = Sched::new(Pinned::default(), 2, HwdomPin::Off).unwrap();
-    let mut s2 = woken(s.clone(), 0, 3, false);
+    let mut s2 = woken(Sched::new(Pinned::default(), 2, HwdomPin::Off).unwrap(), 0, 3, false);
     s = woken(s, 0, 3, false);
-    s.add_vm(1, 1, false).unwrap();
+    add(&mut s, 1, 1, false).unwrap();
     s.wake(v(1, 0)).unwrap();
     // Homes: creation order 0,1,2,3 -> pCPU 0,1,0,1.
     for _ in 0..20 {
@@ -169,8 +178,8 @@ fn null_gives_one_pcpu_per_vcpu_until_it_goes_off() {
 fn hwdom_pin_on_pins_from_creation() {
     let mut s = Sched::new(RoundRobin, 4, HwdomPin::On).unwrap();
     assert_eq!(s.reserved_pcpus(), 0, "nothing reserved before the hardware domain exists");
-    s.add_vm(0, 3, true).unwrap();
-    s.add_vm(1, 2, false).unwrap();
+    add(&mut s, 0, 3, true).unwrap();
+    add(&mut s, 1, 2, false).unwrap();
     for k in 0..3 {
         assert_eq!(s.pin_of(v(0, k)), Some(k as usize), "vCPU k on pCPU k");
     }
@@ -245,9 +254,9 @@ fn soak_on<S: Scheduler>(
 #[test]
 fn hwdom_pin_on_reserves_pcpus_under_rr() {
     let mut s = Sched::new(RoundRobin, 4, HwdomPin::On).unwrap();
-    s.add_vm(0, 2, true).unwrap();
-    s.add_vm(1, 3, false).unwrap();
-    s.add_vm(2, 2, false).unwrap();
+    add(&mut s, 0, 2, true).unwrap();
+    add(&mut s, 1, 3, false).unwrap();
+    add(&mut s, 2, 2, false).unwrap();
     assert_eq!(s.reserved_pcpus(), 0b0011);
     let seen = soak_on(&mut s, 4, &[(0, 2), (1, 3), (2, 2)], 300, |s| s.check().unwrap());
     for k in 0..2 {
@@ -260,8 +269,8 @@ fn hwdom_pin_on_reserves_pcpus_under_rr() {
     assert!(seen.contains(&(0, 0)) && seen.contains(&(0, 1)));
     // A waiting vCPU of another VM is not offered a reserved idle pCPU.
     let mut s = Sched::new(RoundRobin, 2, HwdomPin::On).unwrap();
-    s.add_vm(0, 1, true).unwrap();
-    s.add_vm(1, 2, false).unwrap();
+    add(&mut s, 0, 1, true).unwrap();
+    add(&mut s, 1, 2, false).unwrap();
     assert_eq!(s.wake(v(1, 0)), Ok(Some(1)));
     assert_eq!(s.pick_next(1), Ok(Decision::Run(v(1, 0))));
     assert_eq!(s.wake(v(1, 1)), Ok(None), "pCPU 0 is idle but reserved");
@@ -275,9 +284,9 @@ fn hwdom_pin_on_reserves_pcpus_under_rr() {
 #[test]
 fn hwdom_pin_on_homes_other_vms_on_unreserved_pcpus_under_pinned() {
     let mut s = Sched::new(Pinned::default(), 4, HwdomPin::On).unwrap();
-    s.add_vm(0, 2, true).unwrap();
-    s.add_vm(1, 3, false).unwrap();
-    s.add_vm(2, 1, false).unwrap();
+    add(&mut s, 0, 2, true).unwrap();
+    add(&mut s, 1, 3, false).unwrap();
+    add(&mut s, 2, 1, false).unwrap();
     // Other vCPUs in creation order: (1,0) (1,1) (1,2) (2,0) -> 2,3,2,3.
     let home =
         |x: VcpuRef| if x.vm == 0 { x.vcpu as usize } else { 2 + (x.vcpu as usize + 3 * (x.vm as usize - 1)) % 2 };
@@ -297,8 +306,8 @@ fn hwdom_pin_on_homes_other_vms_on_unreserved_pcpus_under_pinned() {
 #[test]
 fn hwdom_pin_on_assigns_other_vms_unreserved_pcpus_under_null() {
     let mut s = Sched::new(Null::default(), 3, HwdomPin::On).unwrap();
-    s.add_vm(0, 1, true).unwrap();
-    s.add_vm(1, 3, false).unwrap();
+    add(&mut s, 0, 1, true).unwrap();
+    add(&mut s, 1, 3, false).unwrap();
     assert_eq!(s.reserved_pcpus(), 0b001);
     for k in 0..3 {
         s.wake(v(1, k)).unwrap();
@@ -326,7 +335,7 @@ fn hwdom_pin_on_refusals() {
     for policy in [SchedPolicy::Rr, SchedPolicy::Pinned, SchedPolicy::Null] {
         // Too many hwdom vCPUs for one pCPU each.
         let mut s = AnySched::new(policy, 3, HwdomPin::On).unwrap();
-        let e = s.add_vm(0, 4, true).unwrap_err();
+        let e = add(&mut s, 0, 4, true).unwrap_err();
         assert_eq!(e, SchedError::HwdomTooBig { vm: 0, vcpus: 4, npcpus: 3 });
         assert_eq!(
             e.to_string(),
@@ -336,9 +345,9 @@ fn hwdom_pin_on_refusals() {
         assert_eq!(s.reserved_pcpus(), 0, "a refused add leaves nothing behind");
         assert_eq!(s.state(v(0, 0)), None);
         // Exactly npcpus is fine, but then no other VM fits.
-        s.add_vm(0, 3, true).unwrap();
+        add(&mut s, 0, 3, true).unwrap();
         assert_eq!(s.reserved_pcpus(), 0b111);
-        let e = s.add_vm(1, 1, false).unwrap_err();
+        let e = add(&mut s, 1, 1, false).unwrap_err();
         assert_eq!(e, SchedError::NoFreePcpu { vm: 1, reserved: 0b111 });
         assert_eq!(
             e.to_string(),
@@ -359,8 +368,8 @@ fn hwdom_pin_on_refusals() {
 
         // Explicit pins of other VMs onto reserved pCPUs are refused.
         let mut s = AnySched::new(policy, 4, HwdomPin::On).unwrap();
-        s.add_vm(0, 2, true).unwrap();
-        s.add_vm(1, 2, false).unwrap();
+        add(&mut s, 0, 2, true).unwrap();
+        add(&mut s, 1, 2, false).unwrap();
         for p in 0..2 {
             assert_eq!(s.pin(v(1, 0), p), Err(SchedError::Reserved { v: v(1, 0), pcpu: p }));
         }
@@ -386,8 +395,8 @@ fn hwdom_pin_on_added_after_other_vms() {
     // Nothing ran yet (the kernel adds every VM at boot): the hardware
     // domain takes its pCPUs and the other VMs' pinned homes move off them.
     let mut s = Sched::new(Pinned::default(), 4, HwdomPin::On).unwrap();
-    s.add_vm(0, 4, false).unwrap();
-    s.add_vm(1, 2, true).unwrap();
+    add(&mut s, 0, 4, false).unwrap();
+    add(&mut s, 1, 2, true).unwrap();
     assert_eq!(s.reserved_pcpus(), 0b0011);
     assert_eq!(s.pin_of(v(1, 0)), Some(0));
     assert_eq!(s.pin_of(v(1, 1)), Some(1));
@@ -399,19 +408,19 @@ fn hwdom_pin_on_added_after_other_vms() {
     // Refused while another VM runs on, or is pinned to, a pCPU it would take.
     let mut s = woken(Sched::new(RoundRobin, 4, HwdomPin::On).unwrap(), 0, 1, false);
     s.tick(1).unwrap();
-    assert_eq!(s.add_vm(1, 2, true), Err(SchedError::Reserved { v: v(0, 0), pcpu: 1 }));
+    assert_eq!(add(&mut s, 1, 2, true), Err(SchedError::Reserved { v: v(0, 0), pcpu: 1 }));
     assert_eq!(s.reserved_pcpus(), 0);
     assert_eq!(s.state(v(1, 0)), None, "a refused add leaves nothing behind");
     s.block(v(0, 0), BlockKind::Wait).unwrap();
     s.pin(v(0, 0), 0).unwrap();
-    assert_eq!(s.add_vm(1, 2, true), Err(SchedError::Reserved { v: v(0, 0), pcpu: 0 }));
+    assert_eq!(add(&mut s, 1, 2, true), Err(SchedError::Reserved { v: v(0, 0), pcpu: 0 }));
     s.pin(v(0, 0), 3).unwrap();
-    s.add_vm(1, 2, true).unwrap();
-    assert_eq!(s.add_vm(2, 1, true), Err(SchedError::SecondHwdom(2)));
+    add(&mut s, 1, 2, true).unwrap();
+    assert_eq!(add(&mut s, 2, 1, true), Err(SchedError::SecondHwdom(2)));
     // Taking every pCPU would leave VM 0 nowhere.
     let mut s = Sched::new(Null::default(), 2, HwdomPin::On).unwrap();
-    s.add_vm(0, 1, false).unwrap();
-    assert_eq!(s.add_vm(1, 2, true), Err(SchedError::NoFreePcpu { vm: 1, reserved: 0b11 }));
+    add(&mut s, 0, 1, false).unwrap();
+    assert_eq!(add(&mut s, 1, 2, true), Err(SchedError::NoFreePcpu { vm: 1, reserved: 0b11 }));
     s.check().unwrap();
 }
 
@@ -419,8 +428,8 @@ fn hwdom_pin_on_added_after_other_vms() {
 fn hwdom_pin_auto_and_off_reserve_nothing() {
     for pin in [HwdomPin::Auto, HwdomPin::Off] {
         let mut s = Sched::new(RoundRobin, 2, pin).unwrap();
-        s.add_vm(0, 4, true).unwrap();
-        s.add_vm(1, 1, false).unwrap();
+        add(&mut s, 0, 4, true).unwrap();
+        add(&mut s, 1, 1, false).unwrap();
         s.report_set_way(0).unwrap();
         assert_eq!(s.reserved_pcpus(), 0);
         assert_eq!(s.pin(v(1, 0), 0), Ok(None));
@@ -430,8 +439,8 @@ fn hwdom_pin_auto_and_off_reserve_nothing() {
 #[test]
 fn hwdom_pin_auto_pins_where_each_vcpu_is_when_set_way_is_reported() {
     let mut s = Sched::new(RoundRobin, 2, HwdomPin::Auto).unwrap();
-    s.add_vm(0, 3, true).unwrap();
-    s.add_vm(1, 1, false).unwrap();
+    add(&mut s, 0, 3, true).unwrap();
+    add(&mut s, 1, 1, false).unwrap();
     s.wake(v(0, 0)).unwrap();
     s.wake(v(0, 1)).unwrap();
     s.wake(v(1, 0)).unwrap();

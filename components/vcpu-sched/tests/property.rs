@@ -11,7 +11,16 @@
 //!
 //! `SCHED_CASES` sets the number of cases (default 300).
 
+use capabilities::testing::{return_sched_cap, sched_cap};
 use vcpu_sched::{AnySched, BlockKind, Decision, HwdomPin, SchedError, SchedPolicy, Scheduler, State, VcpuRef};
+
+/// `add_vm` with a fresh capability, given back when refused.
+fn add<S: Scheduler>(s: &mut S, vm: u8, n: u8, hwdom: bool) -> Result<(), SchedError> {
+    s.add_vm(vm, sched_cap(), n, hwdom).map_err(|r| {
+        return_sched_cap(r.cap);
+        r.error
+    })
+}
 
 /// SplitMix64, so a failure names a seed that replays it.
 struct Rng(u64);
@@ -168,7 +177,7 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
             let n = 1 + rng.below(npcpus as u64 + 1) as u8;
             if n as usize > npcpus {
                 assert_eq!(
-                    s.add_vm(vm, n, true),
+                    add(&mut s, vm, n, true),
                     Err(SchedError::HwdomTooBig { vm, vcpus: n, npcpus }),
                     "seed {seed:#x}"
                 );
@@ -178,10 +187,10 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
             1 + rng.below(4) as u8
         };
         if !is_hw && reserved != 0 && reserved.count_ones() as usize == npcpus {
-            assert_eq!(s.add_vm(vm, n, false), Err(SchedError::NoFreePcpu { vm, reserved }), "seed {seed:#x}");
+            assert_eq!(add(&mut s, vm, n, false), Err(SchedError::NoFreePcpu { vm, reserved }), "seed {seed:#x}");
             continue;
         }
-        s.add_vm(vm, n, is_hw).unwrap();
+        add(&mut s, vm, n, is_hw).unwrap();
         if is_hw && hwdom_pin == HwdomPin::On {
             reserved = (1 << n) - 1;
         }
@@ -313,6 +322,9 @@ fn case(seed: u64, policy: SchedPolicy, hwdom_pin: HwdomPin) {
                 }
             }
         }
+    }
+    for cap in w.s.take_caps() {
+        return_sched_cap(cap);
     }
 }
 

@@ -179,6 +179,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+use capabilities::{VgicCap, VmId};
 use core::fmt;
 
 mod lr;
@@ -542,13 +543,16 @@ pub struct Vgic {
     /// fire's physical interrupt is released.
     hw_latch_drop: [u32; SPI_WORDS],
     counters: Counters,
+    /// The right to raise this VM's interrupts, consumed at creation.
+    cap: VgicCap,
 }
 
 impl Vgic {
     /// The distributor of a new VM, as after reset: disabled, every
     /// interrupt disabled (SGIs excepted), inactive, not pending, priority 0,
-    /// level-sensitive (SGIs edge), SPI targets 0.
-    pub fn new(cfg: Config) -> Result<Self, ConfigError> {
+    /// level-sensitive (SGIs edge), SPI targets 0. It consumes the VM's
+    /// `VgicCap`: without it no vGIC for that VM can be made.
+    pub fn new(cap: VgicCap, cfg: Config) -> Result<Self, ConfigError> {
         if cfg.vcpus == 0 || cfg.vcpus as usize > MAX_VCPUS {
             return Err(ConfigError::VcpuCount(cfg.vcpus));
         }
@@ -567,7 +571,18 @@ impl Vgic {
             hw_released: [0; SPI_WORDS],
             hw_latch_drop: [0; SPI_WORDS],
             counters: Counters::default(),
+            cap,
         })
+    }
+
+    /// The VM this vGIC belongs to (its capability's).
+    pub fn vm(&self) -> VmId {
+        self.cap.vm()
+    }
+
+    /// The capability back, for a new vGIC of the same VM (a restart).
+    pub fn into_cap(self) -> VgicCap {
+        self.cap
     }
 
     /// The configuration.

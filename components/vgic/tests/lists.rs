@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 /// One vCPU, 64 SPIs, the distributor on.
-fn one() -> Vgic {
+fn one() -> TestVgic {
     let mut g = vgic(1, 64);
     wr(&mut g, 0, CTLR, 1);
     g

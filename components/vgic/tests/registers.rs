@@ -367,10 +367,10 @@ fn interrupts_beyond_the_lines_are_raz_wi() {
 
 #[test]
 fn calls_with_bad_arguments_are_errors() {
-    assert_eq!(Vgic::new(Config::new(0, 32)).err(), Some(ConfigError::VcpuCount(0)));
-    assert_eq!(Vgic::new(Config::new(9, 32)).err(), Some(ConfigError::VcpuCount(9)));
-    assert_eq!(Vgic::new(Config::new(1, 33)).err(), Some(ConfigError::SpiCount(33)));
-    assert_eq!(Vgic::new(Config::new(1, 256)).err(), Some(ConfigError::SpiCount(256)));
+    assert_eq!(Vgic::new(capabilities::testing::vgic_cap(), Config::new(0, 32)).err(), Some(ConfigError::VcpuCount(0)));
+    assert_eq!(Vgic::new(capabilities::testing::vgic_cap(), Config::new(9, 32)).err(), Some(ConfigError::VcpuCount(9)));
+    assert_eq!(Vgic::new(capabilities::testing::vgic_cap(), Config::new(1, 33)).err(), Some(ConfigError::SpiCount(33)));
+    assert_eq!(Vgic::new(capabilities::testing::vgic_cap(), Config::new(1, 256)).err(), Some(ConfigError::SpiCount(256)));
     assert!(ConfigError::SpiCount(33).to_string().contains("multiple of 32"));
 
     let mut g = vgic(2, 32);

@@ -30,7 +30,7 @@ use cache_model::hw::{CleanRange, ModelHw};
 use cache_model::rng::Rng;
 use cache_model::tlb::{Tlb, Translation, Walked};
 use cache_model::{Access, CacheModel, SwOp as ModelSwOp};
-use capabilities::{SchedCap, VmCaps};
+use capabilities::{SchedCap, VgicCap, VmCaps};
 use hwops::{Scoped, BLOCK_SIZE, PAGE_SIZE};
 use pod::{Mode as PodMode, Outcome, Pod, PodConfig};
 use stage2_pager::testing::{self, HostTable};
@@ -133,7 +133,7 @@ pub struct Faults {
 pub struct Vm {
     pager: Option<Pager<HostTable>>,
     pod: Option<Pod>,
-    rest: Option<SchedCap>,
+    rest: Option<(SchedCap, VgicCap)>,
     pub cm: CacheMaint,
     pub memory: Memory,
     pub vmid: u16,
@@ -182,7 +182,7 @@ impl Drop for Vm {
         // Give the VMID back, so thousands of cases can run in one process.
         if let (Some(pager), Some(pod), Some(cache), Some(sched)) = (self.pager.take(), self.pod.take(), self.cm.take_cap(), self.rest.take()) {
             let (stage2, _table) = pager.into_parts();
-            testing::revoke(VmCaps { stage2, pod: pod.into_cap(), cache, sched });
+            testing::revoke(VmCaps { stage2, pod: pod.into_cap(), cache, sched: sched.0, vgic: sched.1 });
         }
     }
 }
@@ -297,7 +297,8 @@ impl Sim {
             assert!(s.ram.is_multiple_of(MIB) && s.ram > 0);
             let direct = s.memory == Memory::Direct;
             assert_eq!(direct, s.cfg.direct_mapped, "direct memory goes with a direct-mapped policy");
-            let VmCaps { stage2, pod, cache, sched } = testing::grant();
+            let VmCaps { stage2, pod, cache, sched, vgic } = testing::grant();
+            let sched = (sched, vgic);
             let vmid = stage2.vm().vmid();
             let ram_base = if direct { DIRECT_RAM } else { RAM_IPA };
             let mut pager = Pager::new(stage2, testing::host_table(), ram_base).expect("pager");

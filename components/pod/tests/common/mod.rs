@@ -2,7 +2,7 @@
 //! heap table, a pod, recording fakes and a break-before-make checker.
 #![allow(dead_code)]
 
-use capabilities::{CacheCap, SchedCap, VmCaps};
+use capabilities::{CacheCap, SchedCap, VgicCap, VmCaps};
 use hwops::{BLOCK_SIZE, PAGE_SIZE};
 use pod::{Mode, Outcome, Pod, PodConfig, PodError};
 use stage2_pager::testing::{self, BbmChecker, Event, HostTable, Log, RecordingHw, RecordingTable};
@@ -20,7 +20,7 @@ pub struct Vm {
     pub hw: RecordingHw,
     pub log: Log,
     pub bbm: BbmChecker,
-    rest: Option<(CacheCap, SchedCap)>,
+    rest: Option<(CacheCap, (SchedCap, VgicCap))>,
 }
 
 impl Vm {
@@ -30,7 +30,9 @@ impl Vm {
             pod,
             cache,
             sched,
+            vgic,
         } = testing::grant();
+        let sched = (sched, vgic);
         let vmid = stage2.vm().vmid();
         let log = testing::new_log();
         let table = RecordingTable::new(testing::host_table(), log.clone());
@@ -152,7 +154,8 @@ impl Drop for Vm {
                 stage2,
                 pod: pod.into_cap(),
                 cache,
-                sched,
+                sched: sched.0,
+                vgic: sched.1,
             });
         }
     }

@@ -1,7 +1,7 @@
 //! Shared set-up for the pager's integration tests.
 #![allow(dead_code)]
 
-use capabilities::{CacheCap, PodCap, SchedCap, VmCaps};
+use capabilities::{CacheCap, PodCap, SchedCap, VgicCap, VmCaps};
 use hwops::CleanSource;
 use stage2_pager::testing::{self, BbmChecker, HostTable, Log, RecordingHw, RecordingTable};
 use stage2_pager::{LeafSize, MemAttrs, Pager, PagerError};
@@ -15,7 +15,7 @@ pub struct Vm {
     pub log: Log,
     pub hw: RecordingHw,
     pub bbm: BbmChecker,
-    rest: Option<(PodCap, CacheCap, SchedCap)>,
+    rest: Option<(PodCap, CacheCap, (SchedCap, VgicCap))>,
 }
 
 impl Vm {
@@ -25,7 +25,9 @@ impl Vm {
             pod,
             cache,
             sched,
+            vgic,
         } = testing::grant();
+        let sched = (sched, vgic);
         let vmid = stage2.vm().vmid();
         let log = testing::new_log();
         let table = RecordingTable::new(testing::host_table(), log.clone());
@@ -113,7 +115,8 @@ impl Drop for Vm {
                 stage2,
                 pod,
                 cache,
-                sched,
+                sched: sched.0,
+                vgic: sched.1,
             });
         }
     }

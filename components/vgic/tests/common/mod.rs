@@ -26,8 +26,33 @@ pub fn v(n: u8) -> VcpuId {
     VcpuId(n)
 }
 
-pub fn vgic(vcpus: u8, spis: u16) -> Vgic {
-    Vgic::new(Config::new(vcpus, spis)).unwrap()
+/// A vGIC that gives its VM's capability back when dropped, so a test
+/// process can make more than 256 of them.
+pub struct TestVgic(Option<Vgic>);
+
+impl std::ops::Deref for TestVgic {
+    type Target = Vgic;
+    fn deref(&self) -> &Vgic {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for TestVgic {
+    fn deref_mut(&mut self) -> &mut Vgic {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for TestVgic {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            capabilities::testing::return_vgic_cap(g.into_cap());
+        }
+    }
+}
+
+pub fn vgic(vcpus: u8, spis: u16) -> TestVgic {
+    TestVgic(Some(Vgic::new(capabilities::testing::vgic_cap(), Config::new(vcpus, spis)).unwrap()))
 }
 
 /// A 32-bit read that GICv2 allows.
@@ -104,7 +129,7 @@ pub fn ids(m: &GichModel) -> Vec<u16> {
 /// One pCPU per vCPU, as a pinned kernel would have; tracks who is in the
 /// guest.
 pub struct Machine {
-    pub g: Vgic,
+    pub g: TestVgic,
     pub cpus: Vec<GichModel>,
     pub running: Vec<bool>,
 }

@@ -170,12 +170,7 @@ impl El1Regs {
     }
 }
 
-/// What the guest's abort is about.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum AbortKind {
-    Data { write: bool },
-    Instruction,
-}
+pub use dispatch::AbortKind;
 
 /// Make the guest take a synchronous external abort at `far`, as if its
 /// own memory system had reported it. `aarch32` is the VM's EL1 state (an

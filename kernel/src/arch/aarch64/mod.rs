@@ -30,52 +30,7 @@ macro_rules! sysreg_write {
 pub(crate) use sysreg_read;
 pub(crate) use sysreg_write;
 
-/// The lower EL's general registers and return state, as the vectors save them.
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub struct TrapFrame {
-    pub x: [u64; 31],
-    pub elr: u64,
-    pub spsr: u64,
-    pub pad: u64,
-}
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
-
-impl TrapFrame {
-    /// Register `n` (31 reads as zero, as XZR).
-    pub fn reg(&self, n: u8) -> u64 {
-        if n < 31 { self.x[n as usize] } else { 0 }
-    }
-    /// Write register `n` (writes to 31, XZR, are dropped).
-    pub fn set_reg(&mut self, n: u8, v: u64) {
-        if n < 31 {
-            self.x[n as usize] = v;
-        }
-    }
-
-    /// The X register a trapped instruction's Rt names: itself for an
-    /// AArch64 guest; for an AArch32 one, the X register holding that
-    /// (possibly banked) AArch32 register in the current mode. r15 reads as
-    /// the zero register.
-    fn guest_x(&self, rt: u8) -> u8 {
-        if self.spsr & (1 << 4) != 0 {
-            trap::aarch32::xreg(rt, self.spsr).unwrap_or(31)
-        } else {
-            rt
-        }
-    }
-
-    /// A trapped instruction's register operand `rt`.
-    pub fn guest_reg(&self, rt: u8) -> u64 {
-        self.reg(self.guest_x(rt))
-    }
-
-    /// Write a trapped load's result to its register `rt`.
-    pub fn set_guest_reg(&mut self, rt: u8, v: u64) {
-        let x = self.guest_x(rt);
-        self.set_reg(x, v)
-    }
-}
+pub use dispatch::TrapFrame;
 
 /// A vCPU's FP/SIMD registers (the kernel itself never uses them).
 #[repr(C, align(16))]

@@ -11,7 +11,8 @@ use vgic::{Access, Config, Vgic, VcpuId, Width};
 fuzz_target!(|data: &[u8]| {
     let mut i = Input::new(data);
     let vcpus = 1 + i.u8() % 8;
-    let Ok(mut gic) = Vgic::new(Config::new(vcpus, 64)) else { return };
+    // The capability goes back at the end, so the next input can take it.
+    let Ok(mut gic) = Vgic::new(capabilities::testing::vgic_cap(), Config::new(vcpus, 64)) else { return };
     let mut lrs: Vec<GichModel> = (0..vcpus).map(|_| GichModel::new(4)).collect();
     let mut uart = vuart::Pl011::new();
     while !i.is_empty() {
@@ -53,4 +54,5 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(gic.check().is_ok(), "{:?}", gic.check());
     }
+    capabilities::testing::return_vgic_cap(gic.into_cap());
 });

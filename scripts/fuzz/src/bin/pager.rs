@@ -30,7 +30,7 @@ fn pages_in(m: &Model, c: u64) -> impl Iterator<Item = (&u64, &(u64, bool))> {
 
 fuzz_target!(|data: &[u8]| {
     let mut i = Input::new(data);
-    let VmCaps { stage2, pod, cache, sched } = grant();
+    let VmCaps { stage2, pod, cache, sched, vgic } = grant();
     let Ok(mut pager) = Pager::new(stage2, host_table(), BASE) else { panic!("pager refused") };
     let mut tlb = RecordingHw::quiet();
     let mut m = Model::new();
@@ -120,5 +120,5 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(pager.chunk_is_empty(BASE + c * BLOCK), pages_in(&m, c).next().is_none());
     }
     let (stage2, _) = pager.into_parts();
-    revoke(VmCaps { stage2, pod, cache, sched });
+    revoke(VmCaps { stage2, pod, cache, sched, vgic });
 });

@@ -1,0 +1,485 @@
+//! The dispatch with every real component (stage-2 pager, PoD,
+//! cache-maintenance service, scheduler) on the cache and TLB models.
+//!
+//! A [`Machine`] is a few pCPUs that each run whatever vCPU the dispatch
+//! loaded there. A vCPU's program counter is its frame's ELR; its ops touch
+//! memory through the pCPU's TLB and caches, and whatever a real core
+//! would trap on (a stage-2 fault, set/way with HCR.TSW, an SCTLR write
+//! with HCR.TVM, HVC) goes to `Hyp::trap` with a syndrome from
+//! `trap::encode`, exactly as the kernel's vectors hand it over. Ticks at
+//! random points make the real scheduler move vCPUs between pCPUs, through
+//! `Hyp::step` as the kernel's run loop does.
+
+use std::ops::Range;
+
+use cache_maint::{CacheMaint, SwMode, VmConfig};
+use cache_model::hw::ModelHw;
+use cache_model::rng::Rng;
+use cache_model::tlb::{Tlb, Translation, Walked};
+use cache_model::{Access, CacheModel, Config, SwOp as ModelSwOp};
+use capabilities::{VgicCap, VmCaps};
+use dispatch::vm::{Counters, LogLimit, HCR_TSW, HCR_TVM};
+use dispatch::{AbortKind, GuestEvent, Hyp, NoDevices, NullOut, Platform, Step, Syndrome, TrapFrame, Vcpu, Vm};
+use hwops::Scoped;
+use pod::{Mode as PodMode, Pod, PodConfig};
+use stage2_pager::testing::{self, HostTable};
+use stage2_pager::{MemAttrs, Pager};
+use trap::{encode, Width};
+use trap::hypercall::psci;
+use trap::{DataAbort, FaultKind, Trap};
+use vcpu_sched::{AnySched, HwdomPin, SchedPolicy, Scheduler, VcpuRef};
+
+const MIB: u64 = 1 << 20;
+const RAM_IPA: u64 = 0x4000_0000;
+const SCTLR_MC: u64 = 0b101;
+
+/// One guest instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// Write SCTLR with M and C both set (true) or both clear (false).
+    Sctlr(bool),
+    Write { ipa: u64, val: u64 },
+    /// Load; the value must be `val`.
+    Verify { ipa: u64, val: u64 },
+    /// `DC CISW` with its raw operand.
+    Cisw(u32),
+    /// PSCI CPU_ON of vCPU `n` at the start of its program.
+    CpuOn(u8),
+    /// PSCI CPU_OFF: the vCPU's program is done.
+    Off,
+}
+
+/// A vCPU's registers outside the frame: the model has only SCTLR.
+struct Ctx {
+    sctlr: u64,
+}
+
+/// `dispatch::Platform` over the models.
+struct ModelPlat {
+    model: CacheModel,
+    tlb: Tlb,
+    /// The pCPU running the dispatch now.
+    cur: usize,
+    /// Live registers of each pCPU.
+    sctlr: Vec<u64>,
+    hcr: Vec<u64>,
+    vttbr: Vec<u64>,
+    injected: usize,
+    lines: Vec<String>,
+    powered_off: Option<bool>,
+}
+
+impl Platform for ModelPlat {
+    type Table = HostTable;
+    type Hw<'a> = ModelHw<'a>;
+    type Ctx = Ctx;
+    type Devices = NoDevices;
+    type Out = NullOut;
+    type Boot = ();
+
+    fn cpu_id(&self) -> usize {
+        self.cur
+    }
+    fn hw(&mut self, _vttbr: u64, mem: Range<u64>, skip_frame_clean: bool) -> Scoped<ModelHw<'_>> {
+        assert!(!skip_frame_clean, "no fault= in the model");
+        // Frames are zeroed through the cache of the pCPU that trapped.
+        self.model.set_hyp_cpu(self.cur);
+        Scoped::new(ModelHw::new(&mut self.model, &mut self.tlb), mem)
+    }
+    fn sctlr(&self) -> u64 {
+        self.sctlr[self.cur]
+    }
+    fn write_vmreg(&mut self, reg: trap::VmReg, value: u64) {
+        assert!(reg.is_sctlr(), "the test guests write only SCTLR");
+        self.sctlr[self.cur] = value;
+    }
+    fn inject_abort(&mut self, _frame: &mut TrapFrame, _far: u64, _kind: AbortKind, _aarch32: bool) {
+        self.injected += 1;
+    }
+    fn reset_ctx(&self, _index: usize, _aarch32: bool) -> Ctx {
+        Ctx { sctlr: 0 }
+    }
+    fn save(&mut self, ctx: &mut Ctx, _devices: bool, _aarch32: bool, _spsr: u64) -> bool {
+        ctx.sctlr = self.sctlr[self.cur];
+        true
+    }
+    fn load(&mut self, ctx: &mut Ctx, hcr: u64, _cntvoff: u64, _devices: bool, _aarch32: bool, _spsr: u64) -> bool {
+        self.sctlr[self.cur] = ctx.sctlr;
+        self.hcr[self.cur] = hcr;
+        true
+    }
+    fn set_vttbr(&mut self, vttbr: u64) {
+        self.vttbr[self.cur] = vttbr;
+    }
+    fn set_hcr(&mut self, hcr: u64) {
+        self.hcr[self.cur] = hcr;
+    }
+    fn local_guest_flush(&mut self) {}
+    fn kick(&mut self, _mask: u16) {}
+    fn now_s(&self) -> u64 {
+        0
+    }
+    fn log(&mut self, args: std::fmt::Arguments) {
+        self.lines.push(args.to_string());
+    }
+    fn guest_event(&mut self, e: GuestEvent) {
+        self.lines.push(format!("{e:?}"));
+    }
+    fn summary(&mut self, vm: &Vm<Self>) {
+        self.lines.push(format!("summary: guest={} cleans={}", vm.name, vm.cm.counters().cleans));
+    }
+    fn power_off(&mut self, ok: bool) {
+        self.powered_off = Some(ok);
+    }
+    fn rebuild(&mut self, _vm: Vm<Self>) -> Result<Vm<Self>, &'static str> {
+        Err("the model rebuilds no VM")
+    }
+    fn release_hw(&mut self, _vm: &Vm<Self>) {}
+}
+
+/// A guest for [`Machine::new`].
+struct Guest {
+    sw: SwMode,
+    ram: u64,
+    /// 2 MiB-aligned PoD pool (true), or 1 MiB pieces: 4 KiB pages only.
+    blocks: bool,
+    progs: Vec<Vec<Op>>,
+}
+
+struct Machine {
+    h: Hyp<ModelPlat>,
+    /// Each pCPU's live frame.
+    frames: Vec<TrapFrame>,
+    /// Whether each pCPU runs its loaded vCPU (else it is in `step`).
+    entered: Vec<bool>,
+    progs: Vec<Vec<Vec<Op>>>,
+    checked: usize,
+    lost: Vec<String>,
+    ticks: u64,
+    /// Guests without emulated devices keep their vGIC's capability here.
+    vgic_caps: Vec<VgicCap>,
+}
+
+fn pc(frame: &TrapFrame) -> usize {
+    ((frame.elr - RAM_IPA) / 4) as usize
+}
+
+fn walked(pager: &Pager<HostTable>, ipa: u64) -> Option<Walked> {
+    pager
+        .leaf(ipa)
+        .filter(|l| l.attrs == MemAttrs::Normal)
+        .map(|l| Walked { ipa: l.ipa, pa: l.pa, size: l.size.bytes(), accessed: l.accessed })
+}
+
+impl Machine {
+    fn new(cpus: usize, policy: SchedPolicy, guests: Vec<Guest>) -> Machine {
+        let model = CacheModel::new(Config::small(cpus));
+        let tlb = Tlb::new(cpus, 16);
+        let mut plat = ModelPlat {
+            model,
+            tlb,
+            cur: 0,
+            sctlr: vec![0; cpus],
+            hcr: vec![0; cpus],
+            vttbr: vec![0; cpus],
+            injected: 0,
+            lines: Vec::new(),
+            powered_off: None,
+        };
+        let mut sched = AnySched::new(policy, cpus, HwdomPin::default()).unwrap();
+        let mut vms = Vec::new();
+        let mut progs = Vec::new();
+        let mut vgic_caps = Vec::new();
+        for (i, g) in guests.into_iter().enumerate() {
+            let VmCaps { stage2, pod, cache, sched: sched_cap, vgic } = testing::grant();
+            let pager = Pager::new(stage2, testing::host_table(), RAM_IPA).unwrap();
+            let mut pod = Pod::new(pod, PodConfig::new(RAM_IPA, g.ram, PodMode::OnDemand)).unwrap();
+            let base = (i as u64 + 1) << 36;
+            let memory = if g.blocks {
+                pod.grant(base, g.ram).unwrap();
+                base..base + g.ram
+            } else {
+                for k in 0..g.ram / MIB {
+                    pod.grant(base + k * 2 * MIB + MIB / 2, MIB).unwrap();
+                }
+                base..base + 2 * g.ram
+            };
+            let n = g.progs.len();
+            let cfg = VmConfig { sw: g.sw, slice_bytes: 64 << 10, walk: cache_maint::Walk::Touched, ..VmConfig::new(n as u8) };
+            let cm = CacheMaint::new(cache, cfg).unwrap();
+            let mut vm = Vm {
+                log: LogLimit::default(),
+                boot: (),
+                memory,
+                restarts: 0,
+                restart_pending: false,
+                name: heapless::String::try_from(format!("g{i}").as_str()).unwrap(),
+                pager,
+                pod,
+                cm,
+                vcpus: (0..n).map(|k| Vcpu::new(&plat, k, false)).collect(),
+                counters: Counters::default(),
+                exit_ok: None,
+                aarch32: false,
+                devices: None,
+                cntvoff: 0,
+                faults: bootcfg::Faults::default(),
+                hwdom_pinned: None,
+                hw_spis: Vec::new(),
+            };
+            vm.vcpus[0].reset(&plat, 0, RAM_IPA, 0, false);
+            sched.add_vm(i as u8, sched_cap, n as u8, false).unwrap();
+            vgic_caps.push(vgic);
+            sched.wake(VcpuRef::new(i as u8, 0)).unwrap();
+            vms.push(vm);
+            progs.push(g.progs);
+        }
+        plat.cur = 0;
+        Machine {
+            h: Hyp::new(plat, vms, sched, 0),
+            frames: vec![TrapFrame::default(); cpus],
+            entered: vec![false; cpus],
+            progs,
+            checked: 0,
+            lost: Vec::new(),
+            ticks: 0,
+            vgic_caps,
+        }
+    }
+
+    fn cpus(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn trap(&mut self, p: usize, t: Trap) {
+        let (esr, far, hpfar) = encode(&t, Width::Aarch64);
+        self.h.trap(p, &mut self.frames[p], Syndrome { esr, far, hpfar });
+        if !self.h.try_resume(p) {
+            self.entered[p] = false;
+        }
+    }
+
+    /// A stage-2 fault of a load or store at `ipa`.
+    fn fault(&mut self, p: usize, ipa: u64, write: bool, fault: FaultKind) {
+        let da = DataAbort { ipa, far: ipa, far_valid: true, write, access: None, fault, s1ptw: false, cache_maint: false, ext_abort: false };
+        self.trap(p, Trap::DataAbort(da));
+    }
+
+    /// A load or store through pCPU `p`'s TLB: the value, or `None` when
+    /// it trapped (it runs again after the trap, as after an `eret`).
+    fn access(&mut self, p: usize, v: VcpuRef, ipa: u64, store: Option<u64>) -> Option<u64> {
+        let vm = &self.h.vms[v.vm as usize];
+        let vmid = (vm.vttbr() >> 48) as u16;
+        let plat = &mut self.h.plat;
+        let access = if plat.sctlr[p] & SCTLR_MC == SCTLR_MC { Access::Cached(p) } else { Access::Uncached };
+        match plat.tlb.translate(p, vmid, ipa, &|a| walked(&vm.pager, a)) {
+            Translation::Hit { pa } | Translation::Filled { pa } => Some(match store {
+                Some(val) => {
+                    plat.model.store_u64(access, pa, val);
+                    val
+                }
+                None => plat.model.load_u64(access, pa),
+            }),
+            Translation::AccessFlagFault => {
+                self.fault(p, ipa, store.is_some(), FaultKind::AccessFlag(3));
+                None
+            }
+            Translation::TranslationFault => {
+                self.fault(p, ipa, store.is_some(), FaultKind::Translation(3));
+                None
+            }
+        }
+    }
+
+    /// An HVC with `x` in x0..x3; the guest's PC is past it, as on hardware.
+    fn hvc(&mut self, p: usize, x: [u64; 4]) {
+        self.frames[p].x[..4].copy_from_slice(&x);
+        self.frames[p].elr += 4;
+        self.trap(p, Trap::Hvc { imm: 0 });
+    }
+
+    /// One step of pCPU `p`: the run loop if it is not in a guest, else its
+    /// vCPU's next op.
+    fn step(&mut self, p: usize) {
+        self.h.plat.cur = p;
+        if !self.entered[p] {
+            self.entered[p] = self.h.step(p, &mut self.frames[p]) == Step::Enter;
+            return;
+        }
+        let v = self.h.loaded[p].expect("an entered pCPU has a vCPU");
+        let at = pc(&self.frames[p]);
+        let op = self.progs[v.vm as usize][v.vcpu as usize][at];
+        let hcr = self.h.plat.hcr[p];
+        let next = |m: &mut Machine| m.frames[p].elr += 4;
+        match op {
+            Op::Write { ipa, val } => {
+                if self.access(p, v, ipa, Some(val)).is_some() {
+                    next(self);
+                }
+            }
+            Op::Verify { ipa, val } => {
+                if let Some(got) = self.access(p, v, ipa, None) {
+                    self.checked += 1;
+                    if got != val {
+                        self.lost.push(format!("vm {} vcpu {} op {at}: {ipa:#x} read {got:#x}, wrote {val:#x}", v.vm, v.vcpu));
+                    }
+                    next(self);
+                }
+            }
+            Op::Sctlr(on) => {
+                let old = self.h.plat.sctlr[p];
+                let value = if on { old | SCTLR_MC } else { old & !SCTLR_MC };
+                if hcr & HCR_TVM != 0 {
+                    self.frames[p].x[1] = value;
+                    self.trap(p, Trap::VmReg { reg: trap::VmReg::SctlrEl1, rt: 1, rt2: None, write: true });
+                } else {
+                    self.h.plat.sctlr[p] = value;
+                    next(self);
+                }
+            }
+            Op::Cisw(operand) => {
+                if hcr & HCR_TSW != 0 {
+                    self.frames[p].x[1] = operand.into();
+                    self.trap(p, Trap::SetWay { op: trap::SwOp::Cisw, rt: 1 });
+                } else {
+                    self.h.plat.model.dc_sw(p, ModelSwOp::CleanInvalidate, operand);
+                    next(self);
+                }
+            }
+            Op::CpuOn(n) => {
+                self.hvc(p, [psci::CPU_ON_64.into(), n.into(), RAM_IPA, 0]);
+                assert_eq!(self.frames[p].x[0], 0, "CPU_ON of vCPU {n}");
+            }
+            Op::Off => self.hvc(p, [psci::CPU_OFF.into(), 0, 0, 0]),
+        }
+    }
+
+    /// A timer tick on pCPU `p`: the scheduler decides, and the pCPU goes
+    /// through the run loop (as `lower_irq` then `leave` do).
+    fn tick(&mut self, p: usize) {
+        self.h.plat.cur = p;
+        let _ = self.h.sched.tick(p);
+        self.entered[p] = false;
+        self.ticks += 1;
+    }
+
+    /// Step random pCPUs, with a tick 1 time in `tick_every`, until every
+    /// VM stopped.
+    fn run(&mut self, rng: &mut Rng, tick_every: u64) {
+        let mut steps = 0u64;
+        while self.h.vms.iter().any(|vm| !vm.finished()) {
+            let p = rng.below(self.cpus() as u64) as usize;
+            if rng.chance(1, tick_every) {
+                self.tick(p);
+            } else {
+                self.step(p);
+            }
+            steps += 1;
+            assert!(steps < 20_000_000, "no progress: {:?}", self.h.plat.lines);
+        }
+    }
+
+    fn migrations(&self) -> u64 {
+        self.h.vms.iter().map(|vm| vm.counters.migrations).sum()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // Give the VMIDs back, so many cases run in one process.
+        let mut scheds: Vec<_> = self.h.sched.take_caps().collect();
+        for (vm, vgic) in self.h.vms.drain(..).zip(self.vgic_caps.drain(..)) {
+            let (stage2, _) = vm.pager.into_parts();
+            let mut cm = vm.cm;
+            let k = scheds.iter().position(|c| c.vm() == stage2.vm()).unwrap();
+            let sched = scheds.swap_remove(k);
+            if let Some(cache) = cm.take_cap() {
+                testing::revoke(VmCaps { stage2, pod: vm.pod.into_cap(), cache, sched, vgic });
+            }
+        }
+    }
+}
+
+/// The ops of a Linux `v7_flush_dcache_all`-shaped loop over every level:
+/// sets from the top down, ways from the top down, each operand built as
+/// Linux builds it.
+fn linux_flush(model: &CacheModel) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for level in 0..model.levels() {
+        let Some(ccsidr) = model.ccsidr(level) else { continue };
+        let line_shift = (ccsidr & 7) + 4;
+        let ways_max = (ccsidr >> 3) & 0x3ff;
+        let sets_max = (ccsidr >> 13) & 0x7fff;
+        let way_shift = ways_max.leading_zeros();
+        for set in (0..=sets_max).rev() {
+            for way in (0..=ways_max).rev() {
+                ops.push(Op::Cisw(((level as u32) << 1) | way.checked_shl(way_shift).unwrap_or(0) | (set << line_shift)));
+            }
+        }
+    }
+    ops
+}
+
+/// vCPU `k` of `n`: `rounds` times, caches on, write `words` random words
+/// of its own in `ram` bytes, flush by set/way, caches off, read them all
+/// back. vCPU 0 first turns the others on.
+fn program(rng: &mut Rng, model: &CacheModel, k: usize, n: usize, ram: u64, rounds: usize, words: usize) -> Vec<Op> {
+    let mut prog: Vec<Op> = if k == 0 { (1..n).map(|i| Op::CpuOn(i as u8)).collect() } else { Vec::new() };
+    for _ in 0..rounds {
+        prog.push(Op::Sctlr(true));
+        let mut written = std::collections::BTreeMap::new();
+        for _ in 0..words {
+            let ipa = RAM_IPA + rng.below(ram / 64) * 64 + k as u64 * 8;
+            let val = rng.below(u64::MAX) | 1;
+            written.insert(ipa, val);
+            prog.push(Op::Write { ipa, val });
+        }
+        prog.extend(linux_flush(model));
+        prog.push(Op::Sctlr(false));
+        prog.extend(written.iter().map(|(&ipa, &val)| Op::Verify { ipa, val }));
+    }
+    prog.push(Op::Off);
+    prog
+}
+
+fn guest(rng: &mut Rng, sw: SwMode, vcpus: usize, blocks: bool) -> Guest {
+    let model = CacheModel::new(Config::small(1));
+    let ram = 8 * MIB;
+    let progs = (0..vcpus).map(|k| program(rng, &model, k, vcpus, ram, 2, 24)).collect();
+    Guest { sw, ram, blocks, progs }
+}
+
+/// The property the project exists for, through the real dispatch: vCPUs
+/// that the real scheduler moves in the middle of their set/way loops lose
+/// no data when set/way is trapped, and do lose it when it is not.
+#[test]
+fn set_way_loops_across_migrations_lose_nothing_only_when_trapped() {
+    let (mut lost_trapped, mut lost_untrapped, mut migrations) = (0, 0, 0);
+    for seed in 0..12 {
+        for sw in [SwMode::Auto, SwMode::No] {
+            let mut rng = Rng::new(seed);
+            let guests = vec![guest(&mut rng, sw, 2, seed % 2 == 0), guest(&mut rng, sw, 1, seed % 2 == 1)];
+            let expected: usize = guests.iter().flat_map(|g| &g.progs).flatten().filter(|o| matches!(o, Op::Verify { .. })).count();
+            let mut m = Machine::new(2, SchedPolicy::Rr, guests);
+            m.run(&mut rng, 40);
+            assert_eq!(m.checked, expected, "every vCPU ran its program to the end: {:?}", m.h.plat.lines);
+            assert_eq!(m.h.plat.injected, 0);
+            assert_eq!(m.h.plat.powered_off, Some(false), "the last CPU_OFF stops each guest");
+            for vm in &m.h.vms {
+                vm.pod.check_invariants(&vm.pager).unwrap();
+            }
+            match sw {
+                SwMode::No => lost_untrapped += m.lost.len(),
+                _ => {
+                    assert!(m.lost.is_empty(), "seed {seed}: {} words lost, first {:?}", m.lost.len(), m.lost.first());
+                    assert!(m.h.vms.iter().all(|vm| vm.cm.counters().sw_traps > 0 && vm.cm.counters().cleans > 0));
+                    lost_trapped += m.lost.len();
+                    migrations += m.migrations();
+                }
+            }
+        }
+    }
+    assert_eq!(lost_trapped, 0);
+    assert!(migrations > 50, "the scheduler moved vCPUs ({migrations} migrations)");
+    assert!(lost_untrapped > 0, "without the traps, moved set/way loops lose data (the harness can see it)");
+}
