@@ -41,7 +41,7 @@
 //! guest traps to EL2
 //!   -> kernel/trap decodes a typed Trap
 //!   -> `dispatch` (kernel/dispatch) calls the owning component's
-//!      method on the trapping pCPU, under the hypervisor lock
+//!      method on the trapping pCPU, under the trapping VM's lock
 //!   -> it applies the reply: resume, inject an abort, run one slice of a
 //!      clean, block or reschedule
 //! ```

@@ -389,7 +389,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
-    *HYP.lock() = Some(Hyp::new(pcpu::Kernel, vms, sched, cfg.reboots));
+    HYP.call_once(|| Hyp::new(vms, sched, cfg.reboots));
     if cfg.guests.len() > 1 {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());
     }

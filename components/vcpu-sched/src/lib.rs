@@ -13,6 +13,9 @@
 //! scheduler, running: the kernel spends its time on clean slices).
 //!
 //! **Invariants** (checked by [`Sched::check`] in the tests):
+//! - A VM is scheduled only once added, and [`Scheduler::add_vm`] consumes
+//!   its `SchedCap` (a refusal hands it back): without the capability none
+//!   of its vCPUs can be woken or run (`tests/ui`).
 //! - A vCPU runs on at most one pCPU, and a pCPU runs at most one vCPU:
 //!   `current(p) == Some(v)` exactly when `state(v) == Running(p)`.
 //! - The queue holds every runnable vCPU exactly once, and nothing else.

@@ -54,6 +54,9 @@
 //!   it (a per-VM lock), as with cache-maint.
 //!
 //! **Invariants** (checked by [`Vgic::check`]):
+//! - A vGIC is made only by consuming its VM's `VgicCap` ([`Vgic::new`]),
+//!   so one exists per capability; a restart takes it back
+//!   ([`Vgic::into_cap`]) for the next one (`tests/ui`).
 //! - An interrupt is in at most one list register of one vCPU at a time. An
 //!   SGI is in at most one list register whatever its sources: one source at
 //!   a time, the others wait.

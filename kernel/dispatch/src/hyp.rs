@@ -6,10 +6,25 @@
 //! `sched.current(pcpu)`: it saves the vCPU that was loaded, runs any
 //! pending clean slice by slice (the platform lets the tick in between
 //! slices), and loads the next vCPU. A pCPU with nothing to run idles.
+//!
+//! ## Locks
+//! - Each VM has its own lock ([`Hyp::vm`]): a trap, a PoD fault, a clean
+//!   slice or a restart of VM A holds A's lock only, so it never waits for
+//!   VM B's.
+//! - [`Core`] (the scheduler, which vCPU each pCPU holds, console focus)
+//!   is the one global lock. It is held for bookkeeping only, never across
+//!   a component's work: a scheduler call or a look at `loaded`.
+//! - Each pCPU's [`Local`] state is touched by that pCPU only.
+//!
+//! Order: a VM's lock (at most one at a time), then `Core`, then `Local`.
+//! Nothing takes a VM's lock while it holds `Core` or `Local`.
 
 use alloc::vec::Vec;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cache_maint::{Request, VcpuId};
+use spin::mutex::{SpinMutex, SpinMutexGuard};
 use vcpu_sched::{AnySched, BlockKind, Scheduler, VcpuRef};
 
 use crate::frame::TrapFrame;
@@ -18,27 +33,59 @@ use crate::vm::{Power, Vm, LOG_LINES_PER_S};
 
 pub const MAX_PCPUS: usize = 4;
 
-pub struct Hyp<P: Platform> {
-    /// The arch glue of the pCPU running the dispatch.
-    pub plat: P,
-    pub vms: Vec<Vm<P>>,
+/// What every pCPU shares and holds only briefly.
+pub struct Core {
     pub sched: AnySched,
-    /// The vCPU whose state is in each pCPU's registers.
+    /// The vCPU whose state is in each pCPU's registers. An entry naming a
+    /// vCPU of VM `x` changes only while VM `x`'s lock is held too.
     pub loaded: [Option<VcpuRef>; MAX_PCPUS],
-    /// The HCR_EL2 value each pCPU runs with now.
-    pub hcr_now: [u64; MAX_PCPUS],
-    /// Whether the vCPU loaded on each pCPU has emulated devices (a vGIC to
-    /// sync and flush), so other guests' traps skip that work.
-    pub devices_now: [bool; MAX_PCPUS],
-    /// Per pCPU and VM: the vCPU of that VM that last ran there.
-    pub ran_here: [[Option<u8>; vcpu_sched::MAX_VMS]; MAX_PCPUS],
-    /// Where console input goes: a guest's index, or `vms.len()` for the
-    /// hypervisor's own commands.
+    /// Where console input goes: a guest's index, or the number of VMs for
+    /// the hypervisor's own commands.
     pub focus: usize,
     /// CTRL-a bytes typed in a row (three switch the focus).
     pub ctrl_a: u8,
+}
+
+/// One pCPU's own state.
+pub struct Local {
+    /// The HCR_EL2 value it runs with now.
+    hcr_now: u64,
+    /// Whether the vCPU loaded here has emulated devices (a vGIC to sync
+    /// and flush), so other guests' traps skip that work.
+    devices_now: bool,
+    /// Per VM: the vCPU of that VM that last ran here.
+    ran_here: [Option<u8>; vcpu_sched::MAX_VMS],
+}
+
+/// One VM, locked. Always holds the VM (empty only inside a restart).
+pub struct VmGuard<'a, P: Platform>(SpinMutexGuard<'a, Option<Vm<P>>>);
+
+impl<P: Platform> Deref for VmGuard<'_, P> {
+    type Target = Vm<P>;
+    fn deref(&self) -> &Vm<P> {
+        self.0.as_ref().expect("a VM outside its restart")
+    }
+}
+
+impl<P: Platform> DerefMut for VmGuard<'_, P> {
+    fn deref_mut(&mut self) -> &mut Vm<P> {
+        self.0.as_mut().expect("a VM outside its restart")
+    }
+}
+
+pub struct Hyp<P: Platform> {
+    vms: Vec<SpinMutex<Option<Vm<P>>>>,
+    core: SpinMutex<Core>,
+    local: [SpinMutex<Local>; MAX_PCPUS],
+    /// VMs not stopped yet.
+    running: AtomicUsize,
+    /// No VM stopped with a failure so far.
+    all_ok: AtomicBool,
+    /// Restarts waiting, and stopped hardware domains whose interrupts
+    /// wait to be released: [`Hyp::run_restarts`] looks only when nonzero.
+    housekeeping: AtomicUsize,
     /// Restarts a guest may make (`reboots=`) before it is stopped.
-    pub reboots: u32,
+    reboots: u32,
 }
 
 /// What a pCPU does next, decided by [`Hyp::step`].
@@ -54,31 +101,55 @@ pub enum Step {
     Wait,
 }
 
+const LOCAL: Local = Local { hcr_now: 0, devices_now: false, ran_here: [None; vcpu_sched::MAX_VMS] };
+
 impl<P: Platform> Hyp<P> {
-    pub fn new(plat: P, vms: Vec<Vm<P>>, sched: AnySched, reboots: u32) -> Self {
+    pub fn new(vms: Vec<Vm<P>>, sched: AnySched, reboots: u32) -> Self {
+        let n = vms.len();
         Hyp {
-            plat,
-            vms,
-            sched,
-            loaded: [None; MAX_PCPUS],
-            hcr_now: [0; MAX_PCPUS],
-            devices_now: [false; MAX_PCPUS],
-            ran_here: [[None; vcpu_sched::MAX_VMS]; MAX_PCPUS],
-            focus: 0,
-            ctrl_a: 0,
+            vms: vms.into_iter().map(|vm| SpinMutex::new(Some(vm))).collect(),
+            core: SpinMutex::new(Core { sched, loaded: [None; MAX_PCPUS], focus: 0, ctrl_a: 0 }),
+            local: [const { SpinMutex::new(LOCAL) }; MAX_PCPUS],
+            running: AtomicUsize::new(n),
+            all_ok: AtomicBool::new(true),
+            housekeeping: AtomicUsize::new(0),
             reboots,
         }
     }
 
+    /// The VMs and the scheduler back (host tests give their capabilities back).
+    pub fn into_parts(self) -> (Vec<Vm<P>>, AnySched) {
+        let vms = self.vms.into_iter().filter_map(|m| m.into_inner()).collect();
+        (vms, self.core.into_inner().sched)
+    }
+
+    pub fn vm_count(&self) -> usize {
+        self.vms.len()
+    }
+
+    /// VM `i`, locked (see the module's lock order).
+    pub fn vm(&self, i: usize) -> VmGuard<'_, P> {
+        VmGuard(self.vms[i].lock())
+    }
+
+    /// The shared bookkeeping, locked (never take a VM's lock while holding it).
+    pub fn core(&self) -> SpinMutexGuard<'_, Core> {
+        self.core.lock()
+    }
+
+    pub fn loaded(&self, pcpu: usize) -> Option<VcpuRef> {
+        self.core.lock().loaded[pcpu]
+    }
+
     /// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
     /// virtual interrupts just raised for them are delivered at once.
-    pub fn kick_vcpus(&mut self, vm: u8, set: vgic::VcpuSet) {
+    pub fn kick_vcpus(&self, plat: &mut P, vm: u8, set: vgic::VcpuSet) {
         if set.is_empty() {
             return;
         }
-        let me = self.plat.cpu_id();
+        let me = plat.cpu_id();
         let mut mask = 0u16;
-        for (p, l) in self.loaded.iter().enumerate() {
+        for (p, l) in self.core.lock().loaded.iter().enumerate() {
             if let Some(l) = l {
                 if p != me && l.vm == vm && set.contains(vgic::VcpuId(l.vcpu)) {
                     mask |= 1 << p;
@@ -86,18 +157,13 @@ impl<P: Platform> Hyp<P> {
             }
         }
         if mask != 0 {
-            self.plat.kick(mask);
+            plat.kick(mask);
         }
     }
 
-    pub fn vcpu_ref(&self, pcpu: usize) -> Option<VcpuRef> {
-        self.loaded[pcpu]
-    }
-
-    /// Stop a VM: every vCPU off, summary printed. Power off when it was the
-    /// last one.
-    pub fn finish_vm(&mut self, vmi: usize, ok: bool) {
-        let vm = &mut self.vms[vmi];
+    /// Stop VM `vmi` (`vm`, locked): every vCPU off, summary printed. Power
+    /// off when it was the last one.
+    pub fn finish_vm(&self, plat: &mut P, vmi: usize, vm: &mut Vm<P>, ok: bool) {
         if vm.finished() {
             return;
         }
@@ -111,117 +177,146 @@ impl<P: Platform> Hyp<P> {
         }
         let dropped = vm.log.take_dropped();
         if dropped > 0 {
-            self.plat.log(format_args!("hyp: guest {}: {} log lines suppressed (at most {} a second)", vm.name, dropped, LOG_LINES_PER_S));
+            plat.log(format_args!("hyp: guest {}: {} log lines suppressed (at most {} a second)", vm.name, dropped, LOG_LINES_PER_S));
         }
-        let vm = &mut self.vms[vmi];
-        for (i, v) in vm.vcpus.iter_mut().enumerate() {
-            if v.power == Power::On {
-                v.power = Power::Off;
-                let _ = self.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+        {
+            let mut core = self.core.lock();
+            for (i, v) in vm.vcpus.iter_mut().enumerate() {
+                if v.power == Power::On {
+                    v.power = Power::Off;
+                    let _ = core.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+                }
             }
         }
-        self.plat.summary(&self.vms[vmi]);
-        if self.vms.iter().all(|v| v.finished()) {
-            self.plat.log(format_args!("hyp: all guests stopped; powering off"));
-            let ok = self.vms.iter().all(|v| v.exit_ok == Some(true));
-            self.plat.power_off(ok);
+        plat.summary(vm);
+        if !vm.hw_spis.is_empty() {
+            // Its interrupts are released once no pCPU holds its vCPUs.
+            self.housekeeping.fetch_add(1, Ordering::AcqRel);
+        }
+        if !ok {
+            self.all_ok.store(false, Ordering::Release);
+        }
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            plat.log(format_args!("hyp: all guests stopped; powering off"));
+            plat.power_off(self.all_ok.load(Ordering::Acquire));
         }
     }
 
-    fn save(&mut self, pcpu: usize, frame: &TrapFrame) {
-        if let Some(v) = self.loaded[pcpu].take() {
-            let vm = &mut self.vms[v.vm as usize];
-            let devices = vm.devices.is_some();
-            if let Some(d) = vm.devices.as_mut() {
-                // List registers fold back into the vGIC; VMCR/APR stay
-                // with the vCPU (in its context).
-                d.sync(v.vcpu as usize);
+    /// Save the vCPU loaded on `pcpu` (if any) from `frame` and the registers.
+    fn save(&self, plat: &mut P, pcpu: usize, frame: &TrapFrame) {
+        let Some(o) = self.loaded(pcpu) else { return };
+        let mut vm = self.vm(o.vm as usize);
+        {
+            let mut core = self.core.lock();
+            // CPU_ON of this vCPU may have dropped the stale entry meanwhile.
+            if core.loaded[pcpu] != Some(o) {
+                return;
             }
-            let vc = &mut vm.vcpus[v.vcpu as usize];
-            vc.frame = *frame;
-            // Its timers go with it: a stale one must not fire here.
-            // (Restored on another pCPU, an expired timer fires there at once
-            // and is injected, so a descheduled vCPU loses no tick.)
-            let banked = self.plat.save(&mut vc.ctx, devices, vm.aarch32, frame.spsr);
-            if !banked {
-                self.plat.log(format_args!("hyp: guest {}: AArch32 SPSR bank sync failed on pCPU {}; stopping it", vm.name, pcpu));
-                self.finish_vm(v.vm as usize, false);
-            }
+            core.loaded[pcpu] = None;
+        }
+        let devices = vm.devices.is_some();
+        if let Some(d) = vm.devices.as_mut() {
+            // List registers fold back into the vGIC; VMCR/APR stay
+            // with the vCPU (in its context).
+            d.sync(o.vcpu as usize);
+        }
+        let aarch32 = vm.aarch32;
+        let vc = &mut vm.vcpus[o.vcpu as usize];
+        vc.frame = *frame;
+        // Its timers go with it: a stale one must not fire here.
+        // (Restored on another pCPU, an expired timer fires there at once
+        // and is injected, so a descheduled vCPU loses no tick.)
+        if !plat.save(&mut vc.ctx, devices, aarch32, frame.spsr) {
+            plat.log(format_args!("hyp: guest {}: AArch32 SPSR bank sync failed on pCPU {}; stopping it", vm.name, pcpu));
+            self.finish_vm(plat, o.vm as usize, &mut vm, false);
         }
     }
 
-    /// PSCI SYSTEM_RESET from VM `vmi`: every vCPU stops now; the VM is
-    /// rebuilt once no pCPU holds any of them ([`Hyp::run_restarts`]).
-    pub fn request_restart(&mut self, vmi: usize) {
-        let limit = self.reboots;
-        let vm = &mut self.vms[vmi];
+    /// PSCI SYSTEM_RESET from VM `vmi` (`vm`, locked): every vCPU stops
+    /// now; the VM is rebuilt once no pCPU holds any of them
+    /// ([`Hyp::run_restarts`]).
+    pub fn request_restart(&self, plat: &mut P, vmi: usize, vm: &mut Vm<P>) {
         if vm.finished() || vm.restart_pending {
             return;
         }
-        if vm.restarts >= limit {
-            self.plat.log(format_args!("hyp: guest {}: asked for its restart number {} (reboots={}); stopped", vm.name, vm.restarts + 1, limit));
-            return self.finish_vm(vmi, false);
+        if vm.restarts >= self.reboots {
+            plat.log(format_args!("hyp: guest {}: asked for its restart number {} (reboots={}); stopped", vm.name, vm.restarts + 1, self.reboots));
+            return self.finish_vm(plat, vmi, vm, false);
         }
-        self.plat.log(format_args!("hyp: guest {}: restarting", vm.name));
+        plat.log(format_args!("hyp: guest {}: restarting", vm.name));
         vm.restart_pending = true;
-        for (i, c) in vm.vcpus.iter_mut().enumerate() {
-            c.out.flush();
-            if c.power == Power::On {
-                c.power = Power::Off;
-                let _ = self.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
-            }
-        }
         if let Some(d) = vm.devices.as_mut() {
             d.out().flush();
         }
-        // pCPUs running its other vCPUs exit now and let go of them.
-        let me = self.plat.cpu_id();
-        let mask = self.loaded.iter().enumerate().filter(|(p, l)| *p != me && l.is_some_and(|l| l.vm as usize == vmi)).fold(0u16, |m, (p, _)| m | 1 << p);
+        let me = plat.cpu_id();
+        let mask = {
+            let mut core = self.core.lock();
+            for (i, c) in vm.vcpus.iter_mut().enumerate() {
+                c.out.flush();
+                if c.power == Power::On {
+                    c.power = Power::Off;
+                    let _ = core.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+                }
+            }
+            // pCPUs running its other vCPUs exit now and let go of them.
+            core.loaded.iter().enumerate().filter(|(p, l)| *p != me && l.is_some_and(|l| l.vm as usize == vmi)).fold(0u16, |m, (p, _)| m | 1 << p)
+        };
+        self.housekeeping.fetch_add(1, Ordering::AcqRel);
         if mask != 0 {
-            self.plat.kick(mask);
+            plat.kick(mask);
         }
     }
 
     fn held(&self, vmi: usize) -> bool {
-        self.loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == vmi))
+        self.core.lock().loaded.iter().any(|l| l.is_some_and(|l| l.vm as usize == vmi))
     }
 
-    /// Rebuild every VM whose restart waits and whose vCPUs no pCPU holds.
-    pub fn run_restarts(&mut self) {
+    /// Rebuild every VM whose restart waits and whose vCPUs no pCPU holds;
+    /// release the interrupts of stopped hardware domains no pCPU holds.
+    pub fn run_restarts(&self, plat: &mut P) {
+        if self.housekeeping.load(Ordering::Acquire) == 0 {
+            return;
+        }
         for i in 0..self.vms.len() {
-            // A stopped hardware domain no pCPU holds: its device
-            // interrupts are released once (its list registers are folded
-            // back by then).
-            if self.vms[i].finished() && !self.vms[i].hw_spis.is_empty() && !self.held(i) {
-                self.plat.release_hw(&self.vms[i]);
-                self.vms[i].hw_spis.clear();
+            let mut vm = self.vm(i);
+            let held = self.held(i);
+            // A stopped hardware domain: its device interrupts are released
+            // once (its list registers are folded back by then).
+            if vm.finished() && !vm.hw_spis.is_empty() && !held {
+                plat.release_hw(&vm);
+                vm.hw_spis.clear();
+                self.housekeeping.fetch_sub(1, Ordering::AcqRel);
             }
-            let vm = &self.vms[i];
-            if !vm.restart_pending || vm.finished() || self.held(i) {
+            if !vm.restart_pending || vm.finished() || held {
                 continue;
             }
-            // None of its vCPUs may run again before the rebuild.
-            for k in 0..vm.vcpus.len() {
-                let _ = self.sched.block(VcpuRef::new(i as u8, k as u8), BlockKind::Off);
+            {
+                // None of its vCPUs may run again before the rebuild.
+                let mut core = self.core.lock();
+                for k in 0..vm.vcpus.len() {
+                    let _ = core.sched.block(VcpuRef::new(i as u8, k as u8), BlockKind::Off);
+                }
             }
-            self.plat.release_hw(&self.vms[i]);
-            let old = self.vms.remove(i);
-            match self.plat.rebuild(old) {
+            plat.release_hw(&vm);
+            let old = vm.0.take().expect("a VM outside its restart");
+            match plat.rebuild(old) {
                 Ok(mut new) => {
-                    if !self.vms.is_empty() {
+                    if self.vms.len() > 1 {
                         new.prefix_console();
                     }
-                    self.vms.insert(i, new);
-                    if let Ok(Some(p)) = self.sched.wake(VcpuRef::new(i as u8, 0)) {
-                        if p != self.plat.cpu_id() {
-                            self.plat.kick(1 << p);
+                    *vm.0 = Some(new);
+                    self.housekeeping.fetch_sub(1, Ordering::AcqRel);
+                    let woken = self.core.lock().sched.wake(VcpuRef::new(i as u8, 0));
+                    if let Ok(Some(p)) = woken {
+                        if p != plat.cpu_id() {
+                            plat.kick(1 << p);
                         }
                     }
                 }
                 Err(e) => {
                     // It was built from the same spec and memory at boot.
-                    self.plat.log(format_args!("hyp: guest{}: restart failed: {}; powering off", i, e));
-                    self.plat.power_off(false);
+                    plat.log(format_args!("hyp: guest{}: restart failed: {}; powering off", i, e));
+                    plat.power_off(false);
                     return;
                 }
             }
@@ -229,141 +324,144 @@ impl<P: Platform> Hyp<P> {
     }
 
     /// Entry bookkeeping: pending virtual interrupts into the list registers.
-    fn on_entry(&mut self, pcpu: usize) {
-        if !self.devices_now[pcpu] {
+    fn on_entry(&self, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>) {
+        if !self.local[pcpu].lock().devices_now {
             return;
         }
-        if let Some(v) = self.loaded[pcpu] {
-            if let Some(d) = self.vms[v.vm as usize].devices.as_mut() {
-                d.flush(v.vcpu as usize);
-            }
+        if let Some(d) = vm.devices.as_mut() {
+            d.flush(v.vcpu as usize);
         }
     }
 
-    /// Make `v` the vCPU in this pCPU's registers. False when its VM had to
-    /// be stopped on the way (an AArch32 SPSR load that failed).
-    fn load(&mut self, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame) -> bool {
-        let vm = &mut self.vms[v.vm as usize];
+    /// Make `v` (of `vm`, locked) the vCPU in this pCPU's registers. False
+    /// when its VM had to be stopped on the way (an AArch32 SPSR load that
+    /// failed).
+    fn load(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>, frame: &mut TrapFrame) -> bool {
         let hcr = vm.hcr(v.vcpu as usize);
         let vttbr = vm.vttbr();
         let devices = vm.devices.is_some();
+        let (cntvoff, aarch32) = (vm.cntvoff, vm.aarch32);
         let vc = &mut vm.vcpus[v.vcpu as usize];
-        if vc.last_pcpu.is_some_and(|p| p != pcpu) {
+        let moved = vc.last_pcpu.is_some_and(|p| p != pcpu);
+        vc.last_pcpu = Some(pcpu);
+        let loaded = plat.load(&mut vc.ctx, hcr, cntvoff, devices, aarch32, vc.frame.spsr);
+        *frame = vc.frame;
+        if moved {
             vm.counters.migrations += 1;
         }
-        vc.last_pcpu = Some(pcpu);
-        let loaded = self.plat.load(&mut vc.ctx, hcr, vm.cntvoff, devices, vm.aarch32, vc.frame.spsr);
-        self.hcr_now[pcpu] = hcr;
-        *frame = vc.frame;
         if let Some(d) = vm.devices.as_mut() {
             d.loaded(v.vcpu as usize);
         }
-        self.devices_now[pcpu] = devices;
-        self.plat.set_vttbr(vttbr);
-        // Another vCPU of this VM ran here last: the TLB and I-cache may hold
-        // its stage-1 entries that the guest flushed only locally on the pCPU
-        // where this vCPU ran before. Drop them (as KVM does).
-        let last = &mut self.ran_here[pcpu][v.vm as usize];
-        if *last != Some(v.vcpu) {
-            if last.is_some() {
-                self.plat.local_guest_flush();
-            }
+        plat.set_vttbr(vttbr);
+        let flush = {
+            let mut local = self.local[pcpu].lock();
+            local.hcr_now = hcr;
+            local.devices_now = devices;
+            // Another vCPU of this VM ran here last: the TLB and I-cache may
+            // hold its stage-1 entries that the guest flushed only locally on
+            // the pCPU where this vCPU ran before. Drop them (as KVM does).
+            let last = &mut local.ran_here[v.vm as usize];
+            let other = *last != Some(v.vcpu) && last.is_some();
             *last = Some(v.vcpu);
+            other
+        };
+        if flush {
+            plat.local_guest_flush();
         }
-        self.loaded[pcpu] = Some(v);
+        self.core.lock().loaded[pcpu] = Some(v);
         if !loaded {
-            self.plat.log(format_args!("hyp: guest {}: AArch32 SPSR load failed on pCPU {}; stopping it", self.vms[v.vm as usize].name, pcpu));
-            self.finish_vm(v.vm as usize, false);
+            plat.log(format_args!("hyp: guest {}: AArch32 SPSR load failed on pCPU {}; stopping it", vm.name, pcpu));
+            self.finish_vm(plat, v.vm as usize, vm, false);
         }
         loaded
     }
 
-    /// Re-program HCR_EL2 for the vCPU loaded here when its trap bits
-    /// changed (after a cache-maint reply).
-    pub fn refresh_hcr(&mut self, pcpu: usize) {
-        if let Some(v) = self.loaded[pcpu] {
-            let hcr = self.vms[v.vm as usize].hcr(v.vcpu as usize);
-            if hcr != self.hcr_now[pcpu] {
-                self.plat.set_hcr(hcr);
-                self.hcr_now[pcpu] = hcr;
-            }
+    /// Re-program HCR_EL2 for `v` (loaded here) when its trap bits changed
+    /// (after a cache-maint reply).
+    fn refresh_hcr(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &Vm<P>) {
+        let hcr = vm.hcr(v.vcpu as usize);
+        let mut local = self.local[pcpu].lock();
+        if hcr != local.hcr_now {
+            plat.set_hcr(hcr);
+            local.hcr_now = hcr;
         }
     }
 
-    /// The common case at the end of a trap: the loaded vCPU may simply go
-    /// on. False when [`Hyp::step`] has work to do (switch, clean, idle).
-    pub fn try_resume(&mut self, pcpu: usize) -> bool {
-        let Some(v) = self.loaded[pcpu] else { return false };
-        if self.sched.current(pcpu) != Some(v) {
-            return false;
+    /// The common case at the end of a trap of `v` (its VM locked): it may
+    /// simply go on. False when [`Hyp::step`] has work to do.
+    pub(crate) fn resume(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>) -> bool {
+        {
+            let core = self.core.lock();
+            if core.sched.current(pcpu) != Some(v) || core.loaded[pcpu] != Some(v) {
+                return false;
+            }
         }
-        let vm = &self.vms[v.vm as usize];
         if vm.finished() || vm.restart_pending || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
             return false;
         }
-        self.refresh_hcr(pcpu);
-        self.on_entry(pcpu);
+        self.refresh_hcr(plat, pcpu, v, vm);
+        self.on_entry(pcpu, v, vm);
         true
     }
 
-    /// A vCPU of a stopped VM, or of one waiting for its restart, does not run.
-    fn halted(&self, v: VcpuRef) -> bool {
-        let vm = &self.vms[v.vm as usize];
-        vm.finished() || vm.restart_pending
-    }
-
-    /// One pass of the run loop on `pcpu` (with the hypervisor's state
-    /// held): decide what runs here and make `frame` and the registers
-    /// match it.
-    pub fn step(&mut self, pcpu: usize, frame: &mut TrapFrame) -> Step {
+    /// One pass of the run loop on `pcpu`: decide what runs here and make
+    /// `frame` and the registers match it.
+    pub fn step(&self, plat: &mut P, pcpu: usize, frame: &mut TrapFrame) -> Step {
         loop {
-            self.run_restarts();
-            let mut cur = self.sched.current(pcpu);
-            if let Some(v) = cur {
-                if self.halted(v) {
-                    let _ = self.sched.block(v, BlockKind::Off);
-                    cur = None;
-                }
-            }
-            if cur.is_none() {
-                if let Ok(vcpu_sched::Decision::Run(v)) = self.sched.pick_next(pcpu) {
-                    if self.halted(v) {
-                        let _ = self.sched.block(v, BlockKind::Off);
-                    } else {
+            self.run_restarts(plat);
+            let (cur, here) = {
+                let mut core = self.core.lock();
+                let mut cur = core.sched.current(pcpu);
+                if cur.is_none() {
+                    if let Ok(vcpu_sched::Decision::Run(v)) = core.sched.pick_next(pcpu) {
                         cur = Some(v);
                     }
                 }
-            }
+                (cur, core.loaded[pcpu])
+            };
             let Some(v) = cur else {
                 // Idle: nothing of a guest may stay live here.
-                self.save(pcpu, frame);
+                self.save(plat, pcpu, frame);
                 return Step::Idle;
             };
-            // A vCPU whose live state still sits on another pCPU (that pCPU
-            // has not saved it yet) must wait, or it would run from a stale
-            // copy.
-            if self.loaded.iter().enumerate().any(|(q, l)| q != pcpu && *l == Some(v)) {
-                return Step::Wait;
+            if here.is_some_and(|o| o != v) {
+                self.save(plat, pcpu, frame);
+            }
+            let mut vm = self.vm(v.vm as usize);
+            {
+                let mut core = self.core.lock();
+                // Blocked or moved since it was chosen: choose again.
+                if core.sched.current(pcpu) != Some(v) {
+                    continue;
+                }
+                // A vCPU of a stopped VM, or of one waiting for its
+                // restart, does not run.
+                if vm.finished() || vm.restart_pending {
+                    let _ = core.sched.block(v, BlockKind::Off);
+                    continue;
+                }
+                // A vCPU whose live state still sits on another pCPU (that
+                // pCPU has not saved it yet) must wait, or it would run from
+                // a stale copy.
+                if core.loaded.iter().enumerate().any(|(q, l)| q != pcpu && *l == Some(v)) {
+                    return Step::Wait;
+                }
             }
             let id = VcpuId(v.vcpu);
-            if self.vms[v.vm as usize].cm.may_run(id).is_ok() {
-                if self.loaded[pcpu] != Some(v) {
-                    self.save(pcpu, frame);
-                    if !self.load(pcpu, v, frame) {
-                        // Its VM stopped: choose again.
-                        continue;
-                    }
+            if vm.cm.may_run(id).is_ok() {
+                if self.loaded(pcpu) != Some(v) && !self.load(plat, pcpu, v, &mut vm, frame) {
+                    // Its VM stopped: choose again.
+                    continue;
                 }
-                self.refresh_hcr(pcpu);
-                self.on_entry(pcpu);
+                self.refresh_hcr(plat, pcpu, v, &vm);
+                self.on_entry(pcpu, v, &mut vm);
                 return Step::Enter;
             }
             // One bounded slice of the pending clean, then let the tick in
             // before the next.
-            let vm = &mut self.vms[v.vm as usize];
-            if let Err(e) = vm.cache_maint(&mut self.plat, Request::RunSlice { vcpu: id }) {
-                self.plat.log(format_args!("hyp: guest {}: clean failed: {}", vm.name, e));
-                self.finish_vm(v.vm as usize, false);
+            if let Err(e) = vm.cache_maint(plat, Request::RunSlice { vcpu: id }) {
+                plat.log(format_args!("hyp: guest {}: clean failed: {}", vm.name, e));
+                self.finish_vm(plat, v.vm as usize, &mut vm, false);
             }
             return Step::Slice;
         }

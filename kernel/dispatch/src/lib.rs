@@ -28,6 +28,8 @@
 //! - A vCPU enters with the HCR its VM's cache-maintenance state asks for.
 //! - A vCPU of a stopped VM, or of one waiting for its restart, never
 //!   enters again; a restart happens only once no pCPU holds its vCPUs.
+//! - Locks are per VM, plus one short global lock for the scheduler (see
+//!   [`hyp`]): work on one VM never waits for work on another.
 //! - The components touch only the VM's own memory: every hardware value
 //!   they get is `hwops::Scoped` to [`Vm::memory`], and a refusal stops the
 //!   VM with a line.
@@ -43,7 +45,7 @@ pub mod traps;
 pub mod vm;
 
 pub use frame::TrapFrame;
-pub use hyp::{Hyp, Step, MAX_PCPUS};
+pub use hyp::{Core, Hyp, Step, VmGuard, MAX_PCPUS};
 pub use platform::{AbortKind, Devices, GuestEvent, NoDevices, NullOut, Out, Platform};
 pub use traps::Syndrome;
 pub use vm::{Counters, Power, Vcpu, Vm};

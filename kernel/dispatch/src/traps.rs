@@ -10,7 +10,7 @@ use vcpu_sched::{BlockKind, Scheduler, VcpuRef};
 use crate::frame::TrapFrame;
 use crate::hyp::Hyp;
 use crate::platform::{AbortKind, Devices, GuestEvent, Out, Platform};
-use crate::vm::{scope_broken, Power};
+use crate::vm::{scope_broken, Power, Vm};
 
 /// A synchronous exception from a guest, with its syndrome registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,15 +21,18 @@ pub struct Syndrome {
 }
 
 impl<P: Platform> Hyp<P> {
-    /// A synchronous trap from the vCPU loaded on `pcpu` (none loaded: the
-    /// trap is ignored). The frame is the guest's, updated in place.
-    pub fn trap(&mut self, pcpu: usize, frame: &mut TrapFrame, s: Syndrome) {
-        if let Some(v) = self.vcpu_ref(pcpu) {
-            self.handle(pcpu, v, frame, s);
-        }
+    /// A synchronous trap from the vCPU loaded on `pcpu`, handled under its
+    /// VM's lock. The frame is the guest's, updated in place. True when the
+    /// vCPU may simply go on; else [`Hyp::step`] has work to do (and with
+    /// no vCPU loaded, the trap is ignored).
+    pub fn trap(&self, plat: &mut P, pcpu: usize, frame: &mut TrapFrame, s: Syndrome) -> bool {
+        let Some(v) = self.loaded(pcpu) else { return false };
+        let mut vm = self.vm(v.vm as usize);
+        self.handle(plat, &mut vm, pcpu, v, frame, s);
+        self.resume(plat, pcpu, v, &mut vm)
     }
 
-    fn handle(&mut self, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, s: Syndrome) {
+    fn handle(&self, plat: &mut P, vm: &mut Vm<P>, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, s: Syndrome) {
         let Syndrome { esr, far, hpfar } = s;
         let vmi = v.vm as usize;
         // AArch32 guests: a trapped instruction whose condition fails is skipped.
@@ -39,12 +42,12 @@ impl<P: Platform> Hyp<P> {
         }
         match trap::decode(esr, far, hpfar) {
             Trap::Hvc { imm } => {
-                self.vms[vmi].counters.hvc += 1;
-                self.call(v, frame, imm);
+                vm.counters.hvc += 1;
+                self.call(plat, vm, v, frame, imm);
             }
             Trap::Smc { imm } => {
                 frame.skip(esr);
-                self.call(v, frame, imm);
+                self.call(plat, vm, v, frame, imm);
             }
             Trap::SetWay { op, rt } => {
                 let op = match op {
@@ -54,7 +57,7 @@ impl<P: Platform> Hyp<P> {
                 };
                 let level = trap::sw_level(frame.guest_reg(rt));
                 frame.skip(esr);
-                self.cache_request(v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
+                self.cache_request(plat, vm, v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
             }
             Trap::VmReg { reg, rt, rt2, write: true } => {
                 let mut value = frame.guest_reg(rt);
@@ -62,68 +65,69 @@ impl<P: Platform> Hyp<P> {
                     value = (value & 0xffff_ffff) | (frame.guest_reg(r2) << 32);
                 }
                 let (policy_reg, value, old) = if reg.is_sctlr() {
-                    let old = self.plat.sctlr();
-                    self.plat.write_vmreg(reg, value);
-                    (cache_maint::VmReg::Sctlr, self.plat.sctlr(), old)
+                    let old = plat.sctlr();
+                    plat.write_vmreg(reg, value);
+                    (cache_maint::VmReg::Sctlr, plat.sctlr(), old)
                 } else {
-                    self.plat.write_vmreg(reg, value);
+                    plat.write_vmreg(reg, value);
                     (cache_maint::VmReg::Other(0), value, 0)
                 };
                 frame.skip(esr);
-                self.cache_request(v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
+                self.cache_request(plat, vm, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
             }
-            Trap::DataAbort(da) => self.data_abort(v, frame, esr, &da, false),
+            Trap::DataAbort(da) => self.data_abort(plat, vm, v, frame, esr, &da, false),
             Trap::InstrAbort(ia) => {
                 // Populated like a data access; an abort it needs is an
                 // instruction abort.
                 let da = DataAbort { ipa: ia.ipa, far: ia.far, far_valid: ia.far_valid, write: false, access: None, fault: ia.fault, s1ptw: ia.s1ptw, cache_maint: false, ext_abort: false };
-                self.data_abort(v, frame, esr, &da, true);
+                self.data_abort(plat, vm, v, frame, esr, &da, true);
             }
             Trap::SysReg { op0, op1, crn, crm, op2, rt, read } => {
-                self.shadow_access(v, frame, esr, vsysreg::RegId::Sys(op0, op1, crn, crm, op2), (rt, None), read)
+                self.shadow_access(plat, vm, v, frame, esr, vsysreg::RegId::Sys(op0, op1, crn, crm, op2), (rt, None), read)
             }
             Trap::Cp15 { opc1, crn, crm, opc2, rt, read } => {
-                self.shadow_access(v, frame, esr, vsysreg::RegId::Cp15(opc1, crn, crm, opc2), (rt, None), read)
+                self.shadow_access(plat, vm, v, frame, esr, vsysreg::RegId::Cp15(opc1, crn, crm, opc2), (rt, None), read)
             }
             Trap::Cp15Wide { opc1, crm, rt, rt2, read } => {
-                self.shadow_access(v, frame, esr, vsysreg::RegId::Cp15Wide(opc1, crm), (rt, Some(rt2)), read)
+                self.shadow_access(plat, vm, v, frame, esr, vsysreg::RegId::Cp15Wide(opc1, crm), (rt, Some(rt2)), read)
             }
             Trap::Cp14 { opc1, crn, crm, opc2, rt, read } => {
-                self.shadow_access(v, frame, esr, vsysreg::RegId::Cp14(opc1, crn, crm, opc2), (rt, None), read)
+                self.shadow_access(plat, vm, v, frame, esr, vsysreg::RegId::Cp14(opc1, crn, crm, opc2), (rt, None), read)
             }
             Trap::Cp14Wide { opc1, crm, rt, rt2, read } => {
-                self.shadow_access(v, frame, esr, vsysreg::RegId::Cp14Wide(opc1, crm), (rt, Some(rt2)), read)
+                self.shadow_access(plat, vm, v, frame, esr, vsysreg::RegId::Cp14Wide(opc1, crm), (rt, Some(rt2)), read)
             }
             // A debug data transfer (LDC/STC p14): no debugger listens.
             Trap::Cp14Transfer => frame.skip(esr),
             Trap::Wfx { .. } => {
                 // No virtual interrupts wake it yet: a WFI/WFE is a yield.
                 frame.skip(esr);
-                let _ = self.sched.pick_next(pcpu);
+                let _ = self.core().sched.pick_next(pcpu);
             }
             other => {
-                self.plat.log(format_args!(
+                plat.log(format_args!(
                     "hyp: guest {}: unhandled trap {:?} (ESR {:#x}) at PC {:#x}; stopping it",
-                    self.vms[vmi].name,
+                    vm.name,
                     other,
                     esr,
                     frame.elr
                 ));
-                self.finish_vm(vmi, false);
+                self.finish_vm(plat, vmi, vm, false);
             }
         }
     }
 
     /// A trapped debug, PMU or ACTLR register: the vCPU's shadow answers. Any
     /// other register stops the guest, as an unknown trap does.
-    fn shadow_access(&mut self, v: VcpuRef, frame: &mut TrapFrame, esr: u64, id: vsysreg::RegId, (rt, rt2): (u8, Option<u8>), read: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn shadow_access(&self, plat: &mut P, vm: &mut Vm<P>, v: VcpuRef, frame: &mut TrapFrame, esr: u64, id: vsysreg::RegId, (rt, rt2): (u8, Option<u8>), read: bool) {
         let vmi = v.vm as usize;
         if vsysreg::classify(id).is_none() {
-            self.plat.log(format_args!("hyp: guest {}: unhandled register access {:?} at PC {:#x}; stopping it", self.vms[vmi].name, id, frame.elr));
-            self.finish_vm(vmi, false);
+            plat.log(format_args!("hyp: guest {}: unhandled register access {:?} at PC {:#x}; stopping it", vm.name, id, frame.elr));
+            self.finish_vm(plat, vmi, vm, false);
             return;
         }
-        let shadow = &mut self.vms[vmi].vcpus[v.vcpu as usize].shadow;
+        let shadow = &mut vm.vcpus[v.vcpu as usize].shadow;
         if read {
             let value = shadow.read(id);
             match rt2 {
@@ -144,39 +148,31 @@ impl<P: Platform> Hyp<P> {
     }
 
     /// Hand a set/way or VM-register trap to cache-maint and apply its reply.
-    fn cache_request(&mut self, v: VcpuRef, req: CmRequest) {
+    fn cache_request(&self, plat: &mut P, vm: &mut Vm<P>, v: VcpuRef, req: CmRequest) {
         let vmi = v.vm as usize;
-        let vm = &mut self.vms[vmi];
-        match vm.cache_maint(&mut self.plat, req) {
+        match vm.cache_maint(plat, req) {
             Ok(reply) => {
                 if reply.sw_first_seen {
-                    let _ = self.sched.report_set_way(v.vm);
+                    let _ = self.core().sched.report_set_way(v.vm);
                 }
                 // New TSW/TVM bits are applied on the way out; a pending clean
                 // runs in `step` before the vCPU may resume.
             }
             Err(e) => {
-                self.plat.log(format_args!("hyp: guest {}: cache-maint error: {}", vm.name, e));
-                self.finish_vm(vmi, false);
+                plat.log(format_args!("hyp: guest {}: cache-maint error: {}", vm.name, e));
+                self.finish_vm(plat, vmi, vm, false);
             }
         }
     }
 
-    /// Give the guest a synchronous external abort for `da`.
-    fn inject(&mut self, v: VcpuRef, frame: &mut TrapFrame, da: &DataAbort, fetch: bool) {
-        let kind = if fetch { AbortKind::Instruction } else { AbortKind::Data { write: da.write } };
-        let aarch32 = self.vms[v.vm as usize].aarch32;
-        self.plat.inject_abort(frame, da.far, kind, aarch32);
-    }
-
-    fn data_abort(&mut self, v: VcpuRef, frame: &mut TrapFrame, esr: u64, da: &DataAbort, fetch: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn data_abort(&self, plat: &mut P, vm: &mut Vm<P>, v: VcpuRef, frame: &mut TrapFrame, esr: u64, da: &DataAbort, fetch: bool) {
         let vmi = v.vm as usize;
-        let vm = &mut self.vms[vmi];
         vm.counters.stage2_faults += 1;
         match da.fault {
             FaultKind::AccessFlag(_) => {
                 if vm.pager.handle_access_fault(da.ipa).is_err() {
-                    self.inject(v, frame, da, fetch);
+                    inject(plat, vm, frame, da, fetch);
                 }
             }
             FaultKind::Translation(_) if da.cache_maint && !vm.in_ram(da.ipa) => {
@@ -193,61 +189,61 @@ impl<P: Platform> Hyp<P> {
                 if let Some(kick) = handled {
                     vm.counters.mmio += 1;
                     frame.skip(esr);
-                    self.kick_vcpus(v.vm, kick);
+                    self.kick_vcpus(plat, v.vm, kick);
                 } else {
-                    if vm.may_log(&mut self.plat) {
-                        self.plat.guest_event(GuestEvent::NoDevice { ipa: da.ipa, pc: frame.elr });
+                    if vm.may_log(plat) {
+                        plat.guest_event(GuestEvent::NoDevice { ipa: da.ipa, pc: frame.elr });
                     }
-                    self.inject(v, frame, da, fetch);
+                    inject(plat, vm, frame, da, fetch);
                 }
             }
             FaultKind::Translation(_) => {
-                let t = self.plat.pmu();
-                let mut hw = vm.pod_fault_hw(&mut self.plat);
+                let t = plat.pmu();
+                let mut hw = vm.pod_fault_hw(plat);
                 let r = vm.pod.fault(&mut vm.pager, &mut hw, da.ipa);
                 let refused = hw.refused();
                 drop(hw);
-                let cost = self.plat.pmu().wrapping_sub(t);
-                self.plat.pod_fault_cost(cost);
+                let cost = plat.pmu().wrapping_sub(t);
+                plat.pod_fault_cost(cost);
                 if refused != 0 {
-                    scope_broken(&mut self.plat, &vm.name, refused);
-                    self.finish_vm(vmi, false);
+                    scope_broken(plat, &vm.name, refused);
+                    self.finish_vm(plat, vmi, vm, false);
                     return;
                 }
                 match r {
                     Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
                     Err(PodError::OutsideRam { ipa }) => {
-                        if vm.may_log(&mut self.plat) {
-                            self.plat.guest_event(GuestEvent::OutsideRam { ipa });
+                        if vm.may_log(plat) {
+                            plat.guest_event(GuestEvent::OutsideRam { ipa });
                         }
-                        self.inject(v, frame, da, fetch);
+                        inject(plat, vm, frame, da, fetch);
                     }
                     Err(PodError::Exhausted { ipa }) => {
-                        self.plat.log(format_args!(
+                        plat.log(format_args!(
                             "hyp: guest {}: stopped: out of memory: PoD pool Exhausted at IPA {:#x} ({} bytes populated, nothing reclaimable)",
                             vm.name,
                             ipa,
                             vm.pod.stats().populated_bytes()
                         ));
-                        self.finish_vm(vmi, false);
+                        self.finish_vm(plat, vmi, vm, false);
                     }
                     Err(e) => {
-                        self.plat.log(format_args!("hyp: guest {}: stopped: {:?} (guest memory could not be populated)", vm.name, e));
-                        self.finish_vm(vmi, false);
+                        plat.log(format_args!("hyp: guest {}: stopped: {:?} (guest memory could not be populated)", vm.name, e));
+                        self.finish_vm(plat, vmi, vm, false);
                     }
                 }
             }
             _ => {
-                if vm.may_log(&mut self.plat) {
-                    self.plat.guest_event(GuestEvent::Stage2Fault { fsc: da.fault.fsc(), ipa: da.ipa });
+                if vm.may_log(plat) {
+                    plat.guest_event(GuestEvent::Stage2Fault { fsc: da.fault.fsc(), ipa: da.ipa });
                 }
-                self.inject(v, frame, da, fetch);
+                inject(plat, vm, frame, da, fetch);
             }
         }
     }
 
     /// A hypercall or PSCI call (HVC or SMC conduit).
-    fn call(&mut self, v: VcpuRef, frame: &mut TrapFrame, imm: u16) {
+    fn call(&self, plat: &mut P, vm: &mut Vm<P>, v: VcpuRef, frame: &mut TrapFrame, imm: u16) {
         // SMCCC: calls are `hvc #0` / `smc #0`; any other immediate is not ours.
         if imm != 0 {
             frame.x[0] = hypercall::HC_NOT_SUPPORTED;
@@ -258,11 +254,11 @@ impl<P: Platform> Hyp<P> {
         let m = if frame.aarch32() { 0xffff_ffff } else { u64::MAX };
         let ret = match hypercall::classify(frame.x[0] & m, frame.x[1] & m, frame.x[2] & m, frame.x[3] & m) {
             Call::Hyp(HypCall::Putc(b)) => {
-                self.vms[vmi].vcpus[v.vcpu as usize].out.push(b);
+                vm.vcpus[v.vcpu as usize].out.push(b);
                 hypercall::HC_OK
             }
             Call::Hyp(HypCall::Puts8(chunk)) => {
-                let out = &mut self.vms[vmi].vcpus[v.vcpu as usize].out;
+                let out = &mut vm.vcpus[v.vcpu as usize].out;
                 for &b in chunk.as_bytes() {
                     if b == b'\n' {
                         out.push(b'\r');
@@ -272,13 +268,12 @@ impl<P: Platform> Hyp<P> {
                 hypercall::HC_OK
             }
             Call::Hyp(HypCall::Report { key, value }) => {
-                let vm = &mut self.vms[vmi];
-                if !vm.may_log(&mut self.plat) {
+                if !vm.may_log(plat) {
                     frame.x[0] = hypercall::HC_OK;
                     return;
                 }
                 // Plain text, so tests can read the populated figure at this point.
-                self.plat.log(format_args!(
+                plat.log(format_args!(
                     "hyp: guest {} report key={} value={} populated_bytes={}",
                     vm.name,
                     key as u32,
@@ -287,9 +282,9 @@ impl<P: Platform> Hyp<P> {
                 ));
                 hypercall::HC_OK
             }
-            Call::Hyp(HypCall::Exit { status }) => return self.finish_vm(vmi, status == 0),
-            Call::Psci(PsciCall::SystemOff) => return self.finish_vm(vmi, true),
-            Call::Psci(PsciCall::SystemReset) => return self.request_restart(vmi),
+            Call::Hyp(HypCall::Exit { status }) => return self.finish_vm(plat, vmi, vm, status == 0),
+            Call::Psci(PsciCall::SystemOff) => return self.finish_vm(plat, vmi, vm, true),
+            Call::Psci(PsciCall::SystemReset) => return self.request_restart(plat, vmi, vm),
             Call::Psci(PsciCall::Version) => 0x0001_0000, // PSCI 1.0
             Call::Psci(PsciCall::MigrateInfoType) => 2,    // trusted OS not present
             Call::Psci(PsciCall::Features { fid }) => match fid {
@@ -298,19 +293,18 @@ impl<P: Platform> Hyp<P> {
                 | psci::MIGRATE_INFO_TYPE => 0,
                 _ => psci::ret(psci::NOT_SUPPORTED),
             },
-            Call::Psci(PsciCall::CpuOn { target, entry, context_id }) => self.cpu_on(vmi, target, entry, context_id),
+            Call::Psci(PsciCall::CpuOn { target, entry, context_id }) => self.cpu_on(plat, vm, vmi, target, entry, context_id),
             Call::Psci(PsciCall::CpuOff) => {
-                self.vms[vmi].vcpus[v.vcpu as usize].power = Power::Off;
-                let _ = self.sched.block(v, BlockKind::Off);
+                vm.vcpus[v.vcpu as usize].power = Power::Off;
+                let _ = self.core().sched.block(v, BlockKind::Off);
                 // With no vCPU on, nothing can ever turn one on again.
-                if self.vms[vmi].vcpus.iter().all(|c| c.power == Power::Off) {
-                    self.plat.log(format_args!("hyp: guest {}: its last vCPU called CPU_OFF; stopped", self.vms[vmi].name));
-                    self.finish_vm(vmi, false);
+                if vm.vcpus.iter().all(|c| c.power == Power::Off) {
+                    plat.log(format_args!("hyp: guest {}: its last vCPU called CPU_OFF; stopped", vm.name));
+                    self.finish_vm(plat, vmi, vm, false);
                 }
                 return;
             }
             Call::Psci(PsciCall::AffinityInfo { target, lowest_level }) => {
-                let vm = &self.vms[vmi];
                 match vcpu_of(target).filter(|&i| i < vm.vcpus.len() && lowest_level == 0) {
                     Some(i) if vm.vcpus[i].power == Power::On => 0,
                     Some(_) => 1,
@@ -324,8 +318,7 @@ impl<P: Platform> Hyp<P> {
         frame.x[0] = ret;
     }
 
-    fn cpu_on(&mut self, vmi: usize, target: u64, entry: u64, context: u64) -> u64 {
-        let vm = &mut self.vms[vmi];
+    fn cpu_on(&self, plat: &mut P, vm: &mut Vm<P>, vmi: usize, target: u64, entry: u64, context: u64) -> u64 {
         // A VM that is stopping or restarting starts nothing.
         if vm.finished() || vm.restart_pending {
             return psci::ret(psci::DENIED);
@@ -342,21 +335,25 @@ impl<P: Platform> Hyp<P> {
         if !aligned || !vm.in_ram(entry & !1) {
             return psci::ret(psci::INVALID_ADDRESS);
         }
-        let _ = vm.cache_maint(&mut self.plat, CmRequest::Reset { vcpu: VcpuId(i as u8) });
+        let _ = vm.cache_maint(plat, CmRequest::Reset { vcpu: VcpuId(i as u8) });
         let aarch32 = vm.aarch32;
-        vm.vcpus[i].reset(&self.plat, i, entry, context, aarch32);
+        vm.vcpus[i].reset(plat, i, entry, context, aarch32);
         // A pCPU that went idle after this vCPU's CPU_OFF may still hold its old
         // live state: drop it, the reset state above is what runs next.
         let me = VcpuRef::new(vmi as u8, i as u8);
-        for l in self.loaded.iter_mut() {
-            if *l == Some(me) {
-                *l = None;
+        let woken = {
+            let mut core = self.core();
+            for l in core.loaded.iter_mut() {
+                if *l == Some(me) {
+                    *l = None;
+                }
             }
-        }
+            core.sched.wake(me)
+        };
         // An idle pCPU that can run it now is woken at once, not at its tick.
-        if let Ok(Some(p)) = self.sched.wake(me) {
-            if p != self.plat.cpu_id() {
-                self.plat.kick(1 << p);
+        if let Ok(Some(p)) = woken {
+            if p != plat.cpu_id() {
+                plat.kick(1 << p);
             }
         }
         0
@@ -366,4 +363,10 @@ impl<P: Platform> Hyp<P> {
 /// The vCPU index an MPIDR names (Aff0; our vCPUs have Aff1..3 = 0).
 fn vcpu_of(mpidr: u64) -> Option<usize> {
     (mpidr & 0xff_ffff_ff00 == 0).then_some((mpidr & 0xff) as usize)
+}
+
+/// Give the guest a synchronous external abort for `da`.
+fn inject<P: Platform>(plat: &mut P, vm: &Vm<P>, frame: &mut TrapFrame, da: &DataAbort, fetch: bool) {
+    let kind = if fetch { AbortKind::Instruction } else { AbortKind::Data { write: da.write } };
+    plat.inject_abort(frame, da.far, kind, vm.aarch32);
 }

@@ -148,6 +148,7 @@ struct Guest {
 
 struct Machine {
     h: Hyp<ModelPlat>,
+    plat: ModelPlat,
     /// Each pCPU's live frame.
     frames: Vec<TrapFrame>,
     /// Whether each pCPU runs its loaded vCPU (else it is in `step`).
@@ -236,7 +237,8 @@ impl Machine {
         }
         plat.cur = 0;
         Machine {
-            h: Hyp::new(plat, vms, sched, 0),
+            h: Hyp::new(vms, sched, 0),
+            plat,
             frames: vec![TrapFrame::default(); cpus],
             entered: vec![false; cpus],
             progs,
@@ -253,8 +255,7 @@ impl Machine {
 
     fn trap(&mut self, p: usize, t: Trap) {
         let (esr, far, hpfar) = encode(&t, Width::Aarch64);
-        self.h.trap(p, &mut self.frames[p], Syndrome { esr, far, hpfar });
-        if !self.h.try_resume(p) {
+        if !self.h.trap(&mut self.plat, p, &mut self.frames[p], Syndrome { esr, far, hpfar }) {
             self.entered[p] = false;
         }
     }
@@ -268,11 +269,13 @@ impl Machine {
     /// A load or store through pCPU `p`'s TLB: the value, or `None` when
     /// it trapped (it runs again after the trap, as after an `eret`).
     fn access(&mut self, p: usize, v: VcpuRef, ipa: u64, store: Option<u64>) -> Option<u64> {
-        let vm = &self.h.vms[v.vm as usize];
+        let vm = self.h.vm(v.vm as usize);
         let vmid = (vm.vttbr() >> 48) as u16;
-        let plat = &mut self.h.plat;
+        let plat = &mut self.plat;
         let access = if plat.sctlr[p] & SCTLR_MC == SCTLR_MC { Access::Cached(p) } else { Access::Uncached };
-        match plat.tlb.translate(p, vmid, ipa, &|a| walked(&vm.pager, a)) {
+        let t = plat.tlb.translate(p, vmid, ipa, &|a| walked(&vm.pager, a));
+        drop(vm);
+        match t {
             Translation::Hit { pa } | Translation::Filled { pa } => Some(match store {
                 Some(val) => {
                     plat.model.store_u64(access, pa, val);
@@ -301,15 +304,15 @@ impl Machine {
     /// One step of pCPU `p`: the run loop if it is not in a guest, else its
     /// vCPU's next op.
     fn step(&mut self, p: usize) {
-        self.h.plat.cur = p;
+        self.plat.cur = p;
         if !self.entered[p] {
-            self.entered[p] = self.h.step(p, &mut self.frames[p]) == Step::Enter;
+            self.entered[p] = self.h.step(&mut self.plat, p, &mut self.frames[p]) == Step::Enter;
             return;
         }
-        let v = self.h.loaded[p].expect("an entered pCPU has a vCPU");
+        let v = self.h.loaded(p).expect("an entered pCPU has a vCPU");
         let at = pc(&self.frames[p]);
         let op = self.progs[v.vm as usize][v.vcpu as usize][at];
-        let hcr = self.h.plat.hcr[p];
+        let hcr = self.plat.hcr[p];
         let next = |m: &mut Machine| m.frames[p].elr += 4;
         match op {
             Op::Write { ipa, val } => {
@@ -327,13 +330,13 @@ impl Machine {
                 }
             }
             Op::Sctlr(on) => {
-                let old = self.h.plat.sctlr[p];
+                let old = self.plat.sctlr[p];
                 let value = if on { old | SCTLR_MC } else { old & !SCTLR_MC };
                 if hcr & HCR_TVM != 0 {
                     self.frames[p].x[1] = value;
                     self.trap(p, Trap::VmReg { reg: trap::VmReg::SctlrEl1, rt: 1, rt2: None, write: true });
                 } else {
-                    self.h.plat.sctlr[p] = value;
+                    self.plat.sctlr[p] = value;
                     next(self);
                 }
             }
@@ -342,7 +345,7 @@ impl Machine {
                     self.frames[p].x[1] = operand.into();
                     self.trap(p, Trap::SetWay { op: trap::SwOp::Cisw, rt: 1 });
                 } else {
-                    self.h.plat.model.dc_sw(p, ModelSwOp::CleanInvalidate, operand);
+                    self.plat.model.dc_sw(p, ModelSwOp::CleanInvalidate, operand);
                     next(self);
                 }
             }
@@ -357,8 +360,8 @@ impl Machine {
     /// A timer tick on pCPU `p`: the scheduler decides, and the pCPU goes
     /// through the run loop (as `lower_irq` then `leave` do).
     fn tick(&mut self, p: usize) {
-        self.h.plat.cur = p;
-        let _ = self.h.sched.tick(p);
+        self.plat.cur = p;
+        let _ = self.h.core().sched.tick(p);
         self.entered[p] = false;
         self.ticks += 1;
     }
@@ -367,7 +370,7 @@ impl Machine {
     /// VM stopped.
     fn run(&mut self, rng: &mut Rng, tick_every: u64) {
         let mut steps = 0u64;
-        while self.h.vms.iter().any(|vm| !vm.finished()) {
+        while (0..self.h.vm_count()).any(|i| !self.h.vm(i).finished()) {
             let p = rng.below(self.cpus() as u64) as usize;
             if rng.chance(1, tick_every) {
                 self.tick(p);
@@ -375,20 +378,22 @@ impl Machine {
                 self.step(p);
             }
             steps += 1;
-            assert!(steps < 20_000_000, "no progress: {:?}", self.h.plat.lines);
+            assert!(steps < 20_000_000, "no progress: {:?}", self.plat.lines);
         }
     }
 
     fn migrations(&self) -> u64 {
-        self.h.vms.iter().map(|vm| vm.counters.migrations).sum()
+        (0..self.h.vm_count()).map(|i| self.h.vm(i).counters.migrations).sum()
     }
 }
 
 impl Drop for Machine {
     fn drop(&mut self) {
         // Give the VMIDs back, so many cases run in one process.
-        let mut scheds: Vec<_> = self.h.sched.take_caps().collect();
-        for (vm, vgic) in self.h.vms.drain(..).zip(self.vgic_caps.drain(..)) {
+        let empty = Hyp::new(Vec::new(), AnySched::new(SchedPolicy::Rr, 1, HwdomPin::default()).unwrap(), 0);
+        let (vms, mut sched) = std::mem::replace(&mut self.h, empty).into_parts();
+        let mut scheds: Vec<_> = sched.take_caps().collect();
+        for (vm, vgic) in vms.into_iter().zip(self.vgic_caps.drain(..)) {
             let (stage2, _) = vm.pager.into_parts();
             let mut cm = vm.cm;
             let k = scheds.iter().position(|c| c.vm() == stage2.vm()).unwrap();
@@ -462,17 +467,21 @@ fn set_way_loops_across_migrations_lose_nothing_only_when_trapped() {
             let expected: usize = guests.iter().flat_map(|g| &g.progs).flatten().filter(|o| matches!(o, Op::Verify { .. })).count();
             let mut m = Machine::new(2, SchedPolicy::Rr, guests);
             m.run(&mut rng, 40);
-            assert_eq!(m.checked, expected, "every vCPU ran its program to the end: {:?}", m.h.plat.lines);
-            assert_eq!(m.h.plat.injected, 0);
-            assert_eq!(m.h.plat.powered_off, Some(false), "the last CPU_OFF stops each guest");
-            for vm in &m.h.vms {
+            assert_eq!(m.checked, expected, "every vCPU ran its program to the end: {:?}", m.plat.lines);
+            assert_eq!(m.plat.injected, 0);
+            assert_eq!(m.plat.powered_off, Some(false), "the last CPU_OFF stops each guest");
+            for i in 0..m.h.vm_count() {
+                let vm = m.h.vm(i);
                 vm.pod.check_invariants(&vm.pager).unwrap();
             }
             match sw {
                 SwMode::No => lost_untrapped += m.lost.len(),
                 _ => {
                     assert!(m.lost.is_empty(), "seed {seed}: {} words lost, first {:?}", m.lost.len(), m.lost.first());
-                    assert!(m.h.vms.iter().all(|vm| vm.cm.counters().sw_traps > 0 && vm.cm.counters().cleans > 0));
+                    assert!((0..m.h.vm_count()).all(|i| {
+                        let c = m.h.vm(i).cm.counters();
+                        c.sw_traps > 0 && c.cleans > 0
+                    }));
                     lost_trapped += m.lost.len();
                     migrations += m.migrations();
                 }
@@ -482,4 +491,37 @@ fn set_way_loops_across_migrations_lose_nothing_only_when_trapped() {
     assert_eq!(lost_trapped, 0);
     assert!(migrations > 50, "the scheduler moved vCPUs ({migrations} migrations)");
     assert!(lost_untrapped > 0, "without the traps, moved set/way loops lose data (the harness can see it)");
+}
+
+/// Per-VM locking: while one pCPU holds VM B (a PoD fault's zeroing, a
+/// clean slice), another pCPU's trap of VM A completes.
+#[test]
+fn a_trap_of_one_vm_does_not_wait_for_another_vm() {
+    let mut rng = Rng::new(7);
+    let guests = vec![guest(&mut rng, SwMode::Auto, 1, true), guest(&mut rng, SwMode::Auto, 1, true)];
+    let mut m = Machine::new(2, SchedPolicy::Pinned, guests);
+    // Both pCPUs enter their guest (pinned: VM 0 on pCPU 0, VM 1 on pCPU 1).
+    for p in [0, 1, 0, 1] {
+        m.step(p);
+    }
+    assert_eq!(m.h.loaded(0).map(|v| v.vm), Some(0));
+    assert_eq!(m.h.loaded(1).map(|v| v.vm), Some(1));
+    let (hyp, plat, frames) = (&m.h, &mut m.plat, &mut m.frames);
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        // pCPU 1 is inside a long operation of VM 1.
+        let busy = hyp.vm(1);
+        s.spawn(move || {
+            // pCPU 0: PSCI_VERSION from VM 0.
+            plat.cur = 0;
+            frames[0].x[0] = psci::VERSION.into();
+            frames[0].elr += 4;
+            let (esr, far, hpfar) = encode(&Trap::Hvc { imm: 0 }, Width::Aarch64);
+            let resumed = hyp.trap(plat, 0, &mut frames[0], Syndrome { esr, far, hpfar });
+            done.send((resumed, frames[0].x[0])).unwrap();
+        });
+        let r = wait.recv_timeout(std::time::Duration::from_secs(20));
+        drop(busy);
+        assert_eq!(r, Ok((true, 0x1_0000)), "the trap of VM 0 waited for VM 1's lock");
+    });
 }
