@@ -14,14 +14,23 @@
 //! - [`Core`] (the scheduler, which vCPU each pCPU holds, console focus)
 //!   is the one global lock. It is held for bookkeeping only, never across
 //!   a component's work: a scheduler call or a look at `loaded`.
-//! - Each pCPU's [`Local`] state is touched by that pCPU only.
+//! - Each pCPU's [`Local`] state is touched by that pCPU only (atomics,
+//!   no lock), except `loaded`, a copy of `Core::loaded` written under
+//!   `Core` and read by its own pCPU without it.
 //!
-//! Order: a VM's lock (at most one at a time), then `Core`, then `Local`.
-//! Nothing takes a VM's lock while it holds `Core` or `Local`.
+//! Order: a VM's lock (at most one at a time), then `Core`. Nothing takes a
+//! VM's lock while it holds `Core`.
+//!
+//! The trap fast path takes only the trapping VM's lock: it finds its vCPU
+//! in `Local::loaded`, and skips `Core` at the end unless the handler
+//! called the scheduler. That is sound because a running vCPU `v` of VM
+//! `x` stops being current on its pCPU only by that pCPU's own scheduler
+//! calls, or by a block under `x`'s lock that also stops or restarts `x`
+//! (which the end of the trap checks).
 
 use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use cache_maint::{Request, VcpuId};
 use spin::mutex::{SpinMutex, SpinMutexGuard};
@@ -48,13 +57,24 @@ pub struct Core {
 
 /// One pCPU's own state.
 pub struct Local {
+    /// `Core::loaded` of this pCPU ([`pack`]ed).
+    loaded: AtomicU32,
     /// The HCR_EL2 value it runs with now.
-    hcr_now: u64,
+    hcr_now: AtomicU64,
     /// Whether the vCPU loaded here has emulated devices (a vGIC to sync
     /// and flush), so other guests' traps skip that work.
-    devices_now: bool,
-    /// Per VM: the vCPU of that VM that last ran here.
-    ran_here: [Option<u8>; vcpu_sched::MAX_VMS],
+    devices_now: AtomicBool,
+    /// Per VM: the vCPU of that VM that last ran here, [`pack`]ed.
+    ran_here: [AtomicU32; vcpu_sched::MAX_VMS],
+}
+
+/// An optional vCPU as one word (0: none).
+fn pack(v: Option<VcpuRef>) -> u32 {
+    v.map_or(0, |v| 1 << 16 | u32::from(v.vm) << 8 | u32::from(v.vcpu))
+}
+
+fn unpack(w: u32) -> Option<VcpuRef> {
+    (w != 0).then(|| VcpuRef::new((w >> 8) as u8, w as u8))
 }
 
 /// One VM, locked. Always holds the VM (empty only inside a restart).
@@ -76,7 +96,7 @@ impl<P: Platform> DerefMut for VmGuard<'_, P> {
 pub struct Hyp<P: Platform> {
     vms: Vec<SpinMutex<Option<Vm<P>>>>,
     core: SpinMutex<Core>,
-    local: [SpinMutex<Local>; MAX_PCPUS],
+    local: [Local; MAX_PCPUS],
     /// VMs not stopped yet.
     running: AtomicUsize,
     /// No VM stopped with a failure so far.
@@ -101,7 +121,13 @@ pub enum Step {
     Wait,
 }
 
-const LOCAL: Local = Local { hcr_now: 0, devices_now: false, ran_here: [None; vcpu_sched::MAX_VMS] };
+#[allow(clippy::declare_interior_mutable_const)]
+const LOCAL: Local = Local {
+    loaded: AtomicU32::new(0),
+    hcr_now: AtomicU64::new(0),
+    devices_now: AtomicBool::new(false),
+    ran_here: [const { AtomicU32::new(0) }; vcpu_sched::MAX_VMS],
+};
 
 impl<P: Platform> Hyp<P> {
     pub fn new(vms: Vec<Vm<P>>, sched: AnySched, reboots: u32) -> Self {
@@ -109,7 +135,7 @@ impl<P: Platform> Hyp<P> {
         Hyp {
             vms: vms.into_iter().map(|vm| SpinMutex::new(Some(vm))).collect(),
             core: SpinMutex::new(Core { sched, loaded: [None; MAX_PCPUS], focus: 0, ctrl_a: 0 }),
-            local: [const { SpinMutex::new(LOCAL) }; MAX_PCPUS],
+            local: [LOCAL; MAX_PCPUS],
             running: AtomicUsize::new(n),
             all_ok: AtomicBool::new(true),
             housekeeping: AtomicUsize::new(0),
@@ -137,8 +163,15 @@ impl<P: Platform> Hyp<P> {
         self.core.lock()
     }
 
+    /// The vCPU whose state is in `pcpu`'s registers.
     pub fn loaded(&self, pcpu: usize) -> Option<VcpuRef> {
-        self.core.lock().loaded[pcpu]
+        unpack(self.local[pcpu].loaded.load(Ordering::Acquire))
+    }
+
+    /// Set `Core::loaded[pcpu]` (with `Core` held) and its copy.
+    pub(crate) fn set_loaded(&self, core: &mut Core, pcpu: usize, v: Option<VcpuRef>) {
+        core.loaded[pcpu] = v;
+        self.local[pcpu].loaded.store(pack(v), Ordering::Release);
     }
 
     /// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
@@ -212,7 +245,7 @@ impl<P: Platform> Hyp<P> {
             if core.loaded[pcpu] != Some(o) {
                 return;
             }
-            core.loaded[pcpu] = None;
+            self.set_loaded(&mut core, pcpu, None);
         }
         let devices = vm.devices.is_some();
         if let Some(d) = vm.devices.as_mut() {
@@ -325,7 +358,7 @@ impl<P: Platform> Hyp<P> {
 
     /// Entry bookkeeping: pending virtual interrupts into the list registers.
     fn on_entry(&self, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>) {
-        if !self.local[pcpu].lock().devices_now {
+        if !self.local[pcpu].devices_now.load(Ordering::Relaxed) {
             return;
         }
         if let Some(d) = vm.devices.as_mut() {
@@ -353,22 +386,17 @@ impl<P: Platform> Hyp<P> {
             d.loaded(v.vcpu as usize);
         }
         plat.set_vttbr(vttbr);
-        let flush = {
-            let mut local = self.local[pcpu].lock();
-            local.hcr_now = hcr;
-            local.devices_now = devices;
-            // Another vCPU of this VM ran here last: the TLB and I-cache may
-            // hold its stage-1 entries that the guest flushed only locally on
-            // the pCPU where this vCPU ran before. Drop them (as KVM does).
-            let last = &mut local.ran_here[v.vm as usize];
-            let other = *last != Some(v.vcpu) && last.is_some();
-            *last = Some(v.vcpu);
-            other
-        };
-        if flush {
+        let local = &self.local[pcpu];
+        local.hcr_now.store(hcr, Ordering::Relaxed);
+        local.devices_now.store(devices, Ordering::Relaxed);
+        // Another vCPU of this VM ran here last: the TLB and I-cache may
+        // hold its stage-1 entries that the guest flushed only locally on
+        // the pCPU where this vCPU ran before. Drop them (as KVM does).
+        let last = unpack(local.ran_here[v.vm as usize].swap(pack(Some(v)), Ordering::Relaxed));
+        if last.is_some_and(|l| l != v) {
             plat.local_guest_flush();
         }
-        self.core.lock().loaded[pcpu] = Some(v);
+        self.set_loaded(&mut self.core.lock(), pcpu, Some(v));
         if !loaded {
             plat.log(format_args!("hyp: guest {}: AArch32 SPSR load failed on pCPU {}; stopping it", vm.name, pcpu));
             self.finish_vm(plat, v.vm as usize, vm, false);
@@ -380,21 +408,23 @@ impl<P: Platform> Hyp<P> {
     /// (after a cache-maint reply).
     fn refresh_hcr(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &Vm<P>) {
         let hcr = vm.hcr(v.vcpu as usize);
-        let mut local = self.local[pcpu].lock();
-        if hcr != local.hcr_now {
+        let now = &self.local[pcpu].hcr_now;
+        if hcr != now.load(Ordering::Relaxed) {
             plat.set_hcr(hcr);
-            local.hcr_now = hcr;
+            now.store(hcr, Ordering::Relaxed);
         }
     }
 
     /// The common case at the end of a trap of `v` (its VM locked): it may
-    /// simply go on. False when [`Hyp::step`] has work to do.
-    pub(crate) fn resume(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>) -> bool {
-        {
-            let core = self.core.lock();
-            if core.sched.current(pcpu) != Some(v) || core.loaded[pcpu] != Some(v) {
-                return false;
-            }
+    /// simply go on. False when [`Hyp::step`] has work to do. `resched`:
+    /// the handler called the scheduler, so `v` may no longer be current
+    /// (see the module docs for why nothing else can change that).
+    pub(crate) fn resume(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>, resched: bool) -> bool {
+        if resched && self.core.lock().sched.current(pcpu) != Some(v) {
+            return false;
+        }
+        if self.loaded(pcpu) != Some(v) {
+            return false;
         }
         if vm.finished() || vm.restart_pending || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
             return false;

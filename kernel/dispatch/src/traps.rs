@@ -28,26 +28,27 @@ impl<P: Platform> Hyp<P> {
     pub fn trap(&self, plat: &mut P, pcpu: usize, frame: &mut TrapFrame, s: Syndrome) -> bool {
         let Some(v) = self.loaded(pcpu) else { return false };
         let mut vm = self.vm(v.vm as usize);
-        self.handle(plat, &mut vm, pcpu, v, frame, s);
-        self.resume(plat, pcpu, v, &mut vm)
+        let resched = self.handle(plat, &mut vm, pcpu, v, frame, s);
+        self.resume(plat, pcpu, v, &mut vm, resched)
     }
 
-    fn handle(&self, plat: &mut P, vm: &mut Vm<P>, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, s: Syndrome) {
+    /// True when it called the scheduler on `pcpu` (WFI/WFE, CPU_OFF).
+    fn handle(&self, plat: &mut P, vm: &mut Vm<P>, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, s: Syndrome) -> bool {
         let Syndrome { esr, far, hpfar } = s;
         let vmi = v.vm as usize;
         // AArch32 guests: a trapped instruction whose condition fails is skipped.
         if frame.aarch32() && !trap::cond_passed(esr, frame.spsr) {
             frame.skip(esr);
-            return;
+            return false;
         }
         match trap::decode(esr, far, hpfar) {
             Trap::Hvc { imm } => {
                 vm.counters.hvc += 1;
-                self.call(plat, vm, v, frame, imm);
+                return self.call(plat, vm, v, frame, imm);
             }
             Trap::Smc { imm } => {
                 frame.skip(esr);
-                self.call(plat, vm, v, frame, imm);
+                return self.call(plat, vm, v, frame, imm);
             }
             Trap::SetWay { op, rt } => {
                 let op = match op {
@@ -103,6 +104,7 @@ impl<P: Platform> Hyp<P> {
                 // No virtual interrupts wake it yet: a WFI/WFE is a yield.
                 frame.skip(esr);
                 let _ = self.core().sched.pick_next(pcpu);
+                return true;
             }
             other => {
                 plat.log(format_args!(
@@ -115,6 +117,7 @@ impl<P: Platform> Hyp<P> {
                 self.finish_vm(plat, vmi, vm, false);
             }
         }
+        false
     }
 
     /// A trapped debug, PMU or ACTLR register: the vCPU's shadow answers. Any
@@ -242,12 +245,13 @@ impl<P: Platform> Hyp<P> {
         }
     }
 
-    /// A hypercall or PSCI call (HVC or SMC conduit).
-    fn call(&self, plat: &mut P, vm: &mut Vm<P>, v: VcpuRef, frame: &mut TrapFrame, imm: u16) {
+    /// A hypercall or PSCI call (HVC or SMC conduit). True when it called
+    /// the scheduler on this pCPU (CPU_OFF).
+    fn call(&self, plat: &mut P, vm: &mut Vm<P>, v: VcpuRef, frame: &mut TrapFrame, imm: u16) -> bool {
         // SMCCC: calls are `hvc #0` / `smc #0`; any other immediate is not ours.
         if imm != 0 {
             frame.x[0] = hypercall::HC_NOT_SUPPORTED;
-            return;
+            return false;
         }
         let vmi = v.vm as usize;
         // An AArch32 guest's registers are 32 bits; the upper halves are junk.
@@ -270,7 +274,7 @@ impl<P: Platform> Hyp<P> {
             Call::Hyp(HypCall::Report { key, value }) => {
                 if !vm.may_log(plat) {
                     frame.x[0] = hypercall::HC_OK;
-                    return;
+                    return false;
                 }
                 // Plain text, so tests can read the populated figure at this point.
                 plat.log(format_args!(
@@ -282,9 +286,18 @@ impl<P: Platform> Hyp<P> {
                 ));
                 hypercall::HC_OK
             }
-            Call::Hyp(HypCall::Exit { status }) => return self.finish_vm(plat, vmi, vm, status == 0),
-            Call::Psci(PsciCall::SystemOff) => return self.finish_vm(plat, vmi, vm, true),
-            Call::Psci(PsciCall::SystemReset) => return self.request_restart(plat, vmi, vm),
+            Call::Hyp(HypCall::Exit { status }) => {
+                self.finish_vm(plat, vmi, vm, status == 0);
+                return false;
+            }
+            Call::Psci(PsciCall::SystemOff) => {
+                self.finish_vm(plat, vmi, vm, true);
+                return false;
+            }
+            Call::Psci(PsciCall::SystemReset) => {
+                self.request_restart(plat, vmi, vm);
+                return false;
+            }
             Call::Psci(PsciCall::Version) => 0x0001_0000, // PSCI 1.0
             Call::Psci(PsciCall::MigrateInfoType) => 2,    // trusted OS not present
             Call::Psci(PsciCall::Features { fid }) => match fid {
@@ -302,7 +315,7 @@ impl<P: Platform> Hyp<P> {
                     plat.log(format_args!("hyp: guest {}: its last vCPU called CPU_OFF; stopped", vm.name));
                     self.finish_vm(plat, vmi, vm, false);
                 }
-                return;
+                return true;
             }
             Call::Psci(PsciCall::AffinityInfo { target, lowest_level }) => {
                 match vcpu_of(target).filter(|&i| i < vm.vcpus.len() && lowest_level == 0) {
@@ -316,6 +329,7 @@ impl<P: Platform> Hyp<P> {
             Call::Unknown(_) => hypercall::HC_NOT_SUPPORTED,
         };
         frame.x[0] = ret;
+        false
     }
 
     fn cpu_on(&self, plat: &mut P, vm: &mut Vm<P>, vmi: usize, target: u64, entry: u64, context: u64) -> u64 {
@@ -343,9 +357,9 @@ impl<P: Platform> Hyp<P> {
         let me = VcpuRef::new(vmi as u8, i as u8);
         let woken = {
             let mut core = self.core();
-            for l in core.loaded.iter_mut() {
-                if *l == Some(me) {
-                    *l = None;
+            for p in 0..core.loaded.len() {
+                if core.loaded[p] == Some(me) {
+                    self.set_loaded(&mut core, p, None);
                 }
             }
             core.sched.wake(me)
