@@ -67,7 +67,7 @@
 //!         |                      SCTLR write, M&C changed |     | pass done,
 //!         |                      (to on: TVM off)         |     | TVM still on
 //!         |                                               |     v
-//!         |  SCTLR write, caches on, unchanged: TVM off  +----------+
+//!         |  VM-register write, caches on: TVM off       +----------+
 //!         +--------------------------------------------- | Trapping | SetWay:
 //!                                                        |  TVM on  | nothing
 //!                                                        +----------+
@@ -79,7 +79,8 @@
 //! | Trapping | `SetWay` | nothing (the rule below) |
 //! | Untrapped or Trapping | `VmRegWrite` SCTLR, caches-on state changed | request a clean, wait; TVM off if caches are now on |
 //! | Untrapped or Trapping | `VmRegWrite` SCTLR, unchanged | TVM off if caches are on |
-//! | Untrapped or Trapping | `VmRegWrite` other register | nothing |
+//! | Untrapped or Trapping | `VmRegWrite` other register, caches on | TVM off (as KVM and Xen) |
+//! | Untrapped or Trapping | `VmRegWrite` other register, caches off | nothing |
 //! | Waiting | `RunSlice` | one slice of the VM's pass; released when a pass that started after the request ends |
 //! | Waiting | `SetWay`, `VmRegWrite` | [`Error::CleanPending`]: it cannot have trapped |
 //! | any | `Reset` | TVM off; a pending wait stays |
@@ -345,6 +346,8 @@ pub enum Request {
         value: u64,
         /// The register's value before the write.
         old: u64,
+        /// The vCPU's SCTLR after the write (`value` when `reg` is SCTLR).
+        sctlr: u64,
     },
     /// Run one bounded slice of the clean this vCPU waits for.
     RunSlice {
@@ -607,7 +610,7 @@ impl CacheMaint {
                     SwOp::Isw | SwOp::Csw | SwOp::Cisw => self.set_way(vcpu),
                 }
             }
-            Request::VmRegWrite { vcpu, reg, value, old } => self.vm_reg_write(vcpu, reg, value, old),
+            Request::VmRegWrite { vcpu, reg, value, old, sctlr } => self.vm_reg_write(vcpu, reg, value, old, sctlr),
             Request::RunSlice { vcpu } => {
                 let i = self.index(vcpu)?;
                 if self.vcpus[i].waits_for.is_some() {
@@ -637,7 +640,7 @@ impl CacheMaint {
         Ok(self.reply(i, None, first))
     }
 
-    fn vm_reg_write(&mut self, vcpu: VcpuId, reg: VmReg, value: u64, old: u64) -> Result<Reply, Error> {
+    fn vm_reg_write(&mut self, vcpu: VcpuId, reg: VmReg, value: u64, old: u64, sctlr: u64) -> Result<Reply, Error> {
         let i = self.runnable(vcpu)?;
         self.counters.tvm_traps += 1;
         if !self.cleans_needed() {
@@ -650,6 +653,10 @@ impl CacheMaint {
             if now {
                 self.vcpus[i].tvm = false;
             }
+        } else if caches_enabled(sctlr) {
+            // Caches on: stop trapping VM registers until the next set/way
+            // op, whichever register trapped (as KVM and Xen do).
+            self.vcpus[i].tvm = false;
         }
         Ok(self.reply(i, Some(RegWrite { reg, value }), false))
     }

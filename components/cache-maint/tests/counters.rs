@@ -97,7 +97,7 @@ fn pod_cleans_about_one_thirty_second_of_eager() {
 
     // Event 2: the guest turns its caches on after touching 4 MiB more (one
     // chunk it had, one new); PoD cleans only what was touched since.
-    let on = Request::VmRegWrite { vcpu: VcpuId(0), reg: VmReg::Sctlr, value: SCTLR_M | SCTLR_C, old: 0 };
+    let on = Request::VmRegWrite { vcpu: VcpuId(0), reg: VmReg::Sctlr, value: SCTLR_M | SCTLR_C, old: 0, sctlr: SCTLR_M | SCTLR_C };
     for g in [&mut pod, &mut eager] {
         g.touch(0, 4096);
         g.touch(GIB / 8, 4096);

@@ -58,7 +58,7 @@ impl Rig {
     }
 
     fn sctlr(&mut self, v: VcpuId, old: u64, value: u64) -> Reply {
-        self.req(Request::VmRegWrite { vcpu: v, reg: VmReg::Sctlr, value, old })
+        self.req(Request::VmRegWrite { vcpu: v, reg: VmReg::Sctlr, value, old, sctlr: value })
     }
 
     /// RunSlice until the vCPU may run; returns (slices, bytes per slice).
@@ -193,7 +193,7 @@ fn only_m_and_c_together_count_as_caches_on() {
 }
 
 #[test]
-fn other_vm_registers_are_written_back_and_change_nothing() {
+fn other_vm_registers_with_caches_off_are_written_back_and_change_nothing() {
     let regs = [
         VmReg::Ttbr0,
         VmReg::Ttbr1,
@@ -212,12 +212,28 @@ fn other_vm_registers_are_written_back_and_change_nothing() {
     r.drain(V0);
     for (k, reg) in regs.into_iter().enumerate() {
         // Values with M and C set must not be taken for SCTLR.
-        let rep = r.req(Request::VmRegWrite { vcpu: V0, reg, value: ON | k as u64, old: 0 });
+        let rep = r.req(Request::VmRegWrite { vcpu: V0, reg, value: ON | k as u64, old: 0, sctlr: 0 });
         assert_eq!(rep.write, Some(RegWrite { reg, value: ON | k as u64 }));
         assert!(!waits(&rep) && rep.hcr.tvm);
     }
     let c = r.cm.counters();
     assert_eq!((c.tvm_traps, c.clean_requests), (regs.len() as u64, 1));
+}
+
+/// KVM's and Xen's rule: with caches on, any trapped VM-register write
+/// stops the trapping (until the next set/way op turns it on again).
+#[test]
+fn any_vm_register_write_with_caches_on_turns_tvm_off() {
+    let mut r = Rig::with_blocks(VmConfig::new(1), 1);
+    assert!(waits(&r.sw(V0)));
+    r.drain(V0);
+    let rep = r.req(Request::VmRegWrite { vcpu: V0, reg: VmReg::Ttbr0, value: 0x1000, old: 0, sctlr: ON });
+    assert_eq!(rep.write, Some(RegWrite { reg: VmReg::Ttbr0, value: 0x1000 }));
+    assert!(!waits(&rep) && !rep.hcr.tvm, "caches on: TVM off");
+    assert_eq!(r.cm.counters().clean_requests, 1, "no clean for it");
+    // The next set/way op turns it on again, with a clean.
+    assert!(waits(&r.sw(V0)));
+    assert_eq!(r.cm.counters().clean_requests, 2);
 }
 
 #[test]
@@ -226,7 +242,7 @@ fn a_waiting_vcpu_cannot_trap_and_unknown_vcpus_are_refused() {
     assert!(waits(&r.sw(V0)));
     assert_eq!(r.try_req(Request::SetWay { vcpu: V0, op: SwOp::Isw, level: 1 }), Err(Error::CleanPending(V0)));
     assert_eq!(
-        r.try_req(Request::VmRegWrite { vcpu: V0, reg: VmReg::Sctlr, value: 0, old: ON }),
+        r.try_req(Request::VmRegWrite { vcpu: V0, reg: VmReg::Sctlr, value: 0, old: ON, sctlr: 0 }),
         Err(Error::CleanPending(V0))
     );
     let v2 = VcpuId(2);
@@ -403,7 +419,7 @@ fn each_touched_chunk_is_cleared_before_its_runs_are_cleaned_one_call_per_run() 
     // The guest writes chunk 1 only; caches go off: only chunk 1 is cleaned.
     log.borrow_mut().clear();
     src.inner.touch(M2 + 123);
-    let rep = run(&mut cm, &mut src, Request::VmRegWrite { vcpu: V0, reg: VmReg::Sctlr, value: 0, old: ON });
+    let rep = run(&mut cm, &mut src, Request::VmRegWrite { vcpu: V0, reg: VmReg::Sctlr, value: 0, old: ON, sctlr: 0 });
     assert!(waits(&rep));
     let rep = run(&mut cm, &mut src, Request::RunSlice { vcpu: V0 });
     assert!(!waits(&rep));

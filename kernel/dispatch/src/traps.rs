@@ -74,7 +74,7 @@ impl<P: Platform> Hyp<P> {
                     (cache_maint::VmReg::Other(0), value, 0)
                 };
                 frame.skip(esr);
-                self.cache_request(plat, vm, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old });
+                self.cache_request(plat, vm, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old, sctlr: plat.sctlr() });
             }
             Trap::DataAbort(da) => self.data_abort(plat, vm, v, frame, esr, &da, false),
             Trap::InstrAbort(ia) => {

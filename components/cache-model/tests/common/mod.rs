@@ -504,7 +504,7 @@ impl Sim {
                 let old = c.sctlr;
                 let value = if on { old | SCTLR_M | SCTLR_C } else { old & !(SCTLR_M | SCTLR_C) };
                 if self.mode == Mode::Policy && c.hcr.tvm {
-                    let r = self.request(vm, Request::VmRegWrite { vcpu: id, reg: VmReg::Sctlr, value, old });
+                    let r = self.request(vm, Request::VmRegWrite { vcpu: id, reg: VmReg::Sctlr, value, old, sctlr: value });
                     let w = r.write.expect("the kernel writes the register");
                     assert_eq!(w.reg, VmReg::Sctlr);
                     self.vms[vm].vcpus[v].sctlr = w.value;
