@@ -9,6 +9,8 @@
 //! own locks: one per VM, and a short global one for the scheduler (see
 //! `kernel/dispatch/src/hyp.rs`). No lock is held across `leave`'s waits.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 pub use dispatch::MAX_PCPUS;
 use dispatch::Step;
 use vcpu_sched::Scheduler;
@@ -21,6 +23,10 @@ pub type Hyp = dispatch::Hyp<Kernel>;
 
 /// Set once, before any pCPU enters a guest.
 pub static HYP: spin::Once<Hyp> = spin::Once::new();
+
+/// The hardware domain's index among the VMs (`usize::MAX`: none), set
+/// before any pCPU enters a guest.
+pub static HWDOM: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 pub fn hyp() -> &'static Hyp {
     HYP.get().expect("hypervisor state")
@@ -77,7 +83,8 @@ pub fn route_input(h: &Hyp, pcpu: usize) {
             }
             continue;
         }
-        for _ in 0..core::mem::take(&mut h.core().ctrl_a) {
+        let held = core::mem::take(&mut h.core().ctrl_a);
+        for _ in 0..held {
             let _ = out.push(0x01);
         }
         let _ = out.push(b);
@@ -180,12 +187,19 @@ fn command(h: &Hyp, key: u8) {
 /// it is only deactivated (the line stays on for the rebuilt VM); with
 /// none to take it (stopped, or nobody's) it is disabled and deactivated.
 pub fn hw_irq(h: &Hyp, pcpu: usize, intid: u32) {
-    let owner = (0..h.vm_count()).find(|&i| h.vm(i).hw_spis.contains(&intid));
-    let Some(vmi) = owner else {
+    // Only the hardware domain owns device interrupts: no other VM's lock
+    // is taken to find the owner.
+    let vmi = HWDOM.load(Ordering::Relaxed);
+    if vmi >= h.vm_count() {
         drop_hw(pcpu, intid);
         return;
-    };
+    }
     let mut vm = h.vm(vmi);
+    if !vm.hw_spis.contains(&intid) {
+        // Not its line, or released since it stopped: nobody's.
+        drop_hw(pcpu, intid);
+        return;
+    }
     if vm.finished() || vm.restart_pending {
         // Restarting: the line stays on for the rebuilt VM. Stopped for
         // good: it is switched off.

@@ -389,6 +389,9 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
         kprintln!("hyp: no guests in /chosen (add multiboot,kernel module nodes); nothing to run");
         system_off();
     }
+    if let Some(i) = hwdom {
+        hyp::HWDOM.store(i, Ordering::Relaxed);
+    }
     HYP.call_once(|| Hyp::new(vms, sched, cfg.reboots));
     if cfg.guests.len() > 1 {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());

@@ -19,11 +19,13 @@
 //!   `Core` and read by its own pCPU without it.
 //!
 //! Order: a VM's lock (at most one at a time), then `Core`. Nothing takes a
-//! VM's lock while it holds `Core`.
+//! VM's lock while it holds `Core`. Housekeeping ([`Hyp::run_restarts`])
+//! only tries VM locks, so a pCPU never waits there for another VM's work.
 //!
 //! The trap fast path takes only the trapping VM's lock: it finds its vCPU
 //! in `Local::loaded`, and skips `Core` at the end unless the handler
-//! called the scheduler. That is sound because a running vCPU `v` of VM
+//! called the scheduler on its pCPU (a yield, CPU_OFF; `report_set_way`
+//! only changes pins, never what runs). That is sound because a running vCPU `v` of VM
 //! `x` stops being current on its pCPU only by that pCPU's own scheduler
 //! calls, or by a block under `x`'s lock that also stops or restarts `x`
 //! (which the end of the trap checks).
@@ -46,8 +48,9 @@ pub const MAX_PCPUS: usize = 4;
 pub struct Core {
     pub sched: AnySched,
     /// The vCPU whose state is in each pCPU's registers. An entry naming a
-    /// vCPU of VM `x` changes only while VM `x`'s lock is held too.
-    pub loaded: [Option<VcpuRef>; MAX_PCPUS],
+    /// vCPU of VM `x` changes only while VM `x`'s lock is held too, and
+    /// always with its copy in `Local` ([`Hyp::set_loaded`]).
+    pub(crate) loaded: [Option<VcpuRef>; MAX_PCPUS],
     /// Where console input goes: a guest's index, or the number of VMs for
     /// the hypervisor's own commands.
     pub focus: usize,
@@ -66,6 +69,11 @@ pub struct Local {
     devices_now: AtomicBool,
     /// Per VM: the vCPU of that VM that last ran here, [`pack`]ed.
     ran_here: [AtomicU32; vcpu_sched::MAX_VMS],
+}
+
+/// The pCPUs other than `me` that hold a vCPU of VM `vmi` (bit n = pCPU n).
+fn held_elsewhere(core: &Core, me: usize, vmi: usize) -> u16 {
+    core.loaded.iter().enumerate().filter(|(p, l)| *p != me && l.is_some_and(|l| l.vm as usize == vmi)).fold(0, |m, (p, _)| m | 1 << p)
 }
 
 /// An optional vCPU as one word (0: none).
@@ -149,6 +157,12 @@ impl<P: Platform> Hyp<P> {
         (vms, self.core.into_inner().sched)
     }
 
+    /// Restarts waiting plus stopped hardware domains whose interrupts wait
+    /// to be released (0 when there is nothing to do).
+    pub fn housekeeping(&self) -> usize {
+        self.housekeeping.load(Ordering::Acquire)
+    }
+
     pub fn vm_count(&self) -> usize {
         self.vms.len()
     }
@@ -201,7 +215,10 @@ impl<P: Platform> Hyp<P> {
             return;
         }
         vm.exit_ok = Some(ok);
-        vm.restart_pending = false;
+        if core::mem::take(&mut vm.restart_pending) {
+            // A restart it asked for will not happen now.
+            self.housekeeping.fetch_sub(1, Ordering::AcqRel);
+        }
         for c in vm.vcpus.iter_mut() {
             c.out.flush();
         }
@@ -212,7 +229,8 @@ impl<P: Platform> Hyp<P> {
         if dropped > 0 {
             plat.log(format_args!("hyp: guest {}: {} log lines suppressed (at most {} a second)", vm.name, dropped, LOG_LINES_PER_S));
         }
-        {
+        let me = plat.cpu_id();
+        let mask = {
             let mut core = self.core.lock();
             for (i, v) in vm.vcpus.iter_mut().enumerate() {
                 if v.power == Power::On {
@@ -220,6 +238,11 @@ impl<P: Platform> Hyp<P> {
                     let _ = core.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
                 }
             }
+            held_elsewhere(&core, me, vmi)
+        };
+        // pCPUs running its other vCPUs let go of them now.
+        if mask != 0 {
+            plat.kick(mask);
         }
         plat.summary(vm);
         if !vm.hw_spis.is_empty() {
@@ -292,7 +315,7 @@ impl<P: Platform> Hyp<P> {
                 }
             }
             // pCPUs running its other vCPUs exit now and let go of them.
-            core.loaded.iter().enumerate().filter(|(p, l)| *p != me && l.is_some_and(|l| l.vm as usize == vmi)).fold(0u16, |m, (p, _)| m | 1 << p)
+            held_elsewhere(&core, me, vmi)
         };
         self.housekeeping.fetch_add(1, Ordering::AcqRel);
         if mask != 0 {
@@ -311,7 +334,11 @@ impl<P: Platform> Hyp<P> {
             return;
         }
         for i in 0..self.vms.len() {
-            let mut vm = self.vm(i);
+            // A VM busy on another pCPU (a fault, a clean slice, its own
+            // rebuild) is not waited for: the count stays up, so a later
+            // pass looks again.
+            let Some(guard) = self.vms[i].try_lock() else { continue };
+            let mut vm = VmGuard(guard);
             let held = self.held(i);
             // A stopped hardware domain: its device interrupts are released
             // once (its list registers are folded back by then).
@@ -423,6 +450,10 @@ impl<P: Platform> Hyp<P> {
         if resched && self.core.lock().sched.current(pcpu) != Some(v) {
             return false;
         }
+        debug_assert!(
+            resched || vm.finished() || vm.restart_pending || self.core.lock().sched.current(pcpu) == Some(v),
+            "a running vCPU stopped being current without its pCPU's scheduler call"
+        );
         if self.loaded(pcpu) != Some(v) {
             return false;
         }

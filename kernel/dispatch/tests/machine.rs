@@ -174,6 +174,11 @@ fn walked(pager: &Pager<HostTable>, ipa: u64) -> Option<Walked> {
 
 impl Machine {
     fn new(cpus: usize, policy: SchedPolicy, guests: Vec<Guest>) -> Machine {
+        Machine::with_reboots(cpus, policy, guests, 0)
+    }
+
+    /// [`Machine::new`] where a guest may restart `reboots` times.
+    fn with_reboots(cpus: usize, policy: SchedPolicy, guests: Vec<Guest>, reboots: u32) -> Machine {
         let model = CacheModel::new(Config::small(cpus));
         let tlb = Tlb::new(cpus, 16);
         let mut plat = ModelPlat {
@@ -237,7 +242,7 @@ impl Machine {
         }
         plat.cur = 0;
         Machine {
-            h: Hyp::new(vms, sched, 0),
+            h: Hyp::new(vms, sched, reboots),
             plat,
             frames: vec![TrapFrame::default(); cpus],
             entered: vec![false; cpus],
@@ -524,4 +529,24 @@ fn a_trap_of_one_vm_does_not_wait_for_another_vm() {
         drop(busy);
         assert_eq!(r, Ok((true, 0x1_0000)), "the trap of VM 0 waited for VM 1's lock");
     });
+}
+
+/// A restart asked for by one vCPU and then cancelled by a stop from
+/// another leaves no housekeeping behind (else every run-loop pass of
+/// every pCPU would look at every VM forever).
+#[test]
+fn a_stop_cancels_a_pending_restart_and_its_housekeeping() {
+    let mut rng = Rng::new(3);
+    let mut m = Machine::with_reboots(2, SchedPolicy::Rr, vec![guest(&mut rng, SwMode::Auto, 2, true)], 5);
+    assert_eq!(m.h.housekeeping(), 0);
+    let (h, plat) = (&m.h, &mut m.plat);
+    let mut vm = h.vm(0);
+    h.request_restart(plat, 0, &mut vm);
+    assert!(vm.restart_pending);
+    assert_eq!(h.housekeeping(), 1);
+    h.finish_vm(plat, 0, &mut vm, true);
+    assert!(vm.finished() && !vm.restart_pending);
+    drop(vm);
+    assert_eq!(h.housekeeping(), 0, "the stop took the restart's count back");
+    assert_eq!(plat.powered_off, Some(true));
 }
