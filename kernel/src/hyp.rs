@@ -9,7 +9,7 @@
 //! own locks: one per VM, and a short global one for the scheduler (see
 //! `kernel/dispatch/src/hyp.rs`). No lock is held across `leave`'s waits.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub use dispatch::MAX_PCPUS;
 use dispatch::Step;
@@ -23,6 +23,43 @@ pub type Hyp = dispatch::Hyp<Kernel>;
 
 /// Set once, before any pCPU enters a guest.
 pub static HYP: spin::Once<Hyp> = spin::Once::new();
+
+/// `trace=`: print every guest's counters this often (ms; 0: never), on
+/// pCPU 0's tick; and when the last one went out.
+pub static TRACE_MS: AtomicU64 = AtomicU64::new(0);
+static TRACE_LAST: AtomicU64 = AtomicU64::new(0);
+
+/// One `trace:` line per guest (cumulative counters), for `cargo xtask run
+/// --trace` and `cargo xtask plot`.
+fn trace(h: &Hyp) {
+    let period = TRACE_MS.load(Ordering::Relaxed);
+    if period == 0 {
+        return;
+    }
+    let ms = arch::counter() / (arch::counter_freq() / 1000).max(1);
+    if ms < TRACE_LAST.load(Ordering::Relaxed) + period {
+        return;
+    }
+    TRACE_LAST.store(ms, Ordering::Relaxed);
+    for i in 0..h.vm_count() {
+        let vm = h.vm(i);
+        let (c, cm, pod) = (&vm.counters, vm.cm.counters(), vm.pod.stats());
+        crate::kprintln!(
+            "trace: ms={} guest={} populated={} pod_2m={} pod_4k={} cleaned={} cleans={} sw_traps={} tvm_traps={} stage2_faults={} migrations={}",
+            ms,
+            vm.name,
+            pod.populated_bytes(),
+            pod.pod_2m,
+            pod.pod_4k,
+            cm.cleaned_bytes,
+            cm.cleans,
+            cm.sw_traps,
+            cm.tvm_traps,
+            c.stage2_faults,
+            c.migrations
+        );
+    }
+}
 
 /// The hardware domain's index among the VMs (`usize::MAX`: none), set
 /// before any pCPU enters a guest.
@@ -257,6 +294,9 @@ pub fn poll_tick(pcpu: usize) {
         }
         if ev.tick {
             let _ = h.core().sched.tick(pcpu);
+            if pcpu == 0 {
+                trace(h);
+            }
         }
     }
 }

@@ -392,6 +392,9 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
     if let Some(i) = hwdom {
         hyp::HWDOM.store(i, Ordering::Relaxed);
     }
+    if let Some(ms) = cfg.trace_ms {
+        hyp::TRACE_MS.store(u64::from(ms), Ordering::Relaxed);
+    }
     HYP.call_once(|| Hyp::new(vms, sched, cfg.reboots));
     if cfg.guests.len() > 1 {
         kprintln!("hyp: console input goes to guest {} (CTRL-a three times switches)", cfg.guests[0].name.as_str());

@@ -94,13 +94,13 @@ pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
 pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 #[cfg(not(feature = "faults"))]
 const KEYS_ALLOWED: &str =
-    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, \
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, trace, maxcpus, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, \
      guestN.passthrough";
 /// A `faults` (test-only) build also knows `fault`.
 #[cfg(feature = "faults")]
 const KEYS_ALLOWED: &str =
-    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, \
+    "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, trace, maxcpus, console, guestN.mem, guestN.pool, \
      guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, \
      guestN.passthrough, fault";
 #[cfg(feature = "faults")]
@@ -109,6 +109,7 @@ const FAULTS_ALLOWED: &str =
 const EXIT_ALLOWED: &str = "psci, semihosting";
 const PMU_ALLOWED: &str = "hidden, passthrough";
 const REBOOTS_ALLOWED: &str = "0 to 1000";
+const TRACE_ALLOWED: &str = "a period in milliseconds, 10 to 60000";
 const MAXCPUS_ALLOWED: &str = "1 to 8";
 const GUEST_KEYS_ALLOWED: &str = "mem, pool, populate, vcpus, sw, name, hwdom, base, passthrough";
 pub(crate) const YESNO_ALLOWED: &str = "yes, no";
@@ -297,6 +298,8 @@ pub struct Args<'a> {
     pub exit: Option<ExitMethod>,
     pub pmu: Option<PmuMode>,
     pub reboots: Option<u32>,
+    /// `trace=`: print every guest's counters this often (milliseconds).
+    pub trace_ms: Option<u32>,
     /// `maxcpus=`: start at most this many physical CPUs.
     pub max_cpus: Option<u32>,
     /// `fault=` (only a `faults` build parses it; TEST ONLY).
@@ -371,6 +374,10 @@ pub fn parse_bootargs(line: &str) -> Result<Args<'_>, Error<'_>> {
             "reboots" => {
                 let v = value.parse::<u32>().ok().filter(|n| *n <= 1000).ok_or(bad("out of range", REBOOTS_ALLOWED))?;
                 set(&mut a.reboots, v, token)?;
+            }
+            "trace" => {
+                let v = value.parse::<u32>().ok().filter(|n| (10..=60_000).contains(n)).ok_or(bad("out of range", TRACE_ALLOWED))?;
+                set(&mut a.trace_ms, v, token)?;
             }
             "maxcpus" => {
                 let v = parse_u64(value).ok_or(bad("not a number", MAXCPUS_ALLOWED))?;

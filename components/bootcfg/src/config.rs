@@ -161,6 +161,8 @@ pub struct BootConfig {
     pub pmu: PmuMode,
     /// Restarts (PSCI SYSTEM_RESET) a guest may make before it is stopped.
     pub reboots: u32,
+    /// `trace=`: print every guest's counters this often (milliseconds).
+    pub trace_ms: Option<u32>,
     /// `maxcpus=`: start at most this many physical CPUs (1..=8).
     pub max_cpus: Option<u32>,
     /// TEST ONLY `fault=`: always empty without feature `faults`.
@@ -358,6 +360,7 @@ fn build<'a>(fdt: &Fdt<'a>, bundle: Option<Bundle<'a>>) -> Result<BootConfig, Er
         exit: args.exit.unwrap_or_default(),
         pmu: args.pmu.unwrap_or_default(),
         reboots: args.reboots.unwrap_or(10),
+        trace_ms: args.trace_ms,
         max_cpus: args.max_cpus,
         faults: args.faults.unwrap_or_default(),
         guests: Vec::new(),

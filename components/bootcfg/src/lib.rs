@@ -84,6 +84,7 @@
 //! `sched=rr|pinned|null` (rr), `hwdom_pin=auto|on|off` (auto),
 //! `slice=<size>` (64K), `loglevel=error|warn|info|debug|trace|0-4` (info),
 //! `exit=psci|semihosting` (psci), `pmu=hidden|passthrough` (hidden), `reboots=0..1000` (10),
+//! `trace=10..60000` (off: every guest's counters printed every that many ms),
 //! `maxcpus=1..8` (all: start at most this many physical CPUs),
 //! `guestN.mem=<size>`, `guestN.pool=<size>` (PoD pool, default = mem),
 //! `guestN.populate=demand|eager`, `guestN.vcpus=1..8`, `guestN.sw=yes|no|auto`,

@@ -11,9 +11,9 @@ fn err(line: &str) -> String {
 
 /// The keys an error lists. A test-only `faults` build also knows `fault`.
 #[cfg(not(feature = "faults"))]
-const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, guestN.passthrough";
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, trace, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, guestN.passthrough";
 #[cfg(feature = "faults")]
-const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, guestN.passthrough, fault";
+const KEYS: &str = "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, trace, maxcpus, console, guestN.mem, guestN.pool, guestN.populate, guestN.vcpus, guestN.sw, guestN.name, guestN.hwdom, guestN.base, guestN.passthrough, fault";
 
 #[test]
 fn empty_and_defaults() {
@@ -152,6 +152,8 @@ fn every_error() {
         ("pmu=on", "bootargs: pmu=on: unknown PMU mode (allowed: hidden, passthrough)"),
         ("reboots=1001", "bootargs: reboots=1001: out of range (allowed: 0 to 1000)"),
         ("reboots=many", "bootargs: reboots=many: out of range (allowed: 0 to 1000)"),
+        ("trace=5", "bootargs: trace=5: out of range (allowed: a period in milliseconds, 10 to 60000)"),
+        ("trace=fast", "bootargs: trace=fast: out of range (allowed: a period in milliseconds, 10 to 60000)"),
         ("maxcpus=0", "bootargs: maxcpus=0: out of range (allowed: 1 to 8)"),
         ("maxcpus=9", "bootargs: maxcpus=9: out of range (allowed: 1 to 8)"),
         ("maxcpus=4294967297", "bootargs: maxcpus=4294967297: out of range (allowed: 1 to 8)"),

@@ -216,7 +216,7 @@ fn sw_smp(sched: &str) -> Result<(RunResult, crate::summary::Summary), String> {
         guest: "sw-smp".into(),
         cpus: 2,
         vcpus: 4,
-        bootargs: format!("sched={sched} slice=64K"),
+        bootargs: format!("sched={sched} slice=64K trace={}", crate::trace::PERIOD_MS),
         timeout_s: 120,
         ..Args::default()
     };
@@ -243,7 +243,20 @@ fn sw_smp(sched: &str) -> Result<(RunResult, crate::summary::Summary), String> {
 
 fn sw_smp_rr() -> Result<(), String> {
     let (r, s) = sw_smp("rr")?;
-    check(s.get("migrations") > 0, "sched=rr with 4 vCPUs on 2 pCPUs made no migration", &r)
+    check(s.get("migrations") > 0, "sched=rr with 4 vCPUs on 2 pCPUs made no migration", &r)?;
+    // It runs with `trace=` (as `run --trace` does): the counters over time,
+    // and their picture.
+    let rows = crate::trace::parse(&r.transcript);
+    check(rows.len() >= 3, &format!("{} trace lines (trace={} ms)", rows.len(), crate::trace::PERIOD_MS), &r)?;
+    check(rows.windows(2).all(|w| w[0].ms < w[1].ms), "trace times do not increase", &r)?;
+    let last = rows.last().ok_or("no trace")?;
+    check(last.get("populated") > 0 && last.get("sw_traps") <= s.get("sw_traps"), "the last trace line disagrees with the summary", &r)?;
+    check(rows.windows(2).all(|w| w[0].get("sw_traps") <= w[1].get("sw_traps")), "a cumulative counter went down", &r)?;
+    let svg = std::env::temp_dir().join(format!("xtask-itest-trace-{}.svg", std::process::id()));
+    crate::trace::plot(&[("sw-smp".into(), rows)], &svg)?;
+    let text = std::fs::read_to_string(&svg).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&svg);
+    check(text.contains("<polyline") && text.contains("memory populated"), "the plot is empty", &r)
 }
 
 fn sw_smp_pinned() -> Result<(), String> {

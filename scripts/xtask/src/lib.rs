@@ -18,6 +18,7 @@ pub mod oracle;
 pub mod run;
 pub mod serial;
 pub mod summary;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -118,6 +119,8 @@ pub struct Args {
     pub disk_image: Option<PathBuf>,
     /// `--passthrough LIST`: `guest0.passthrough=LIST` (device-tree paths).
     pub passthrough: Option<String>,
+    /// `--trace FILE`: the guests' counters over time, as CSV (`trace.rs`).
+    pub trace: Option<PathBuf>,
 }
 
 /// Console input a test types.
@@ -154,6 +157,7 @@ impl Default for Args {
             disk: false,
             disk_image: None,
             passthrough: None,
+            trace: None,
         }
     }
 }
@@ -205,6 +209,7 @@ impl Args {
                     a.arch = Some(v);
                 }
                 "--gdb" => a.gdb = true,
+                "--trace" => a.trace = Some(PathBuf::from(val()?)),
                 "--oracle" => a.oracle = true,
                 "--hwdom" => a.hwdom = true,
                 "--passthrough" => a.passthrough = Some(val()?),

@@ -17,6 +17,8 @@ commands:
   run   --kernel IMAGE [--initrd FILE] [--arch aarch64|aarch32] [options]
                             boot your own Linux Image or zImage as the guest
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
+  run   ... --trace FILE    every guest's counters every 100 ms (memory populated, bytes
+                            cleaned, set/way and TVM traps, migrations) as CSV in FILE
   run   ... --oracle        under the cache oracle: reports where real hardware would
                             lose or expose stale data; any event fails the run
   run   ... --guest NAME    again: a further guest beside the first (1 vCPU, 64 MiB;
@@ -42,6 +44,9 @@ commands:
   fuzz  [TARGET] [--runs N] coverage-guided fuzzing (libFuzzer on stable); targets:
                             decode, bootcfg, devices, pager; 10^7 runs each by default
   bench                     deterministic instruction counts of each trap path
+  plot  TRACE.csv... [--out FILE.svg]
+                            draw traces from run --trace: memory populated, bytes
+                            cleaned, traps over time; one line per guest and trace
   guests                    list the test guests";
 
 fn main() -> ExitCode {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         "soak" => xtask::soak(),
         "fuzz" => xtask::fuzz::fuzz(rest),
         "bench" => xtask::bench::bench(),
+        "plot" => xtask::trace::plot_cli(rest),
         "guests" => {
             for g in xtask::GUESTS {
                 println!("{g}");

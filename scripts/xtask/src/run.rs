@@ -256,6 +256,10 @@ impl RunResult {
 
 pub fn run_cli(a: &Args) -> Result<u8, String> {
     let r = run(a, &specs(a)?, !a.quiet)?;
+    if let Some(path) = &a.trace {
+        let n = crate::trace::save(&r.transcript, path)?;
+        eprintln!("xtask: {n} trace rows written to {} (draw them: cargo xtask plot {})", path.display(), path.display());
+    }
     if r.timed_out {
         eprintln!("xtask: timed out after {} s", a.timeout_s);
         return Ok(124);
@@ -376,6 +380,9 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
     if !implied.is_empty() {
         bootargs += " ";
         bootargs += &implied;
+    }
+    if a.trace.is_some() {
+        bootargs += &format!(" trace={}", crate::trace::PERIOD_MS);
     }
     let bootargs = format!("{bootargs} {}", a.bootargs).trim_end().to_string();
     let disks = disk_args(guests)?;
