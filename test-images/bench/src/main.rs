@@ -62,10 +62,14 @@ fn main() -> bool {
     let ops = guest_rt::dcache_all_by_set_way(SwOp::Cisw);
     // Now each DC CSW traps with TVM already on: no further clean.
     let sw = per_op(|_| unsafe { asm!("dc csw, {}", in(reg) 0u64) }, nop);
-    // And each CONTEXTIDR write traps (TVM stays on: only an SCTLR write
-    // with caches on turns it off).
+    // And each CONTEXTIDR write traps while the caches are off (with them
+    // on, the first VM-register write would turn TVM off, as in KVM). The
+    // data cache off (a trapped SCTLR write and a clean), the loop, then on
+    // again; -icount counts instructions, so uncached accesses cost the same.
     let sctlr = guest_rt::sctlr();
+    guest_rt::set_sctlr(sctlr & !guest_rt::SCTLR_C);
     let tvm = per_op(|i| unsafe { asm!("msr contextidr_el1, {}", "isb", in(reg) i) }, |_| unsafe { asm!("nop", "isb") });
+    guest_rt::set_sctlr(sctlr);
     // One more set/way op, so the caches-off/on below trap and clean.
     guest_rt::dcache_all_by_set_way(SwOp::Csw);
     // Caches off and on again: two cleans, TVM off afterwards.
