@@ -327,6 +327,27 @@ impl CacheModel {
         self.geometry(level).map(|g| g.ccsidr())
     }
 
+    /// The operands of a Linux `v7_flush_dcache_all`-shaped set/way loop
+    /// over cache `levels`: for each level, sets from the top down, ways
+    /// from the top down, each operand built as Linux builds it
+    /// (`level << 1 | way << clz(ways - 1) | set << line_shift`).
+    pub fn linux_flush_operands(&self, levels: core::ops::Range<u8>) -> Vec<u32> {
+        let mut ops = Vec::new();
+        for level in levels {
+            let Some(ccsidr) = self.ccsidr(level) else { continue };
+            let line_shift = (ccsidr & 7) + 4;
+            let ways_max = (ccsidr >> 3) & 0x3ff;
+            let sets_max = (ccsidr >> 13) & 0x7fff;
+            let way_shift = ways_max.leading_zeros();
+            for set in (0..=sets_max).rev() {
+                for way in (0..=ways_max).rev() {
+                    ops.push((u32::from(level) << 1) | way.checked_shl(way_shift).unwrap_or(0) | (set << line_shift));
+                }
+            }
+        }
+        ops
+    }
+
     /// Counters since creation.
     pub fn stats(&self) -> Stats {
         self.stats

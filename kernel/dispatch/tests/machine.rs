@@ -410,24 +410,10 @@ impl Drop for Machine {
     }
 }
 
-/// The ops of a Linux `v7_flush_dcache_all`-shaped loop over every level:
-/// sets from the top down, ways from the top down, each operand built as
-/// Linux builds it.
+/// The ops of a Linux `v7_flush_dcache_all`-shaped set/way loop
+/// (`CacheModel::linux_flush_operands`).
 fn linux_flush(model: &CacheModel) -> Vec<Op> {
-    let mut ops = Vec::new();
-    for level in 0..model.levels() {
-        let Some(ccsidr) = model.ccsidr(level) else { continue };
-        let line_shift = (ccsidr & 7) + 4;
-        let ways_max = (ccsidr >> 3) & 0x3ff;
-        let sets_max = (ccsidr >> 13) & 0x7fff;
-        let way_shift = ways_max.leading_zeros();
-        for set in (0..=sets_max).rev() {
-            for way in (0..=ways_max).rev() {
-                ops.push(Op::Cisw(((level as u32) << 1) | way.checked_shl(way_shift).unwrap_or(0) | (set << line_shift)));
-            }
-        }
-    }
-    ops
+    model.linux_flush_operands(0..model.levels()).into_iter().map(Op::Cisw).collect()
 }
 
 /// vCPU `k` of `n`: `rounds` times, caches on, write `words` random words

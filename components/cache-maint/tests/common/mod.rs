@@ -107,25 +107,10 @@ impl Fenced<'_> {
     }
 }
 
-/// The ops of a Linux `v7_flush_dcache_all`-shaped loop: for each level up
-/// to the LoC, read CCSIDR, then sets from the top down, ways from the top
-/// down, building each operand as Linux does (way << clz(ways-1)).
+/// The ops of a Linux `v7_flush_dcache_all`-shaped set/way loop
+/// (`CacheModel::linux_flush_operands`).
 pub fn linux_flush(model: &CacheModel, op: SwOp, levels: std::ops::Range<u8>) -> Vec<Op> {
-    let mut ops = Vec::new();
-    for level in levels {
-        let Some(ccsidr) = model.ccsidr(level) else { continue };
-        let line_shift = (ccsidr & 7) + 4;
-        let ways_max = (ccsidr >> 3) & 0x3ff;
-        let sets_max = (ccsidr >> 13) & 0x7fff;
-        let way_shift = ways_max.leading_zeros();
-        for set in (0..=sets_max).rev() {
-            for way in (0..=ways_max).rev() {
-                let operand = ((level as u32) << 1) | way.checked_shl(way_shift).unwrap_or(0) | (set << line_shift);
-                ops.push(Op::Sw { op, operand });
-            }
-        }
-    }
-    ops
+    model.linux_flush_operands(levels).into_iter().map(|operand| Op::Sw { op, operand }).collect()
 }
 
 /// Guest setup for [`Sim::new`].
