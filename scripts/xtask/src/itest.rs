@@ -30,6 +30,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("own_kernel_option", own_kernel_option),
     ("reboot_restarts_guest", reboot_restarts_guest),
     ("two_guests_input_focus", two_guests_input_focus),
+    ("manifest_guests", manifest_guests),
     ("sw_split_trapped_rr", sw_split_trapped_rr),
     ("sw_split_sw_no_pinned", sw_split_sw_no_pinned),
     ("oracle_bites_no_pod_clean", oracle_bites_no_pod_clean),
@@ -475,6 +476,25 @@ fn linux_armhf_612_shared_pcpus() -> Result<(), String> {
 
 /// Two guests time-share one pCPU; each marks its timers, debug, PMU and
 /// thread-ID registers and must never read the other's values.
+/// `run --manifest`: the guests, their vCPUs, RAM and set/way modes from a
+/// TOML file.
+fn manifest_guests() -> Result<(), String> {
+    let path = std::env::temp_dir().join(format!("xtask-itest-manifest-{}.toml", std::process::id()));
+    let text = "cpus = 2\nbootargs = \"sched=rr\"\ntimeout = 120\n\n\
+                [[guest]]\nguest = \"sw-smp\"\nname = \"smp\"\nvcpus = 3\nmem = \"96M\"\n\n\
+                [[guest]]\nguest = \"sw-basic\"\nsw = \"no\"\n";
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    let loaded = crate::manifest::load(&path, &Args::default());
+    let _ = std::fs::remove_file(&path);
+    let (a, guests) = loaded?;
+    let r = boot(&a, &guests)?;
+    check(!r.timed_out && r.all_ok(), "not every guest of the manifest exited ok", &r)?;
+    let smp = r.summary("smp").ok_or("no summary for the manifest's guest 'smp'")?;
+    check(smp.get("vcpus") == 3 && smp.get("sw_traps") > 0, "guest 'smp' did not run with its 3 vCPUs and trapped set/way", &r)?;
+    let basic = r.summary("sw-basic").ok_or("no summary for sw-basic")?;
+    check(basic.get("sw_traps") == 0, "sw = \"no\" did not reach the guest", &r)
+}
+
 fn two_guests_one_pcpu_isolated() -> Result<(), String> {
     let a = Args { guest: "isolation".into(), cpus: 1, timeout_s: 120, ..Args::default() };
     let spec = |name: &str| GuestSpec { name: name.into(), ..GuestSpec::from_args(&a) };

@@ -14,6 +14,7 @@ pub mod image;
 pub mod itest;
 pub mod layers;
 pub mod linux;
+pub mod manifest;
 pub mod oracle;
 pub mod run;
 pub mod serial;
@@ -121,6 +122,8 @@ pub struct Args {
     pub passthrough: Option<String>,
     /// `--trace FILE`: the guests' counters over time, as CSV (`trace.rs`).
     pub trace: Option<PathBuf>,
+    /// `--manifest FILE`: the guests (and machine) from a TOML file.
+    pub manifest: Option<PathBuf>,
 }
 
 /// Console input a test types.
@@ -158,6 +161,7 @@ impl Default for Args {
             disk_image: None,
             passthrough: None,
             trace: None,
+            manifest: None,
         }
     }
 }
@@ -210,6 +214,7 @@ impl Args {
                 }
                 "--gdb" => a.gdb = true,
                 "--trace" => a.trace = Some(PathBuf::from(val()?)),
+                "--manifest" => a.manifest = Some(PathBuf::from(val()?)),
                 "--oracle" => a.oracle = true,
                 "--hwdom" => a.hwdom = true,
                 "--passthrough" => a.passthrough = Some(val()?),

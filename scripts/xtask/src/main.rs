@@ -17,6 +17,8 @@ commands:
   run   --kernel IMAGE [--initrd FILE] [--arch aarch64|aarch32] [options]
                             boot your own Linux Image or zImage as the guest
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
+  run   --manifest FILE     the guests (and cpus, bootargs) from a TOML file: see
+                            scripts/xtask/src/manifest.rs; other options still apply
   run   ... --trace FILE    every guest's counters every 100 ms (memory populated, bytes
                             cleaned, set/way and TVM traps, migrations) as CSV in FILE
   run   ... --oracle        under the cache oracle: reports where real hardware would

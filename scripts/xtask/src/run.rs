@@ -255,7 +255,12 @@ impl RunResult {
 }
 
 pub fn run_cli(a: &Args) -> Result<u8, String> {
-    let r = run(a, &specs(a)?, !a.quiet)?;
+    let (a, guests) = match &a.manifest {
+        Some(m) => crate::manifest::load(m, a)?,
+        None => (a.clone(), specs(a)?),
+    };
+    let a = &a;
+    let r = run(a, &guests, !a.quiet)?;
     if let Some(path) = &a.trace {
         let n = crate::trace::save(&r.transcript, path)?;
         eprintln!("xtask: {n} trace rows written to {} (draw them: cargo xtask plot {})", path.display(), path.display());
