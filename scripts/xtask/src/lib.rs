@@ -181,52 +181,118 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("bad size '{s}' (examples: 4096, 512K, 64M, 1G)"))
 }
 
+/// `cargo xtask run`'s options, as clap reads them.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "cargo xtask run",
+    about = "Build, then boot guests under the hypervisor on QEMU. The console is yours: \
+             a terminal's input reaches the guest with the focus (CTRL-a three times switches).",
+    disable_version_flag = true
+)]
+struct RunOpts {
+    /// The board QEMU models: qemu-virt or rpi4 (raspi4b).
+    #[arg(long, value_name = "BOARD", default_value = "qemu-virt")]
+    board: String,
+    /// A test guest (cargo xtask guests); given again, a further guest beside
+    /// the first (1 vCPU, 64 MiB; 512 MiB for Linux).
+    #[arg(long = "guest", value_name = "NAME")]
+    guests: Vec<String>,
+    /// pCPUs (1..=4).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// vCPUs of the first guest (1..=8).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u32,
+    /// RAM of the first guest, e.g. 64M, 1G (default 64M; 512M for Linux).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    mem: Option<u64>,
+    /// The hypervisor's boot arguments (README "Boot arguments").
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    bootargs: String,
+    /// Added to a Linux guest's command line (`shell`: a busybox shell).
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    append: String,
+    /// Stop QEMU after this many seconds.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 60)]
+    timeout_s: u64,
+    /// Do not echo the console (the exit status still tells the outcome).
+    #[arg(long)]
+    quiet: bool,
+    /// Deterministic instruction counts (-icount shift=0,sleep=off).
+    #[arg(long)]
+    icount: bool,
+    /// Boot your own Linux Image or zImage as the first guest.
+    #[arg(long, value_name = "IMAGE")]
+    kernel: Option<PathBuf>,
+    /// Its initramfs.
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// Its EL1 state, if its header does not tell.
+    #[arg(long, value_parser = ["aarch64", "aarch32"])]
+    arch: Option<String>,
+    /// QEMU's gdbstub on :1234, waiting; prints the gdb command.
+    #[arg(long)]
+    gdb: bool,
+    /// Every guest's counters every 100 ms, as CSV (cargo xtask plot draws them).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Under the cache oracle: any event (where real hardware would lose or
+    /// expose stale data) fails the run.
+    #[arg(long)]
+    oracle: bool,
+    /// The first guest is the hardware domain.
+    #[arg(long)]
+    hwdom: bool,
+    /// The hardware domain's devices (device-tree paths, comma-separated).
+    #[arg(long, value_name = "LIST")]
+    passthrough: Option<String>,
+    /// A virtio-blk disk for the hardware domain (the test disk without PATH).
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    disk: Option<Option<PathBuf>>,
+    /// The guests (and cpus, bootargs) from a TOML file; see
+    /// scripts/xtask/src/manifest.rs.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+}
+
 impl Args {
+    /// `cargo xtask run --help`.
+    pub fn help() -> String {
+        <RunOpts as clap::CommandFactory>::command().render_long_help().to_string()
+    }
+
+    /// `cargo xtask run`'s options. A mistake is one line.
     pub fn parse(argv: &[String]) -> Result<Args, String> {
-        let mut a = Args::default();
-        let mut mem_given = false;
-        let mut guests: Vec<String> = Vec::new();
-        let mut it = argv.iter().peekable();
-        while let Some(flag) = it.next() {
-            let mut val = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--board" => a.board = val()?,
-                "--guest" => guests.push(val()?),
-                "--cpus" => a.cpus = val()?.parse().map_err(|_| "--cpus takes a number 1..=4")?,
-                "--vcpus" => a.vcpus = val()?.parse().map_err(|_| "--vcpus takes a number 1..=8")?,
-                "--mem" => {
-                    a.mem = parse_size(&val()?)?;
-                    mem_given = true;
-                }
-                "--bootargs" => a.bootargs = val()?,
-                "--timeout" => a.timeout_s = val()?.parse().map_err(|_| "--timeout takes seconds")?,
-                "--quiet" => a.quiet = true,
-                "--icount" => a.icount = true,
-                "--append" => a.append = val()?,
-                "--kernel" => a.kernel = Some(PathBuf::from(val()?)),
-                "--initrd" => a.initrd = Some(PathBuf::from(val()?)),
-                "--arch" => {
-                    let v = val()?;
-                    if v != "aarch64" && v != "aarch32" {
-                        return Err(format!("--arch {v}: allowed: aarch64, aarch32"));
-                    }
-                    a.arch = Some(v);
-                }
-                "--gdb" => a.gdb = true,
-                "--trace" => a.trace = Some(PathBuf::from(val()?)),
-                "--manifest" => a.manifest = Some(PathBuf::from(val()?)),
-                "--oracle" => a.oracle = true,
-                "--hwdom" => a.hwdom = true,
-                "--passthrough" => a.passthrough = Some(val()?),
-                "--disk" => {
-                    a.disk = true;
-                    if let Some(p) = it.next_if(|p| !p.starts_with("--")) {
-                        a.disk_image = Some(PathBuf::from(p));
-                    }
-                }
-                other => return Err(format!("unknown option '{other}'")),
-            }
-        }
+        let o = <RunOpts as clap::Parser>::try_parse_from(std::iter::once("run").chain(argv.iter().map(String::as_str))).map_err(|e| {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad options").trim_start_matches("error: ").to_string();
+            format!("{line} (cargo xtask run --help lists the options)")
+        })?;
+        let mut a = Args {
+            board: o.board,
+            cpus: o.cpus,
+            vcpus: o.vcpus,
+            mem: o.mem.unwrap_or(64 << 20),
+            bootargs: o.bootargs,
+            timeout_s: o.timeout_s,
+            quiet: o.quiet,
+            icount: o.icount || Args::default().icount,
+            append: o.append,
+            kernel: o.kernel,
+            initrd: o.initrd,
+            arch: o.arch,
+            gdb: o.gdb,
+            trace: o.trace,
+            oracle: o.oracle,
+            hwdom: o.hwdom,
+            passthrough: o.passthrough,
+            disk: o.disk.is_some(),
+            disk_image: o.disk.flatten(),
+            manifest: o.manifest,
+            ..Args::default()
+        };
+        let mem_given = o.mem.is_some();
+        let guests = o.guests;
         let board = run::Board::parse(&a.board)?;
         // The first --guest is guest0 (unless --kernel is), the rest follow it.
         let mut guests = guests.into_iter();

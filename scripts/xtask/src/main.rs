@@ -17,6 +17,7 @@ commands:
   run   --kernel IMAGE [--initrd FILE] [--arch aarch64|aarch32] [options]
                             boot your own Linux Image or zImage as the guest
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
+  run   --help              every option of run (clap)
   run   --manifest FILE     the guests (and cpus, bootargs) from a TOML file: see
                             scripts/xtask/src/manifest.rs; other options still apply
   run   ... --trace FILE    every guest's counters every 100 ms (memory populated, bytes
@@ -60,6 +61,10 @@ fn main() -> ExitCode {
     let rest = &argv[1..];
     let result = match cmd.as_str() {
         "build" => xtask::build::build_all().map(|_| 0),
+        "run" if rest.iter().any(|a| a == "--help" || a == "-h") => {
+            print!("{}", Args::help());
+            Ok(0)
+        }
         "run" => Args::parse(rest).and_then(|a| run::run_cli(&a)),
         "image" => xtask::image::image_cli(rest),
         "itest" => itest::run_all(rest),
