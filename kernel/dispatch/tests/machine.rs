@@ -11,6 +11,8 @@
 //! `Hyp::step` as the kernel's run loop does.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cache_maint::{CacheMaint, SwMode, VmConfig};
 use cache_model::hw::ModelHw;
@@ -20,7 +22,7 @@ use cache_model::{Access, CacheModel, Config, SwOp as ModelSwOp};
 use capabilities::{VgicCap, VmCaps};
 use dispatch::vm::{Counters, LogLimit, HCR_TSW, HCR_TVM};
 use dispatch::{AbortKind, GuestEvent, Hyp, NoDevices, NullOut, Platform, Step, Syndrome, TrapFrame, Vcpu, Vm};
-use hwops::Scoped;
+use hwops::{CacheOps, Frames, Scoped, TlbOps};
 use pod::{Mode as PodMode, Pod, PodConfig};
 use stage2_pager::testing::{self, HostTable};
 use stage2_pager::{MemAttrs, Pager};
@@ -41,6 +43,9 @@ enum Op {
     Write { ipa: u64, val: u64 },
     /// Load; the value must be `val`.
     Verify { ipa: u64, val: u64 },
+    /// Load and store back one more: run twice, it counts twice, so a vCPU
+    /// resumed from a stale copy of its state shows.
+    Bump { ipa: u64 },
     /// `DC CISW` with its raw operand.
     Cisw(u32),
     /// PSCI CPU_ON of vCPU `n` at the start of its program.
@@ -54,24 +59,65 @@ struct Ctx {
     sctlr: u64,
 }
 
-/// `dispatch::Platform` over the models.
+/// What every pCPU shares: the caches and memory, the TLBs, and what the
+/// dispatch reported.
+struct Shared {
+    model: Mutex<CacheModel>,
+    tlb: Mutex<Tlb>,
+    injected: AtomicUsize,
+    lines: Mutex<Vec<String>>,
+    powered_off: Mutex<Option<bool>>,
+    checked: AtomicUsize,
+    lost: Mutex<Vec<String>>,
+}
+
+/// `dispatch::Platform` over the models: one pCPU, with its own registers.
 struct ModelPlat {
-    model: CacheModel,
-    tlb: Tlb,
-    /// The pCPU running the dispatch now.
     cur: usize,
-    /// Live registers of each pCPU.
-    sctlr: Vec<u64>,
-    hcr: Vec<u64>,
-    vttbr: Vec<u64>,
-    injected: usize,
-    lines: Vec<String>,
-    powered_off: Option<bool>,
+    shared: Arc<Shared>,
+    sctlr: u64,
+    hcr: u64,
+}
+
+/// The models' hardware operations, with the models locked (model, then TLBs).
+struct LockedHw<'a> {
+    model: MutexGuard<'a, CacheModel>,
+    tlb: MutexGuard<'a, Tlb>,
+}
+
+impl Frames for LockedHw<'_> {
+    fn zero(&mut self, pa: u64, len: u64) {
+        ModelHw::new(&mut self.model, &mut self.tlb).zero(pa, len)
+    }
+    fn is_zero(&self, pa: u64, len: u64) -> bool {
+        self.model.is_zero(pa, len)
+    }
+}
+
+impl CacheOps for LockedHw<'_> {
+    fn clean_range(&mut self, pa: u64, len: u64) {
+        ModelHw::new(&mut self.model, &mut self.tlb).clean_range(pa, len)
+    }
+    fn clean_invalidate_range(&mut self, pa: u64, len: u64) {
+        ModelHw::new(&mut self.model, &mut self.tlb).clean_invalidate_range(pa, len)
+    }
+    fn invalidate_icache_all(&mut self) {
+        ModelHw::new(&mut self.model, &mut self.tlb).invalidate_icache_all()
+    }
+}
+
+impl TlbOps for LockedHw<'_> {
+    fn invalidate_ipa(&mut self, vmid: u16, ipa: u64) {
+        self.tlb.invalidate_ipa(vmid, ipa)
+    }
+    fn invalidate_vmid(&mut self, vmid: u16) {
+        self.tlb.invalidate_vmid(vmid)
+    }
 }
 
 impl Platform for ModelPlat {
     type Table = HostTable;
-    type Hw<'a> = ModelHw<'a>;
+    type Hw<'a> = LockedHw<'a>;
     type Ctx = Ctx;
     type Devices = NoDevices;
     type Out = NullOut;
@@ -80,39 +126,39 @@ impl Platform for ModelPlat {
     fn cpu_id(&self) -> usize {
         self.cur
     }
-    fn hw(&mut self, _vttbr: u64, mem: Range<u64>, skip_frame_clean: bool) -> Scoped<ModelHw<'_>> {
+    fn hw(&mut self, _vttbr: u64, mem: Range<u64>, skip_frame_clean: bool) -> Scoped<LockedHw<'_>> {
         assert!(!skip_frame_clean, "no fault= in the model");
+        let mut model = self.shared.model.lock().unwrap();
         // Frames are zeroed through the cache of the pCPU that trapped.
-        self.model.set_hyp_cpu(self.cur);
-        Scoped::new(ModelHw::new(&mut self.model, &mut self.tlb), mem)
+        model.set_hyp_cpu(self.cur);
+        Scoped::new(LockedHw { model, tlb: self.shared.tlb.lock().unwrap() }, mem)
     }
     fn sctlr(&self) -> u64 {
-        self.sctlr[self.cur]
+        self.sctlr
     }
     fn write_vmreg(&mut self, reg: trap::VmReg, value: u64) {
-        assert!(reg.is_sctlr(), "the test guests write only SCTLR");
-        self.sctlr[self.cur] = value;
+        if reg.is_sctlr() {
+            self.sctlr = value;
+        }
     }
     fn inject_abort(&mut self, _frame: &mut TrapFrame, _far: u64, _kind: AbortKind, _aarch32: bool) {
-        self.injected += 1;
+        self.shared.injected.fetch_add(1, Ordering::Relaxed);
     }
     fn reset_ctx(&self, _index: usize, _aarch32: bool) -> Ctx {
         Ctx { sctlr: 0 }
     }
     fn save(&mut self, ctx: &mut Ctx, _devices: bool, _aarch32: bool, _spsr: u64) -> bool {
-        ctx.sctlr = self.sctlr[self.cur];
+        ctx.sctlr = self.sctlr;
         true
     }
     fn load(&mut self, ctx: &mut Ctx, hcr: u64, _cntvoff: u64, _devices: bool, _aarch32: bool, _spsr: u64) -> bool {
-        self.sctlr[self.cur] = ctx.sctlr;
-        self.hcr[self.cur] = hcr;
+        self.sctlr = ctx.sctlr;
+        self.hcr = hcr;
         true
     }
-    fn set_vttbr(&mut self, vttbr: u64) {
-        self.vttbr[self.cur] = vttbr;
-    }
+    fn set_vttbr(&mut self, _vttbr: u64) {}
     fn set_hcr(&mut self, hcr: u64) {
-        self.hcr[self.cur] = hcr;
+        self.hcr = hcr;
     }
     fn local_guest_flush(&mut self) {}
     fn kick(&mut self, _mask: u16) {}
@@ -120,16 +166,16 @@ impl Platform for ModelPlat {
         0
     }
     fn log(&mut self, args: std::fmt::Arguments) {
-        self.lines.push(args.to_string());
+        self.shared.lines.lock().unwrap().push(args.to_string());
     }
     fn guest_event(&mut self, e: GuestEvent) {
-        self.lines.push(format!("{e:?}"));
+        self.shared.lines.lock().unwrap().push(format!("{e:?}"));
     }
     fn summary(&mut self, vm: &Vm<Self>) {
-        self.lines.push(format!("summary: guest={} cleans={}", vm.name, vm.cm.counters().cleans));
+        self.log(format_args!("summary: guest={} cleans={}", vm.name, vm.cm.counters().cleans));
     }
     fn power_off(&mut self, ok: bool) {
-        self.powered_off = Some(ok);
+        *self.shared.powered_off.lock().unwrap() = Some(ok);
     }
     fn rebuild(&mut self, _vm: Vm<Self>) -> Result<Vm<Self>, &'static str> {
         Err("the model rebuilds no VM")
@@ -146,19 +192,20 @@ struct Guest {
     progs: Vec<Vec<Op>>,
 }
 
-struct Machine {
-    h: Hyp<ModelPlat>,
+/// What a guest access does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Load,
+    Store(u64),
+    Bump,
+}
+
+/// One pCPU as it runs guests: its registers (in `plat`), its live frame,
+/// and whether it is in a guest (else in the run loop).
+struct Pcpu {
     plat: ModelPlat,
-    /// Each pCPU's live frame.
-    frames: Vec<TrapFrame>,
-    /// Whether each pCPU runs its loaded vCPU (else it is in `step`).
-    entered: Vec<bool>,
-    progs: Vec<Vec<Vec<Op>>>,
-    checked: usize,
-    lost: Vec<String>,
-    ticks: u64,
-    /// Guests without emulated devices keep their vGIC's capability here.
-    vgic_caps: Vec<VgicCap>,
+    frame: TrapFrame,
+    entered: bool,
 }
 
 fn pc(frame: &TrapFrame) -> usize {
@@ -172,6 +219,136 @@ fn walked(pager: &Pager<HostTable>, ipa: u64) -> Option<Walked> {
         .map(|l| Walked { ipa: l.ipa, pa: l.pa, size: l.size.bytes(), accessed: l.accessed })
 }
 
+impl Pcpu {
+    fn trap(&mut self, h: &Hyp<ModelPlat>, t: Trap) {
+        let (esr, far, hpfar) = encode(&t, Width::Aarch64);
+        let p = self.plat.cur;
+        if !h.trap(&mut self.plat, p, &mut self.frame, Syndrome { esr, far, hpfar }) {
+            self.entered = false;
+        }
+    }
+
+    /// A load or store through this pCPU's TLB: the value, or `None` when it
+    /// trapped (a stage-2 fault; it runs again after the trap, as after an
+    /// `eret`). Its VM stays locked from the walk to the access, so no
+    /// unmap of the same VM comes between (as a TLBI waits for accesses in
+    /// flight).
+    fn access(&mut self, h: &Hyp<ModelPlat>, v: VcpuRef, ipa: u64, kind: Kind) -> Option<u64> {
+        let p = self.plat.cur;
+        let fault = {
+            let vm = h.vm(v.vm as usize);
+            let vmid = (vm.vttbr() >> 48) as u16;
+            let mut model = self.plat.shared.model.lock().unwrap();
+            let mut tlb = self.plat.shared.tlb.lock().unwrap();
+            let access = if self.plat.sctlr & SCTLR_MC == SCTLR_MC { Access::Cached(p) } else { Access::Uncached };
+            match tlb.translate(p, vmid, ipa, &|a| walked(&vm.pager, a)) {
+                Translation::Hit { pa } | Translation::Filled { pa } => {
+                    return Some(match kind {
+                        Kind::Store(val) => {
+                            model.store_u64(access, pa, val);
+                            val
+                        }
+                        Kind::Load => model.load_u64(access, pa),
+                        Kind::Bump => {
+                            let val = model.load_u64(access, pa) + 1;
+                            model.store_u64(access, pa, val);
+                            val
+                        }
+                    })
+                }
+                Translation::AccessFlagFault => FaultKind::AccessFlag(3),
+                Translation::TranslationFault => FaultKind::Translation(3),
+            }
+        };
+        let da = DataAbort { ipa, far: ipa, far_valid: true, write: kind != Kind::Load, access: None, fault, s1ptw: false, cache_maint: false, ext_abort: false };
+        self.trap(h, Trap::DataAbort(da));
+        None
+    }
+
+    /// An HVC with `x` in x0..x3; the guest's PC is past it, as on hardware.
+    fn hvc(&mut self, h: &Hyp<ModelPlat>, x: [u64; 4]) {
+        self.frame.x[..4].copy_from_slice(&x);
+        self.frame.elr += 4;
+        self.trap(h, Trap::Hvc { imm: 0 });
+    }
+
+    /// One step: the run loop if not in a guest, else the vCPU's next op.
+    fn step(&mut self, h: &Hyp<ModelPlat>, progs: &[Vec<Vec<Op>>]) {
+        let p = self.plat.cur;
+        if !self.entered {
+            self.entered = h.step(&mut self.plat, p, &mut self.frame) == Step::Enter;
+            return;
+        }
+        let v = h.loaded(p).expect("an entered pCPU has a vCPU");
+        let at = pc(&self.frame);
+        let op = progs[v.vm as usize][v.vcpu as usize][at];
+        let hcr = self.plat.hcr;
+        match op {
+            Op::Write { ipa, val } => {
+                if self.access(h, v, ipa, Kind::Store(val)).is_some() {
+                    self.frame.elr += 4;
+                }
+            }
+            Op::Bump { ipa } => {
+                if self.access(h, v, ipa, Kind::Bump).is_some() {
+                    self.frame.elr += 4;
+                }
+            }
+            Op::Verify { ipa, val } => {
+                if let Some(got) = self.access(h, v, ipa, Kind::Load) {
+                    let shared = &self.plat.shared;
+                    shared.checked.fetch_add(1, Ordering::Relaxed);
+                    if got != val {
+                        shared.lost.lock().unwrap().push(format!("vm {} vcpu {} op {at}: {ipa:#x} read {got:#x}, wrote {val:#x}", v.vm, v.vcpu));
+                    }
+                    self.frame.elr += 4;
+                }
+            }
+            Op::Sctlr(on) => {
+                let old = self.plat.sctlr;
+                let value = if on { old | SCTLR_MC } else { old & !SCTLR_MC };
+                if hcr & HCR_TVM != 0 {
+                    self.frame.x[1] = value;
+                    self.trap(h, Trap::VmReg { reg: trap::VmReg::SctlrEl1, rt: 1, rt2: None, write: true });
+                } else {
+                    self.plat.sctlr = value;
+                    self.frame.elr += 4;
+                }
+            }
+            Op::Cisw(operand) => {
+                if hcr & HCR_TSW != 0 {
+                    self.frame.x[1] = operand.into();
+                    self.trap(h, Trap::SetWay { op: trap::SwOp::Cisw, rt: 1 });
+                } else {
+                    self.plat.shared.model.lock().unwrap().dc_sw(p, ModelSwOp::CleanInvalidate, operand);
+                    self.frame.elr += 4;
+                }
+            }
+            Op::CpuOn(n) => {
+                self.hvc(h, [psci::CPU_ON_64.into(), n.into(), RAM_IPA, 0]);
+                assert_eq!(self.frame.x[0], 0, "CPU_ON of vCPU {n}");
+            }
+            Op::Off => self.hvc(h, [psci::CPU_OFF.into(), 0, 0, 0]),
+        }
+    }
+
+    /// A timer tick: the scheduler decides, and the pCPU goes through the
+    /// run loop (as `lower_irq` then `leave` do).
+    fn tick(&mut self, h: &Hyp<ModelPlat>) {
+        let _ = h.core().sched.tick(self.plat.cur);
+        self.entered = false;
+    }
+}
+
+struct Machine {
+    h: Hyp<ModelPlat>,
+    shared: Arc<Shared>,
+    pcpus: Vec<Pcpu>,
+    progs: Vec<Vec<Vec<Op>>>,
+    /// Guests without emulated devices keep their vGIC's capability here.
+    vgic_caps: Vec<VgicCap>,
+}
+
 impl Machine {
     fn new(cpus: usize, policy: SchedPolicy, guests: Vec<Guest>) -> Machine {
         Machine::with_reboots(cpus, policy, guests, 0)
@@ -179,19 +356,19 @@ impl Machine {
 
     /// [`Machine::new`] where a guest may restart `reboots` times.
     fn with_reboots(cpus: usize, policy: SchedPolicy, guests: Vec<Guest>, reboots: u32) -> Machine {
-        let model = CacheModel::new(Config::small(cpus));
-        let tlb = Tlb::new(cpus, 16);
-        let mut plat = ModelPlat {
-            model,
-            tlb,
-            cur: 0,
-            sctlr: vec![0; cpus],
-            hcr: vec![0; cpus],
-            vttbr: vec![0; cpus],
-            injected: 0,
-            lines: Vec::new(),
-            powered_off: None,
-        };
+        let shared = Arc::new(Shared {
+            model: Mutex::new(CacheModel::new(Config::small(cpus))),
+            tlb: Mutex::new(Tlb::new(cpus, 16)),
+            injected: AtomicUsize::new(0),
+            lines: Mutex::new(Vec::new()),
+            powered_off: Mutex::new(None),
+            checked: AtomicUsize::new(0),
+            lost: Mutex::new(Vec::new()),
+        });
+        let pcpus: Vec<Pcpu> = (0..cpus)
+            .map(|cur| Pcpu { plat: ModelPlat { cur, shared: shared.clone(), sctlr: 0, hcr: 0 }, frame: TrapFrame::default(), entered: false })
+            .collect();
+        let plat = &pcpus[0].plat;
         let mut sched = AnySched::new(policy, cpus, HwdomPin::default()).unwrap();
         let mut vms = Vec::new();
         let mut progs = Vec::new();
@@ -223,7 +400,7 @@ impl Machine {
                 pager,
                 pod,
                 cm,
-                vcpus: (0..n).map(|k| Vcpu::new(&plat, k, false)).collect(),
+                vcpus: (0..n).map(|k| Vcpu::new(plat, k, false)).collect(),
                 counters: Counters::default(),
                 exit_ok: None,
                 aarch32: false,
@@ -233,162 +410,82 @@ impl Machine {
                 hwdom_pinned: None,
                 hw_spis: Vec::new(),
             };
-            vm.vcpus[0].reset(&plat, 0, RAM_IPA, 0, false);
+            vm.vcpus[0].reset(plat, 0, RAM_IPA, 0, false);
             sched.add_vm(i as u8, sched_cap, n as u8, false).unwrap();
             vgic_caps.push(vgic);
             sched.wake(VcpuRef::new(i as u8, 0)).unwrap();
             vms.push(vm);
             progs.push(g.progs);
         }
-        plat.cur = 0;
-        Machine {
-            h: Hyp::new(vms, sched, reboots),
-            plat,
-            frames: vec![TrapFrame::default(); cpus],
-            entered: vec![false; cpus],
-            progs,
-            checked: 0,
-            lost: Vec::new(),
-            ticks: 0,
-            vgic_caps,
-        }
+        Machine { h: Hyp::new(vms, sched, reboots), shared, pcpus, progs, vgic_caps }
     }
 
-    fn cpus(&self) -> usize {
-        self.frames.len()
-    }
-
-    fn trap(&mut self, p: usize, t: Trap) {
-        let (esr, far, hpfar) = encode(&t, Width::Aarch64);
-        if !self.h.trap(&mut self.plat, p, &mut self.frames[p], Syndrome { esr, far, hpfar }) {
-            self.entered[p] = false;
-        }
-    }
-
-    /// A stage-2 fault of a load or store at `ipa`.
-    fn fault(&mut self, p: usize, ipa: u64, write: bool, fault: FaultKind) {
-        let da = DataAbort { ipa, far: ipa, far_valid: true, write, access: None, fault, s1ptw: false, cache_maint: false, ext_abort: false };
-        self.trap(p, Trap::DataAbort(da));
-    }
-
-    /// A load or store through pCPU `p`'s TLB: the value, or `None` when
-    /// it trapped (it runs again after the trap, as after an `eret`).
-    fn access(&mut self, p: usize, v: VcpuRef, ipa: u64, store: Option<u64>) -> Option<u64> {
-        let vm = self.h.vm(v.vm as usize);
-        let vmid = (vm.vttbr() >> 48) as u16;
-        let plat = &mut self.plat;
-        let access = if plat.sctlr[p] & SCTLR_MC == SCTLR_MC { Access::Cached(p) } else { Access::Uncached };
-        let t = plat.tlb.translate(p, vmid, ipa, &|a| walked(&vm.pager, a));
-        drop(vm);
-        match t {
-            Translation::Hit { pa } | Translation::Filled { pa } => Some(match store {
-                Some(val) => {
-                    plat.model.store_u64(access, pa, val);
-                    val
-                }
-                None => plat.model.load_u64(access, pa),
-            }),
-            Translation::AccessFlagFault => {
-                self.fault(p, ipa, store.is_some(), FaultKind::AccessFlag(3));
-                None
-            }
-            Translation::TranslationFault => {
-                self.fault(p, ipa, store.is_some(), FaultKind::Translation(3));
-                None
-            }
-        }
-    }
-
-    /// An HVC with `x` in x0..x3; the guest's PC is past it, as on hardware.
-    fn hvc(&mut self, p: usize, x: [u64; 4]) {
-        self.frames[p].x[..4].copy_from_slice(&x);
-        self.frames[p].elr += 4;
-        self.trap(p, Trap::Hvc { imm: 0 });
-    }
-
-    /// One step of pCPU `p`: the run loop if it is not in a guest, else its
-    /// vCPU's next op.
     fn step(&mut self, p: usize) {
-        self.plat.cur = p;
-        if !self.entered[p] {
-            self.entered[p] = self.h.step(&mut self.plat, p, &mut self.frames[p]) == Step::Enter;
-            return;
-        }
-        let v = self.h.loaded(p).expect("an entered pCPU has a vCPU");
-        let at = pc(&self.frames[p]);
-        let op = self.progs[v.vm as usize][v.vcpu as usize][at];
-        let hcr = self.plat.hcr[p];
-        let next = |m: &mut Machine| m.frames[p].elr += 4;
-        match op {
-            Op::Write { ipa, val } => {
-                if self.access(p, v, ipa, Some(val)).is_some() {
-                    next(self);
-                }
-            }
-            Op::Verify { ipa, val } => {
-                if let Some(got) = self.access(p, v, ipa, None) {
-                    self.checked += 1;
-                    if got != val {
-                        self.lost.push(format!("vm {} vcpu {} op {at}: {ipa:#x} read {got:#x}, wrote {val:#x}", v.vm, v.vcpu));
-                    }
-                    next(self);
-                }
-            }
-            Op::Sctlr(on) => {
-                let old = self.plat.sctlr[p];
-                let value = if on { old | SCTLR_MC } else { old & !SCTLR_MC };
-                if hcr & HCR_TVM != 0 {
-                    self.frames[p].x[1] = value;
-                    self.trap(p, Trap::VmReg { reg: trap::VmReg::SctlrEl1, rt: 1, rt2: None, write: true });
-                } else {
-                    self.plat.sctlr[p] = value;
-                    next(self);
-                }
-            }
-            Op::Cisw(operand) => {
-                if hcr & HCR_TSW != 0 {
-                    self.frames[p].x[1] = operand.into();
-                    self.trap(p, Trap::SetWay { op: trap::SwOp::Cisw, rt: 1 });
-                } else {
-                    self.plat.model.dc_sw(p, ModelSwOp::CleanInvalidate, operand);
-                    next(self);
-                }
-            }
-            Op::CpuOn(n) => {
-                self.hvc(p, [psci::CPU_ON_64.into(), n.into(), RAM_IPA, 0]);
-                assert_eq!(self.frames[p].x[0], 0, "CPU_ON of vCPU {n}");
-            }
-            Op::Off => self.hvc(p, [psci::CPU_OFF.into(), 0, 0, 0]),
-        }
+        self.pcpus[p].step(&self.h, &self.progs);
     }
 
-    /// A timer tick on pCPU `p`: the scheduler decides, and the pCPU goes
-    /// through the run loop (as `lower_irq` then `leave` do).
-    fn tick(&mut self, p: usize) {
-        self.plat.cur = p;
-        let _ = self.h.core().sched.tick(p);
-        self.entered[p] = false;
-        self.ticks += 1;
+    fn all_stopped(&self) -> bool {
+        (0..self.h.vm_count()).all(|i| self.h.vm(i).finished())
     }
 
     /// Step random pCPUs, with a tick 1 time in `tick_every`, until every
     /// VM stopped.
     fn run(&mut self, rng: &mut Rng, tick_every: u64) {
         let mut steps = 0u64;
-        while (0..self.h.vm_count()).any(|i| !self.h.vm(i).finished()) {
-            let p = rng.below(self.cpus() as u64) as usize;
+        while !self.all_stopped() {
+            let p = rng.below(self.pcpus.len() as u64) as usize;
             if rng.chance(1, tick_every) {
-                self.tick(p);
+                self.pcpus[p].tick(&self.h);
             } else {
                 self.step(p);
             }
             steps += 1;
-            assert!(steps < 20_000_000, "no progress: {:?}", self.plat.lines);
+            assert!(steps < 20_000_000, "no progress: {:?}", self.shared.lines.lock().unwrap());
         }
+    }
+
+    /// Every pCPU a thread of its own, each stepping and ticking at random,
+    /// until every VM stopped. A deadlock ends the test process with a
+    /// message after 60 s (it cannot unwind threads stuck in a spin lock).
+    fn run_threads(&mut self, seed: u64, tick_every: u64) {
+        let done = AtomicBool::new(false);
+        let (h, progs) = (&self.h, &self.progs);
+        std::thread::scope(|s| {
+            for (k, pcpu) in self.pcpus.iter_mut().enumerate() {
+                let done = &done;
+                s.spawn(move || {
+                    let mut rng = Rng::new(seed * 31 + k as u64);
+                    while !done.load(Ordering::Relaxed) {
+                        if rng.chance(1, tick_every) {
+                            pcpu.tick(h);
+                        } else {
+                            pcpu.step(h, progs);
+                        }
+                    }
+                });
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !(0..h.vm_count()).all(|i| h.vm(i).finished()) {
+                if std::time::Instant::now() > deadline {
+                    eprintln!("run_threads: the guests did not all stop within 60 s (a deadlock or a lost wake-up)");
+                    std::process::exit(1);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            done.store(true, Ordering::Relaxed);
+        });
     }
 
     fn migrations(&self) -> u64 {
         (0..self.h.vm_count()).map(|i| self.h.vm(i).counters.migrations).sum()
+    }
+
+    fn lost(&self) -> Vec<String> {
+        self.shared.lost.lock().unwrap().clone()
+    }
+
+    fn checked(&self) -> usize {
+        self.shared.checked.load(Ordering::Relaxed)
     }
 }
 
@@ -421,15 +518,21 @@ fn linux_flush(model: &CacheModel) -> Vec<Op> {
 /// back. vCPU 0 first turns the others on.
 fn program(rng: &mut Rng, model: &CacheModel, k: usize, n: usize, ram: u64, rounds: usize, words: usize) -> Vec<Op> {
     let mut prog: Vec<Op> = if k == 0 { (1..n).map(|i| Op::CpuOn(i as u8)).collect() } else { Vec::new() };
+    // A counter of its own, in the last page, bumped after every write.
+    let counter = RAM_IPA + ram - 4096 + k as u64 * 64;
+    let mut bumps = 0;
     for _ in 0..rounds {
         prog.push(Op::Sctlr(true));
         let mut written = std::collections::BTreeMap::new();
         for _ in 0..words {
-            let ipa = RAM_IPA + rng.below(ram / 64) * 64 + k as u64 * 8;
+            let ipa = RAM_IPA + rng.below(ram / 64 - 64) * 64 + k as u64 * 8;
             let val = rng.below(u64::MAX) | 1;
             written.insert(ipa, val);
             prog.push(Op::Write { ipa, val });
+            prog.push(Op::Bump { ipa: counter });
+            bumps += 1;
         }
+        written.insert(counter, bumps);
         prog.extend(linux_flush(model));
         prog.push(Op::Sctlr(false));
         prog.extend(written.iter().map(|(&ipa, &val)| Op::Verify { ipa, val }));
@@ -458,22 +561,23 @@ fn set_way_loops_across_migrations_lose_nothing_only_when_trapped() {
             let expected: usize = guests.iter().flat_map(|g| &g.progs).flatten().filter(|o| matches!(o, Op::Verify { .. })).count();
             let mut m = Machine::new(2, SchedPolicy::Rr, guests);
             m.run(&mut rng, 40);
-            assert_eq!(m.checked, expected, "every vCPU ran its program to the end: {:?}", m.plat.lines);
-            assert_eq!(m.plat.injected, 0);
-            assert_eq!(m.plat.powered_off, Some(false), "the last CPU_OFF stops each guest");
+            assert_eq!(m.checked(), expected, "every vCPU ran its program to the end: {:?}", m.shared.lines.lock().unwrap());
+            assert_eq!(m.shared.injected.load(Ordering::Relaxed), 0);
+            assert_eq!(*m.shared.powered_off.lock().unwrap(), Some(false), "the last CPU_OFF stops each guest");
             for i in 0..m.h.vm_count() {
                 let vm = m.h.vm(i);
                 vm.pod.check_invariants(&vm.pager).unwrap();
             }
+            let lost = m.lost();
             match sw {
-                SwMode::No => lost_untrapped += m.lost.len(),
+                SwMode::No => lost_untrapped += lost.len(),
                 _ => {
-                    assert!(m.lost.is_empty(), "seed {seed}: {} words lost, first {:?}", m.lost.len(), m.lost.first());
+                    assert!(lost.is_empty(), "seed {seed}: {} words lost, first {:?}", lost.len(), lost.first());
                     assert!((0..m.h.vm_count()).all(|i| {
                         let c = m.h.vm(i).cm.counters();
                         c.sw_traps > 0 && c.cleans > 0
                     }));
-                    lost_trapped += m.lost.len();
+                    lost_trapped += lost.len();
                     migrations += m.migrations();
                 }
             }
@@ -497,19 +601,18 @@ fn a_trap_of_one_vm_does_not_wait_for_another_vm() {
     }
     assert_eq!(m.h.loaded(0).map(|v| v.vm), Some(0));
     assert_eq!(m.h.loaded(1).map(|v| v.vm), Some(1));
-    let (hyp, plat, frames) = (&m.h, &mut m.plat, &mut m.frames);
+    let (hyp, cpu0) = (&m.h, &mut m.pcpus[0]);
     let (done, wait) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         // pCPU 1 is inside a long operation of VM 1.
         let busy = hyp.vm(1);
         s.spawn(move || {
             // pCPU 0: PSCI_VERSION from VM 0.
-            plat.cur = 0;
-            frames[0].x[0] = psci::VERSION.into();
-            frames[0].elr += 4;
+            cpu0.frame.x[0] = psci::VERSION.into();
+            cpu0.frame.elr += 4;
             let (esr, far, hpfar) = encode(&Trap::Hvc { imm: 0 }, Width::Aarch64);
-            let resumed = hyp.trap(plat, 0, &mut frames[0], Syndrome { esr, far, hpfar });
-            done.send((resumed, frames[0].x[0])).unwrap();
+            let resumed = hyp.trap(&mut cpu0.plat, 0, &mut cpu0.frame, Syndrome { esr, far, hpfar });
+            done.send((resumed, cpu0.frame.x[0])).unwrap();
         });
         let r = wait.recv_timeout(std::time::Duration::from_secs(20));
         drop(busy);
@@ -525,7 +628,7 @@ fn a_stop_cancels_a_pending_restart_and_its_housekeeping() {
     let mut rng = Rng::new(3);
     let mut m = Machine::with_reboots(2, SchedPolicy::Rr, vec![guest(&mut rng, SwMode::Auto, 2, true)], 5);
     assert_eq!(m.h.housekeeping(), 0);
-    let (h, plat) = (&m.h, &mut m.plat);
+    let (h, plat) = (&m.h, &mut m.pcpus[0].plat);
     let mut vm = h.vm(0);
     h.request_restart(plat, 0, &mut vm);
     assert!(vm.restart_pending);
@@ -534,5 +637,31 @@ fn a_stop_cancels_a_pending_restart_and_its_housekeeping() {
     assert!(vm.finished() && !vm.restart_pending);
     drop(vm);
     assert_eq!(h.housekeeping(), 0, "the stop took the restart's count back");
-    assert_eq!(plat.powered_off, Some(true));
+    assert_eq!(*m.shared.powered_off.lock().unwrap(), Some(true));
+}
+
+/// The same guests with every pCPU a real thread: the dispatch's locks
+/// under true concurrency (traps, faults, clean slices and ticks of
+/// several VMs at once). No deadlock, no vCPU run from a stale copy, no
+/// data lost.
+#[test]
+fn pcpus_as_threads_lose_nothing_and_never_deadlock() {
+    let mut migrations = 0;
+    for seed in 0..6 {
+        let mut rng = Rng::new(100 + seed);
+        let guests = vec![guest(&mut rng, SwMode::Auto, 2, true), guest(&mut rng, SwMode::Auto, 2, false), guest(&mut rng, SwMode::Auto, 1, true)];
+        let expected: usize = guests.iter().flat_map(|g| &g.progs).flatten().filter(|o| matches!(o, Op::Verify { .. })).count();
+        let mut m = Machine::new(3, SchedPolicy::Rr, guests);
+        m.run_threads(seed, 30);
+        let lost = m.lost();
+        assert!(lost.is_empty(), "seed {seed}: {} words lost, first {:?}", lost.len(), lost.first());
+        assert_eq!(m.checked(), expected, "every vCPU ran its program to the end: {:?}", m.shared.lines.lock().unwrap());
+        for i in 0..m.h.vm_count() {
+            let vm = m.h.vm(i);
+            vm.pod.check_invariants(&vm.pager).unwrap();
+            assert!(vm.cm.counters().cleans > 0);
+        }
+        migrations += m.migrations();
+    }
+    assert!(migrations > 0, "the threads moved no vCPU");
 }
