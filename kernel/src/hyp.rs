@@ -42,12 +42,15 @@ fn trace(h: &Hyp) {
     }
     TRACE_LAST.store(ms, Ordering::Relaxed);
     for i in 0..h.vm_count() {
-        let vm = h.vm(i);
-        let (c, cm, pod) = (&vm.counters, vm.cm.counters(), vm.pod.stats());
+        // A VM busy on another pCPU is left out of this round; nothing
+        // waits for it, and the line goes out with no lock held.
+        let Some(vm) = h.try_vm(i) else { continue };
+        let (name, c, cm, pod) = (vm.name.clone(), vm.counters, vm.cm.counters(), vm.pod.stats());
+        drop(vm);
         crate::kprintln!(
             "trace: ms={} guest={} populated={} pod_2m={} pod_4k={} cleaned={} cleans={} sw_traps={} tvm_traps={} stage2_faults={} migrations={}",
             ms,
-            vm.name,
+            name,
             pod.populated_bytes(),
             pod.pod_2m,
             pod.pod_4k,

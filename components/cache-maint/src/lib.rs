@@ -94,7 +94,13 @@
 //!
 //! A trapped set/way op cleans only when the trapping vCPU's TVM is off.
 //! When TVM went on, the VM was cleaned; from then on every change of that
-//! vCPU's caches-on state traps and cleans again. The Arm ARM limits set/way
+//! vCPU's caches-on state traps and cleans again, until a VM-register write
+//! with caches on turns TVM off (KVM's and Xen's rule); the next set/way op
+//! then cleans and turns it on again. So a guest that, between a set/way op
+//! and turning its caches off, writes a VM register with its caches still on
+//! is not covered: neither KVM nor Xen covers it, and Linux does not do it
+//! (`flush_cache_all` then `cpu_proc_fin`; ARMv7 turns C off before its
+//! set/way flush). The Arm ARM limits set/way
 //! maintenance to cache power-up and power-down sequences, where the CPU turns
 //! its caches off (or has not turned them on yet); a guest cannot use it to
 //! reach another observer. So between the first op and the toggle the guest
@@ -172,8 +178,10 @@ pub enum SwOp {
     Cisw,
 }
 
-/// A VM register whose writes TVM traps. Only SCTLR matters to the policy;
-/// the kernel writes every one of them back (see [`Reply::write`]).
+/// A VM register whose writes TVM traps. SCTLR's value matters to the
+/// policy; for the others only whether caches are on (the vCPU's SCTLR,
+/// `Request::VmRegWrite::sctlr`). The kernel writes every one of them back
+/// (see [`Reply::write`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmReg {
     /// SCTLR_EL1 / SCTLR.

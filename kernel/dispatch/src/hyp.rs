@@ -172,6 +172,12 @@ impl<P: Platform> Hyp<P> {
         VmGuard(self.vms[i].lock())
     }
 
+    /// VM `i`, locked, unless another pCPU holds it now (housekeeping and
+    /// diagnostics never wait for a VM's work).
+    pub fn try_vm(&self, i: usize) -> Option<VmGuard<'_, P>> {
+        self.vms[i].try_lock().map(VmGuard)
+    }
+
     /// The shared bookkeeping, locked (never take a VM's lock while holding it).
     pub fn core(&self) -> SpinMutexGuard<'_, Core> {
         self.core.lock()
@@ -337,8 +343,7 @@ impl<P: Platform> Hyp<P> {
             // A VM busy on another pCPU (a fault, a clean slice, its own
             // rebuild) is not waited for: the count stays up, so a later
             // pass looks again.
-            let Some(guard) = self.vms[i].try_lock() else { continue };
-            let mut vm = VmGuard(guard);
+            let Some(mut vm) = self.try_vm(i) else { continue };
             let held = self.held(i);
             // A stopped hardware domain: its device interrupts are released
             // once (its list registers are folded back by then).

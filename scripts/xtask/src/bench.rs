@@ -81,7 +81,7 @@ pub fn bench() -> Result<u8, String> {
         ("HVC round trip", pod["hvc_insns"].to_string()),
         ("set/way trap (DC CSW, TVM on)", pod["sw_trap_insns"].to_string()),
         ("set/way untrapped (DC CSW, TSW off + SWIO: a pinned hwdom)", native["sw_trap_insns"].to_string()),
-        ("TVM trap (CONTEXTIDR_EL1 write)", pod["tvm_trap_insns"].to_string()),
+        ("TVM trap (CONTEXTIDR_EL1 write, caches off)", pod["tvm_trap_insns"].to_string()),
         ("PoD 4 KiB fault, total", f4k.to_string()),
         ("  of which zeroing / cleaning", format!("{zero_4k} / {clean_4k}")),
         ("  the rest (fault path)", f4k.saturating_sub(zero_4k + clean_4k).to_string()),

@@ -474,8 +474,6 @@ fn linux_armhf_612_shared_pcpus() -> Result<(), String> {
     Ok(())
 }
 
-/// Two guests time-share one pCPU; each marks its timers, debug, PMU and
-/// thread-ID registers and must never read the other's values.
 /// `run --manifest`: the guests, their vCPUs, RAM and set/way modes from a
 /// TOML file.
 fn manifest_guests() -> Result<(), String> {
@@ -495,6 +493,8 @@ fn manifest_guests() -> Result<(), String> {
     check(basic.get("sw_traps") == 0, "sw = \"no\" did not reach the guest", &r)
 }
 
+/// Two guests time-share one pCPU; each marks its timers, debug, PMU and
+/// thread-ID registers and must never read the other's values.
 fn two_guests_one_pcpu_isolated() -> Result<(), String> {
     let a = Args { guest: "isolation".into(), cpus: 1, timeout_s: 120, ..Args::default() };
     let spec = |name: &str| GuestSpec { name: name.into(), ..GuestSpec::from_args(&a) };

@@ -187,7 +187,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     name = "cargo xtask run",
     about = "Build, then boot guests under the hypervisor on QEMU. The console is yours: \
              a terminal's input reaches the guest with the focus (CTRL-a three times switches).",
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_override_self = true
 )]
 struct RunOpts {
     /// The board QEMU models: qemu-virt or rpi4 (raspi4b).
@@ -207,10 +208,10 @@ struct RunOpts {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem: Option<u64>,
     /// The hypervisor's boot arguments (README "Boot arguments").
-    #[arg(long, value_name = "ARGS", default_value = "")]
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
     bootargs: String,
     /// Added to a Linux guest's command line (`shell`: a busybox shell).
-    #[arg(long, value_name = "ARGS", default_value = "")]
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
     append: String,
     /// Stop QEMU after this many seconds.
     #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 60)]
@@ -249,9 +250,9 @@ struct RunOpts {
     /// A virtio-blk disk for the hardware domain (the test disk without PATH).
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     disk: Option<Option<PathBuf>>,
-    /// The guests (and cpus, bootargs) from a TOML file; see
-    /// scripts/xtask/src/manifest.rs.
-    #[arg(long, value_name = "FILE")]
+    /// The guests (and cpus, bootargs, board, timeout, which win over the
+    /// options) from a TOML file; see scripts/xtask/src/manifest.rs.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["guests", "kernel", "initrd", "arch", "vcpus", "mem", "append", "hwdom", "disk", "passthrough"])]
     manifest: Option<PathBuf>,
 }
 
@@ -264,9 +265,11 @@ impl Args {
     /// `cargo xtask run`'s options. A mistake is one line.
     pub fn parse(argv: &[String]) -> Result<Args, String> {
         let o = <RunOpts as clap::Parser>::try_parse_from(std::iter::once("run").chain(argv.iter().map(String::as_str))).map_err(|e| {
+            // clap's message up to its first blank line, as one line.
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("bad options").trim_start_matches("error: ").to_string();
-            format!("{line} (cargo xtask run --help lists the options)")
+            let words: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let line = words.join(" ");
+            format!("{} (cargo xtask run --help lists the options)", line.trim_start_matches("error: "))
         })?;
         let mut a = Args {
             board: o.board,
@@ -379,5 +382,12 @@ mod tests {
         // Without --kernel the first --guest is guest0; with it, every --guest follows.
         let a = Args::parse(&v(&["--kernel", "/k", "--guest", "sw-basic"])).unwrap();
         assert_eq!(a.more_guests, vec!["sw-basic".to_string()]);
+        // scripts/run gives --board first; a later one wins.
+        assert_eq!(Args::parse(&v(&["--board", "qemu-virt", "--board", "rpi4"])).unwrap().board, "rpi4");
+        let e = Args::parse(&v(&["--manifest", "m.toml", "--guest", "sw-basic"])).unwrap_err();
+        assert!(e.contains("cannot be used with") && !e.contains('\n'), "{e}");
+        let e = Args::parse(&v(&["--arch", "arm"])).unwrap_err();
+        assert!(e.contains("possible values: aarch64, aarch32") && !e.contains('\n'), "{e}");
+        assert_eq!(Args::parse(&v(&["--append", "-v quiet"])).unwrap().append, "-v quiet");
     }
 }

@@ -18,8 +18,8 @@ commands:
                             boot your own Linux Image or zImage as the guest
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
   run   --help              every option of run (clap)
-  run   --manifest FILE     the guests (and cpus, bootargs) from a TOML file: see
-                            scripts/xtask/src/manifest.rs; other options still apply
+  run   --manifest FILE     the guests (and cpus, bootargs, board, timeout, which win
+                            over the options) from a TOML file: see manifest.rs
   run   ... --trace FILE    every guest's counters every 100 ms (memory populated, bytes
                             cleaned, set/way and TVM traps, migrations) as CSV in FILE
   run   ... --oracle        under the cache oracle: reports where real hardware would

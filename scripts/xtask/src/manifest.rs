@@ -64,7 +64,10 @@ pub fn load(path: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), String> 
 }
 
 fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), String> {
-    let m: Manifest = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    let m: Manifest = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        format!("line {line}: {}", e.message().trim())
+    })?;
     let mut a = base.clone();
     if let Some(b) = m.board {
         a.board = b;
@@ -111,6 +114,9 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
             return Err(what("initrd goes with kernel".into()));
         }
         if let Some(arch) = &g.arch {
+            if g.kernel.is_none() {
+                return Err(what("arch goes with kernel (a test guest's is known)".into()));
+            }
             if arch != "aarch64" && arch != "aarch32" {
                 return Err(what(format!("arch = \"{arch}\": allowed: aarch64, aarch32")));
             }
@@ -124,6 +130,10 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
             None if linux => 512 << 20,
             None => 64 << 20,
         };
+        let max = if a.board == "rpi4" { 1 << 30 } else { 64 << 30 };
+        if !(2 << 20..=max).contains(&mem) {
+            return Err(what(format!("mem must be 2M to {} on {}", if max == 1 << 30 { "1G" } else { "64G" }, a.board)));
+        }
         let mut s = GuestSpec::from_args(&Args { mem, ..one });
         if let Some(sw) = &g.sw {
             if !["yes", "no", "auto"].contains(&sw.as_str()) {
@@ -136,8 +146,12 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
         } else {
             let same = specs.iter().filter(|x| x.image == s.image).count();
             if same > 0 {
-                s.name = format!("{}-{}", s.name, same + 1);
+                s.name = crate::run::numbered(&s.name, same + 1);
             }
+        }
+        let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if s.name.is_empty() || s.name.len() > 16 || !s.name.chars().all(ok) {
+            return Err(what(format!("name \"{}\": 1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'", s.name)));
         }
         if specs.iter().any(|x| x.name == s.name) {
             return Err(what(format!("name \"{}\" is taken", s.name)));
@@ -189,6 +203,12 @@ mod tests {
     }
 
     #[test]
+    fn repeated_long_names_stay_within_sixteen_characters() {
+        let (_, g) = p("[[guest]]\nkernel = \"abcdefghijklmnop\"\n[[guest]]\nkernel = \"abcdefghijklmnop\"").unwrap();
+        assert_eq!((g[0].name.as_str(), g[1].name.as_str()), ("abcdefghijklmnop", "abcdefghijklmn-2"));
+    }
+
+    #[test]
     fn mistakes_are_one_clear_line() {
         for (text, want) in [
             ("", "no [[guest]]"),
@@ -202,6 +222,10 @@ mod tests {
             ("[[guest]]\nguest = \"sw-basic\"\n[[guest]]\nguest = \"pod-touch\"\nhwdom = true", "only on the first"),
             ("[[guest]]\nguest = \"sw-basic\"\nname = \"a\"\n[[guest]]\nguest = \"pod-touch\"\nname = \"a\"", "is taken"),
             ("cpus = 9\n[[guest]]\nguest = \"sw-basic\"", "cpus must be 1..=4"),
+            ("[[guest]]\nguest = \"sw-basic\"\nname = \"web server\"", "1 to 16 of"),
+            ("[[guest]]\nguest = \"sw-basic\"\nmem = \"100G\"", "mem must be 2M to 64G"),
+            ("[[guest]]\nguest = \"sw-basic\"\narch = \"aarch32\"", "arch goes with kernel"),
+            ("[[guest]]\nguest = \"sw-basic\"\nvcpus = \"2\"", "line 3: invalid type"),
         ] {
             let e = p(text).unwrap_err();
             assert!(e.contains(want) && !e.contains('\n'), "{text:?}: {e}");

@@ -176,11 +176,18 @@ pub fn specs(a: &Args) -> Result<Vec<GuestSpec>, String> {
         let mut s = GuestSpec::from_args(&o);
         let same = v.iter().filter(|x| x.image == s.image).count();
         if same > 0 {
-            s.name = format!("{}-{}", s.name, same + 1);
+            s.name = numbered(&s.name, same + 1);
         }
         v.push(s);
     }
     Ok(v)
+}
+
+/// `name-n`, the name shortened so that it stays within the 16 characters
+/// a guest name may have.
+pub fn numbered(name: &str, n: usize) -> String {
+    let suffix = format!("-{n}");
+    name.chars().take(16usize.saturating_sub(suffix.len())).collect::<String>() + &suffix
 }
 
 /// The hypervisor boot arguments the guests themselves imply:
@@ -386,7 +393,8 @@ pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, Stri
         bootargs += " ";
         bootargs += &implied;
     }
-    if a.trace.is_some() {
+    // --trace's period, unless the boot arguments give their own.
+    if a.trace.is_some() && !a.bootargs.split_whitespace().any(|t| t.starts_with("trace=")) {
         bootargs += &format!(" trace={}", crate::trace::PERIOD_MS);
     }
     let bootargs = format!("{bootargs} {}", a.bootargs).trim_end().to_string();

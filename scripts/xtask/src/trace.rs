@@ -30,7 +30,8 @@ impl Row {
 
 /// Every `trace:` line of a console transcript.
 pub fn parse(transcript: &str) -> Vec<Row> {
-    transcript.lines().filter_map(|l| parse_line(&l[l.find("trace: ms=")?..])).collect()
+    // The hypervisor prints them at the start of a line.
+    transcript.lines().filter_map(parse_line).collect()
 }
 
 fn parse_line(line: &str) -> Option<Row> {
@@ -89,7 +90,7 @@ pub fn plot_cli(argv: &[String]) -> Result<u8, String> {
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a file")?)),
+            "--out" => out = Some(PathBuf::from(it.next().ok_or("plot: --out needs a file")?)),
             f if !f.starts_with("--") => files.push(PathBuf::from(f)),
             other => return Err(format!("plot: unknown option '{other}' (usage: plot TRACE.csv... [--out FILE.svg])")),
         }
@@ -182,7 +183,8 @@ mod tests {
 
     const LOG: &str = "boot\n\
         trace: ms=100 guest=a populated=2097152 pod_2m=1 pod_4k=0 cleaned=0 cleans=0 sw_traps=0 tvm_traps=0 stage2_faults=3 migrations=0\n\
-        [a] hello trace: ms=200 guest=a populated=4194304 pod_2m=2 pod_4k=0 cleaned=4096 cleans=1 sw_traps=9 tvm_traps=2 stage2_faults=5 migrations=1\n\
+        trace: ms=200 guest=a populated=4194304 pod_2m=2 pod_4k=0 cleaned=4096 cleans=1 sw_traps=9 tvm_traps=2 stage2_faults=5 migrations=1\n\
+        [a] a guest's trace: ms=250 guest=a populated=1 pod_2m=0 pod_4k=0 cleaned=0 cleans=0 sw_traps=0 tvm_traps=0 stage2_faults=0 migrations=0\n\
         trace: ms=300 guest=a populated=oops\n";
 
     #[test]
