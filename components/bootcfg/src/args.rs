@@ -91,7 +91,7 @@ pub(crate) const LOGLEVEL_ALLOWED: &str = "error, warn, info, debug, trace, or 0
 pub(crate) const MEM_ALLOWED: &str = "a size such as 64M: at least 2M, a multiple of 4K";
 pub(crate) const SLICE_ALLOWED: &str = "a size such as 64K: 4K to 1G, a multiple of 4K";
 pub(crate) const VCPUS_ALLOWED: &str = "1 to 8";
-pub(crate) const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
+pub const NAME_ALLOWED: &str = "1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'";
 #[cfg(not(feature = "faults"))]
 const KEYS_ALLOWED: &str =
     "sched, hwdom_pin, slice, loglevel, exit, pmu, reboots, trace, maxcpus, console, guestN.mem, guestN.pool, \
@@ -262,7 +262,8 @@ pub(crate) fn passthrough_ok(s: &str) -> bool {
         && s.split(',').all(|p| p.starts_with('/') && p.len() > 1 && p.bytes().all(|b| b.is_ascii_graphic() && b != b','))
 }
 
-pub(crate) fn name_ok(s: &str) -> bool {
+/// A guest name the hypervisor accepts ([`NAME_ALLOWED`]).
+pub fn name_ok(s: &str) -> bool {
     (1..=16).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))

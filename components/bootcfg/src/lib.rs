@@ -110,8 +110,8 @@ pub mod fdt;
 pub mod fdt_writer;
 
 pub use args::{
-    parse_bootargs, parse_size, Args, ExitMethod, Faults, GuestArgs, HwdomPin, LogLevel, PmuMode,
-    Populate, SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM,
+    name_ok, parse_bootargs, parse_size, Args, ExitMethod, Faults, GuestArgs, HwdomPin, LogLevel, PmuMode,
+    Populate, SchedKind, SwMode, MAX_VCPUS, MIN_GUEST_MEM, NAME_ALLOWED,
 };
 pub use config::*;
 pub use error::{Error, Shown};

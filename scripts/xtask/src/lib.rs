@@ -166,6 +166,19 @@ impl Default for Args {
     }
 }
 
+/// A guest's RAM when none is given: 512 MiB for Linux (a test guest with
+/// Linux boot arguments, or a kernel of the user's), else 64 MiB.
+pub fn default_mem(guest: &str, kernel: bool) -> u64 {
+    if kernel || crate::linux::bootargs(guest).is_some() {
+        512 << 20
+    } else {
+        64 << 20
+    }
+}
+
+/// The EL1 states a kernel of the user's may run in (`--arch`, `arch =`).
+pub const ARCHES: [&str; 2] = ["aarch64", "aarch32"];
+
 /// Parse a size such as `64M`, `1G`, `4096`, `512K`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -229,7 +242,7 @@ struct RunOpts {
     #[arg(long, value_name = "FILE")]
     initrd: Option<PathBuf>,
     /// Its EL1 state, if its header does not tell.
-    #[arg(long, value_parser = ["aarch64", "aarch32"])]
+    #[arg(long, value_parser = ARCHES)]
     arch: Option<String>,
     /// QEMU's gdbstub on :1234, waiting; prints the gdb command.
     #[arg(long)]
@@ -318,8 +331,8 @@ impl Args {
         if a.initrd.is_some() && a.kernel.is_none() {
             return Err("--initrd goes with --kernel".into());
         }
-        if !mem_given && (a.kernel.is_some() || crate::linux::bootargs(&a.guest).is_some()) {
-            a.mem = 512 << 20;
+        if !mem_given {
+            a.mem = default_mem(&a.guest, a.kernel.is_some());
         }
         if board == run::Board::Rpi4 && a.mem > 1 << 30 {
             return Err("--mem must be at most 1G on rpi4 (QEMU's raspi4b has 2 GiB in all)".into());

@@ -117,18 +117,16 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
             if g.kernel.is_none() {
                 return Err(what("arch goes with kernel (a test guest's is known)".into()));
             }
-            if arch != "aarch64" && arch != "aarch32" {
-                return Err(what(format!("arch = \"{arch}\": allowed: aarch64, aarch32")));
+            if !crate::ARCHES.contains(&arch.as_str()) {
+                return Err(what(format!("arch = \"{arch}\": allowed: {}", crate::ARCHES.join(", "))));
             }
         }
         if !(1..=8).contains(&one.vcpus) {
             return Err(what("vcpus must be 1..=8".into()));
         }
-        let linux = g.kernel.is_some() || crate::linux::bootargs(&one.guest).is_some();
         let mem = match &g.mem {
             Some(m) => parse_size(m).map_err(what)?,
-            None if linux => 512 << 20,
-            None => 64 << 20,
+            None => crate::default_mem(&one.guest, g.kernel.is_some()),
         };
         let max = if a.board == "rpi4" { 1 << 30 } else { 64 << 30 };
         if !(2 << 20..=max).contains(&mem) {
@@ -149,9 +147,9 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
                 s.name = crate::run::numbered(&s.name, same + 1);
             }
         }
-        let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-        if s.name.is_empty() || s.name.len() > 16 || !s.name.chars().all(ok) {
-            return Err(what(format!("name \"{}\": 1 to 16 of a-z, A-Z, 0-9, '-', '_', '.'", s.name)));
+        // The hypervisor's own rule for a guest name.
+        if !bootcfg::name_ok(&s.name) {
+            return Err(what(format!("name \"{}\": {}", s.name, bootcfg::NAME_ALLOWED)));
         }
         if specs.iter().any(|x| x.name == s.name) {
             return Err(what(format!("name \"{}\" is taken", s.name)));

@@ -171,8 +171,7 @@ pub fn specs(a: &Args) -> Result<Vec<GuestSpec>, String> {
     }
     let mut v = vec![first];
     for g in &a.more_guests {
-        let linux = crate::linux::bootargs(g).is_some();
-        let o = Args { guest: g.clone(), vcpus: 1, mem: if linux { 512 << 20 } else { 64 << 20 }, append: String::new(), kernel: None, hwdom: false, ..a.clone() };
+        let o = Args { guest: g.clone(), vcpus: 1, mem: crate::default_mem(g, false), append: String::new(), kernel: None, hwdom: false, ..a.clone() };
         let mut s = GuestSpec::from_args(&o);
         let same = v.iter().filter(|x| x.image == s.image).count();
         if same > 0 {

@@ -115,11 +115,9 @@ type Series = Vec<(String, Vec<(f64, f64)>)>;
 fn series(traces: &[(String, Vec<Row>)], value: impl Fn(&Row) -> f64) -> Series {
     let mut out = Series::new();
     for (label, rows) in traces {
-        let mut guests: Vec<&str> = rows.iter().map(|r| r.guest.as_str()).collect();
-        guests.sort();
-        guests.dedup();
-        for g in guests {
-            let name = if guests_of(rows) > 1 { format!("{label} {g}") } else { label.clone() };
+        let guests: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.guest.as_str()).collect();
+        for &g in &guests {
+            let name = if guests.len() > 1 { format!("{label} {g}") } else { label.clone() };
             // Seconds since the hypervisor started: an eager guest's late
             // start (all its RAM zeroed first) shows.
             let points = rows.iter().filter(|r| r.guest == g).map(|r| (r.ms as f64 / 1000.0, value(r))).collect();
@@ -127,13 +125,6 @@ fn series(traces: &[(String, Vec<Row>)], value: impl Fn(&Row) -> f64) -> Series 
         }
     }
     out
-}
-
-fn guests_of(rows: &[Row]) -> usize {
-    let mut g: Vec<&str> = rows.iter().map(|r| r.guest.as_str()).collect();
-    g.sort();
-    g.dedup();
-    g.len()
 }
 
 /// Three panels over time: memory populated, bytes cleaned, set/way and
