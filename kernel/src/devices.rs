@@ -243,6 +243,10 @@ impl dispatch::Devices for Devices {
     fn loaded(&mut self, vcpu: usize) {
         Devices::loaded(self, vcpu)
     }
+    fn pending(&mut self, vcpu: usize) -> bool {
+        self.sync(vcpu);
+        self.vgic.pending_for(vgic::VcpuId(vcpu as u8))
+    }
     fn out(&mut self) -> &mut Self::Out {
         &mut self.out
     }

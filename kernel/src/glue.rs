@@ -2,12 +2,12 @@
 //! registers, GIC, console and memory of the pCPU running the dispatch.
 
 use crate::arch::el1::El1Regs;
-use crate::arch::{self, el1, sysreg_write, FpRegs, TrapFrame};
+use crate::arch::{self, el1, sysreg_read, sysreg_write, FpRegs, TrapFrame};
 use crate::hw::KernelHw;
 use crate::irq::IRQS;
 use crate::pcpu::{Ctx, Kernel};
 use crate::vm::{self, Vm};
-use dispatch::{AbortKind, GuestEvent, Platform};
+use dispatch::{AbortKind, GuestEvent, Platform, TimerWake};
 use hwops::Scoped;
 
 /// SCTLR reset values: AArch64 SCTLR_EL1 and AArch32 SCTLR RES1 bits,
@@ -43,6 +43,26 @@ impl Platform for Kernel {
 
     fn inject_abort(&mut self, frame: &mut TrapFrame, far: u64, kind: AbortKind, aarch32: bool) {
         el1::inject_abort(frame, far, kind, aarch32)
+    }
+
+    fn timer_wake(&self) -> TimerWake {
+        // CNTx_CTL: ENABLE (bit 0), IMASK (bit 1), ISTATUS (bit 2).
+        let v = (sysreg_read!("cntv_ctl_el0"), sysreg_read!("cntv_cval_el0").saturating_add(sysreg_read!("cntvoff_el2")));
+        let p = (sysreg_read!("cntp_ctl_el0"), sysreg_read!("cntp_cval_el0"));
+        let mut wake = TimerWake::Never;
+        for (ctl, at) in [v, p] {
+            if ctl & 0b11 != 0b01 {
+                continue;
+            }
+            if ctl & 0b100 != 0 {
+                return TimerWake::Now;
+            }
+            wake = match wake {
+                TimerWake::At(t) if t <= at => wake,
+                _ => TimerWake::At(at),
+            };
+        }
+        wake
     }
 
     fn reset_ctx(&self, index: usize, aarch32: bool) -> Ctx {
@@ -95,6 +115,16 @@ impl Platform for Kernel {
 
     fn kick(&mut self, mask: u16) {
         crate::irq::kick_pcpus(mask);
+    }
+
+    fn counter(&self) -> u64 {
+        arch::counter()
+    }
+
+    fn arm_wake(&mut self, at: u64) {
+        if let Some(irq) = IRQS[arch::cpu_id()].lock().as_mut() {
+            irq.arm_wake(at);
+        }
     }
 
     fn now_s(&self) -> u64 {

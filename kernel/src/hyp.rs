@@ -284,7 +284,7 @@ pub fn virtual_irqs(h: &Hyp, pcpu: usize, ev: crate::irq::Events) {
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
     let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
-    if ev.tick || ev.vtimer || ev.ptimer || ev.maint || ev.kick || ev.input || ev.hw_n > 0 {
+    if ev.timer || ev.vtimer || ev.ptimer || ev.maint || ev.kick || ev.input || ev.hw_n > 0 {
         let Some(h) = HYP.get() else { return };
         for &intid in &ev.hw[..ev.hw_n] {
             hw_irq(h, pcpu, u32::from(intid));
@@ -294,6 +294,14 @@ pub fn poll_tick(pcpu: usize) {
         }
         if ev.vtimer || ev.ptimer || ev.maint || ev.kick {
             virtual_irqs(h, pcpu, ev);
+        }
+        if ev.timer {
+            // Blocked vCPUs whose WFI deadline passed wake; this pCPU's
+            // timer then waits for the next deadline too.
+            let next = h.wake_due(&mut Kernel);
+            if let Some(irq) = IRQS[pcpu].lock().as_mut() {
+                irq.set_wake(next);
+            }
         }
         if ev.tick {
             let _ = h.core().sched.tick(pcpu);

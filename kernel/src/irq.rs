@@ -88,6 +88,8 @@ pub struct Events {
     /// inject: `hw[..hw_n]`.
     pub hw: [u16; MAX_HW],
     pub hw_n: usize,
+    /// The hypervisor timer fired: a tick, a WFI deadline, or both.
+    pub timer: bool,
     /// The scheduler tick.
     pub tick: bool,
     /// The running guest's virtual timer fired (it is masked until the
@@ -105,9 +107,17 @@ pub struct Events {
 /// Scheduler tick period.
 pub const TICK_HZ: u64 = 100;
 
+fn tick_period() -> u64 {
+    arch::counter_freq() / TICK_HZ
+}
+
 pub struct Irq {
     gic: GicV2<'static>,
     gicc: u64,
+    /// Physical counts of the next tick and of the earliest WFI deadline
+    /// this pCPU serves; the hypervisor timer fires at the sooner.
+    next_tick: u64,
+    next_wake: u64,
 }
 
 impl Irq {
@@ -191,16 +201,31 @@ impl Irq {
         let pmu = if PMU_PASSTHROUGH.load(core::sync::atomic::Ordering::Relaxed) { 0 } else { (1 << 5) | (1 << 6) | hpmd };
         sysreg_write!("mdcr_el2", hpmn | debug | pmu);
         sysreg_write!("cntvoff_el2", 0);
-        let mut irq = Irq { gic, gicc };
-        irq.arm_tick();
+        let next_tick = arch::counter() + tick_period();
+        let mut irq = Irq { gic, gicc, next_tick, next_wake: u64::MAX };
+        irq.arm();
         irq
     }
 
-    fn arm_tick(&mut self) {
-        let ticks = sysreg_read!("cntfrq_el0") / TICK_HZ;
-        sysreg_write!("cnthp_tval_el2", ticks);
+    /// The hypervisor timer at the sooner of the tick and the WFI deadline.
+    fn arm(&mut self) {
+        sysreg_write!("cnthp_cval_el2", self.next_tick.min(self.next_wake));
         sysreg_write!("cnthp_ctl_el2", 1);
         crate::arch::isb();
+    }
+
+    /// Fire by physical count `at` too (a vCPU blocked in WFI wakes then).
+    pub fn arm_wake(&mut self, at: u64) {
+        if at < self.next_wake {
+            self.next_wake = at;
+            self.arm();
+        }
+    }
+
+    /// The earliest WFI deadline left after `Hyp::wake_due` (`u64::MAX`: none).
+    pub fn set_wake(&mut self, at: u64) {
+        self.next_wake = at;
+        self.arm();
     }
 
     /// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests.
@@ -231,8 +256,16 @@ impl Irq {
             }
             match intid {
                 HYP_TIMER_INTID => {
-                    self.arm_tick();
-                    ev.tick = true;
+                    let now = arch::counter();
+                    if now >= self.next_tick {
+                        self.next_tick = now + tick_period();
+                        ev.tick = true;
+                    }
+                    if now >= self.next_wake {
+                        self.next_wake = u64::MAX;
+                    }
+                    self.arm();
+                    ev.timer = true;
                 }
                 VIRT_TIMER_INTID => {
                     // Level-triggered: mask it at the timer (the guest's

@@ -523,7 +523,7 @@ pub fn print_summary(vm: &Vm) {
         None => " hwdom=no",
     };
     crate::kprintln!(
-        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={} restarts={}{}",
+        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={} restarts={} wfi_blocks={}{}",
         vm.name,
         if vm.exit_ok == Some(true) { "ok" } else { "fail" },
         vm.vcpus.len(),
@@ -537,16 +537,18 @@ pub fn print_summary(vm: &Vm) {
         cm.max_slice_bytes,
         c.migrations,
         vm.restarts,
+        c.wfi_blocks,
         hwdom
     );
     crate::kprintln!(
-        "hyp: guest {} cleans={} slices={} mmio={} irq_exits={} hvc={}",
+        "hyp: guest {} cleans={} slices={} mmio={} irq_exits={} hvc={} wfi={}",
         vm.name,
         cm.cleans,
         cm.slices,
         c.mmio,
         c.irq_exits,
-        c.hvc
+        c.hvc,
+        c.wfi
     );
     let f: [u64; 4] = core::array::from_fn(|i| crate::hw::FILL_INSNS[i].load(core::sync::atomic::Ordering::Relaxed));
     let pod_fault = crate::hw::POD_FAULT_INSNS.load(core::sync::atomic::Ordering::Relaxed);

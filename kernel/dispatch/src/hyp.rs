@@ -56,6 +56,29 @@ pub struct Core {
     pub focus: usize,
     /// CTRL-a bytes typed in a row (three switch the focus).
     pub ctrl_a: u8,
+    /// vCPUs blocked in WFI ([`Hyp::wait`]): the physical count at which
+    /// their timer ends the wait (`u64::MAX`: only an interrupt does).
+    waits: [[Option<u64>; vcpu_sched::MAX_VCPUS_PER_VM]; vcpu_sched::MAX_VMS],
+}
+
+impl Core {
+    /// `v` is off (stopped, restarting, CPU_OFF): blocked, and no longer
+    /// waiting in WFI, so no interrupt wakes it.
+    pub(crate) fn off(&mut self, v: VcpuRef) {
+        self.waits[v.vm as usize][v.vcpu as usize] = None;
+        let _ = self.sched.block(v, BlockKind::Off);
+    }
+
+    /// Wake `v` if it waits in WFI: the idle pCPU that may run it now.
+    fn wake_waiter(&mut self, v: VcpuRef) -> Option<usize> {
+        self.waits.get_mut(v.vm as usize)?.get_mut(v.vcpu as usize)?.take()?;
+        self.sched.wake(v).ok().flatten()
+    }
+
+    /// Whether `v` is blocked in WFI.
+    pub fn waiting(&self, v: VcpuRef) -> bool {
+        self.waits.get(v.vm as usize).and_then(|w| w.get(v.vcpu as usize)).is_some_and(Option::is_some)
+    }
 }
 
 /// One pCPU's own state.
@@ -142,7 +165,7 @@ impl<P: Platform> Hyp<P> {
         let n = vms.len();
         Hyp {
             vms: vms.into_iter().map(|vm| SpinMutex::new(Some(vm))).collect(),
-            core: SpinMutex::new(Core { sched, loaded: [None; MAX_PCPUS], focus: 0, ctrl_a: 0 }),
+            core: SpinMutex::new(Core { sched, loaded: [None; MAX_PCPUS], focus: 0, ctrl_a: 0, waits: [[None; vcpu_sched::MAX_VCPUS_PER_VM]; vcpu_sched::MAX_VMS] }),
             local: [LOCAL; MAX_PCPUS],
             running: AtomicUsize::new(n),
             all_ok: AtomicBool::new(true),
@@ -195,23 +218,78 @@ impl<P: Platform> Hyp<P> {
     }
 
     /// Make the pCPUs running any of `set` (vCPUs of VM `vm`) exit, so the
-    /// virtual interrupts just raised for them are delivered at once.
+    /// virtual interrupts just raised for them are delivered at once; wake
+    /// those of them blocked in WFI. Every injection ends here.
     pub fn kick_vcpus(&self, plat: &mut P, vm: u8, set: vgic::VcpuSet) {
         if set.is_empty() {
             return;
         }
         let me = plat.cpu_id();
         let mut mask = 0u16;
-        for (p, l) in self.core.lock().loaded.iter().enumerate() {
-            if let Some(l) = l {
-                if p != me && l.vm == vm && set.contains(vgic::VcpuId(l.vcpu)) {
-                    mask |= 1 << p;
+        {
+            let mut core = self.core.lock();
+            for (p, l) in core.loaded.iter().enumerate() {
+                if let Some(l) = l {
+                    if p != me && l.vm == vm && set.contains(vgic::VcpuId(l.vcpu)) {
+                        mask |= 1 << p;
+                    }
+                }
+            }
+            for id in set.iter() {
+                if let Some(p) = core.wake_waiter(VcpuRef::new(vm, id.0)) {
+                    if p != me {
+                        mask |= 1 << p;
+                    }
                 }
             }
         }
         if mask != 0 {
             plat.kick(mask);
         }
+    }
+
+    /// Block `v` (running on this pCPU, its VM locked) in WFI until an
+    /// interrupt is raised for it or the physical count reaches `deadline`.
+    pub(crate) fn wait(&self, plat: &mut P, v: VcpuRef, deadline: u64) {
+        {
+            let mut core = self.core.lock();
+            core.waits[v.vm as usize][v.vcpu as usize] = Some(deadline);
+            let _ = core.sched.block(v, BlockKind::Wait);
+        }
+        if deadline != u64::MAX {
+            plat.arm_wake(deadline);
+        }
+    }
+
+    /// Wake the vCPUs blocked in WFI whose timer deadline has passed (on
+    /// every hypervisor timer interrupt). Returns the earliest deadline
+    /// still waited for (`u64::MAX`: none), for the platform to arm.
+    pub fn wake_due(&self, plat: &mut P) -> u64 {
+        let now = plat.counter();
+        let me = plat.cpu_id();
+        let (mut mask, mut next) = (0u16, u64::MAX);
+        {
+            let mut core = self.core.lock();
+            for vm in 0..vcpu_sched::MAX_VMS {
+                for vcpu in 0..vcpu_sched::MAX_VCPUS_PER_VM {
+                    match core.waits[vm][vcpu] {
+                        Some(d) if d <= now => {
+                            if let Some(p) = core.wake_waiter(VcpuRef::new(vm as u8, vcpu as u8)) {
+                                if p != me {
+                                    mask |= 1 << p;
+                                }
+                            }
+                        }
+                        Some(d) => next = next.min(d),
+                        None => {}
+                    }
+                }
+            }
+        }
+        if mask != 0 {
+            plat.kick(mask);
+        }
+        next
     }
 
     /// Stop VM `vmi` (`vm`, locked): every vCPU off, summary printed. Power
@@ -241,7 +319,7 @@ impl<P: Platform> Hyp<P> {
             for (i, v) in vm.vcpus.iter_mut().enumerate() {
                 if v.power == Power::On {
                     v.power = Power::Off;
-                    let _ = core.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+                    core.off(VcpuRef::new(vmi as u8, i as u8));
                 }
             }
             held_elsewhere(&core, me, vmi)
@@ -317,7 +395,7 @@ impl<P: Platform> Hyp<P> {
                 c.out.flush();
                 if c.power == Power::On {
                     c.power = Power::Off;
-                    let _ = core.sched.block(VcpuRef::new(vmi as u8, i as u8), BlockKind::Off);
+                    core.off(VcpuRef::new(vmi as u8, i as u8));
                 }
             }
             // pCPUs running its other vCPUs exit now and let go of them.
@@ -359,7 +437,7 @@ impl<P: Platform> Hyp<P> {
                 // None of its vCPUs may run again before the rebuild.
                 let mut core = self.core.lock();
                 for k in 0..vm.vcpus.len() {
-                    let _ = core.sched.block(VcpuRef::new(i as u8, k as u8), BlockKind::Off);
+                    core.off(VcpuRef::new(i as u8, k as u8));
                 }
             }
             plat.release_hw(&vm);
@@ -503,7 +581,7 @@ impl<P: Platform> Hyp<P> {
                 // A vCPU of a stopped VM, or of one waiting for its
                 // restart, does not run.
                 if vm.finished() || vm.restart_pending {
-                    let _ = core.sched.block(v, BlockKind::Off);
+                    core.off(v);
                     continue;
                 }
                 // A vCPU whose live state still sits on another pCPU (that

@@ -26,6 +26,10 @@
 //!   wait for (`cache_maint::CacheMaint::may_run`); the clean runs in
 //!   slices between which the platform takes interrupts.
 //! - A vCPU enters with the HCR its VM's cache-maintenance state asks for.
+//! - A vCPU blocked in WFI is woken by every virtual interrupt raised for
+//!   it ([`Hyp::kick_vcpus`]) and by its timer's deadline
+//!   ([`Hyp::wake_due`]); only a WFI block is ever woken that way (a vCPU
+//!   that is off stays off).
 //! - A vCPU of a stopped VM, or of one waiting for its restart, never
 //!   enters again; a restart happens only once no pCPU holds its vCPUs.
 //! - Locks are per VM, plus one short global lock for the scheduler (see
@@ -46,6 +50,6 @@ pub mod vm;
 
 pub use frame::TrapFrame;
 pub use hyp::{Core, Hyp, Step, VmGuard, MAX_PCPUS};
-pub use platform::{AbortKind, Devices, GuestEvent, NoDevices, NullOut, Out, Platform};
+pub use platform::{AbortKind, Devices, GuestEvent, NoDevices, NullOut, Out, Platform, TimerWake};
 pub use traps::Syndrome;
 pub use vm::{Counters, Power, Vcpu, Vm};

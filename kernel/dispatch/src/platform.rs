@@ -29,6 +29,17 @@ pub enum GuestEvent {
     Stage2Fault { fsc: u8, ipa: u64 },
 }
 
+/// When the loaded vCPU's EL1 timers would end a WFI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerWake {
+    /// One is firing now (enabled, condition met, not masked).
+    Now,
+    /// The earliest enabled, unmasked one fires at this physical count.
+    At(u64),
+    /// None is enabled and unmasked.
+    Never,
+}
+
 /// A vCPU's (or a device's) console output, a line at a time.
 pub trait Out: Default {
     fn push(&mut self, b: u8);
@@ -50,6 +61,9 @@ pub trait Devices {
     fn flush(&mut self, vcpu: usize);
     /// `vcpu` was just loaded on this pCPU.
     fn loaded(&mut self, vcpu: usize);
+    /// Whether `vcpu` has an interrupt to take (a WFI ends). Folds its list
+    /// registers back first when it is loaded here.
+    fn pending(&mut self, vcpu: usize) -> bool;
     /// Its UART's output.
     fn out(&mut self) -> &mut Self::Out;
 }
@@ -69,6 +83,9 @@ impl Devices for NoDevices {
         match *self {}
     }
     fn loaded(&mut self, _: usize) {
+        match *self {}
+    }
+    fn pending(&mut self, _: usize) -> bool {
         match *self {}
     }
     fn out(&mut self) -> &mut NullOut {
@@ -119,6 +136,8 @@ pub trait Platform: Sized {
     fn write_vmreg(&mut self, reg: trap::VmReg, value: u64);
     /// Make it take a synchronous external abort at `far`.
     fn inject_abort(&mut self, frame: &mut TrapFrame, far: u64, kind: AbortKind, aarch32: bool);
+    /// When its EL1 timers would end a WFI.
+    fn timer_wake(&self) -> TimerWake;
 
     // ---- switching vCPUs ----
 
@@ -141,6 +160,11 @@ pub trait Platform: Sized {
     fn local_guest_flush(&mut self);
     /// Make the pCPUs in `mask` (bit n = pCPU n) exit their guests.
     fn kick(&mut self, mask: u16);
+    /// The physical counter now.
+    fn counter(&self) -> u64;
+    /// Have this pCPU's hypervisor timer fire by physical count `at` (a
+    /// vCPU blocked in WFI wakes then; see [`crate::Hyp::wake_due`]).
+    fn arm_wake(&mut self, at: u64);
 
     // ---- the rest of the machine ----
 

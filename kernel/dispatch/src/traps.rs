@@ -5,11 +5,11 @@ use cache_maint::{Request as CmRequest, VcpuId};
 use pod::{Outcome, PodError};
 use trap::hypercall::{self, psci, Call, HypCall, PsciCall};
 use trap::{DataAbort, FaultKind, Trap};
-use vcpu_sched::{BlockKind, Scheduler, VcpuRef};
+use vcpu_sched::{Scheduler, VcpuRef};
 
 use crate::frame::TrapFrame;
 use crate::hyp::Hyp;
-use crate::platform::{AbortKind, Devices, GuestEvent, Out, Platform};
+use crate::platform::{AbortKind, Devices, GuestEvent, Out, Platform, TimerWake};
 use crate::vm::{scope_broken, Power, Vm};
 
 /// A synchronous exception from a guest, with its syndrome registers.
@@ -100,8 +100,26 @@ impl<P: Platform> Hyp<P> {
             }
             // A debug data transfer (LDC/STC p14): no debugger listens.
             Trap::Cp14Transfer => frame.skip(esr),
-            Trap::Wfx { .. } => {
-                // No virtual interrupts wake it yet: a WFI/WFE is a yield.
+            Trap::Wfx { wfe: false } => {
+                frame.skip(esr);
+                vm.counters.wfi += 1;
+                // It goes on at once when an interrupt waits for it or a
+                // timer is due; else it blocks and the pCPU runs another
+                // vCPU or idles, until `kick_vcpus` or `wake_due` wakes it.
+                let deadline = match plat.timer_wake() {
+                    TimerWake::Now => return false,
+                    TimerWake::At(t) => t,
+                    TimerWake::Never => u64::MAX,
+                };
+                if vm.devices.as_mut().is_some_and(|d| d.pending(v.vcpu as usize)) || deadline <= plat.counter() {
+                    return false;
+                }
+                vm.counters.wfi_blocks += 1;
+                self.wait(plat, v, deadline);
+                return true;
+            }
+            Trap::Wfx { wfe: true } => {
+                // WFE (not trapped by HCR_BASE; a yield if it ever is).
                 frame.skip(esr);
                 let _ = self.core().sched.pick_next(pcpu);
                 return true;
@@ -309,7 +327,7 @@ impl<P: Platform> Hyp<P> {
             Call::Psci(PsciCall::CpuOn { target, entry, context_id }) => self.cpu_on(plat, vm, vmi, target, entry, context_id),
             Call::Psci(PsciCall::CpuOff) => {
                 vm.vcpus[v.vcpu as usize].power = Power::Off;
-                let _ = self.core().sched.block(v, BlockKind::Off);
+                self.core().off(v);
                 // With no vCPU on, nothing can ever turn one on again.
                 if vm.vcpus.iter().all(|c| c.power == Power::Off) {
                     plat.log(format_args!("hyp: guest {}: its last vCPU called CPU_OFF; stopped", vm.name));

@@ -15,11 +15,12 @@ use stage2_pager::Pager;
 use crate::frame::TrapFrame;
 use crate::platform::{Devices, Out, Platform};
 
-/// HCR_EL2 bits every guest runs with: VM, SWIO, FMO, IMO, AMO, TSC, TACR
-/// (ACTLR is shadowed), RW. TSW and TVM come from the cache-maintenance
-/// service. A guest's local TLB maintenance is made safe across vCPU moves
-/// by `Hyp::load`.
-pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 21) | (1 << 31);
+/// HCR_EL2 bits every guest runs with: VM, SWIO, FMO, IMO, AMO, TWI (an
+/// idle vCPU gives its pCPU away), TSC, TACR (ACTLR is shadowed), RW. TSW
+/// and TVM come from the cache-maintenance service. A guest's local TLB
+/// maintenance is made safe across vCPU moves by `Hyp::load`.
+pub const HCR_BASE: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | HCR_TWI | (1 << 19) | (1 << 21) | (1 << 31);
+pub const HCR_TWI: u64 = 1 << 13;
 pub const HCR_TSW: u64 = 1 << 22;
 pub const HCR_TVM: u64 = 1 << 26;
 pub const HCR_RW: u64 = 1 << 31;
@@ -43,6 +44,9 @@ pub struct Counters {
     /// Emulated MMIO accesses, and physical interrupts taken while it ran.
     pub mmio: u64,
     pub irq_exits: u64,
+    /// WFIs trapped, and those that blocked the vCPU (nothing pending).
+    pub wfi: u64,
+    pub wfi_blocks: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -11,7 +11,7 @@
 //! `Hyp::step` as the kernel's run loop does.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cache_maint::{CacheMaint, SwMode, VmConfig};
@@ -20,8 +20,8 @@ use cache_model::rng::Rng;
 use cache_model::tlb::{Tlb, Translation, Walked};
 use cache_model::{Access, CacheModel, Config, SwOp as ModelSwOp};
 use capabilities::{VgicCap, VmCaps};
-use dispatch::vm::{Counters, LogLimit, HCR_TSW, HCR_TVM};
-use dispatch::{AbortKind, GuestEvent, Hyp, NoDevices, NullOut, Platform, Step, Syndrome, TrapFrame, Vcpu, Vm};
+use dispatch::vm::{Counters, LogLimit, HCR_TSW, HCR_TVM, HCR_TWI};
+use dispatch::{AbortKind, GuestEvent, Hyp, NoDevices, NullOut, Platform, Step, Syndrome, TimerWake, TrapFrame, Vcpu, Vm};
 use hwops::{CacheOps, Frames, Scoped, TlbOps};
 use pod::{Mode as PodMode, Pod, PodConfig};
 use stage2_pager::testing::{self, HostTable};
@@ -52,11 +52,19 @@ enum Op {
     CpuOn(u8),
     /// PSCI CPU_OFF: the vCPU's program is done.
     Off,
+    /// Arm its timer `after` clock steps from now (`None`: off), then WFI.
+    Wfi { after: Option<u64> },
+    /// An interrupt is raised for vCPU `n` of its VM (as an SGI through its
+    /// vGIC would be): `Hyp::kick_vcpus`.
+    Kick(u8),
+    /// Record the clock (vCPU, clock) in `Shared::stamps`.
+    Stamp,
 }
 
-/// A vCPU's registers outside the frame: the model has only SCTLR.
+/// A vCPU's registers outside the frame: SCTLR and its timer.
 struct Ctx {
     sctlr: u64,
+    timer: Option<u64>,
 }
 
 /// What every pCPU shares: the caches and memory, the TLBs, and what the
@@ -69,6 +77,9 @@ struct Shared {
     powered_off: Mutex<Option<bool>>,
     checked: AtomicUsize,
     lost: Mutex<Vec<String>>,
+    /// The physical counter: one count per machine step.
+    clock: AtomicU64,
+    stamps: Mutex<Vec<(VcpuRef, u64)>>,
 }
 
 /// `dispatch::Platform` over the models: one pCPU, with its own registers.
@@ -77,6 +88,10 @@ struct ModelPlat {
     shared: Arc<Shared>,
     sctlr: u64,
     hcr: u64,
+    /// The loaded vCPU's timer deadline.
+    timer: Option<u64>,
+    /// When this pCPU's hypervisor timer fires for a WFI deadline.
+    wake_at: u64,
 }
 
 /// The models' hardware operations, with the models locked (model, then TLBs).
@@ -144,15 +159,24 @@ impl Platform for ModelPlat {
     fn inject_abort(&mut self, _frame: &mut TrapFrame, _far: u64, _kind: AbortKind, _aarch32: bool) {
         self.shared.injected.fetch_add(1, Ordering::Relaxed);
     }
+    fn timer_wake(&self) -> TimerWake {
+        match self.timer {
+            Some(t) if t <= self.counter() => TimerWake::Now,
+            Some(t) => TimerWake::At(t),
+            None => TimerWake::Never,
+        }
+    }
     fn reset_ctx(&self, _index: usize, _aarch32: bool) -> Ctx {
-        Ctx { sctlr: 0 }
+        Ctx { sctlr: 0, timer: None }
     }
     fn save(&mut self, ctx: &mut Ctx, _devices: bool, _aarch32: bool, _spsr: u64) -> bool {
         ctx.sctlr = self.sctlr;
+        ctx.timer = self.timer.take();
         true
     }
     fn load(&mut self, ctx: &mut Ctx, hcr: u64, _cntvoff: u64, _devices: bool, _aarch32: bool, _spsr: u64) -> bool {
         self.sctlr = ctx.sctlr;
+        self.timer = ctx.timer;
         self.hcr = hcr;
         true
     }
@@ -162,6 +186,12 @@ impl Platform for ModelPlat {
     }
     fn local_guest_flush(&mut self) {}
     fn kick(&mut self, _mask: u16) {}
+    fn counter(&self) -> u64 {
+        self.shared.clock.load(Ordering::Relaxed)
+    }
+    fn arm_wake(&mut self, at: u64) {
+        self.wake_at = self.wake_at.min(at);
+    }
     fn now_s(&self) -> u64 {
         0
     }
@@ -281,7 +311,7 @@ impl Pcpu {
         }
         let v = h.loaded(p).expect("an entered pCPU has a vCPU");
         let at = pc(&self.frame);
-        let op = progs[v.vm as usize][v.vcpu as usize][at];
+        let op = *progs[v.vm as usize][v.vcpu as usize].get(at).unwrap_or_else(|| panic!("{v:?} ran past its program (an off vCPU woken?)"));
         let hcr = self.plat.hcr;
         match op {
             Op::Write { ipa, val } => {
@@ -329,12 +359,40 @@ impl Pcpu {
                 assert_eq!(self.frame.x[0], 0, "CPU_ON of vCPU {n}");
             }
             Op::Off => self.hvc(h, [psci::CPU_OFF.into(), 0, 0, 0]),
+            Op::Wfi { after } => {
+                self.plat.timer = after.map(|n| self.plat.counter() + n);
+                if hcr & HCR_TWI != 0 {
+                    // ELR points at the WFI; the dispatch steps past it.
+                    self.trap(h, Trap::Wfx { wfe: false });
+                } else if self.plat.timer.is_some_and(|t| t <= self.plat.counter()) {
+                    // Untrapped, it holds the pCPU until its timer fires.
+                    self.frame.elr += 4;
+                }
+            }
+            Op::Kick(n) => {
+                h.kick_vcpus(&mut self.plat, v.vm, vgic::VcpuSet::from_bits(1 << n));
+                self.frame.elr += 4;
+            }
+            Op::Stamp => {
+                self.plat.shared.stamps.lock().unwrap().push((v, self.plat.counter()));
+                self.frame.elr += 4;
+            }
+        }
+    }
+
+    /// This pCPU's hypervisor timer, if its WFI deadline has come: the
+    /// dispatch wakes what is due (as the kernel's timer interrupt does).
+    fn timer(&mut self, h: &Hyp<ModelPlat>) {
+        if self.plat.counter() >= self.plat.wake_at {
+            self.plat.wake_at = h.wake_due(&mut self.plat);
+            self.entered = false;
         }
     }
 
     /// A timer tick: the scheduler decides, and the pCPU goes through the
     /// run loop (as `lower_irq` then `leave` do).
     fn tick(&mut self, h: &Hyp<ModelPlat>) {
+        self.plat.wake_at = h.wake_due(&mut self.plat);
         let _ = h.core().sched.tick(self.plat.cur);
         self.entered = false;
     }
@@ -364,9 +422,11 @@ impl Machine {
             powered_off: Mutex::new(None),
             checked: AtomicUsize::new(0),
             lost: Mutex::new(Vec::new()),
+            clock: AtomicU64::new(0),
+            stamps: Mutex::new(Vec::new()),
         });
         let pcpus: Vec<Pcpu> = (0..cpus)
-            .map(|cur| Pcpu { plat: ModelPlat { cur, shared: shared.clone(), sctlr: 0, hcr: 0 }, frame: TrapFrame::default(), entered: false })
+            .map(|cur| Pcpu { plat: ModelPlat { cur, shared: shared.clone(), sctlr: 0, hcr: 0, timer: None, wake_at: u64::MAX }, frame: TrapFrame::default(), entered: false })
             .collect();
         let plat = &pcpus[0].plat;
         let mut sched = AnySched::new(policy, cpus, HwdomPin::default()).unwrap();
@@ -421,6 +481,8 @@ impl Machine {
     }
 
     fn step(&mut self, p: usize) {
+        self.shared.clock.fetch_add(1, Ordering::Relaxed);
+        self.pcpus[p].timer(&self.h);
         self.pcpus[p].step(&self.h, &self.progs);
     }
 
@@ -431,17 +493,24 @@ impl Machine {
     /// Step random pCPUs, with a tick 1 time in `tick_every`, until every
     /// VM stopped.
     fn run(&mut self, rng: &mut Rng, tick_every: u64) {
-        let mut steps = 0u64;
-        while !self.all_stopped() {
+        assert!(self.run_for(rng, tick_every, 20_000_000), "no progress: {:?}", self.shared.lines.lock().unwrap());
+    }
+
+    /// [`Machine::run`] for at most `max` steps (`tick_every` 0: no ticks):
+    /// whether every VM stopped.
+    fn run_for(&mut self, rng: &mut Rng, tick_every: u64, max: u64) -> bool {
+        for _ in 0..max {
+            if self.all_stopped() {
+                return true;
+            }
             let p = rng.below(self.pcpus.len() as u64) as usize;
-            if rng.chance(1, tick_every) {
+            if tick_every != 0 && rng.chance(1, tick_every) {
                 self.pcpus[p].tick(&self.h);
             } else {
                 self.step(p);
             }
-            steps += 1;
-            assert!(steps < 20_000_000, "no progress: {:?}", self.shared.lines.lock().unwrap());
         }
+        self.all_stopped()
     }
 
     /// Every pCPU a thread of its own, each stepping and ticking at random,
@@ -459,6 +528,8 @@ impl Machine {
                         if rng.chance(1, tick_every) {
                             pcpu.tick(h);
                         } else {
+                            pcpu.plat.shared.clock.fetch_add(1, Ordering::Relaxed);
+                            pcpu.timer(h);
                             pcpu.step(h, progs);
                         }
                     }
@@ -533,6 +604,13 @@ fn program(rng: &mut Rng, model: &CacheModel, k: usize, n: usize, ram: u64, roun
             bumps += 1;
         }
         written.insert(counter, bumps);
+        // Idle a moment (blocked in WFI, its timer armed) and wake a
+        // sibling that may be idle too: blocks and wake-ups race with
+        // moves and the other pCPUs.
+        prog.push(Op::Wfi { after: Some(rng.below(300)) });
+        if n > 1 {
+            prog.push(Op::Kick(((k + 1) % n) as u8));
+        }
         prog.extend(linux_flush(model));
         prog.push(Op::Sctlr(false));
         prog.extend(written.iter().map(|(&ipa, &val)| Op::Verify { ipa, val }));
@@ -646,7 +724,7 @@ fn a_stop_cancels_a_pending_restart_and_its_housekeeping() {
 /// data lost.
 #[test]
 fn pcpus_as_threads_lose_nothing_and_never_deadlock() {
-    let mut migrations = 0;
+    let (mut migrations, mut blocks) = (0, 0);
     for seed in 0..6 {
         let mut rng = Rng::new(100 + seed);
         let guests = vec![guest(&mut rng, SwMode::Auto, 2, true), guest(&mut rng, SwMode::Auto, 2, false), guest(&mut rng, SwMode::Auto, 1, true)];
@@ -660,8 +738,75 @@ fn pcpus_as_threads_lose_nothing_and_never_deadlock() {
             let vm = m.h.vm(i);
             vm.pod.check_invariants(&vm.pager).unwrap();
             assert!(vm.cm.counters().cleans > 0);
+            blocks += vm.counters.wfi_blocks;
         }
         migrations += m.migrations();
     }
     assert!(migrations > 0, "the threads moved no vCPU");
+    assert!(blocks > 0, "no vCPU blocked in WFI");
+}
+
+fn one_guest(vcpus: Vec<Vec<Op>>) -> Guest {
+    Guest { sw: SwMode::Auto, ram: 8 * MIB, blocks: true, progs: vcpus }
+}
+
+/// WFI trapping: on one pCPU with no scheduler tick at all, a vCPU that
+/// waits for an interrupt gives the pCPU to its sibling, and the
+/// sibling's interrupt for it wakes it. (Untrapped, or trapped as a mere
+/// yield, the waiting vCPU would hold the pCPU until a tick.)
+#[test]
+fn an_idle_vcpu_gives_its_pcpu_away_and_an_interrupt_wakes_it() {
+    let x = RAM_IPA + 0x1000;
+    let mut work = vec![Op::Write { ipa: x, val: 0 }];
+    work.extend((0..40).map(|_| Op::Bump { ipa: x }));
+    work.extend([Op::Kick(0), Op::Off]);
+    let waiter = vec![Op::CpuOn(1), Op::Wfi { after: None }, Op::Verify { ipa: x, val: 40 }, Op::Off];
+    let mut m = Machine::new(1, SchedPolicy::Rr, vec![one_guest(vec![waiter, work])]);
+    let done = m.run_for(&mut Rng::new(1), 0, 200_000);
+    assert!(done, "with no tick, the waiting vCPU never let its sibling run: {:?}", m.shared.lines.lock().unwrap());
+    assert_eq!(m.checked(), 1, "the waiter read its sibling's work after the wake-up");
+    assert!(m.lost().is_empty(), "{:?}", m.lost());
+    let c = m.h.vm(0).counters;
+    assert_eq!((c.wfi, c.wfi_blocks), (1, 1));
+}
+
+/// A WFI with the vCPU's timer armed ends when the timer is due (the
+/// hypervisor timer the dispatch arms), not before, and with no tick.
+#[test]
+fn a_wfi_ends_at_its_timer_and_not_before() {
+    let prog = vec![Op::Stamp, Op::Wfi { after: Some(5_000) }, Op::Stamp, Op::Off];
+    let mut m = Machine::new(2, SchedPolicy::Rr, vec![one_guest(vec![prog])]);
+    assert!(m.run_for(&mut Rng::new(2), 0, 200_000), "the timer never woke it: {:?}", m.shared.lines.lock().unwrap());
+    let stamps = m.shared.stamps.lock().unwrap().clone();
+    assert_eq!(stamps.len(), 2);
+    let (before, after) = (stamps[0].1, stamps[1].1);
+    assert!(after >= before + 5_000, "woken early: {before} -> {after}");
+    assert!(after < before + 5_000 + 100, "woken late, not by its own deadline: {before} -> {after}");
+    assert_eq!(m.h.vm(0).counters.wfi_blocks, 1);
+}
+
+/// A WFI whose timer is already due, or with an interrupt it may take,
+/// does not block; an interrupt raised for a vCPU that is off (CPU_OFF)
+/// does not start it.
+#[test]
+fn a_due_wfi_goes_on_and_an_off_vcpu_stays_off() {
+    let x = RAM_IPA + 0x2000;
+    // After the kick of vCPU 1 (off by then), vCPU 0 waits again, leaving
+    // the pCPU free for vCPU 1 if the kick had wrongly started it.
+    let v0 = vec![
+        Op::CpuOn(1),
+        Op::Wfi { after: Some(3_000) },
+        Op::Kick(1),
+        Op::Wfi { after: Some(0) },
+        Op::Wfi { after: Some(3_000) },
+        Op::Write { ipa: x, val: 5 },
+        Op::Verify { ipa: x, val: 5 },
+        Op::Off,
+    ];
+    let v1 = vec![Op::Off];
+    let mut m = Machine::new(1, SchedPolicy::Rr, vec![one_guest(vec![v0, v1])]);
+    assert!(m.run_for(&mut Rng::new(3), 0, 200_000), "{:?}", m.shared.lines.lock().unwrap());
+    assert_eq!(m.checked(), 1);
+    let c = m.h.vm(0).counters;
+    assert_eq!((c.wfi, c.wfi_blocks), (3, 2), "the due WFI went on at once");
 }

@@ -111,5 +111,26 @@ pub fn linux_boot(rounds: usize) -> Result<(), String> {
     println!("| bare QEMU | {b:.2} | 1.00 |");
     println!("| this hypervisor | {o:.2} | {:.2} |", o / b);
     println!("| Xen 4.17 dom0 | {x:.2} | {:.2} |", x / b);
+    println!();
+    overcommit(rounds)
+}
+
+/// The armhf kernel with 4 vCPUs on 2 pCPUs against 2 on 2, alternating
+/// (`sched=rr`): what idle vCPUs that hold their pCPU would cost.
+fn overcommit(rounds: usize) -> Result<(), String> {
+    let mut t = [Vec::new(), Vec::new()];
+    for i in 0..rounds {
+        for (k, vcpus) in [2u32, 4].into_iter().enumerate() {
+            let a = Args { guest: "linux-armhf".into(), cpus: 2, vcpus, mem: 512 << 20, bootargs: "sched=rr".into(), timeout_s: 180, icount: false, ..Args::default() };
+            let r = run::run(&a, &[GuestSpec::from_args(&a)], false)?;
+            t[k].push(r.marker_s.ok_or_else(|| format!("no marker with {vcpus} vCPUs\n{}", r.transcript))?);
+        }
+        println!("round {}: armhf 2 vCPUs {:.2} s, 4 vCPUs {:.2} s (2 pCPUs)", i + 1, t[0][i], t[1][i]);
+    }
+    let [two, four] = t.map(median);
+    println!("| armhf boot to marker on 2 pCPUs (median of {rounds}) | seconds | ratio |");
+    println!("|---|---|---|");
+    println!("| 2 vCPUs | {two:.2} | 1.00 |");
+    println!("| 4 vCPUs | {four:.2} | {:.2} |", four / two);
     Ok(())
 }

@@ -390,6 +390,8 @@ fn linux_with(guest: &str, arch: &str, bootargs: &str, mem: u64) -> Result<(RunR
     let s = r.summary(guest).ok_or("no summary")?.clone();
     check(s.ok, "exit is not ok", &r)?;
     check(s.get("vcpus") == 2, "vcpus != 2", &r)?;
+    // An idle vCPU's WFI traps and blocks it (HCR_EL2.TWI).
+    check(s.get("wfi_blocks") > 0, "no vCPU blocked in WFI: idle vCPUs hold their pCPUs", &r)?;
     // Kick SGIs from pCPU 1 carry its number in GICC_IAR[12:10].
     check(!r.transcript.contains("unexpected interrupt"), "an interrupt was not recognised (kick SGI source bits?)", &r)?;
     check(r.qemu_ok, "QEMU did not exit cleanly", &r)?;
@@ -434,6 +436,7 @@ fn linux_armhf_sw_no() -> Result<(), String> {
     check(s.get("sw_traps") == 0 && s.get("tvm_traps") == 0, "sw=no still trapped", &r)?;
     check(s.get("populated_bytes") == 512 * MIB, "sw=no memory is not eager", &r)?;
     check(s.get("migrations") == 0, &format!("{} migrations of a sw=no guest (untrapped set/way would lose data)", s.get("migrations")), &r)?;
+    check(s.get("wfi_blocks") > 0, "no vCPU blocked in WFI with 4 vCPUs on 2 pCPUs", &r)?;
     check(r.transcript.contains("its vCPUs are pinned"), "the boot log does not say the sw=no guest was pinned", &r)?;
     println!("  linux-armhf sw=no: cleaned_bytes={}", s.get("cleaned_bytes"));
     Ok(())
