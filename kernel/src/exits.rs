@@ -14,6 +14,7 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
         hyp::leave(pcpu, frame);
     }
     crate::console::drain();
+    crate::hw::preempt_point();
 }
 
 #[unsafe(no_mangle)]
@@ -26,6 +27,7 @@ extern "C" fn lower_irq(frame: &mut TrapFrame) {
     }
     hyp::poll_tick(pcpu);
     hyp::leave(pcpu, frame);
+    crate::hw::preempt_point();
 }
 
 #[unsafe(no_mangle)]
@@ -39,6 +41,7 @@ extern "C" fn lower_serror(frame: &mut TrapFrame) {
         h.finish_vm(&mut Kernel, v.vm as usize, &mut vm, false);
     }
     hyp::leave(pcpu, frame);
+    crate::hw::preempt_point();
 }
 
 #[unsafe(no_mangle)]

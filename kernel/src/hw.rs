@@ -4,7 +4,7 @@
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::arch::{self, sysreg_read, sysreg_write};
-use hwops::{CacheOps, Frames, Scoped, TlbOps, BLOCK_SIZE};
+use hwops::{CacheOps, Frames, Scoped, TlbOps, PAGE_SIZE};
 
 /// Instructions retired (PMU counter 0, when a benchmark guest programs it
 /// for event 0x08 with EL2 counting) spent zeroing and cleaning new frames,
@@ -15,12 +15,42 @@ pub static FILL_INSNS: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), A
 /// and cleaning included), for the same benchmark.
 pub static POD_FAULT_INSNS: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes each pCPU zeroed and cleaned since it last let interrupts in (an
+/// entry into a guest, or a poll between slices). Each pCPU touches only
+/// its own (plain loads and stores: no read-modify-write on the trap path).
+static WORK: [AtomicU64; dispatch::MAX_PCPUS] = [const { AtomicU64::new(0) }; dispatch::MAX_PCPUS];
+/// The most bytes zeroed and cleaned between two such points since guests
+/// started (`max_nonpreempt_bytes` in the summary).
+pub static MAX_NONPREEMPT: AtomicU64 = AtomicU64::new(0);
+
+fn work(len: u64) {
+    let w = &WORK[arch::cpu_id()];
+    w.store(w.load(Relaxed) + len, Relaxed);
+}
+
+/// This pCPU takes interrupts now: the work since its last point ends.
+#[inline]
+pub fn preempt_point() {
+    let w = &WORK[arch::cpu_id() % dispatch::MAX_PCPUS];
+    let n = w.load(Relaxed);
+    if n != 0 {
+        w.store(0, Relaxed);
+        MAX_NONPREEMPT.fetch_max(n, Relaxed);
+    }
+}
+
+/// Forget this pCPU's work so far (building VMs at boot, before guests run).
+pub fn forget_work() {
+    WORK[arch::cpu_id()].store(0, Relaxed);
+}
+
 pub fn pmu0() -> u64 {
     sysreg_read!("pmevcntr0_el0")
 }
 
 fn account(slot: usize, len: u64, start: u64) {
-    let i = slot * 2 + (len >= BLOCK_SIZE) as usize;
+    // A 4 KiB frame is done in one call; a 2 MiB one in steps of more.
+    let i = slot * 2 + (len > PAGE_SIZE) as usize;
     FILL_INSNS[i].fetch_add(pmu0().wrapping_sub(start), Relaxed);
 }
 
@@ -55,10 +85,12 @@ impl CacheOps for KernelHw {
         // at EL2 that only this VM uses.
         unsafe { arch::dc_civac_range(pa, len) };
         account(1, len, t);
+        work(len);
     }
     fn clean_invalidate_range(&mut self, pa: u64, len: u64) {
         // SAFETY: as in `clean_range`.
         unsafe { arch::dc_civac_range(pa, len) };
+        work(len);
     }
     fn invalidate_icache_all(&mut self) {
         arch::ic_iallu_is();
@@ -98,6 +130,7 @@ impl Frames for KernelHw {
         // the hardware domain's RAM), which nothing else uses.
         unsafe { arch::zero_range(pa, len) };
         account(0, len, t);
+        work(len);
     }
     fn is_zero(&self, pa: u64, len: u64) -> bool {
         // SAFETY: as in `zero`; read-only and volatile (a vCPU may be

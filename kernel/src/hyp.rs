@@ -283,6 +283,7 @@ pub fn virtual_irqs(h: &Hyp, pcpu: usize, ev: crate::irq::Events) {
 
 /// Take this pCPU's pending interrupts; on a tick, let the scheduler decide.
 pub fn poll_tick(pcpu: usize) {
+    crate::hw::preempt_point();
     let ev = IRQS[pcpu].lock().as_mut().map(|i| i.handle()).unwrap_or_default();
     if ev.timer || ev.vtimer || ev.ptimer || ev.maint || ev.kick || ev.input || ev.hw_n > 0 {
         let Some(h) = HYP.get() else { return };

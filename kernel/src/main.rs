@@ -495,6 +495,7 @@ fn run_pcpu(cpu: usize) -> ! {
     let (gicd, gicc) = unsafe { *core::ptr::addr_of!(GIC) };
     *IRQS[cpu].lock() = Some(irq::Irq::init(gicd, gicc));
     let mut frame = arch::TrapFrame::default();
+    crate::hw::forget_work();
     hyp::leave(cpu, &mut frame);
     arch::enter_guest(cpu, &frame)
 }

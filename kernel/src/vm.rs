@@ -293,7 +293,10 @@ fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
     } else {
         Mode::OnDemand
     };
-    let mut pod = Pod::new(pod, PodConfig::new(ram, spec.mem, mode)).map_err(|_| "PoD refused the VM")?;
+    // A 2 MiB PoD block is zeroed and cleaned in steps of half a slice
+    // each, so no more than `slice=` bytes run between interrupts.
+    let fill_slice = (spec.slice_bytes / 2).max(hwops::PAGE_SIZE);
+    let mut pod = Pod::new(pod, PodConfig { fill_slice, ..PodConfig::new(ram, spec.mem, mode) }).map_err(|_| "PoD refused the VM")?;
     if !direct {
         let pool = boot.memory();
         pod.grant(pool.start, pool.end - pool.start).map_err(|_| "PoD refused the pool grant")?;
@@ -324,6 +327,7 @@ fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
         pod,
         cm,
         vcpus: (0..spec.vcpus as usize).map(|i| dispatch::Vcpu::new(&Kernel, i, spec.aarch32)).collect(),
+        fills: [None; vcpu_sched::MAX_VCPUS_PER_VM],
         counters: Counters::default(),
         exit_ok: None,
         aarch32: spec.aarch32,
@@ -523,7 +527,7 @@ pub fn print_summary(vm: &Vm) {
         None => " hwdom=no",
     };
     crate::kprintln!(
-        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} migrations={} restarts={} wfi_blocks={}{}",
+        "summary: guest={} exit={} vcpus={} sw_traps={} tvm_traps={} stage2_faults={} pod_2m={} pod_4k={} populated_bytes={} cleaned_bytes={} max_slice_bytes={} max_nonpreempt_bytes={} migrations={} restarts={} wfi_blocks={}{}",
         vm.name,
         if vm.exit_ok == Some(true) { "ok" } else { "fail" },
         vm.vcpus.len(),
@@ -535,6 +539,7 @@ pub fn print_summary(vm: &Vm) {
         pod.populated_bytes(),
         cm.cleaned_bytes,
         cm.max_slice_bytes,
+        crate::hw::MAX_NONPREEMPT.load(core::sync::atomic::Ordering::Relaxed),
         c.migrations,
         vm.restarts,
         c.wfi_blocks,

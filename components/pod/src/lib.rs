@@ -9,7 +9,10 @@
 //!   (splintering a 2 MiB frame into 512 pages when no 4 KiB frame is
 //!   left). Every frame is zeroed ([`hwops::Frames::zero`]) and cleaned to
 //!   the PoC ([`hwops::CacheOps::clean_range`]) before it is mapped, so a
-//!   guest running with caches off reads zeros, not old data.
+//!   guest running with caches off reads zeros, not old data. With
+//!   [`PodConfig::fill_slice`] below 2 MiB, a block is filled in steps
+//!   ([`Outcome::Filling`], [`Pod::fill_step`]) so no single call zeroes
+//!   and cleans more than that.
 //! - Reclaiming: when the pool runs dry, a bounded sweep finds populated
 //!   pages and blocks that are all zero, unmaps them and takes them back
 //!   (they become PoD entries again, as in Xen's x86 PoD).
@@ -26,8 +29,11 @@
 //! **Invariants** (in 4 KiB pages; `RAM` = `ram_size / 4 KiB`):
 //! - `populated + pod_entries == RAM`: every guest RAM page is either
 //!   mapped or a PoD entry (unmapped, populated on first touch).
-//! - `pool + populated == owned`: every page the VM was granted is either
-//!   free in the pool or mapped into the guest, never both, never neither.
+//! - `pool + populated + filling == owned`: every page the VM was granted
+//!   is free in the pool, mapped into the guest, or a block being filled
+//!   (taken from the pool, not mapped yet), and only one of them.
+//! - A chunk being filled has nothing mapped in it, and no fault in it
+//!   maps anything before its fill ends (it answers `Filling`).
 //!   `owned < RAM` is allowed (a target below the maximum: pre-ballooned).
 //! - Every mapped guest RAM frame lies inside a grant and outside the pool;
 //!   2 MiB pool frames are 2 MiB aligned. (Direct mode: every frame maps
@@ -50,6 +56,9 @@
 //!         match pod.fault(&mut pager, &mut hw, ipa) {
 //!             Ok(Outcome::Populated { size, .. }) => count pod_2m/pod_4k, resume
 //!             Ok(Outcome::AlreadyMapped | Outcome::Retry) => resume (PC unchanged)
+//!             Ok(Outcome::Filling { chunk }) => until pod.fill_step(.., chunk) says
+//!                 Populated or AlreadyMapped, one step at a time (interrupts
+//!                 taken in between), then resume (PC unchanged)
 //!             Err(PodError::OutsideRam { .. }) => inject an abort
 //!             Err(e) => stop the guest, print e
 //!         }
@@ -79,6 +88,10 @@ pub const EXTENTS: usize = 128;
 /// Default sweep slice: pages checked per dry fault (as Xen's
 /// `POD_SWEEP_LIMIT`).
 pub const DEFAULT_SWEEP_PAGES: u64 = 1024;
+
+/// Most 2 MiB blocks being filled at once (one per waiting vCPU); past
+/// that a fault populates a 4 KiB page instead.
+pub const MAX_FILLS: usize = 8;
 
 const PA_LIMIT: u64 = 1 << 48;
 
@@ -110,6 +123,10 @@ pub struct PodConfig {
     pub mode: Mode,
     /// Pages a sweep slice may check.
     pub sweep_pages: u64,
+    /// Bytes of a new 2 MiB frame zeroed and cleaned per step (each byte
+    /// is zeroed, then cleaned). 2 MiB or more: a block is done within its
+    /// fault.
+    pub fill_slice: u64,
 }
 
 impl PodConfig {
@@ -120,6 +137,7 @@ impl PodConfig {
             ram_size,
             mode,
             sweep_pages: DEFAULT_SWEEP_PAGES,
+            fill_slice: BLOCK_SIZE,
         }
     }
 
@@ -145,6 +163,12 @@ pub enum Outcome {
     /// The pool is dry and a sweep slice found nothing yet: resume, the
     /// guest faults again and the next slice runs.
     Retry,
+    /// The 2 MiB block around the fault is being zeroed and cleaned: call
+    /// [`Pod::fill_step`] for `chunk` until it is mapped.
+    Filling {
+        /// Guest address of the block (2 MiB aligned).
+        chunk: u64,
+    },
 }
 
 /// Why a pod operation failed.
@@ -276,6 +300,10 @@ pub struct Stats {
     pub reclaimed_pages: u64,
     /// Sweep slices run.
     pub sweeps: u64,
+    /// Steps of 2 MiB fills ([`Pod::fill_step`]).
+    pub fill_steps: u64,
+    /// Pages of 2 MiB frames being filled now.
+    pub filling_pages: u64,
 }
 
 impl Stats {
@@ -308,11 +336,11 @@ pub enum InvariantError {
         /// Guest RAM pages.
         ram: u64,
     },
-    /// `pool + populated != owned`.
+    /// `pool + populated + filling != owned`.
     Ownership {
         /// Free pool pages.
         pool: u64,
-        /// Populated pages.
+        /// Populated pages (plus those being filled).
         populated: u64,
         /// Granted pages.
         owned: u64,
@@ -366,6 +394,11 @@ pub enum Request {
         /// Bytes.
         len: u64,
     },
+    /// One step of the fill of the block at `chunk` ([`Outcome::Filling`]).
+    FillStep {
+        /// Guest address of the block.
+        chunk: u64,
+    },
     /// Run one sweep slice of at most `pages` pages.
     Reclaim {
         /// Budget.
@@ -383,7 +416,7 @@ pub enum Request {
 /// The pod's answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// Fault handled.
+    /// Fault (or fill step) handled.
     Fault(Outcome),
     /// Range populated.
     Populated(Filled),
@@ -419,7 +452,18 @@ pub struct Pod {
     cursor: u64,
     // Pages swept since the pool last gained a frame.
     dry_scanned: u64,
+    // 2 MiB frames taken from the pool and being zeroed and cleaned.
+    fills: heapless::Vec<Fill, MAX_FILLS>,
     stats: Stats,
+}
+
+/// A 2 MiB frame on its way into the guest: `done` bytes of it zeroed and
+/// cleaned so far.
+#[derive(Clone, Copy, Debug)]
+struct Fill {
+    chunk: u64,
+    pa: u64,
+    done: u64,
 }
 
 impl Pod {
@@ -448,6 +492,7 @@ impl Pod {
             pod_entries: ram,
             cursor: cfg.ram_base,
             dry_scanned: 0,
+            fills: heapless::Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -468,6 +513,14 @@ impl Pod {
         &self.cfg
     }
 
+    fn filling_pages(&self) -> u64 {
+        self.fills.len() as u64 * (BLOCK_SIZE / PAGE_SIZE)
+    }
+
+    fn filling(&self, chunk: u64) -> Option<usize> {
+        self.fills.iter().position(|f| f.chunk == chunk)
+    }
+
     fn pool_pages(&self) -> u64 {
         match self.cfg.mode {
             Mode::DirectMap => self.pod_entries,
@@ -484,6 +537,7 @@ impl Pod {
             pool_pages: self.pool_pages(),
             pool_2m_frames: self.free_2m.total() / BLOCK_SIZE,
             owned_pages: self.owned_pages,
+            filling_pages: self.filling_pages(),
             ..self.stats
         }
     }
@@ -614,6 +668,19 @@ impl Pod {
             hw.zero(pa, n);
             hw.clean_range(pa, n);
         }
+        self.map_frame(pager, hw, ipa, pa, size)
+    }
+
+    // Map a frame that is zeroed and cleaned (or direct). On a pager
+    // refusal the frame goes back.
+    fn map_frame<F: TableFormat, H: PodHw>(
+        &mut self,
+        pager: &mut Pager<F>,
+        hw: &mut H,
+        ipa: u64,
+        pa: u64,
+        size: LeafSize,
+    ) -> Result<Outcome, PodError> {
         if let Err(e) = pager.map(ipa, pa, size, MemAttrs::Normal, hw) {
             if self.cfg.mode != Mode::DirectMap {
                 let back = self.give_back(pa, size);
@@ -642,12 +709,21 @@ impl Pod {
         let page = align_down(ipa, PAGE_SIZE);
         let direct = self.cfg.mode == Mode::DirectMap;
         if self.block_fits(chunk) && pager.chunk_is_empty(chunk) {
+            let sliced = !direct && self.cfg.fill_slice < BLOCK_SIZE;
             let frame = if direct {
                 Some(chunk)
+            } else if sliced && self.fills.is_full() {
+                // As many blocks are being filled as there can be: a page.
+                None
             } else {
                 self.free_2m.take_front(BLOCK_SIZE)
             };
             if let Some(pa) = frame {
+                if sliced {
+                    let started = self.fills.push(Fill { chunk, pa, done: 0 });
+                    debug_assert!(started.is_ok(), "room was checked");
+                    return Ok(Some(Outcome::Filling { chunk }));
+                }
                 return self
                     .install(pager, hw, chunk, pa, LeafSize::Block2M)
                     .map(Some);
@@ -676,6 +752,11 @@ impl Pod {
         if pager.translate(ipa).is_some() {
             return Ok(Outcome::AlreadyMapped);
         }
+        let chunk = align_down(ipa, BLOCK_SIZE);
+        if self.filling(chunk).is_some() {
+            // Its block is on its way: wait for that fill, map nothing else.
+            return Ok(Outcome::Filling { chunk });
+        }
         if let Some(o) = self.populate_at(pager, hw, ipa)? {
             return Ok(o);
         }
@@ -692,6 +773,34 @@ impl Pod {
             return Err(PodError::Exhausted { ipa });
         }
         Ok(Outcome::Retry)
+    }
+
+    /// One step of the fill of the block at `chunk` ([`Outcome::Filling`]):
+    /// zero and clean the next [`PodConfig::fill_slice`] bytes of its
+    /// frame, and map it once all of it is done (`Populated`). `Filling`:
+    /// more to do. `AlreadyMapped`: no fill is pending there (another call
+    /// finished it).
+    pub fn fill_step<F: TableFormat, H: PodHw>(
+        &mut self,
+        pager: &mut Pager<F>,
+        hw: &mut H,
+        chunk: u64,
+    ) -> Result<Outcome, PodError> {
+        self.check_pager(pager).map_err(PodError::WrongVm)?;
+        let Some(i) = self.filling(chunk) else {
+            return Ok(Outcome::AlreadyMapped);
+        };
+        let f = &mut self.fills[i];
+        let n = self.cfg.fill_slice.clamp(PAGE_SIZE, BLOCK_SIZE).min(BLOCK_SIZE - f.done);
+        hw.zero(f.pa + f.done, n);
+        hw.clean_range(f.pa + f.done, n);
+        f.done += n;
+        self.stats.fill_steps += 1;
+        if f.done < BLOCK_SIZE {
+            return Ok(Outcome::Filling { chunk });
+        }
+        let f = self.fills.swap_remove(i);
+        self.map_frame(pager, hw, f.chunk, f.pa, LeafSize::Block2M)
     }
 
     /// Populate every unmapped page of `[ipa, ipa+len)` now (rounded out to
@@ -732,7 +841,15 @@ impl Pod {
             // A block only when the whole chunk lies inside the range asked.
             let chunk = align_down(a, BLOCK_SIZE);
             let whole = chunk >= start && chunk + BLOCK_SIZE <= end;
-            let got = if whole {
+            let got = if self.filling(chunk).is_some() {
+                // A fill under way (or just started) is finished now.
+                loop {
+                    match self.fill_step(pager, hw, chunk)? {
+                        Outcome::Filling { .. } => continue,
+                        o => break Some(o),
+                    }
+                }
+            } else if whole {
                 self.populate_at(pager, hw, a)?
             } else {
                 let frame = if self.cfg.mode == Mode::DirectMap {
@@ -753,6 +870,7 @@ impl Pod {
                     filled.blocks += 1;
                     a = chunk + BLOCK_SIZE;
                 }
+                Some(Outcome::AlreadyMapped) => {}
                 Some(_) => {
                     filled.pages += 1;
                     a += PAGE_SIZE;
@@ -896,6 +1014,7 @@ impl Pod {
     ) -> Reply {
         let r = match req {
             Request::Fault { ipa } => self.fault(pager, hw, ipa).map(Reply::Fault),
+            Request::FillStep { chunk } => self.fill_step(pager, hw, chunk).map(Reply::Fault),
             Request::Populate { ipa, len } => {
                 self.populate(pager, hw, ipa, len).map(Reply::Populated)
             }
@@ -923,12 +1042,25 @@ impl Pod {
             });
         }
         let pool = self.pool_pages();
-        if pool + self.populated != self.owned_pages {
+        let taken = self.populated + self.filling_pages();
+        if pool + taken != self.owned_pages {
             return Err(InvariantError::Ownership {
                 pool,
-                populated: self.populated,
+                populated: taken,
                 owned: self.owned_pages,
             });
+        }
+        for f in self.fills.iter() {
+            let (lo, hi) = (f.pa, f.pa + BLOCK_SIZE);
+            let mapped = !pager.chunk_is_empty(f.chunk);
+            if mapped
+                || !self.owned.contains(lo, hi)
+                || self.free_2m.overlaps(lo, hi)
+                || self.free_4k.overlaps(lo, hi)
+                || self.fills.iter().filter(|g| g.chunk == f.chunk || g.pa == f.pa).count() != 1
+            {
+                return Err(InvariantError::BadPool { pa: f.pa });
+            }
         }
         let direct = self.cfg.mode == Mode::DirectMap;
         if !direct {

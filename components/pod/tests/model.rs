@@ -23,6 +23,8 @@ enum Op {
     Grant { pages: u64, align_2m: bool, bad: u8 },
     Reclaim(u64),
     Populate(u64, u64),
+    /// One step of the n-th pending fill (modulo how many there are).
+    FillStep(usize),
 }
 
 fn op(ram: u64) -> impl Strategy<Value = Op> {
@@ -35,10 +37,13 @@ fn op(ram: u64) -> impl Strategy<Value = Op> {
             .prop_map(|(pages, align_2m, bad)| Op::Grant { pages, align_2m, bad }),
         1 => (1..1500u64).prop_map(Op::Reclaim),
         1 => (at, 1..(3 * BLOCK_SIZE)).prop_map(|(a, l)| Op::Populate(a, l)),
+        6 => any::<usize>().prop_map(Op::FillStep),
     ]
 }
 
-fn scenario() -> impl Strategy<Value = (u64, u64, u64, bool, Vec<Op>)> {
+type Scenario = (u64, u64, u64, bool, u64, Vec<Op>);
+
+fn scenario() -> impl Strategy<Value = Scenario> {
     (
         prop::sample::select(vec![0, 3 * PAGE_SIZE]),
         prop::sample::select(vec![
@@ -48,19 +53,26 @@ fn scenario() -> impl Strategy<Value = (u64, u64, u64, bool, Vec<Op>)> {
         ]),
         1..64u64,
         prop::bool::weighted(0.15),
+        // Whole blocks in their fault, 64 KiB steps, and steps that do not
+        // divide 2 MiB.
+        prop::sample::select(vec![BLOCK_SIZE, 64 << 10, 12 << 10]),
     )
-        .prop_flat_map(|(off, ram, sweep, eager)| {
+        .prop_flat_map(|(off, ram, sweep, eager, fill)| {
             (
                 Just(off),
                 Just(ram),
                 Just(sweep),
                 Just(eager),
+                Just(fill),
                 prop::collection::vec(op(ram), 1..60),
             )
         })
 }
 
 struct State {
+    /// Blocks being filled: chunk -> log mark when their fill began.
+    fills: BTreeMap<u64, usize>,
+    fill_slice: u64,
     next_pa: u64,
     granted: Vec<(u64, u64)>,
     // Guest pages holding data: ipa -> pa.
@@ -115,6 +127,18 @@ fn step(vm: &mut Vm, st: &mut State, base: u64, ram: u64, op: &Op) {
                             after.pool_2m_frames, 0,
                             "4 KiB chosen while a 2 MiB frame was free"
                         );
+                    }
+                }
+                Ok(Outcome::Filling { chunk: c }) => {
+                    assert!(!was_mapped && chunk_was_empty && c == chunk && st.fill_slice < BLOCK_SIZE);
+                    assert!(chunk >= base && chunk + BLOCK_SIZE <= end);
+                    match st.fills.get(&c) {
+                        // A fault in a chunk being filled changes nothing.
+                        Some(_) => assert_eq!(after, before),
+                        None => {
+                            assert_eq!(after.filling_pages, before.filling_pages + 512);
+                            st.fills.insert(c, m);
+                        }
                     }
                 }
                 Ok(Outcome::Retry) | Err(PodError::Exhausted { .. }) => {
@@ -181,6 +205,18 @@ fn step(vm: &mut Vm, st: &mut State, base: u64, ram: u64, op: &Op) {
             assert_eq!(after.reclaimed_pages - before.reclaimed_pages, got);
             assert_eq!(after.pool_pages, before.pool_pages + got);
         }
+        Op::FillStep(n) => {
+            if let Some(&chunk) = st.fills.keys().nth(n % st.fills.len().max(1)) {
+                match vm.fill_step(chunk).unwrap() {
+                    Outcome::Filling { chunk: c } => assert_eq!(c, chunk),
+                    Outcome::Populated { size: LeafSize::Block2M, ipa, .. } => assert_eq!(ipa, chunk),
+                    o => panic!("fill step of {chunk:#x}: {o:?}"),
+                }
+            } else {
+                // No fill pending: a step anywhere does nothing.
+                assert_eq!(vm.fill_step(base & !(BLOCK_SIZE - 1)).unwrap(), Outcome::AlreadyMapped);
+            }
+        }
         Op::Populate(off, len) => {
             let ipa = base + off;
             match vm.populate(ipa, len) {
@@ -201,13 +237,23 @@ fn step(vm: &mut Vm, st: &mut State, base: u64, ram: u64, op: &Op) {
     if std::env::var_os("POD_MODEL_TRACE").is_some() {
         eprintln!("TRACE {:?} {:?}", op, vm.pod().stats());
     }
-    let restored: Vec<u64> = ev
+    let mut restored: Vec<u64> = ev
         .iter()
         .filter_map(|e| match e {
             Event::CleanInvalidate { pa, .. } => Some(*pa),
             _ => None,
         })
         .collect();
+    // Blocks whose fill ended in this op: zeroed and cleaned in pieces
+    // since their fill began, none over the step size.
+    let ended: Vec<(u64, usize)> = st.fills.iter().map(|(&c, &k)| (c, k)).filter(|&(c, _)| vm.pager().translate(c).is_some()).collect();
+    for (chunk, mark) in ended {
+        st.fills.remove(&chunk);
+        let (pa, _) = vm.pager().translate(chunk).unwrap();
+        let largest = zeroed_and_cleaned_in_pieces(&vm.since(mark), pa, BLOCK_SIZE);
+        assert!(largest <= st.fill_slice, "{largest} bytes at once in a fill of {} byte steps", st.fill_slice);
+        restored.push(pa);
+    }
     zeroed_and_cleaned_before_map(&ev, &restored);
     // Data the guest wrote is never unmapped, moved or zeroed.
     for (&ipa, &pa) in &st.written {
@@ -228,11 +274,11 @@ proptest! {
     #![proptest_config(stage2_pager::testing::proptest_config())]
 
     #[test]
-    fn pod_keeps_its_promises((off, ram, sweep, eager, ops) in scenario()) {
+    fn pod_keeps_its_promises((off, ram, sweep, eager, fill_slice, ops) in scenario()) {
         let base = RAM + off;
         let mode = if eager { Mode::Eager } else { Mode::OnDemand };
-        let mut vm = Vm::new(PodConfig { sweep_pages: sweep, ..PodConfig::new(base, ram, mode) });
-        let mut st = State { next_pa: 0x8000_0000, granted: Vec::new(), written: BTreeMap::new() };
+        let mut vm = Vm::new(PodConfig { sweep_pages: sweep, fill_slice, ..PodConfig::new(base, ram, mode) });
+        let mut st = State { fills: BTreeMap::new(), fill_slice, next_pa: 0x8000_0000, granted: Vec::new(), written: BTreeMap::new() };
         if eager {
             let op = Op::Grant { pages: ram / PAGE_SIZE + 512, align_2m: true, bad: 0 };
             step(&mut vm, &mut st, base, ram, &op);
@@ -242,5 +288,13 @@ proptest! {
         for op in &ops {
             step(&mut vm, &mut st, base, ram, op);
         }
+        // Every fill ends, in at most 2 MiB / step + 1 steps.
+        let mut steps = 0;
+        while !st.fills.is_empty() {
+            step(&mut vm, &mut st, base, ram, &Op::FillStep(0));
+            steps += 1;
+            prop_assert!(steps <= 8 * (BLOCK_SIZE / fill_slice + 1), "fills never end");
+        }
+        prop_assert_eq!(vm.pod().stats().filling_pages, 0);
     }
 }

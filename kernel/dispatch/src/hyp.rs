@@ -540,7 +540,7 @@ impl<P: Platform> Hyp<P> {
         if self.loaded(pcpu) != Some(v) {
             return false;
         }
-        if vm.finished() || vm.restart_pending || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
+        if vm.finished() || vm.restart_pending || vm.fills.get(v.vcpu as usize).copied().flatten().is_some() || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
             return false;
         }
         self.refresh_hcr(plat, pcpu, v, vm);
@@ -592,6 +592,19 @@ impl<P: Platform> Hyp<P> {
                 }
             }
             let id = VcpuId(v.vcpu);
+            if vm.fills[v.vcpu as usize].is_some() {
+                // One bounded step of the block its fault waits for; then
+                // the tick gets in, unless that was the last.
+                match vm.fill_step(plat, v.vcpu as usize) {
+                    Ok(true) => {}
+                    Ok(false) => return Step::Slice,
+                    Err(e) => {
+                        plat.log(format_args!("hyp: guest {}: stopped: {} (guest memory could not be populated)", vm.name, e));
+                        self.finish_vm(plat, v.vm as usize, &mut vm, false);
+                        return Step::Slice;
+                    }
+                }
+            }
             if vm.cm.may_run(id).is_ok() {
                 if self.loaded(pcpu) != Some(v) && !self.load(plat, pcpu, v, &mut vm, frame) {
                     // Its VM stopped: choose again.

@@ -233,6 +233,9 @@ impl<P: Platform> Hyp<P> {
                 }
                 match r {
                     Ok(Outcome::Populated { .. } | Outcome::AlreadyMapped | Outcome::Retry) => {}
+                    // Its block is zeroed and cleaned in steps, in `step`,
+                    // with interrupts taken in between; then it runs again.
+                    Ok(Outcome::Filling { chunk }) => vm.fills[v.vcpu as usize] = Some(chunk),
                     Err(PodError::OutsideRam { ipa }) => {
                         if vm.may_log(plat) {
                             plat.guest_event(GuestEvent::OutsideRam { ipa });

@@ -148,6 +148,23 @@ impl core::fmt::Display for CmError {
     }
 }
 
+/// Why [`Vm::fill_step`] failed.
+#[derive(Debug)]
+pub enum FillError {
+    Pod(pod::PodError),
+    /// It named memory outside the VM's (a line said so).
+    Scope,
+}
+
+impl core::fmt::Display for FillError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FillError::Pod(e) => write!(f, "{e}"),
+            FillError::Scope => f.write_str(SCOPE_BUG),
+        }
+    }
+}
+
 pub struct Vm<P: Platform> {
     /// Guest-caused log lines (aborts it provoked, reports it made).
     pub log: LogLimit,
@@ -165,6 +182,9 @@ pub struct Vm<P: Platform> {
     pub pod: Pod,
     pub cm: CacheMaint,
     pub vcpus: Vec<Vcpu<P>>,
+    /// Per vCPU: the 2 MiB block its last fault waits for
+    /// (`pod::Outcome::Filling`); it runs again once that block is mapped.
+    pub fills: [Option<u64>; vcpu_sched::MAX_VCPUS_PER_VM],
     pub counters: Counters,
     pub exit_ok: Option<bool>,
     /// The guest's EL1 runs in AArch32 (HCR_EL2.RW = 0).
@@ -254,6 +274,25 @@ impl<P: Platform> Vm<P> {
             return Err(CmError::Scope);
         }
         r.map_err(CmError::Cm)
+    }
+
+    /// One step of the fill vCPU `v` waits for. `Ok(true)`: its block is
+    /// mapped (or another step finished it), so it may run.
+    pub fn fill_step(&mut self, plat: &mut P, v: usize) -> Result<bool, FillError> {
+        let Some(chunk) = self.fills[v] else { return Ok(true) };
+        let mut hw = self.pod_fault_hw(plat);
+        let r = self.pod.fill_step(&mut self.pager, &mut hw, chunk);
+        let refused = hw.refused();
+        drop(hw);
+        if refused != 0 {
+            scope_broken(plat, &self.name, refused);
+            return Err(FillError::Scope);
+        }
+        let done = !matches!(r.map_err(FillError::Pod)?, pod::Outcome::Filling { .. });
+        if done {
+            self.fills[v] = None;
+        }
+        Ok(done)
     }
 
     pub fn in_ram(&self, ipa: u64) -> bool {

@@ -436,7 +436,8 @@ impl Machine {
         for (i, g) in guests.into_iter().enumerate() {
             let VmCaps { stage2, pod, cache, sched: sched_cap, vgic } = testing::grant();
             let pager = Pager::new(stage2, testing::host_table(), RAM_IPA).unwrap();
-            let mut pod = Pod::new(pod, PodConfig::new(RAM_IPA, g.ram, PodMode::OnDemand)).unwrap();
+            // 2 MiB blocks are filled in 64 KiB steps, in `Hyp::step`.
+            let mut pod = Pod::new(pod, PodConfig { fill_slice: 64 << 10, ..PodConfig::new(RAM_IPA, g.ram, PodMode::OnDemand) }).unwrap();
             let base = (i as u64 + 1) << 36;
             let memory = if g.blocks {
                 pod.grant(base, g.ram).unwrap();
@@ -461,6 +462,7 @@ impl Machine {
                 pod,
                 cm,
                 vcpus: (0..n).map(|k| Vcpu::new(plat, k, false)).collect(),
+                fills: [None; vcpu_sched::MAX_VCPUS_PER_VM],
                 counters: Counters::default(),
                 exit_ok: None,
                 aarch32: false,
@@ -724,7 +726,7 @@ fn a_stop_cancels_a_pending_restart_and_its_housekeeping() {
 /// data lost.
 #[test]
 fn pcpus_as_threads_lose_nothing_and_never_deadlock() {
-    let (mut migrations, mut blocks) = (0, 0);
+    let (mut migrations, mut blocks, mut fills) = (0, 0, 0);
     for seed in 0..6 {
         let mut rng = Rng::new(100 + seed);
         let guests = vec![guest(&mut rng, SwMode::Auto, 2, true), guest(&mut rng, SwMode::Auto, 2, false), guest(&mut rng, SwMode::Auto, 1, true)];
@@ -739,11 +741,13 @@ fn pcpus_as_threads_lose_nothing_and_never_deadlock() {
             vm.pod.check_invariants(&vm.pager).unwrap();
             assert!(vm.cm.counters().cleans > 0);
             blocks += vm.counters.wfi_blocks;
+            fills += vm.pod.stats().fill_steps;
         }
         migrations += m.migrations();
     }
     assert!(migrations > 0, "the threads moved no vCPU");
     assert!(blocks > 0, "no vCPU blocked in WFI");
+    assert!(fills > 0, "no 2 MiB block was filled in steps");
 }
 
 fn one_guest(vcpus: Vec<Vec<Op>>) -> Guest {

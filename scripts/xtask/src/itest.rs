@@ -392,6 +392,14 @@ fn linux_with(guest: &str, arch: &str, bootargs: &str, mem: u64) -> Result<(RunR
     check(s.get("vcpus") == 2, "vcpus != 2", &r)?;
     // An idle vCPU's WFI traps and blocks it (HCR_EL2.TWI).
     check(s.get("wfi_blocks") > 0, "no vCPU blocked in WFI: idle vCPUs hold their pCPUs", &r)?;
+    // 2 MiB PoD blocks are filled in steps: nothing zeroes and cleans more
+    // than a slice (64 KiB) between two points where interrupts get in.
+    check(s.get("pod_2m") > 0, "no 2 MiB PoD block", &r)?;
+    check(
+        s.get("max_nonpreempt_bytes") <= 64 << 10,
+        &format!("{} bytes zeroed and cleaned with interrupts held off (at most 64 KiB)", s.get("max_nonpreempt_bytes")),
+        &r,
+    )?;
     // Kick SGIs from pCPU 1 carry its number in GICC_IAR[12:10].
     check(!r.transcript.contains("unexpected interrupt"), "an interrupt was not recognised (kick SGI source bits?)", &r)?;
     check(r.qemu_ok, "QEMU did not exit cleanly", &r)?;

@@ -83,6 +83,16 @@ impl Vm {
         r
     }
 
+    pub fn fill_step(&mut self, chunk: u64) -> Result<Outcome, PodError> {
+        let r = self
+            .pod
+            .as_mut()
+            .unwrap()
+            .fill_step(self.pager.as_mut().unwrap(), &mut self.hw, chunk);
+        self.check();
+        r
+    }
+
     /// Fault until the answer is not `Retry`; also returns the retries.
     pub fn fault_through(&mut self, ipa: u64) -> (Result<Outcome, PodError>, u32) {
         let mut retries = 0;
@@ -159,6 +169,29 @@ impl Drop for Vm {
             });
         }
     }
+}
+
+/// Every page of the frame `[pa, pa+len)` was zeroed and then cleaned,
+/// piece by piece, within `events` (a block filled in steps); returns the
+/// most bytes zeroed or cleaned by one operation.
+pub fn zeroed_and_cleaned_in_pieces(events: &[Event], pa: u64, len: u64) -> u64 {
+    let mut largest = 0;
+    for page in (pa..pa + len).step_by(PAGE_SIZE as usize) {
+        let covers = |p: u64, l: u64| p <= page && page + PAGE_SIZE <= p + l;
+        let z = events.iter().rposition(|e| matches!(*e, Event::Zero { pa: p, len: l } if covers(p, l)));
+        let c = events.iter().rposition(|e| matches!(*e, Event::Clean { pa: p, len: l } if covers(p, l)));
+        match (z, c) {
+            (Some(z), Some(c)) if z < c => {
+                for i in [z, c] {
+                    if let Event::Zero { len: l, .. } | Event::Clean { len: l, .. } = events[i] {
+                        largest = largest.max(l);
+                    }
+                }
+            }
+            _ => panic!("page {page:#x} of the filled frame {pa:#x} was not zeroed then cleaned"),
+        }
+    }
+    largest
 }
 
 /// Every table write of Normal memory in `events` was preceded, within
