@@ -249,6 +249,21 @@ impl<T: Translation<Stage2Attributes>> TableFormat for A64Table<T> {
             .map_err(|_| FormatError::Rejected { ipa })
     }
 
+    fn set_chunk_accessed(&mut self, chunk: u64) -> Result<(), FormatError> {
+        // One walk over the chunk's entry: its block, or each entry of its
+        // page table (a 2 MiB aligned range splits nothing).
+        self.map
+            .modify_range(&region(chunk, BLOCK_SIZE), &|_, d| {
+                let fl = d.flags();
+                if fl.contains(Stage2Attributes::VALID) && fl.bits() & OUTER_ATTR_MASK != 0 {
+                    d.modify_flags(Stage2Attributes::ACCESS_FLAG, Stage2Attributes::empty())
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|_| FormatError::Rejected { ipa: chunk })
+    }
+
     fn has_page_table(&self, ipa: u64) -> bool {
         let chunk = ipa & !(BLOCK_SIZE - 1);
         let mut table = false;

@@ -35,7 +35,8 @@
 //!   * [`CleanSource::clear_touched`] clears AF on every Normal leaf of the
 //!     chunk, invalidates the TLB, then forgets the chunk;
 //!   * [`Pager::handle_access_fault`], called by the kernel on a stage-2
-//!     access-flag fault, sets AF again and marks the chunk touched.
+//!     access-flag fault, marks the chunk touched and sets AF again on all
+//!     its Normal leaves (one fault per chunk and clean, not per page).
 //!
 //!   Hence: a chunk not marked touched has AF = 0 on all its Normal leaves,
 //!   so the guest cannot have accessed it since it was last cleared.
@@ -641,18 +642,24 @@ impl<F: TableFormat> Pager<F> {
         Ok(())
     }
 
-    /// Handle a stage-2 access-flag fault at `ipa`: set AF on the leaf and
-    /// mark its chunk touched. No TLB maintenance is needed (an entry with
-    /// AF = 0 is never cached).
+    /// Handle a stage-2 access-flag fault at `ipa`: mark its chunk touched
+    /// and set AF on every Normal leaf of that chunk (it will be cleaned
+    /// whole anyway, so its other pages need not fault one by one). No TLB
+    /// maintenance is needed (an entry with AF = 0 is never cached).
     pub fn handle_access_fault(&mut self, ipa: u64) -> Result<AccessFlag, PagerError> {
         let l = self.leaf(ipa).ok_or(PagerError::NotMapped { ipa })?;
-        if l.attrs == MemAttrs::Normal {
-            self.mark_touched(l.ipa);
+        if l.attrs != MemAttrs::Normal {
+            if l.accessed {
+                return Ok(AccessFlag::AlreadySet);
+            }
+            self.table.set_accessed(l.ipa, l.size, true)?;
+            return Ok(AccessFlag::Set);
         }
+        self.mark_touched(l.ipa);
         if l.accessed {
             return Ok(AccessFlag::AlreadySet);
         }
-        self.table.set_accessed(l.ipa, l.size, true)?;
+        self.table.set_chunk_accessed(align_down(l.ipa, BLOCK_SIZE))?;
         Ok(AccessFlag::Set)
     }
 

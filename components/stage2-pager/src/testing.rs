@@ -64,6 +64,8 @@ pub enum Event {
     Clear { ipa: u64, size: LeafSize },
     /// `TableFormat::set_accessed`.
     Accessed { ipa: u64, size: LeafSize, on: bool },
+    /// `TableFormat::set_chunk_accessed`.
+    ChunkAccessed { chunk: u64 },
     /// `TableFormat::remove_page_table`.
     RemoveTable { ipa: u64 },
 }
@@ -135,6 +137,10 @@ impl<F: TableFormat> TableFormat for RecordingTable<F> {
     fn set_accessed(&mut self, ipa: u64, size: LeafSize, on: bool) -> Result<(), FormatError> {
         self.push(Event::Accessed { ipa, size, on });
         self.inner.set_accessed(ipa, size, on)
+    }
+    fn set_chunk_accessed(&mut self, chunk: u64) -> Result<(), FormatError> {
+        self.push(Event::ChunkAccessed { chunk });
+        self.inner.set_chunk_accessed(chunk)
     }
     fn has_page_table(&self, ipa: u64) -> bool {
         self.inner.has_page_table(ipa)

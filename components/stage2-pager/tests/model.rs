@@ -200,7 +200,17 @@ fn apply(vm: &mut Vm, m: &mut Model, op: &Op) -> Vec<u64> {
                     assert!(r.is_ok());
                     m.leaves.get_mut(&a).unwrap().accessed = true;
                     if l.attrs == MemAttrs::Normal {
-                        m.touched.insert(a & !(BLOCK_SIZE - 1));
+                        let c = a & !(BLOCK_SIZE - 1);
+                        m.touched.insert(c);
+                        // The first fault of a chunk sets AF on all its
+                        // Normal leaves.
+                        if !l.accessed {
+                            for (_, o) in m.leaves.range_mut(c..c + BLOCK_SIZE) {
+                                if o.attrs == MemAttrs::Normal {
+                                    o.accessed = true;
+                                }
+                            }
+                        }
                     }
                 }
             }
