@@ -47,6 +47,9 @@ pub struct Devices {
     /// Bytes typed at the console for this guest, waiting for room in its
     /// UART's receive FIFO (more than this is dropped).
     input: heapless::Deque<u8, 1024>,
+    /// vCPUs an SPI was routed to when a sync folded it back (bits): they
+    /// are to be kicked, and woken if they wait in WFI.
+    rerouted: u8,
 }
 
 impl Devices {
@@ -60,6 +63,7 @@ impl Devices {
             // Nothing is in any list register yet: the first entry flushes.
             synced: [true; 8],
             uart_level: false,
+            rerouted: 0,
         })
     }
 
@@ -92,6 +96,7 @@ impl Devices {
                 Err(_) => 0,
             };
             self.release_hw();
+            kick = kick.union(self.take_rerouted());
             r
         } else if (uart..uart + UART_SIZE).contains(&ipa) {
             let a = if write {
@@ -105,7 +110,7 @@ impl Devices {
                         self.out.push(b);
                     }
                     // A read may have made room for more typed input.
-                    kick = self.refill(Some(vcpu));
+                    kick = self.refill(Some(vcpu)).union(self.take_rerouted());
                     r.value as u64
                 }
                 Err(_) => 0,
@@ -133,7 +138,12 @@ impl Devices {
         for &b in bytes {
             let _ = self.input.push_back(b);
         }
-        self.refill(loaded_here)
+        self.refill(loaded_here).union(self.take_rerouted())
+    }
+
+    /// The vCPUs SPIs were routed to by the syncs since the last call.
+    pub fn take_rerouted(&mut self) -> vgic::VcpuSet {
+        vgic::VcpuSet::from_bits(core::mem::take(&mut self.rerouted))
     }
 
     /// Move queued input into the UART's receive FIFO as far as it has
@@ -175,7 +185,9 @@ impl Devices {
     /// the vGIC, before anything reads or changes its state.
     pub fn sync(&mut self, vcpu: usize) {
         if !self.synced[vcpu] {
-            let _ = self.vgic.sync(vgic::VcpuId(vcpu as u8), &mut Gich);
+            if let Ok(moved) = self.vgic.sync(vgic::VcpuId(vcpu as u8), &mut Gich) {
+                self.rerouted |= moved.bits();
+            }
             self.synced[vcpu] = true;
             self.release_hw();
         }
@@ -246,6 +258,9 @@ impl dispatch::Devices for Devices {
     fn pending(&mut self, vcpu: usize) -> bool {
         self.sync(vcpu);
         self.vgic.pending_for(vgic::VcpuId(vcpu as u8))
+    }
+    fn take_rerouted(&mut self) -> vgic::VcpuSet {
+        Devices::take_rerouted(self)
     }
     fn out(&mut self) -> &mut Self::Out {
         &mut self.out

@@ -24,7 +24,7 @@ static WORK: [AtomicU64; dispatch::MAX_PCPUS] = [const { AtomicU64::new(0) }; di
 pub static MAX_NONPREEMPT: AtomicU64 = AtomicU64::new(0);
 
 fn work(len: u64) {
-    let w = &WORK[arch::cpu_id()];
+    let w = &WORK[arch::cpu_id() % dispatch::MAX_PCPUS];
     w.store(w.load(Relaxed) + len, Relaxed);
 }
 

@@ -255,11 +255,13 @@ pub fn hw_irq(h: &Hyp, pcpu: usize, intid: u32) {
     if let Some(v) = here {
         d.sync(v);
     }
+    let mut kick = d.take_rerouted();
     match d.vgic.hw_fire(intid) {
-        Ok(Some(v)) => h.kick_vcpus(&mut Kernel, vmi as u8, vgic::VcpuSet::from_bits(1 << v.0)),
+        Ok(Some(v)) => kick = kick.union(vgic::VcpuSet::from_bits(1 << v.0)),
         Ok(None) => {}
         Err(_) => drop_hw(pcpu, intid),
     }
+    h.kick_vcpus(&mut Kernel, vmi as u8, kick);
 }
 
 /// The physical interrupts that belong to the guest running here.
@@ -278,6 +280,8 @@ pub fn virtual_irqs(h: &Hyp, pcpu: usize, ev: crate::irq::Events) {
         if ev.ptimer {
             let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), crate::irq::PHYS_TIMER_INTID);
         }
+        let moved = d.take_rerouted();
+        h.kick_vcpus(&mut Kernel, v.vm, moved);
     }
 }
 

@@ -842,13 +842,7 @@ impl Pod {
             let chunk = align_down(a, BLOCK_SIZE);
             let whole = chunk >= start && chunk + BLOCK_SIZE <= end;
             let got = if self.filling(chunk).is_some() {
-                // A fill under way (or just started) is finished now.
-                loop {
-                    match self.fill_step(pager, hw, chunk)? {
-                        Outcome::Filling { .. } => continue,
-                        o => break Some(o),
-                    }
-                }
+                Some(Outcome::Filling { chunk })
             } else if whole {
                 self.populate_at(pager, hw, a)?
             } else {
@@ -861,6 +855,16 @@ impl Pod {
                     Some(pa) => Some(self.install(pager, hw, a, pa, LeafSize::Page4K)?),
                     None => None,
                 }
+            };
+            // A fill under way, or one just started, is finished now.
+            let got = match got {
+                Some(Outcome::Filling { chunk }) => loop {
+                    match self.fill_step(pager, hw, chunk)? {
+                        Outcome::Filling { .. } => continue,
+                        o => break Some(o),
+                    }
+                },
+                o => o,
             };
             match got {
                 Some(Outcome::Populated {

@@ -220,7 +220,9 @@ fn step(vm: &mut Vm, st: &mut State, base: u64, ram: u64, op: &Op) {
         Op::Populate(off, len) => {
             let ipa = base + off;
             match vm.populate(ipa, len) {
-                Ok(_) => {
+                Ok(f) => {
+                    let after = vm.pod().stats();
+                    assert_eq!((f.blocks, f.pages), (after.pod_2m - before.pod_2m, after.pod_4k - before.pod_4k), "what populate says it mapped");
                     for a in (ipa & !(PAGE_SIZE - 1)..ipa + len).step_by(PAGE_SIZE as usize) {
                         assert!(vm.pager().translate(a).is_some(), "{a:#x} left unmapped");
                     }

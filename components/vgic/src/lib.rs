@@ -236,6 +236,11 @@ impl VcpuSet {
         self.0 == 0
     }
 
+    /// Both sets.
+    pub const fn union(self, other: VcpuSet) -> VcpuSet {
+        VcpuSet(self.0 | other.0)
+    }
+
     /// True when `v` is in the set.
     pub const fn contains(self, v: VcpuId) -> bool {
         v.0 < 8 && self.0 & (1 << v.0) != 0

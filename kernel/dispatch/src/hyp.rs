@@ -359,6 +359,8 @@ impl<P: Platform> Hyp<P> {
             // List registers fold back into the vGIC; VMCR/APR stay
             // with the vCPU (in its context).
             d.sync(o.vcpu as usize);
+            let moved = d.take_rerouted();
+            self.kick_vcpus(plat, o.vm, moved);
         }
         let aarch32 = vm.aarch32;
         let vc = &mut vm.vcpus[o.vcpu as usize];
@@ -467,12 +469,16 @@ impl<P: Platform> Hyp<P> {
     }
 
     /// Entry bookkeeping: pending virtual interrupts into the list registers.
-    fn on_entry(&self, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>) {
+    fn on_entry(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>) {
         if !self.local[pcpu].devices_now.load(Ordering::Relaxed) {
             return;
         }
         if let Some(d) = vm.devices.as_mut() {
             d.flush(v.vcpu as usize);
+            let moved = d.take_rerouted();
+            if !moved.is_empty() {
+                self.kick_vcpus(plat, v.vm, moved);
+            }
         }
     }
 
@@ -544,7 +550,7 @@ impl<P: Platform> Hyp<P> {
             return false;
         }
         self.refresh_hcr(plat, pcpu, v, vm);
-        self.on_entry(pcpu, v, vm);
+        self.on_entry(plat, pcpu, v, vm);
         true
     }
 
@@ -611,7 +617,7 @@ impl<P: Platform> Hyp<P> {
                     continue;
                 }
                 self.refresh_hcr(plat, pcpu, v, &vm);
-                self.on_entry(pcpu, v, &mut vm);
+                self.on_entry(plat, pcpu, v, &mut vm);
                 return Step::Enter;
             }
             // One bounded slice of the pending clean, then let the tick in

@@ -64,6 +64,10 @@ pub trait Devices {
     /// Whether `vcpu` has an interrupt to take (a WFI ends). Folds its list
     /// registers back first when it is loaded here.
     fn pending(&mut self, vcpu: usize) -> bool;
+    /// The vCPUs that folding list registers back (`sync`, `pending`,
+    /// `flush`) routed an SPI to since the last call: the caller kicks them
+    /// ([`crate::Hyp::kick_vcpus`]), which also wakes them from WFI.
+    fn take_rerouted(&mut self) -> vgic::VcpuSet;
     /// Its UART's output.
     fn out(&mut self) -> &mut Self::Out;
 }
@@ -86,6 +90,9 @@ impl Devices for NoDevices {
         match *self {}
     }
     fn pending(&mut self, _: usize) -> bool {
+        match *self {}
+    }
+    fn take_rerouted(&mut self) -> vgic::VcpuSet {
         match *self {}
     }
     fn out(&mut self) -> &mut NullOut {

@@ -100,7 +100,7 @@ impl<P: Platform> Hyp<P> {
             }
             // A debug data transfer (LDC/STC p14): no debugger listens.
             Trap::Cp14Transfer => frame.skip(esr),
-            Trap::Wfx { wfe: false } => {
+            Trap::Wfx { wfe: false, timed: false } if vm.devices.is_some() => {
                 frame.skip(esr);
                 vm.counters.wfi += 1;
                 // It goes on at once when an interrupt waits for it or a
@@ -111,15 +111,22 @@ impl<P: Platform> Hyp<P> {
                     TimerWake::At(t) => t,
                     TimerWake::Never => u64::MAX,
                 };
-                if vm.devices.as_mut().is_some_and(|d| d.pending(v.vcpu as usize)) || deadline <= plat.counter() {
+                let Some(d) = vm.devices.as_mut() else { return false };
+                let pending = d.pending(v.vcpu as usize);
+                let moved = d.take_rerouted();
+                self.kick_vcpus(plat, v.vm, moved);
+                if pending || deadline <= plat.counter() {
                     return false;
                 }
                 vm.counters.wfi_blocks += 1;
                 self.wait(plat, v, deadline);
                 return true;
             }
-            Trap::Wfx { wfe: true } => {
-                // WFE (not trapped by HCR_BASE; a yield if it ever is).
+            Trap::Wfx { .. } => {
+                // WFE (not trapped by HCR_BASE), WFIT/WFET (their timeout
+                // is not tracked), or a WFI of a guest with no vGIC (no
+                // interrupt could ever wake it): a yield, which a WFI may
+                // architecturally be.
                 frame.skip(esr);
                 let _ = self.core().sched.pick_next(pcpu);
                 return true;

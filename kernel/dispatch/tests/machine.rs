@@ -21,7 +21,7 @@ use cache_model::tlb::{Tlb, Translation, Walked};
 use cache_model::{Access, CacheModel, Config, SwOp as ModelSwOp};
 use capabilities::{VgicCap, VmCaps};
 use dispatch::vm::{Counters, LogLimit, HCR_TSW, HCR_TVM, HCR_TWI};
-use dispatch::{AbortKind, GuestEvent, Hyp, NoDevices, NullOut, Platform, Step, Syndrome, TimerWake, TrapFrame, Vcpu, Vm};
+use dispatch::{AbortKind, Devices, GuestEvent, Hyp, NullOut, Platform, Step, Syndrome, TimerWake, TrapFrame, Vcpu, Vm};
 use hwops::{CacheOps, Frames, Scoped, TlbOps};
 use pod::{Mode as PodMode, Pod, PodConfig};
 use stage2_pager::testing::{self, HostTable};
@@ -55,10 +55,40 @@ enum Op {
     /// Arm its timer `after` clock steps from now (`None`: off), then WFI.
     Wfi { after: Option<u64> },
     /// An interrupt is raised for vCPU `n` of its VM (as an SGI through its
-    /// vGIC would be): `Hyp::kick_vcpus`.
+    /// vGIC would be): counted in its `ModelDevices`, then `Hyp::kick_vcpus`.
     Kick(u8),
+    /// Take one raised interrupt, or, with none raised, go back to the op
+    /// before (a WFI): a guest's idle loop.
+    TakeIrq,
     /// Record the clock (vCPU, clock) in `Shared::stamps`.
     Stamp,
+}
+
+/// The model's interrupt controller: per vCPU, the interrupts raised for
+/// it and not taken yet.
+#[derive(Default)]
+struct ModelDevices {
+    raised: [u32; 8],
+    out: NullOut,
+}
+
+impl Devices for ModelDevices {
+    type Out = NullOut;
+    fn mmio(&mut self, _: usize, _: u64, _: &trap::Access, _: bool, _: &mut TrapFrame) -> Option<vgic::VcpuSet> {
+        None
+    }
+    fn sync(&mut self, _: usize) {}
+    fn flush(&mut self, _: usize) {}
+    fn loaded(&mut self, _: usize) {}
+    fn pending(&mut self, vcpu: usize) -> bool {
+        self.raised[vcpu] > 0
+    }
+    fn take_rerouted(&mut self) -> vgic::VcpuSet {
+        vgic::VcpuSet::EMPTY
+    }
+    fn out(&mut self) -> &mut NullOut {
+        &mut self.out
+    }
 }
 
 /// A vCPU's registers outside the frame: SCTLR and its timer.
@@ -134,7 +164,7 @@ impl Platform for ModelPlat {
     type Table = HostTable;
     type Hw<'a> = LockedHw<'a>;
     type Ctx = Ctx;
-    type Devices = NoDevices;
+    type Devices = ModelDevices;
     type Out = NullOut;
     type Boot = ();
 
@@ -215,6 +245,8 @@ impl Platform for ModelPlat {
 
 /// A guest for [`Machine::new`].
 struct Guest {
+    /// With an interrupt controller (`ModelDevices`): its WFIs block.
+    devices: bool,
     sw: SwMode,
     ram: u64,
     /// 2 MiB-aligned PoD pool (true), or 1 MiB pieces: 4 KiB pages only.
@@ -363,15 +395,31 @@ impl Pcpu {
                 self.plat.timer = after.map(|n| self.plat.counter() + n);
                 if hcr & HCR_TWI != 0 {
                     // ELR points at the WFI; the dispatch steps past it.
-                    self.trap(h, Trap::Wfx { wfe: false });
+                    self.trap(h, Trap::Wfx { wfe: false, timed: false });
                 } else if self.plat.timer.is_some_and(|t| t <= self.plat.counter()) {
                     // Untrapped, it holds the pCPU until its timer fires.
                     self.frame.elr += 4;
                 }
             }
             Op::Kick(n) => {
+                let mut vm = h.vm(v.vm as usize);
+                if let Some(d) = vm.devices.as_mut() {
+                    d.raised[n as usize] += 1;
+                }
                 h.kick_vcpus(&mut self.plat, v.vm, vgic::VcpuSet::from_bits(1 << n));
+                drop(vm);
                 self.frame.elr += 4;
+            }
+            Op::TakeIrq => {
+                let mut vm = h.vm(v.vm as usize);
+                let raised = vm.devices.as_mut().map(|d| &mut d.raised[v.vcpu as usize]);
+                match raised {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        self.frame.elr += 4;
+                    }
+                    _ => self.frame.elr -= 4,
+                }
             }
             Op::Stamp => {
                 self.plat.shared.stamps.lock().unwrap().push((v, self.plat.counter()));
@@ -466,7 +514,7 @@ impl Machine {
                 counters: Counters::default(),
                 exit_ok: None,
                 aarch32: false,
-                devices: None,
+                devices: g.devices.then(ModelDevices::default),
                 cntvoff: 0,
                 faults: bootcfg::Faults::default(),
                 hwdom_pinned: None,
@@ -611,7 +659,9 @@ fn program(rng: &mut Rng, model: &CacheModel, k: usize, n: usize, ram: u64, roun
         // moves and the other pCPUs.
         prog.push(Op::Wfi { after: Some(rng.below(300)) });
         if n > 1 {
-            prog.push(Op::Kick(((k + 1) % n) as u8));
+            // Each round each vCPU raises one interrupt for the next and
+            // waits, with no timer, for the one the previous raises.
+            prog.extend([Op::Kick(((k + 1) % n) as u8), Op::Wfi { after: None }, Op::TakeIrq]);
         }
         prog.extend(linux_flush(model));
         prog.push(Op::Sctlr(false));
@@ -625,7 +675,7 @@ fn guest(rng: &mut Rng, sw: SwMode, vcpus: usize, blocks: bool) -> Guest {
     let model = CacheModel::new(Config::small(1));
     let ram = 8 * MIB;
     let progs = (0..vcpus).map(|k| program(rng, &model, k, vcpus, ram, 2, 24)).collect();
-    Guest { sw, ram, blocks, progs }
+    Guest { devices: true, sw, ram, blocks, progs }
 }
 
 /// The property the project exists for, through the real dispatch: vCPUs
@@ -751,7 +801,7 @@ fn pcpus_as_threads_lose_nothing_and_never_deadlock() {
 }
 
 fn one_guest(vcpus: Vec<Vec<Op>>) -> Guest {
-    Guest { sw: SwMode::Auto, ram: 8 * MIB, blocks: true, progs: vcpus }
+    Guest { devices: true, sw: SwMode::Auto, ram: 8 * MIB, blocks: true, progs: vcpus }
 }
 
 /// WFI trapping: on one pCPU with no scheduler tick at all, a vCPU that
@@ -764,7 +814,7 @@ fn an_idle_vcpu_gives_its_pcpu_away_and_an_interrupt_wakes_it() {
     let mut work = vec![Op::Write { ipa: x, val: 0 }];
     work.extend((0..40).map(|_| Op::Bump { ipa: x }));
     work.extend([Op::Kick(0), Op::Off]);
-    let waiter = vec![Op::CpuOn(1), Op::Wfi { after: None }, Op::Verify { ipa: x, val: 40 }, Op::Off];
+    let waiter = vec![Op::CpuOn(1), Op::Wfi { after: None }, Op::TakeIrq, Op::Verify { ipa: x, val: 40 }, Op::Off];
     let mut m = Machine::new(1, SchedPolicy::Rr, vec![one_guest(vec![waiter, work])]);
     let done = m.run_for(&mut Rng::new(1), 0, 200_000);
     assert!(done, "with no tick, the waiting vCPU never let its sibling run: {:?}", m.shared.lines.lock().unwrap());
@@ -772,6 +822,46 @@ fn an_idle_vcpu_gives_its_pcpu_away_and_an_interrupt_wakes_it() {
     assert!(m.lost().is_empty(), "{:?}", m.lost());
     let c = m.h.vm(0).counters;
     assert_eq!((c.wfi, c.wfi_blocks), (1, 1));
+}
+
+/// A guest with no interrupt controller could never be woken: its WFI is
+/// a yield, never a block.
+#[test]
+fn a_wfi_without_a_vgic_is_a_yield() {
+    let x = RAM_IPA + 0x3000;
+    let v0 = vec![Op::CpuOn(1), Op::Write { ipa: x, val: 0 }, Op::Wfi { after: None }, Op::Bump { ipa: x }, Op::Off];
+    let v1 = vec![Op::Wfi { after: None }, Op::Bump { ipa: x }, Op::Off];
+    let g = Guest { devices: false, ..one_guest(vec![v0, v1]) };
+    let mut m = Machine::new(1, SchedPolicy::Rr, vec![g]);
+    assert!(m.run_for(&mut Rng::new(4), 0, 200_000), "a WFI with nothing to wake it blocked: {:?}", m.shared.lines.lock().unwrap());
+    let c = m.h.vm(0).counters;
+    assert_eq!(c.wfi_blocks, 0);
+}
+
+/// A vCPU blocked in WFI whose VM stops is off: no record of its wait is
+/// left, and an interrupt raised for it afterwards does not start it.
+#[test]
+fn a_stopped_vms_waiting_vcpu_stays_off() {
+    let v0 = vec![Op::CpuOn(1), Op::Wfi { after: Some(1_000_000) }, Op::Off];
+    let v1 = vec![Op::Wfi { after: None }, Op::TakeIrq, Op::Off];
+    let mut m = Machine::new(2, SchedPolicy::Rr, vec![one_guest(vec![v0, v1])]);
+    let mut rng = Rng::new(5);
+    let w = VcpuRef::new(0, 1);
+    for _ in 0..10_000 {
+        if m.h.core().waiting(w) {
+            break;
+        }
+        m.step(rng.below(2) as usize);
+    }
+    assert!(m.h.core().waiting(w), "vCPU 1 never blocked in its WFI");
+    let (h, plat) = (&m.h, &mut m.pcpus[0].plat);
+    let mut vm = h.vm(0);
+    h.finish_vm(plat, 0, &mut vm, true);
+    h.kick_vcpus(plat, 0, vgic::VcpuSet::from_bits(1 << 1));
+    drop(vm);
+    let core = h.core();
+    assert!(!core.waiting(w), "a stopped VM's vCPU still waits");
+    assert!(!core.sched.queue().contains(&w) && (0..2).all(|p| core.sched.current(p) != Some(w)), "the interrupt started an off vCPU");
 }
 
 /// A WFI with the vCPU's timer armed ends when the timer is due (the

@@ -41,7 +41,7 @@ pub enum Trap {
     /// the SMC. AArch32 does not report the immediate, so `imm` is 0 there.
     Smc { imm: u16 },
     /// WFI (`wfe == false`) or WFE. WFIT/WFET decode as their base forms.
-    Wfx { wfe: bool },
+    Wfx { wfe: bool, timed: bool },
     /// Data cache maintenance by set/way (HCR.TSW). `rt` holds the set/way
     /// value; see [`sw_level`].
     SetWay { op: SwOp, rt: u8 },
@@ -454,7 +454,8 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Trap {
     let ec = ec_of(esr);
     let iss = iss_of(esr);
     match ec {
-        ec::WFX => Trap::Wfx { wfe: iss & 1 != 0 },
+        // ISS.TI: 0b00 WFI, 0b01 WFE, 0b10 WFIT, 0b11 WFET.
+        ec::WFX => Trap::Wfx { wfe: iss & 1 != 0, timed: iss & 2 != 0 },
         ec::CP15_32 => decode_cp15(iss),
         ec::CP15_64 => decode_cp15_wide(iss),
         ec::CP14_32 => Trap::Cp14 {

@@ -72,7 +72,7 @@ pub fn encode(trap: &Trap, width: Width) -> (u64, u64, u64) {
                 esr(ec::SMC64, imm.into())
             }
         }
-        Trap::Wfx { wfe } => esr(ec::WFX, COND_AL | u64::from(wfe)),
+        Trap::Wfx { wfe, timed } => esr(ec::WFX, COND_AL | u64::from(wfe) | u64::from(timed) << 1),
         Trap::SetWay { op, rt } => {
             let crm = match op {
                 SwOp::Isw => 6,

@@ -174,8 +174,9 @@ fn real_values() {
         (0x5e00_0001, Trap::Smc { imm: 1 }),
         (0x4fe0_0000, Trap::Smc { imm: 0 }),
         // WFI / WFE.
-        (0x07e0_0000, Trap::Wfx { wfe: false }),
-        (0x07e0_0001, Trap::Wfx { wfe: true }),
+        (0x07e0_0000, Trap::Wfx { wfe: false, timed: false }),
+        (0x07e0_0002, Trap::Wfx { wfe: false, timed: true }),
+        (0x07e0_0001, Trap::Wfx { wfe: true, timed: false }),
         // MRS x0, CNTPCT_EL0 is not decoded further.
         (
             sys_esr(3, 3, 14, 0, 1, 0, true),
@@ -521,7 +522,7 @@ fn armv7_hsr() {
         panic!()
     };
     assert_eq!(a.ipa, 0xf_ffff_f123);
-    assert_eq!(decode_hsr(0x07e0_0001, 0, 0), Trap::Wfx { wfe: true });
+    assert_eq!(decode_hsr(0x07e0_0001, 0, 0), Trap::Wfx { wfe: true, timed: false });
 }
 
 #[test]
