@@ -132,5 +132,46 @@ fn overcommit(rounds: usize) -> Result<(), String> {
     println!("|---|---|---|");
     println!("| 2 vCPUs | {two:.2} | 1.00 |");
     println!("| 4 vCPUs | {four:.2} | {:.2} |", four / two);
+    println!();
+    secondary_bringup(rounds)
+}
+
+/// The guest's own clock at a dmesg line that contains `what`.
+fn dmesg_time(transcript: &str, what: &str) -> Option<f64> {
+    let line = transcript.lines().find(|l| l.contains(what))?;
+    let t = line.split_once('[')?.1.split_once(']')?.0;
+    t.trim().parse().ok()
+}
+
+/// Guest time from "Bringing up secondary CPUs" to the secondary's first
+/// line, for the armhf kernel with 2 GiB, PoD and eager memory (Linux
+/// arm32 gives up on a secondary after 1 s).
+fn secondary_bringup(rounds: usize) -> Result<(), String> {
+    let mut t = [Vec::new(), Vec::new()];
+    for i in 0..rounds {
+        for (k, populate) in ["demand", "eager"].into_iter().enumerate() {
+            let a = Args {
+                guest: "linux-armhf".into(),
+                cpus: 2,
+                vcpus: 2,
+                mem: 2 << 30,
+                bootargs: format!("guest0.populate={populate}"),
+                timeout_s: 300,
+                icount: false,
+                ..Args::default()
+            };
+            let r = run::run(&a, &[GuestSpec::from_args(&a)], false)?;
+            let (Some(from), Some(to)) = (dmesg_time(&r.transcript, "Bringing up secondary CPUs"), dmesg_time(&r.transcript, "CPU1: thread")) else {
+                return Err(format!("no secondary bring-up lines ({populate})\n{}", r.transcript));
+            };
+            t[k].push(to - from);
+        }
+        println!("round {}: secondary bring-up {:.3} s (PoD), {:.3} s (eager)", i + 1, t[0][i], t[1][i]);
+    }
+    let [pod, eager] = t.map(median);
+    println!("| armhf, 2 GiB, CPU_ON to the secondary's first line (guest time, median of {rounds}) | seconds |");
+    println!("|---|---|");
+    println!("| PoD | {pod:.3} |");
+    println!("| eager | {eager:.3} |");
     Ok(())
 }
