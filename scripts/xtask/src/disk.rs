@@ -170,3 +170,18 @@ mod tests {
         assert_eq!(linux_arch("sw-basic"), None);
     }
 }
+
+/// `cargo xtask disk`'s options.
+#[derive(clap::Parser, Debug)]
+#[command(about = "Build the hardware domain's ext4 test disk; prints its path", disable_version_flag = true)]
+struct DiskOpts {
+    /// Whose modules it carries.
+    #[arg(value_parser = ["arm64", "armhf"], default_value = "arm64")]
+    arch: String,
+}
+
+pub fn disk_cli(argv: &[String]) -> Result<u8, String> {
+    let Some(o) = crate::parse_cli::<DiskOpts>("disk", argv)? else { return Ok(0) };
+    println!("{}", disk(&o.arch)?.display());
+    Ok(0)
+}

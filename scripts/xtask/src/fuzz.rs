@@ -35,17 +35,21 @@ fn build() -> Result<PathBuf, String> {
 
 /// Run `only` (or every target) for `runs` executions each. Returns the
 /// exit status: non-zero when a target crashed or did not finish.
+/// `cargo xtask fuzz`'s options.
+#[derive(clap::Parser, Debug)]
+#[command(about = "Coverage-guided fuzzing (libFuzzer on stable) of the parsers a guest or a board can feed", disable_version_flag = true)]
+struct FuzzOpts {
+    /// One target (default: all of them).
+    #[arg(value_parser = TARGETS.to_vec())]
+    target: Option<String>,
+    /// Runs per target.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    runs: u64,
+}
+
 pub fn fuzz(argv: &[String]) -> Result<u8, String> {
-    let mut runs: u64 = 10_000_000;
-    let mut only = None;
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).ok_or("--runs takes a number")?,
-            t if TARGETS.contains(&t) => only = Some(t),
-            other => return Err(format!("unknown fuzz argument '{other}' (targets: {}; --runs N)", TARGETS.join(", "))),
-        }
-    }
+    let Some(FuzzOpts { target, runs }) = crate::parse_cli::<FuzzOpts>("fuzz", argv)? else { return Ok(0) };
+    let only = target.as_deref();
     let bin = build()?;
     let mut failed = 0;
     for t in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {

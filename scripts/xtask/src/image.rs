@@ -266,26 +266,52 @@ pub struct ImageArgs {
     pub out: PathBuf,
 }
 
+/// `cargo xtask image`'s options, as clap reads them.
+#[derive(clap::Parser, Debug)]
+#[command(about = "An SD-card image for a real board (then dd it to the card)", disable_version_flag = true, args_override_self = true)]
+struct ImageOpts {
+    /// The board: rpi4.
+    #[arg(long, value_name = "BOARD", default_value = "rpi4")]
+    board: String,
+    /// A guest (cargo xtask guests); again for more (default: linux-arm64).
+    #[arg(long = "guest", value_name = "NAME")]
+    guests: Vec<String>,
+    /// vCPUs of each guest (default: 4 for Linux, 1 otherwise).
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// RAM of each guest, e.g. 256M (default: 256M for Linux, 64M otherwise).
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse_size)]
+    mem: Option<u64>,
+    /// The hypervisor's boot arguments.
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
+    bootargs: String,
+    /// Added to each Linux guest's command line.
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
+    append: String,
+    /// The image file to write.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// The first guest (linux-arm64) is the hardware domain; partition 2 is
+    /// an ext4 root file system its initramfs mounts.
+    #[arg(long)]
+    hwdom: bool,
+}
+
 impl ImageArgs {
-    pub fn parse(argv: &[String]) -> Result<ImageArgs, String> {
-        let mut board = "rpi4".to_string();
-        let (mut guests, mut vcpus, mut mem, mut bootargs, mut append, mut out) = (Vec::new(), None, None, String::new(), String::new(), None);
-        let mut hwdom = false;
-        let mut it = argv.iter();
-        while let Some(flag) = it.next() {
-            let mut val = || it.next().cloned().ok_or_else(|| format!("image: {flag} needs a value"));
-            match flag.as_str() {
-                "--board" => board = val()?,
-                "--guest" => guests.push(val()?),
-                "--vcpus" => vcpus = Some(val()?.parse::<u32>().map_err(|_| "image: --vcpus takes a number 1..=8")?),
-                "--mem" => mem = Some(crate::parse_size(&val()?)?),
-                "--bootargs" => bootargs = val()?,
-                "--append" => append = val()?,
-                "-o" | "--output" => out = Some(PathBuf::from(val()?)),
-                "--hwdom" => hwdom = true,
-                other => return Err(format!("image: unknown option '{other}'")),
-            }
+    /// `cargo xtask image`'s options; `Ok(None)`: `--help` (printed).
+    pub fn parse_cli(argv: &[String]) -> Result<Option<ImageArgs>, String> {
+        match crate::parse_cli::<ImageOpts>("image", argv)? {
+            Some(o) => ImageArgs::check(o).map(Some),
+            None => Ok(None),
         }
+    }
+
+    pub fn parse(argv: &[String]) -> Result<ImageArgs, String> {
+        ImageArgs::parse_cli(argv)?.ok_or_else(|| "image: --help".to_string())
+    }
+
+    fn check(o: ImageOpts) -> Result<ImageArgs, String> {
+        let ImageOpts { board, mut guests, vcpus, mem, bootargs, append, out, hwdom } = o;
         if !BOARDS.contains(&board.as_str()) {
             return Err("image: only --board rpi4 is supported so far".into());
         }
@@ -345,7 +371,7 @@ fn mib(n: u64) -> String {
 
 /// `cargo xtask image`.
 pub fn image_cli(argv: &[String]) -> Result<u8, String> {
-    let a = ImageArgs::parse(argv)?;
+    let Some(a) = ImageArgs::parse_cli(argv)? else { return Ok(0) };
     let t0 = Instant::now();
     let mut specs = a.specs();
     let (fw, fw_version) = firmware()?;

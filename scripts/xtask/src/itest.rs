@@ -654,16 +654,21 @@ fn linux_arm64_3g() -> Result<(), String> {
 
 /// `cargo xtask itest [--board qemu-virt|rpi4] [FILTER]`. On rpi4 (QEMU
 /// raspi4b) the tests in [`ON_RPI4`] run there, then [`RPI4_ONLY`].
+/// `cargo xtask itest`'s options.
+#[derive(clap::Parser, Debug)]
+#[command(about = "The QEMU integration tests (each boots the hypervisor with guests and checks what it prints)", disable_version_flag = true)]
+struct ItestOpts {
+    /// The board QEMU models: qemu-virt, or rpi4 (raspi4b: the tests that run there).
+    #[arg(long, value_name = "BOARD", default_value = "qemu-virt")]
+    board: String,
+    /// Run only the tests whose name contains this (and an on-request test of exactly this name).
+    filter: Option<String>,
+}
+
 pub fn run_all(argv: &[String]) -> Result<u8, String> {
-    let (mut board, mut filter) = (crate::run::Board::Virt, None);
-    let mut it = argv.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--board" => board = crate::run::Board::parse(it.next().ok_or("--board needs a value")?)?,
-            f if filter.is_none() && !f.starts_with('-') => filter = Some(f),
-            other => return Err(format!("itest: unexpected argument '{other}' (usage: itest [--board qemu-virt|rpi4] [FILTER])")),
-        }
-    }
+    let Some(o) = crate::parse_cli::<ItestOpts>("itest", argv)? else { return Ok(0) };
+    let board = crate::run::Board::parse(&o.board)?;
+    let filter = o.filter.as_deref();
     crate::build::build_all()?;
     let tests: Vec<(&str, TestFn)> = match board {
         crate::run::Board::Virt => TESTS.iter().chain(HWDOM).copied().collect(),

@@ -194,6 +194,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("bad size '{s}' (examples: 4096, 512K, 64M, 1G)"))
 }
 
+/// clap's message up to its first blank line, as one line.
+fn one_line(e: &clap::Error, cmd: &str) -> String {
+    let text = e.to_string();
+    let words: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let line = words.join(" ");
+    format!("{} (cargo xtask {cmd} --help lists the options)", line.trim_start_matches("error: "))
+}
+
+/// A subcommand's options, read by clap. `Ok(None)`: `--help` was asked
+/// for, and printed. A mistake is one line.
+pub fn parse_cli<T: clap::Parser>(cmd: &str, argv: &[String]) -> Result<Option<T>, String> {
+    let name = format!("cargo xtask {cmd}");
+    match T::try_parse_from(std::iter::once(name.as_str()).chain(argv.iter().map(String::as_str))) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            print!("{e}");
+            Ok(None)
+        }
+        Err(e) => Err(one_line(&e, cmd)),
+    }
+}
+
 /// `cargo xtask run`'s options, as clap reads them.
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -277,13 +299,7 @@ impl Args {
 
     /// `cargo xtask run`'s options. A mistake is one line.
     pub fn parse(argv: &[String]) -> Result<Args, String> {
-        let o = <RunOpts as clap::Parser>::try_parse_from(std::iter::once("run").chain(argv.iter().map(String::as_str))).map_err(|e| {
-            // clap's message up to its first blank line, as one line.
-            let text = e.to_string();
-            let words: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
-            let line = words.join(" ");
-            format!("{} (cargo xtask run --help lists the options)", line.trim_start_matches("error: "))
-        })?;
+        let o = <RunOpts as clap::Parser>::try_parse_from(std::iter::once("run").chain(argv.iter().map(String::as_str))).map_err(|e| one_line(&e, "run"))?;
         let mut a = Args {
             board: o.board,
             cpus: o.cpus,
@@ -402,5 +418,29 @@ mod tests {
         let e = Args::parse(&v(&["--arch", "arm"])).unwrap_err();
         assert!(e.contains("possible values: aarch64, aarch32") && !e.contains('\n'), "{e}");
         assert_eq!(Args::parse(&v(&["--append", "-v quiet"])).unwrap().append, "-v quiet");
+    }
+
+    /// Every subcommand reads its options with clap: `--help` prints and
+    /// does nothing else (no build, no QEMU), a mistake is one line that
+    /// names the subcommand's `--help`.
+    #[test]
+    fn subcommands_take_help_and_refuse_in_one_line() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        assert_eq!(crate::itest::run_all(&v(&["--help"])), Ok(0));
+        assert_eq!(crate::fuzz::fuzz(&v(&["--help"])), Ok(0));
+        assert_eq!(crate::trace::plot_cli(&v(&["--help"])), Ok(0));
+        assert_eq!(crate::serial::console_cli(&v(&["--help"])), Ok(0));
+        assert_eq!(crate::disk::disk_cli(&v(&["--help"])), Ok(0));
+        assert!(crate::image::ImageArgs::parse_cli(&v(&["--help"])).unwrap().is_none());
+        for (name, e) in [
+            ("itest", crate::itest::run_all(&v(&["--bogus"]))),
+            ("fuzz", crate::fuzz::fuzz(&v(&["nope"]))),
+            ("plot", crate::trace::plot_cli(&v(&[]))),
+            ("console", crate::serial::console_cli(&v(&["--baud", "fast", "/dev/null"]))),
+            ("disk", crate::disk::disk_cli(&v(&["riscv"]))),
+        ] {
+            let e = e.unwrap_err();
+            assert!(e.contains(&format!("cargo xtask {name} --help")) && !e.contains('\n'), "{name}: {e}");
+        }
     }
 }

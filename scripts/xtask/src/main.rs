@@ -50,7 +50,9 @@ commands:
   plot  TRACE.csv... [--out FILE.svg]
                             draw traces from run --trace: memory populated, bytes
                             cleaned, traps over time; one line per guest and trace
-  guests                    list the test guests";
+  guests                    list the test guests
+
+Each command takes --help.";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -69,11 +71,7 @@ fn main() -> ExitCode {
         "image" => xtask::image::image_cli(rest),
         "itest" => itest::run_all(rest),
         "console" => xtask::serial::console_cli(rest),
-        "disk" => match rest {
-            [] => xtask::disk::disk("arm64").map(|p| println!("{}", p.display())).map(|_| 0),
-            [arch] => xtask::disk::disk(arch).map(|p| println!("{}", p.display())).map(|_| 0),
-            _ => Err("usage: disk [arm64|armhf]".into()),
-        },
+        "disk" => xtask::disk::disk_cli(rest),
         "layers" => xtask::layers::layers_cli(),
         "soak" => xtask::soak(),
         "fuzz" => xtask::fuzz::fuzz(rest),

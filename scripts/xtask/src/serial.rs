@@ -10,18 +10,22 @@ use std::process::Command;
 use crate::demux::{render, Demux};
 
 /// `console DEVICE [--baud N] [--elf PATH]`.
+/// `cargo xtask console`'s options.
+#[derive(clap::Parser, Debug)]
+#[command(about = "A board's serial line with the hypervisor's defmt log decoded; typing reaches the board", disable_version_flag = true)]
+struct ConsoleOpts {
+    /// The serial device, e.g. /dev/ttyUSB0.
+    device: PathBuf,
+    /// Its speed (8N1, raw).
+    #[arg(long, value_name = "N", default_value_t = 115_200)]
+    baud: u32,
+    /// The kernel ELF whose defmt table decodes the log (default: this build's).
+    #[arg(long, value_name = "KERNEL-ELF")]
+    elf: Option<PathBuf>,
+}
+
 pub fn console_cli(argv: &[String]) -> Result<u8, String> {
-    let (mut dev, mut baud, mut elf) = (None, 115_200u32, None);
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--baud" => baud = it.next().and_then(|v| v.parse().ok()).ok_or("--baud needs a number")?,
-            "--elf" => elf = Some(PathBuf::from(it.next().ok_or("--elf needs a path")?)),
-            d if dev.is_none() && !d.starts_with('-') => dev = Some(PathBuf::from(d)),
-            other => return Err(format!("console: unexpected argument '{other}' (usage: console DEVICE [--baud N] [--elf KERNEL-ELF])")),
-        }
-    }
-    let dev = dev.ok_or("console: name the serial device, e.g. /dev/ttyUSB0")?;
+    let Some(ConsoleOpts { device: dev, baud, elf }) = crate::parse_cli::<ConsoleOpts>("console", argv)? else { return Ok(0) };
     // The kernel on the card must be this build: its defmt table decodes the log.
     let elf = match elf {
         Some(e) => e,

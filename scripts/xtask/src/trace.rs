@@ -84,18 +84,21 @@ pub fn save(transcript: &str, path: &Path) -> Result<usize, String> {
 }
 
 /// `cargo xtask plot FILE... [--out SVG]`.
+/// `cargo xtask plot`'s options.
+#[derive(clap::Parser, Debug)]
+#[command(about = "Draw traces from `cargo xtask run --trace`: memory populated, bytes cleaned, traps over time", disable_version_flag = true)]
+struct PlotOpts {
+    /// The traces (CSV), one line per guest and trace.
+    #[arg(required = true, value_name = "TRACE.csv")]
+    files: Vec<PathBuf>,
+    /// The picture (default: the first trace's name with .svg).
+    #[arg(long, value_name = "FILE.svg")]
+    out: Option<PathBuf>,
+}
+
 pub fn plot_cli(argv: &[String]) -> Result<u8, String> {
-    let mut files = Vec::new();
-    let mut out = None;
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = Some(PathBuf::from(it.next().ok_or("plot: --out needs a file")?)),
-            f if !f.starts_with("--") => files.push(PathBuf::from(f)),
-            other => return Err(format!("plot: unknown option '{other}' (usage: plot TRACE.csv... [--out FILE.svg])")),
-        }
-    }
-    let first = files.first().ok_or("usage: plot TRACE.csv... [--out FILE.svg] (traces from `cargo xtask run --trace FILE`)")?;
+    let Some(PlotOpts { files, out }) = crate::parse_cli::<PlotOpts>("plot", argv)? else { return Ok(0) };
+    let first = &files[0];
     let out = out.unwrap_or_else(|| first.with_extension("svg"));
     let mut traces = Vec::new();
     for f in &files {
