@@ -131,36 +131,20 @@ impl LogLimit {
     }
 }
 
-/// Why [`Vm::cache_maint`] failed.
+/// Why a component's request ([`Vm::cache_maint`], [`Vm::fill_step`])
+/// failed: the component's own error, or it named memory outside the VM's
+/// (a line said so).
 #[derive(Debug)]
-pub enum CmError {
-    Cm(cache_maint::Error),
-    /// It named memory outside the VM's (a line said so).
+pub enum CompError<E> {
+    Comp(E),
     Scope,
 }
 
-impl core::fmt::Display for CmError {
+impl<E: core::fmt::Display> core::fmt::Display for CompError<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            CmError::Cm(e) => write!(f, "{e}"),
-            CmError::Scope => f.write_str(SCOPE_BUG),
-        }
-    }
-}
-
-/// Why [`Vm::fill_step`] failed.
-#[derive(Debug)]
-pub enum FillError {
-    Pod(pod::PodError),
-    /// It named memory outside the VM's (a line said so).
-    Scope,
-}
-
-impl core::fmt::Display for FillError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            FillError::Pod(e) => write!(f, "{e}"),
-            FillError::Scope => f.write_str(SCOPE_BUG),
+            CompError::Comp(e) => write!(f, "{e}"),
+            CompError::Scope => f.write_str(SCOPE_BUG),
         }
     }
 }
@@ -261,7 +245,7 @@ impl<P: Platform> Vm<P> {
     /// Hand a request to this VM's cache-maintenance service, with the
     /// pager as what a clean walks and the platform's cache and TLB
     /// operations.
-    pub fn cache_maint(&mut self, plat: &mut P, req: cache_maint::Request) -> Result<cache_maint::Reply, CmError> {
+    pub fn cache_maint(&mut self, plat: &mut P, req: cache_maint::Request) -> Result<cache_maint::Reply, CompError<cache_maint::Error>> {
         let hw = RefCell::new(plat.hw(self.pager.vttbr(), self.memory.clone(), false));
         let (mut cache, mut tlb) = (CacheHalf(&hw), TlbHalf(&hw));
         // TEST ONLY (`fault=clean-skips-walk`): every clean finds nothing.
@@ -271,14 +255,14 @@ impl<P: Platform> Vm<P> {
         let refused = hw.into_inner().refused();
         if refused != 0 {
             scope_broken(plat, &self.name, refused);
-            return Err(CmError::Scope);
+            return Err(CompError::Scope);
         }
-        r.map_err(CmError::Cm)
+        r.map_err(CompError::Comp)
     }
 
     /// One step of the fill vCPU `v` waits for. `Ok(true)`: its block is
     /// mapped (or another step finished it), so it may run.
-    pub fn fill_step(&mut self, plat: &mut P, v: usize) -> Result<bool, FillError> {
+    pub fn fill_step(&mut self, plat: &mut P, v: usize) -> Result<bool, CompError<pod::PodError>> {
         let Some(chunk) = self.fills[v] else { return Ok(true) };
         let mut hw = self.pod_fault_hw(plat);
         let r = self.pod.fill_step(&mut self.pager, &mut hw, chunk);
@@ -286,9 +270,9 @@ impl<P: Platform> Vm<P> {
         drop(hw);
         if refused != 0 {
             scope_broken(plat, &self.name, refused);
-            return Err(FillError::Scope);
+            return Err(CompError::Scope);
         }
-        let done = !matches!(r.map_err(FillError::Pod)?, pod::Outcome::Filling { .. });
+        let done = !matches!(r.map_err(CompError::Comp)?, pod::Outcome::Filling { .. });
         if done {
             self.fills[v] = None;
         }
