@@ -8,13 +8,16 @@ use crate::pcpu::Kernel;
 
 #[unsafe(no_mangle)]
 extern "C" fn lower_sync(frame: &mut TrapFrame) {
+    crate::prof::start();
     let pcpu = arch::cpu_id();
     let s = dispatch::Syndrome { esr: sysreg_read!("esr_el2"), far: sysreg_read!("far_el2"), hpfar: sysreg_read!("hpfar_el2") };
-    if !hyp().trap(&mut Kernel, pcpu, frame, s) {
+    let fast = hyp().trap(&mut Kernel, pcpu, frame, s);
+    if !fast {
         hyp::leave(pcpu, frame);
     }
     crate::console::drain();
     crate::hw::preempt_point();
+    crate::prof::end(fast);
 }
 
 #[unsafe(no_mangle)]

@@ -183,6 +183,15 @@ impl Platform for Kernel {
         crate::hw::pmu0()
     }
 
+    fn profile(&mut self, p: dispatch::Prof) {
+        match p {
+            dispatch::Prof::Kind(k) => crate::prof::kind(k as usize),
+            dispatch::Prof::Locked => crate::prof::point(1),
+            dispatch::Prof::Handled => crate::prof::point(2),
+            dispatch::Prof::Resumed => crate::prof::point(3),
+        }
+    }
+
     fn pod_fault_cost(&mut self, n: u64) {
         crate::hw::POD_FAULT_INSNS.fetch_add(n, core::sync::atomic::Ordering::Relaxed);
     }

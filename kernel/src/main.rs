@@ -21,6 +21,7 @@ mod hw;
 mod hyp;
 mod irq;
 mod power;
+mod prof;
 mod uart;
 mod vm;
 

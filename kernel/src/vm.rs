@@ -555,6 +555,7 @@ pub fn print_summary(vm: &Vm) {
         c.hvc,
         c.wfi
     );
+    crate::prof::print();
     let f: [u64; 4] = core::array::from_fn(|i| crate::hw::FILL_INSNS[i].load(core::sync::atomic::Ordering::Relaxed));
     let pod_fault = crate::hw::POD_FAULT_INSNS.load(core::sync::atomic::Ordering::Relaxed);
     // Only a benchmark guest runs the PMU counter these come from.

@@ -29,6 +29,20 @@ pub enum GuestEvent {
     Stage2Fault { fsc: u8, ipa: u64 },
 }
 
+/// A point of the trap path, for a profiling platform: the trap's kind
+/// (once decoded), or where a segment ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prof {
+    /// 0 HVC, 1 set/way, 2 VM register, 3 stage-2 abort, 4 anything else.
+    Kind(u8),
+    /// Its VM's lock is taken.
+    Locked,
+    /// The trap is handled.
+    Handled,
+    /// The checks before the vCPU goes on are done.
+    Resumed,
+}
+
 /// When the loaded vCPU's EL1 timers would end a WFI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerWake {
@@ -197,4 +211,8 @@ pub trait Platform: Sized {
     }
     /// What one PoD fault cost, in [`Platform::pmu`] units.
     fn pod_fault_cost(&mut self, _n: u64) {}
+    /// A profiling point of the trap path (a measuring aid; nothing by
+    /// default).
+    #[inline(always)]
+    fn profile(&mut self, _p: Prof) {}
 }

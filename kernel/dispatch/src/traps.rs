@@ -9,7 +9,7 @@ use vcpu_sched::{Scheduler, VcpuRef};
 
 use crate::frame::TrapFrame;
 use crate::hyp::Hyp;
-use crate::platform::{AbortKind, Devices, GuestEvent, Out, Platform, TimerWake};
+use crate::platform::{AbortKind, Devices, GuestEvent, Out, Platform, Prof, TimerWake};
 use crate::vm::{scope_broken, Power, Vm};
 
 /// A synchronous exception from a guest, with its syndrome registers.
@@ -28,8 +28,12 @@ impl<P: Platform> Hyp<P> {
     pub fn trap(&self, plat: &mut P, pcpu: usize, frame: &mut TrapFrame, s: Syndrome) -> bool {
         let Some(v) = self.loaded(pcpu) else { return false };
         let mut vm = self.vm(v.vm as usize);
+        plat.profile(Prof::Locked);
         let resched = self.handle(plat, &mut vm, pcpu, v, frame, s);
-        self.resume(plat, pcpu, v, &mut vm, resched)
+        plat.profile(Prof::Handled);
+        let go_on = self.resume(plat, pcpu, v, &mut vm, resched);
+        plat.profile(Prof::Resumed);
+        go_on
     }
 
     /// True when it called the scheduler on `pcpu` (WFI/WFE, CPU_OFF).
@@ -41,7 +45,15 @@ impl<P: Platform> Hyp<P> {
             frame.skip(esr);
             return false;
         }
-        match trap::decode(esr, far, hpfar) {
+        let t = trap::decode(esr, far, hpfar);
+        plat.profile(Prof::Kind(match t {
+            Trap::Hvc { .. } => 0,
+            Trap::SetWay { .. } => 1,
+            Trap::VmReg { .. } => 2,
+            Trap::DataAbort(_) | Trap::InstrAbort(_) => 3,
+            _ => 4,
+        }));
+        match t {
             Trap::Hvc { imm } => {
                 vm.counters.hvc += 1;
                 return self.call(plat, vm, v, frame, imm);

@@ -113,9 +113,43 @@ pub fn bench() -> Result<u8, String> {
     std::fs::write(&out, &json).map_err(|e| e.to_string())?;
     println!("{json}");
     println!("(written to {})", out.display());
+    println!();
+    profile()?;
     if std::env::var_os("BENCH_NO_LINUX").is_none() {
         println!();
         crate::boot_bench::linux_boot(3)?;
     }
     Ok(0)
+}
+
+/// The PoD run again on the kernel built with feature `profile`: where
+/// each kind of trap spends its instructions inside the hypervisor.
+fn profile() -> Result<(), String> {
+    let a = Args {
+        icount: true,
+        guest: "bench".into(),
+        mem: 256 << 20,
+        bootargs: "pmu=passthrough guest0.sw=yes guest0.populate=demand".into(),
+        timeout_s: 300,
+        profile_kernel: true,
+        ..Args::default()
+    };
+    let r = run(&a, &[GuestSpec::from_args(&a)], false)?;
+    if !r.all_ok() {
+        return Err(format!("bench guest failed on the profiling kernel\n{}", r.transcript));
+    }
+    println!(
+        "Inside the hypervisor, per trap (kernel with feature `profile`, whose HVC round trip is {} and TVM trap {}; instructions, averages):",
+        value(&r, "hvc_insns")?,
+        value(&r, "tvm_trap_insns")?
+    );
+    println!("| trap | traps (+ through the run loop) | entry to VM lock | decode + component | resume checks | exit | sum |");
+    println!("|---|---|---|---|---|---|---|");
+    for line in r.transcript.lines().filter_map(|l| l.trim().strip_prefix("hyp: profile ")) {
+        let kv: BTreeMap<&str, &str> = line.split_whitespace().filter_map(|w| w.split_once('=')).collect();
+        let n = |k: &str| kv.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let sum = n("entry") + n("handle") + n("resume") + n("exit");
+        println!("| {} | {} (+{}) | {} | {} | {} | {} | {} |", kv.get("kind").unwrap_or(&"?"), n("n"), n("slow"), n("entry"), n("handle"), n("resume"), n("exit"), sum);
+    }
+    Ok(())
 }

@@ -54,6 +54,14 @@ pub fn kernel_faults() -> Result<PathBuf, String> {
     cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
 }
 
+/// A measuring aid: the kernel built with feature `profile` (where a
+/// trap's instructions go, printed with the summary), in its own target
+/// dir. Only `cargo xtask bench` builds it.
+pub fn kernel_profile() -> Result<PathBuf, String> {
+    let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
+    cargo_build_in(&root().join("target/bare-profile"), "kernel", "bare,profile", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+}
+
 /// The bootable image of a kernel ELF: its arm64 Image (header first),
 /// padded to the header's `image_size` so that whatever a loader puts right
 /// after the file (the RPi firmware's `initramfs ... followkernel`) lies

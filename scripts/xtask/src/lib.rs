@@ -100,6 +100,8 @@ pub struct Args {
     /// Boot the test-only fault-injection build (`fault=` boot argument;
     /// the oracle's negative controls). Not a CLI option.
     pub faults_kernel: bool,
+    /// The profiling kernel (`cargo xtask bench`'s breakdown).
+    pub profile_kernel: bool,
     /// Typed at the console once the output holds `after` `times` times
     /// (tests). Without it, an interactive terminal's input reaches the
     /// console.
@@ -155,6 +157,7 @@ impl Default for Args {
             gdb: false,
             oracle: false,
             faults_kernel: false,
+            profile_kernel: false,
             more_guests: Vec::new(),
             hwdom: false,
             disk: false,

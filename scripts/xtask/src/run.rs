@@ -357,7 +357,13 @@ fn work_dir() -> PathBuf {
 /// exits or the timeout passes. With `echo`, the console is shown live.
 pub fn run(a: &Args, guests: &[GuestSpec], echo: bool) -> Result<RunResult, String> {
     let board = Board::parse(&a.board)?;
-    let kernel = if a.faults_kernel { build::kernel_faults()? } else { build::kernel()? };
+    let kernel = if a.faults_kernel {
+        build::kernel_faults()?
+    } else if a.profile_kernel {
+        build::kernel_profile()?
+    } else {
+        build::kernel()?
+    };
     // Each guest's image (and ramdisk), placed one after another, 2 MiB
     // aligned, from the board's module base.
     let resolved = crate::bundle::resolve(guests)?;
