@@ -3,7 +3,8 @@
 //! target/bare-profile; every other build has empty functions here). PMU
 //! counter 0, which the bench guest runs for instructions retired at EL2
 //! too, is read at a few points of each trap; the segments between them
-//! are summed per trap kind and printed with the summary.
+//! are summed per trap kind and printed with the summary. The state is
+//! global, not per pCPU: the bench boots one pCPU.
 //!
 //! Segments: `entry` (from `lower_sync` to the VM's lock taken), `handle`
 //! (decode, the component, its reply applied), `resume` (the checks before

@@ -249,14 +249,20 @@ impl<T: Translation<Stage2Attributes>> TableFormat for A64Table<T> {
             .map_err(|_| FormatError::Rejected { ipa })
     }
 
-    fn set_chunk_accessed(&mut self, chunk: u64) -> Result<(), FormatError> {
+    fn set_chunk_accessed(&mut self, chunk: u64, on: bool) -> Result<(), FormatError> {
+        let (set, clear) = if on {
+            (Stage2Attributes::ACCESS_FLAG, Stage2Attributes::empty())
+        } else {
+            (Stage2Attributes::empty(), Stage2Attributes::ACCESS_FLAG)
+        };
         // One walk over the chunk's entry: its block, or each entry of its
-        // page table (a 2 MiB aligned range splits nothing).
+        // page table (with a leaf in the chunk, the tables above exist, so
+        // a 2 MiB aligned range splits and allocates nothing).
         self.map
             .modify_range(&region(chunk, BLOCK_SIZE), &|_, d| {
                 let fl = d.flags();
                 if fl.contains(Stage2Attributes::VALID) && fl.bits() & OUTER_ATTR_MASK != 0 {
-                    d.modify_flags(Stage2Attributes::ACCESS_FLAG, Stage2Attributes::empty())
+                    d.modify_flags(set, clear)
                 } else {
                     Ok(())
                 }

@@ -126,12 +126,14 @@ pub trait TableFormat {
     /// Precondition: such a valid leaf exists there.
     fn set_accessed(&mut self, ipa: u64, size: LeafSize, on: bool) -> Result<(), FormatError>;
 
-    /// Sets the access flag of every valid Normal leaf in the 2 MiB chunk
-    /// at `chunk` (2 MiB aligned). Backends override this with one walk.
-    fn set_chunk_accessed(&mut self, chunk: u64) -> Result<(), FormatError> {
+    /// Sets (`on`) or clears the access flag of every valid Normal leaf in
+    /// the 2 MiB chunk at `chunk` (2 MiB aligned). Precondition: a leaf
+    /// exists in the chunk (so the tables above it do, and nothing is
+    /// allocated or split). Backends override this with one walk.
+    fn set_chunk_accessed(&mut self, chunk: u64, on: bool) -> Result<(), FormatError> {
         let (mut pages, mut block) = ([0u64; 8], false);
         self.walk(chunk, chunk + BLOCK_SIZE, &mut |l| {
-            if l.attrs == MemAttrs::Normal && !l.accessed {
+            if l.attrs == MemAttrs::Normal && l.accessed != on {
                 match l.size {
                     LeafSize::Block2M => block = true,
                     LeafSize::Page4K => {
@@ -143,14 +145,14 @@ pub trait TableFormat {
             ControlFlow::Continue(())
         });
         if block {
-            self.set_accessed(chunk, LeafSize::Block2M, true)?;
+            self.set_accessed(chunk, LeafSize::Block2M, on)?;
         }
         for (w, bits) in pages.iter().enumerate() {
             let mut bits = *bits;
             while bits != 0 {
                 let k = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.set_accessed(chunk + k as u64 * PAGE_SIZE, LeafSize::Page4K, true)?;
+                self.set_accessed(chunk + k as u64 * PAGE_SIZE, LeafSize::Page4K, on)?;
             }
         }
         Ok(())

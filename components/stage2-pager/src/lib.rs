@@ -659,7 +659,7 @@ impl<F: TableFormat> Pager<F> {
         if l.accessed {
             return Ok(AccessFlag::AlreadySet);
         }
-        self.table.set_chunk_accessed(align_down(l.ipa, BLOCK_SIZE))?;
+        self.table.set_chunk_accessed(align_down(l.ipa, BLOCK_SIZE), true)?;
         Ok(AccessFlag::Set)
     }
 
@@ -769,8 +769,8 @@ impl<F: TableFormat> CleanSource for Pager<F> {
             if base >= hi {
                 break;
             }
-            // Clear AF on each accessed Normal leaf of the chunk. A block is
-            // one leaf; pages are found with one walk, then cleared.
+            // Clear AF on the chunk's Normal leaves in one walk; the TLB
+            // entries of those that had it are invalidated below.
             let mut pages = [0u64; 8];
             let mut block = false;
             self.table.walk(base, base + BLOCK_SIZE, &mut |l| {
@@ -784,35 +784,24 @@ impl<F: TableFormat> CleanSource for Pager<F> {
                 }
                 ControlFlow::Continue(())
             });
+            if !block && pages.iter().all(|&w| w == 0) {
+                self.touched.remove(c);
+                i = c + 1;
+                continue;
+            }
+            // Backend errors cannot happen on a chunk with a leaf just
+            // found; if one did, the chunk stays touched (safe: it will be
+            // cleaned again).
+            let ok = self.table.set_chunk_accessed(base, false).is_ok();
             if block {
-                // Backend errors cannot happen on a leaf just found; if one
-                // did, the chunk stays touched (safe: it will be cleaned).
-                if self
-                    .table
-                    .set_accessed(base, LeafSize::Block2M, false)
-                    .is_err()
-                {
-                    i = c + 1;
-                    continue;
-                }
                 batch.add(base);
             }
-            let mut ok = true;
             for (w, bits) in pages.iter().enumerate() {
                 let mut bits = *bits;
                 while bits != 0 {
                     let k = w * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    let page = base + k as u64 * PAGE_SIZE;
-                    if self
-                        .table
-                        .set_accessed(page, LeafSize::Page4K, false)
-                        .is_ok()
-                    {
-                        batch.add(page);
-                    } else {
-                        ok = false;
-                    }
+                    batch.add(base + k as u64 * PAGE_SIZE);
                 }
             }
             if ok {

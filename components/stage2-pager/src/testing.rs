@@ -65,7 +65,7 @@ pub enum Event {
     /// `TableFormat::set_accessed`.
     Accessed { ipa: u64, size: LeafSize, on: bool },
     /// `TableFormat::set_chunk_accessed`.
-    ChunkAccessed { chunk: u64 },
+    ChunkAccessed { chunk: u64, on: bool },
     /// `TableFormat::remove_page_table`.
     RemoveTable { ipa: u64 },
 }
@@ -138,9 +138,9 @@ impl<F: TableFormat> TableFormat for RecordingTable<F> {
         self.push(Event::Accessed { ipa, size, on });
         self.inner.set_accessed(ipa, size, on)
     }
-    fn set_chunk_accessed(&mut self, chunk: u64) -> Result<(), FormatError> {
-        self.push(Event::ChunkAccessed { chunk });
-        self.inner.set_chunk_accessed(chunk)
+    fn set_chunk_accessed(&mut self, chunk: u64, on: bool) -> Result<(), FormatError> {
+        self.push(Event::ChunkAccessed { chunk, on });
+        self.inner.set_chunk_accessed(chunk, on)
     }
     fn has_page_table(&self, ipa: u64) -> bool {
         self.inner.has_page_table(ipa)
@@ -312,6 +312,9 @@ impl BbmChecker {
                     on: false,
                 } => {
                     self.stale.push((ipa, ipa + size.bytes()));
+                }
+                Event::ChunkAccessed { chunk, on: false } => {
+                    self.stale.push((chunk, chunk + BLOCK_SIZE));
                 }
                 Event::RemoveTable { ipa } => {
                     let c = ipa & !(BLOCK_SIZE - 1);

@@ -173,7 +173,7 @@ mod tests {
 
 /// `cargo xtask disk`'s options.
 #[derive(clap::Parser, Debug)]
-#[command(about = "Build the hardware domain's ext4 test disk; prints its path", disable_version_flag = true)]
+#[command(about = "Build the hardware domain's ext4 test disk; prints its path", disable_version_flag = true, args_override_self = true)]
 struct DiskOpts {
     /// Whose modules it carries.
     #[arg(value_parser = ["arm64", "armhf"], default_value = "arm64")]

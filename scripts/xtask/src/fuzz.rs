@@ -33,11 +33,9 @@ fn build() -> Result<PathBuf, String> {
     Ok(root().join("target/fuzz").join(HOST).join("release"))
 }
 
-/// Run `only` (or every target) for `runs` executions each. Returns the
-/// exit status: non-zero when a target crashed or did not finish.
 /// `cargo xtask fuzz`'s options.
 #[derive(clap::Parser, Debug)]
-#[command(about = "Coverage-guided fuzzing (libFuzzer on stable) of the parsers a guest or a board can feed", disable_version_flag = true)]
+#[command(about = "Coverage-guided fuzzing (libFuzzer on stable) of the parsers a guest or a board can feed", disable_version_flag = true, args_override_self = true)]
 struct FuzzOpts {
     /// One target (default: all of them).
     #[arg(value_parser = TARGETS.to_vec())]
@@ -47,6 +45,8 @@ struct FuzzOpts {
     runs: u64,
 }
 
+/// Run `only` (or every target) for `runs` executions each. Returns the
+/// exit status: non-zero when a target crashed or did not finish.
 pub fn fuzz(argv: &[String]) -> Result<u8, String> {
     let Some(FuzzOpts { target, runs }) = crate::parse_cli::<FuzzOpts>("fuzz", argv)? else { return Ok(0) };
     let only = target.as_deref();

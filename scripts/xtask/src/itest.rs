@@ -652,11 +652,9 @@ fn linux_arm64_3g() -> Result<(), String> {
     check(kib > 5 * (1 << 20) / 2, &format!("the guest sees {kib} kB, not about 3 GiB"), &r)
 }
 
-/// `cargo xtask itest [--board qemu-virt|rpi4] [FILTER]`. On rpi4 (QEMU
-/// raspi4b) the tests in [`ON_RPI4`] run there, then [`RPI4_ONLY`].
 /// `cargo xtask itest`'s options.
 #[derive(clap::Parser, Debug)]
-#[command(about = "The QEMU integration tests (each boots the hypervisor with guests and checks what it prints)", disable_version_flag = true)]
+#[command(about = "The QEMU integration tests (each boots the hypervisor with guests and checks what it prints)", disable_version_flag = true, args_override_self = true)]
 struct ItestOpts {
     /// The board QEMU models: qemu-virt, or rpi4 (raspi4b: the tests that run there).
     #[arg(long, value_name = "BOARD", default_value = "qemu-virt")]
@@ -665,6 +663,8 @@ struct ItestOpts {
     filter: Option<String>,
 }
 
+/// `cargo xtask itest [--board qemu-virt|rpi4] [FILTER]`. On rpi4 (QEMU
+/// raspi4b) the tests in [`ON_RPI4`] run there, then [`RPI4_ONLY`].
 pub fn run_all(argv: &[String]) -> Result<u8, String> {
     let Some(o) = crate::parse_cli::<ItestOpts>("itest", argv)? else { return Ok(0) };
     let board = crate::run::Board::parse(&o.board)?;

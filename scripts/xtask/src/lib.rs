@@ -219,6 +219,33 @@ pub fn parse_cli<T: clap::Parser>(cmd: &str, argv: &[String]) -> Result<Option<T
     }
 }
 
+/// The commands that take no options, and what each does (their `--help`).
+pub fn plain_command(cmd: &str) -> Option<&'static str> {
+    Some(match cmd {
+        "build" => "Build the kernel and the test guests",
+        "layers" => "The kernel's module graph; fails on a cycle or on a module naming an item of main.rs",
+        "soak" => "The cache-model property test at 10^5 cases",
+        "bench" => "Deterministic instruction counts of each trap path, a profile of them, then Linux boot times (BENCH_NO_LINUX=1 skips those)",
+        "guests" => "List the test guests",
+        _ => return None,
+    })
+}
+
+/// A command without options: `Ok(true)` to go on, `Ok(false)` when
+/// `--help` was asked for (and printed). Anything else is one line.
+pub fn parse_plain(cmd: &str, about: &'static str, argv: &[String]) -> Result<bool, String> {
+    let name = format!("cargo xtask {cmd}");
+    let c = clap::Command::new("xtask").bin_name(name.clone()).about(about).disable_version_flag(true);
+    match c.try_get_matches_from(std::iter::once(name.as_str()).chain(argv.iter().map(String::as_str))) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            print!("{e}");
+            Ok(false)
+        }
+        Err(e) => Err(one_line(&e, cmd)),
+    }
+}
+
 /// `cargo xtask run`'s options, as clap reads them.
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -435,6 +462,13 @@ mod tests {
         assert_eq!(crate::serial::console_cli(&v(&["--help"])), Ok(0));
         assert_eq!(crate::disk::disk_cli(&v(&["--help"])), Ok(0));
         assert!(crate::image::ImageArgs::parse_cli(&v(&["--help"])).unwrap().is_none());
+        for cmd in ["build", "layers", "soak", "bench", "guests"] {
+            let about = crate::plain_command(cmd).unwrap();
+            assert_eq!(crate::parse_plain(cmd, about, &v(&["--help"])), Ok(false));
+            assert_eq!(crate::parse_plain(cmd, about, &v(&[])), Ok(true));
+            let e = crate::parse_plain(cmd, about, &v(&["--fast"])).unwrap_err();
+            assert!(e.contains(&format!("cargo xtask {cmd} --help")) && !e.contains('\n'), "{cmd}: {e}");
+        }
         for (name, e) in [
             ("itest", crate::itest::run_all(&v(&["--bogus"]))),
             ("fuzz", crate::fuzz::fuzz(&v(&["nope"]))),

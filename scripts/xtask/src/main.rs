@@ -61,6 +61,17 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &argv[1..];
+    // Commands without options still take --help, and refuse anything else.
+    if let Some(about) = xtask::plain_command(&cmd) {
+        match xtask::parse_plain(&cmd, about, rest) {
+            Ok(true) => {}
+            Ok(false) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let result = match cmd.as_str() {
         "build" => xtask::build::build_all().map(|_| 0),
         "run" if rest.iter().any(|a| a == "--help" || a == "-h") => {

@@ -9,10 +9,9 @@ use std::process::Command;
 
 use crate::demux::{render, Demux};
 
-/// `console DEVICE [--baud N] [--elf PATH]`.
 /// `cargo xtask console`'s options.
 #[derive(clap::Parser, Debug)]
-#[command(about = "A board's serial line with the hypervisor's defmt log decoded; typing reaches the board", disable_version_flag = true)]
+#[command(about = "A board's serial line with the hypervisor's defmt log decoded; typing reaches the board", disable_version_flag = true, args_override_self = true)]
 struct ConsoleOpts {
     /// The serial device, e.g. /dev/ttyUSB0.
     device: PathBuf,
@@ -24,6 +23,7 @@ struct ConsoleOpts {
     elf: Option<PathBuf>,
 }
 
+/// `console DEVICE [--baud N] [--elf PATH]`.
 pub fn console_cli(argv: &[String]) -> Result<u8, String> {
     let Some(ConsoleOpts { device: dev, baud, elf }) = crate::parse_cli::<ConsoleOpts>("console", argv)? else { return Ok(0) };
     // The kernel on the card must be this build: its defmt table decodes the log.

@@ -83,10 +83,9 @@ pub fn save(transcript: &str, path: &Path) -> Result<usize, String> {
     Ok(rows.len())
 }
 
-/// `cargo xtask plot FILE... [--out SVG]`.
 /// `cargo xtask plot`'s options.
 #[derive(clap::Parser, Debug)]
-#[command(about = "Draw traces from `cargo xtask run --trace`: memory populated, bytes cleaned, traps over time", disable_version_flag = true)]
+#[command(about = "Draw traces from `cargo xtask run --trace`: memory populated, bytes cleaned, traps over time", disable_version_flag = true, args_override_self = true)]
 struct PlotOpts {
     /// The traces (CSV), one line per guest and trace.
     #[arg(required = true, value_name = "TRACE.csv")]
@@ -96,6 +95,7 @@ struct PlotOpts {
     out: Option<PathBuf>,
 }
 
+/// `cargo xtask plot FILE... [--out SVG]`.
 pub fn plot_cli(argv: &[String]) -> Result<u8, String> {
     let Some(PlotOpts { files, out }) = crate::parse_cli::<PlotOpts>("plot", argv)? else { return Ok(0) };
     let first = &files[0];
