@@ -28,7 +28,10 @@
 //! only changes pins, never what runs). That is sound because a running vCPU `v` of VM
 //! `x` stops being current on its pCPU only by that pCPU's own scheduler
 //! calls, or by a block under `x`'s lock that also stops or restarts `x`
-//! (which the end of the trap checks).
+//! (which the end of the trap checks). It also asks cache-maint for the
+//! vCPU's trap bits and its right to run only when the handler made a
+//! cache-maint request: both are per vCPU and change only by the vCPU's
+//! own requests (a `debug_assert` checks it in host tests).
 
 use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
@@ -534,8 +537,10 @@ impl<P: Platform> Hyp<P> {
     /// The common case at the end of a trap of `v` (its VM locked): it may
     /// simply go on. False when [`Hyp::step`] has work to do. `resched`:
     /// the handler called the scheduler, so `v` may no longer be current
-    /// (see the module docs for why nothing else can change that).
-    pub(crate) fn resume(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>, resched: bool) -> bool {
+    /// (see the module docs for why nothing else can change that). `cm`:
+    /// the handler made a cache-maint request for `v`, the only thing that
+    /// changes its trap bits or makes it wait for a clean.
+    pub(crate) fn resume(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &mut Vm<P>, resched: bool, cm: bool) -> bool {
         if resched && self.core.lock().sched.current(pcpu) != Some(v) {
             return false;
         }
@@ -546,10 +551,21 @@ impl<P: Platform> Hyp<P> {
         if self.loaded(pcpu) != Some(v) {
             return false;
         }
-        if vm.finished() || vm.restart_pending || vm.fills.get(v.vcpu as usize).copied().flatten().is_some() || vm.cm.may_run(VcpuId(v.vcpu)).is_err() {
+        if vm.finished() || vm.restart_pending || vm.fills.get(v.vcpu as usize).copied().flatten().is_some() {
             return false;
         }
-        self.refresh_hcr(plat, pcpu, v, vm);
+        debug_assert!(cm || vm.cm.may_run(VcpuId(v.vcpu)).is_ok(), "a vCPU waits for a clean it did not ask for in this trap");
+        debug_assert!(cm || vm.hcr(v.vcpu as usize) == self.local[pcpu].hcr_now.load(Ordering::Relaxed), "trap bits changed without a cache-maint request");
+        if cm {
+            // Its trap bits come with the token that lets it run.
+            let Ok(t) = vm.cm.may_run(VcpuId(v.vcpu)) else { return false };
+            let hcr = vm.hcr_with(t.hcr());
+            let now = &self.local[pcpu].hcr_now;
+            if hcr != now.load(Ordering::Relaxed) {
+                plat.set_hcr(hcr);
+                now.store(hcr, Ordering::Relaxed);
+            }
+        }
         self.on_entry(plat, pcpu, v, vm);
         true
     }

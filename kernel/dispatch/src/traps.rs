@@ -29,15 +29,21 @@ impl<P: Platform> Hyp<P> {
         let Some(v) = self.loaded(pcpu) else { return false };
         let mut vm = self.vm(v.vm as usize);
         plat.profile(Prof::Locked);
-        let resched = self.handle(plat, &mut vm, pcpu, v, frame, s);
+        // Only a request to cache-maint changes the trapping vCPU's trap
+        // bits or makes it wait for a clean (both are per vCPU, and only
+        // its own requests change them); other traps skip those checks.
+        let mut cm = false;
+        let resched = self.handle(plat, &mut vm, pcpu, v, frame, s, &mut cm);
         plat.profile(Prof::Handled);
-        let go_on = self.resume(plat, pcpu, v, &mut vm, resched);
+        let go_on = self.resume(plat, pcpu, v, &mut vm, resched, cm);
         plat.profile(Prof::Resumed);
         go_on
     }
 
     /// True when it called the scheduler on `pcpu` (WFI/WFE, CPU_OFF).
-    fn handle(&self, plat: &mut P, vm: &mut Vm<P>, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, s: Syndrome) -> bool {
+    /// `cm` is set when it made a cache-maint request for `v`.
+    #[allow(clippy::too_many_arguments)]
+    fn handle(&self, plat: &mut P, vm: &mut Vm<P>, pcpu: usize, v: VcpuRef, frame: &mut TrapFrame, s: Syndrome, cm: &mut bool) -> bool {
         let Syndrome { esr, far, hpfar } = s;
         let vmi = v.vm as usize;
         // AArch32 guests: a trapped instruction whose condition fails is skipped.
@@ -70,6 +76,7 @@ impl<P: Platform> Hyp<P> {
                 };
                 let level = trap::sw_level(frame.guest_reg(rt));
                 frame.skip(esr);
+                *cm = true;
                 self.cache_request(plat, vm, v, CmRequest::SetWay { vcpu: VcpuId(v.vcpu), op, level });
             }
             Trap::VmReg { reg, rt, rt2, write: true } => {
@@ -86,6 +93,7 @@ impl<P: Platform> Hyp<P> {
                     (cache_maint::VmReg::Other(0), value, 0)
                 };
                 frame.skip(esr);
+                *cm = true;
                 self.cache_request(plat, vm, v, CmRequest::VmRegWrite { vcpu: VcpuId(v.vcpu), reg: policy_reg, value, old, sctlr: plat.sctlr() });
             }
             Trap::DataAbort(da) => self.data_abort(plat, vm, v, frame, esr, &da, false),

@@ -310,7 +310,11 @@ impl<P: Platform> Vm<P> {
 
     /// The HCR_EL2 value vCPU `v` runs with now.
     pub fn hcr(&self, v: usize) -> u64 {
-        let t = self.cm.hcr(VcpuId(v as u8)).unwrap_or(cache_maint::Hcr { tsw: true, tvm: true });
+        self.hcr_with(self.cm.hcr(VcpuId(v as u8)).unwrap_or(cache_maint::Hcr { tsw: true, tvm: true }))
+    }
+
+    /// The HCR_EL2 value for cache-maint's trap bits `t`.
+    pub fn hcr_with(&self, t: cache_maint::Hcr) -> u64 {
         let rw = if self.aarch32 { HCR_RW } else { 0 };
         (HCR_BASE & !rw) | if t.tsw { HCR_TSW } else { 0 } | if t.tvm { HCR_TVM } else { 0 }
     }
