@@ -96,7 +96,6 @@ impl Devices {
                 Err(_) => 0,
             };
             self.release_hw();
-            kick = kick.union(self.take_rerouted());
             r
         } else if (uart..uart + UART_SIZE).contains(&ipa) {
             let a = if write {
@@ -110,7 +109,7 @@ impl Devices {
                         self.out.push(b);
                     }
                     // A read may have made room for more typed input.
-                    kick = self.refill(Some(vcpu)).union(self.take_rerouted());
+                    kick = self.refill(Some(vcpu));
                     r.value as u64
                 }
                 Err(_) => 0,
@@ -129,7 +128,8 @@ impl Devices {
             }
             frame.set_guest_reg(acc.rt, v);
         }
-        Some(kick)
+        // And the vCPUs an SPI moved to when list registers folded back.
+        Some(kick.union(self.take_rerouted()))
     }
 
     /// Console input for this guest. `loaded_here`: its vCPU whose list

@@ -23,15 +23,20 @@ static WORK: [AtomicU64; dispatch::MAX_PCPUS] = [const { AtomicU64::new(0) }; di
 /// started (`max_nonpreempt_bytes` in the summary).
 pub static MAX_NONPREEMPT: AtomicU64 = AtomicU64::new(0);
 
+/// This pCPU's entry of [`WORK`].
+fn my_work() -> &'static AtomicU64 {
+    &WORK[arch::cpu_id() % dispatch::MAX_PCPUS]
+}
+
 fn work(len: u64) {
-    let w = &WORK[arch::cpu_id() % dispatch::MAX_PCPUS];
+    let w = my_work();
     w.store(w.load(Relaxed) + len, Relaxed);
 }
 
 /// This pCPU takes interrupts now: the work since its last point ends.
 #[inline]
 pub fn preempt_point() {
-    let w = &WORK[arch::cpu_id() % dispatch::MAX_PCPUS];
+    let w = my_work();
     let n = w.load(Relaxed);
     if n != 0 {
         w.store(0, Relaxed);
@@ -41,7 +46,7 @@ pub fn preempt_point() {
 
 /// Forget this pCPU's work so far (building VMs at boot, before guests run).
 pub fn forget_work() {
-    WORK[arch::cpu_id()].store(0, Relaxed);
+    my_work().store(0, Relaxed);
 }
 
 pub fn pmu0() -> u64 {

@@ -131,29 +131,8 @@ pub trait TableFormat {
     /// exists in the chunk (so the tables above it do, and nothing is
     /// allocated or split). Backends override this with one walk.
     fn set_chunk_accessed(&mut self, chunk: u64, on: bool) -> Result<(), FormatError> {
-        let (mut pages, mut block) = ([0u64; 8], false);
-        self.walk(chunk, chunk + BLOCK_SIZE, &mut |l| {
-            if l.attrs == MemAttrs::Normal && l.accessed != on {
-                match l.size {
-                    LeafSize::Block2M => block = true,
-                    LeafSize::Page4K => {
-                        let k = ((l.ipa - chunk) / PAGE_SIZE) as usize;
-                        pages[k / 64] |= 1 << (k % 64);
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        });
-        if block {
-            self.set_accessed(chunk, LeafSize::Block2M, on)?;
-        }
-        for (w, bits) in pages.iter().enumerate() {
-            let mut bits = *bits;
-            while bits != 0 {
-                let k = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                self.set_accessed(chunk + k as u64 * PAGE_SIZE, LeafSize::Page4K, on)?;
-            }
+        for (ipa, size) in ChunkFlips::of(self, chunk, on).leaves(chunk) {
+            self.set_accessed(ipa, size, on)?;
         }
         Ok(())
     }
@@ -166,4 +145,43 @@ pub trait TableFormat {
     /// invalid entry and frees it. Precondition: the table holds no valid
     /// leaf. The pager invalidates the TLB for that range right after.
     fn remove_page_table(&mut self, ipa: u64) -> Result<(), FormatError>;
+}
+
+/// The Normal leaves of one 2 MiB chunk whose access flag is not yet `on`:
+/// its block, or its pages (bit k of `pages` for page k), found in one walk.
+pub(crate) struct ChunkFlips {
+    block: bool,
+    pages: [u64; 8],
+}
+
+impl ChunkFlips {
+    pub(crate) fn of<T: TableFormat + ?Sized>(table: &T, chunk: u64, on: bool) -> Self {
+        let mut f = ChunkFlips { block: false, pages: [0; 8] };
+        table.walk(chunk, chunk + BLOCK_SIZE, &mut |l| {
+            if l.attrs == MemAttrs::Normal && l.accessed != on {
+                match l.size {
+                    LeafSize::Block2M => f.block = true,
+                    LeafSize::Page4K => {
+                        let k = ((l.ipa - chunk) / PAGE_SIZE) as usize;
+                        f.pages[k / 64] |= 1 << (k % 64);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        f
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.block && self.pages.iter().all(|&w| w == 0)
+    }
+
+    /// Each leaf's address and size: the block first, then the pages.
+    pub(crate) fn leaves(&self, chunk: u64) -> impl Iterator<Item = (u64, LeafSize)> + '_ {
+        let block = self.block.then_some((chunk, LeafSize::Block2M));
+        let pages = self.pages.iter().enumerate().flat_map(move |(w, &bits)| {
+            (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| (chunk + (w * 64 + b) as u64 * PAGE_SIZE, LeafSize::Page4K))
+        });
+        block.into_iter().chain(pages)
+    }
 }

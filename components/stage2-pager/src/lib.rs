@@ -89,6 +89,7 @@ pub use capabilities::{Stage2Cap, VmId};
 pub use format::{FormatError, Leaf, LeafSize, MemAttrs, TableFormat};
 
 use chunks::{ChunkSet, CHUNKS};
+use format::ChunkFlips;
 use core::fmt;
 use core::ops::ControlFlow;
 use hwops::{CleanSource, MemRun, TlbOps, BLOCK_SIZE, PAGE_SIZE};
@@ -771,20 +772,8 @@ impl<F: TableFormat> CleanSource for Pager<F> {
             }
             // Clear AF on the chunk's Normal leaves in one walk; the TLB
             // entries of those that had it are invalidated below.
-            let mut pages = [0u64; 8];
-            let mut block = false;
-            self.table.walk(base, base + BLOCK_SIZE, &mut |l| {
-                if l.attrs == MemAttrs::Normal && l.accessed {
-                    if l.size == LeafSize::Block2M {
-                        block = true;
-                    } else {
-                        let k = ((l.ipa - base) / PAGE_SIZE) as usize;
-                        pages[k / 64] |= 1 << (k % 64);
-                    }
-                }
-                ControlFlow::Continue(())
-            });
-            if !block && pages.iter().all(|&w| w == 0) {
+            let flips = ChunkFlips::of(&self.table, base, false);
+            if flips.is_empty() {
                 self.touched.remove(c);
                 i = c + 1;
                 continue;
@@ -793,16 +782,8 @@ impl<F: TableFormat> CleanSource for Pager<F> {
             // found; if one did, the chunk stays touched (safe: it will be
             // cleaned again).
             let ok = self.table.set_chunk_accessed(base, false).is_ok();
-            if block {
-                batch.add(base);
-            }
-            for (w, bits) in pages.iter().enumerate() {
-                let mut bits = *bits;
-                while bits != 0 {
-                    let k = w * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    batch.add(base + k as u64 * PAGE_SIZE);
-                }
+            for (ipa, _) in flips.leaves(base) {
+                batch.add(ipa);
             }
             if ok {
                 self.touched.remove(c);

@@ -72,10 +72,17 @@ impl Core {
         let _ = self.sched.block(v, BlockKind::Off);
     }
 
-    /// Wake `v` if it waits in WFI: the idle pCPU that may run it now.
-    fn wake_waiter(&mut self, v: VcpuRef) -> Option<usize> {
-        self.waits.get_mut(v.vm as usize)?.get_mut(v.vcpu as usize)?.take()?;
-        self.sched.wake(v).ok().flatten()
+    /// Wake `v` if it waits in WFI: the idle pCPU that may run it now, as
+    /// a kick mask bit (0 when none, or when it is `me`).
+    fn wake_waiter(&mut self, v: VcpuRef, me: usize) -> u16 {
+        let Some(w) = self.waits.get_mut(v.vm as usize).and_then(|w| w.get_mut(v.vcpu as usize)) else { return 0 };
+        if w.take().is_none() {
+            return 0;
+        }
+        match self.sched.wake(v) {
+            Ok(Some(p)) if p != me => 1 << p,
+            _ => 0,
+        }
     }
 
     /// Whether `v` is blocked in WFI.
@@ -239,11 +246,7 @@ impl<P: Platform> Hyp<P> {
                 }
             }
             for id in set.iter() {
-                if let Some(p) = core.wake_waiter(VcpuRef::new(vm, id.0)) {
-                    if p != me {
-                        mask |= 1 << p;
-                    }
-                }
+                mask |= core.wake_waiter(VcpuRef::new(vm, id.0), me);
             }
         }
         if mask != 0 {
@@ -276,13 +279,7 @@ impl<P: Platform> Hyp<P> {
             for vm in 0..vcpu_sched::MAX_VMS {
                 for vcpu in 0..vcpu_sched::MAX_VCPUS_PER_VM {
                     match core.waits[vm][vcpu] {
-                        Some(d) if d <= now => {
-                            if let Some(p) = core.wake_waiter(VcpuRef::new(vm as u8, vcpu as u8)) {
-                                if p != me {
-                                    mask |= 1 << p;
-                                }
-                            }
-                        }
+                        Some(d) if d <= now => mask |= core.wake_waiter(VcpuRef::new(vm as u8, vcpu as u8), me),
                         Some(d) => next = next.min(d),
                         None => {}
                     }
@@ -526,7 +523,11 @@ impl<P: Platform> Hyp<P> {
     /// Re-program HCR_EL2 for `v` (loaded here) when its trap bits changed
     /// (after a cache-maint reply).
     fn refresh_hcr(&self, plat: &mut P, pcpu: usize, v: VcpuRef, vm: &Vm<P>) {
-        let hcr = vm.hcr(v.vcpu as usize);
+        self.set_hcr(plat, pcpu, vm.hcr(v.vcpu as usize));
+    }
+
+    /// Program HCR_EL2 = `hcr` on `pcpu` unless it already is.
+    fn set_hcr(&self, plat: &mut P, pcpu: usize, hcr: u64) {
         let now = &self.local[pcpu].hcr_now;
         if hcr != now.load(Ordering::Relaxed) {
             plat.set_hcr(hcr);
@@ -559,12 +560,7 @@ impl<P: Platform> Hyp<P> {
         if cm {
             // Its trap bits come with the token that lets it run.
             let Ok(t) = vm.cm.may_run(VcpuId(v.vcpu)) else { return false };
-            let hcr = vm.hcr_with(t.hcr());
-            let now = &self.local[pcpu].hcr_now;
-            if hcr != now.load(Ordering::Relaxed) {
-                plat.set_hcr(hcr);
-                now.store(hcr, Ordering::Relaxed);
-            }
+            self.set_hcr(plat, pcpu, vm.hcr_with(t.hcr()));
         }
         self.on_entry(plat, pcpu, v, vm);
         true

@@ -118,22 +118,37 @@ pub fn linux_boot(rounds: usize) -> Result<(), String> {
 /// The armhf kernel with 4 vCPUs on 2 pCPUs against 2 on 2, alternating
 /// (`sched=rr`): what idle vCPUs that hold their pCPU would cost.
 fn overcommit(rounds: usize) -> Result<(), String> {
-    let mut t = [Vec::new(), Vec::new()];
-    for i in 0..rounds {
-        for (k, vcpus) in [2u32, 4].into_iter().enumerate() {
-            let a = Args { guest: "linux-armhf".into(), cpus: 2, vcpus, mem: 512 << 20, bootargs: "sched=rr".into(), timeout_s: 180, icount: false, ..Args::default() };
-            let r = run::run(&a, &[GuestSpec::from_args(&a)], false)?;
-            t[k].push(r.marker_s.ok_or_else(|| format!("no marker with {vcpus} vCPUs\n{}", r.transcript))?);
-        }
-        println!("round {}: armhf 2 vCPUs {:.2} s, 4 vCPUs {:.2} s (2 pCPUs)", i + 1, t[0][i], t[1][i]);
-    }
-    let [two, four] = t.map(median);
+    let [two, four] = alternating(rounds, "armhf boot on 2 pCPUs, vCPUs", [2u32, 4], |vcpus| {
+        let a = Args { guest: "linux-armhf".into(), cpus: 2, vcpus, mem: 512 << 20, bootargs: "sched=rr".into(), timeout_s: 180, icount: false, ..Args::default() };
+        let r = run::run(&a, &[GuestSpec::from_args(&a)], false)?;
+        r.marker_s.ok_or_else(|| format!("no marker with {vcpus} vCPUs\n{}", r.transcript))
+    })?;
     println!("| armhf boot to marker on 2 pCPUs (median of {rounds}) | seconds | ratio |");
     println!("|---|---|---|");
     println!("| 2 vCPUs | {two:.2} | 1.00 |");
     println!("| 4 vCPUs | {four:.2} | {:.2} |", four / two);
     println!();
     secondary_bringup(rounds)
+}
+
+/// `measure` of each of `variants` in turn, `rounds` times (a line per
+/// round); the median of each.
+fn alternating<V: Copy + std::fmt::Display, const N: usize>(
+    rounds: usize,
+    what: &str,
+    variants: [V; N],
+    measure: impl Fn(V) -> Result<f64, String>,
+) -> Result<[f64; N], String> {
+    let mut t: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    for i in 0..rounds {
+        let mut line = format!("round {}: {what}", i + 1);
+        for (k, v) in variants.into_iter().enumerate() {
+            t[k].push(measure(v)?);
+            line += &format!(" {v}: {:.3} s", t[k][i]);
+        }
+        println!("{line}");
+    }
+    Ok(t.map(median))
 }
 
 /// The guest's own clock at a dmesg line that contains `what`.
@@ -147,28 +162,23 @@ fn dmesg_time(transcript: &str, what: &str) -> Option<f64> {
 /// line, for the armhf kernel with 2 GiB, PoD and eager memory (Linux
 /// arm32 gives up on a secondary after 1 s).
 fn secondary_bringup(rounds: usize) -> Result<(), String> {
-    let mut t = [Vec::new(), Vec::new()];
-    for i in 0..rounds {
-        for (k, populate) in ["demand", "eager"].into_iter().enumerate() {
-            let a = Args {
-                guest: "linux-armhf".into(),
-                cpus: 2,
-                vcpus: 2,
-                mem: 2 << 30,
-                bootargs: format!("guest0.populate={populate}"),
-                timeout_s: 300,
-                icount: false,
-                ..Args::default()
-            };
-            let r = run::run(&a, &[GuestSpec::from_args(&a)], false)?;
-            let (Some(from), Some(to)) = (dmesg_time(&r.transcript, "Bringing up secondary CPUs"), dmesg_time(&r.transcript, "CPU1: thread")) else {
-                return Err(format!("no secondary bring-up lines ({populate})\n{}", r.transcript));
-            };
-            t[k].push(to - from);
+    let [pod, eager] = alternating(rounds, "armhf secondary bring-up, 2 GiB,", ["demand", "eager"], |populate| {
+        let a = Args {
+            guest: "linux-armhf".into(),
+            cpus: 2,
+            vcpus: 2,
+            mem: 2 << 30,
+            bootargs: format!("guest0.populate={populate}"),
+            timeout_s: 300,
+            icount: false,
+            ..Args::default()
+        };
+        let r = run::run(&a, &[GuestSpec::from_args(&a)], false)?;
+        match (dmesg_time(&r.transcript, "Bringing up secondary CPUs"), dmesg_time(&r.transcript, "CPU1: thread")) {
+            (Some(from), Some(to)) => Ok(to - from),
+            _ => Err(format!("no secondary bring-up lines ({populate})\n{}", r.transcript)),
         }
-        println!("round {}: secondary bring-up {:.3} s (PoD), {:.3} s (eager)", i + 1, t[0][i], t[1][i]);
-    }
-    let [pod, eager] = t.map(median);
+    })?;
     println!("| armhf, 2 GiB, CPU_ON to the secondary's first line (guest time, median of {rounds}) | seconds |");
     println!("|---|---|");
     println!("| PoD | {pod:.3} |");

@@ -36,8 +36,14 @@ pub fn target_dir() -> PathBuf {
 }
 
 pub fn kernel() -> Result<PathBuf, String> {
+    kernel_in(&target_dir(), "bare")
+}
+
+/// The kernel with `features`, into `dir`, at the log level `DEFMT_LOG`
+/// asks for (info by default).
+fn kernel_in(dir: &Path, features: &str) -> Result<PathBuf, String> {
     let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build("kernel", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+    cargo_build_in(dir, "kernel", features, KERNEL_TARGET, &[("DEFMT_LOG", &level)])
 }
 
 /// The target dir of the TEST-ONLY fault-injection kernel, apart from
@@ -50,16 +56,14 @@ pub fn faults_target_dir() -> PathBuf {
 /// also takes `fault=NAME[,NAME...]` (safety broken on purpose, as negative
 /// controls). Returns its ELF, in [`faults_target_dir`].
 pub fn kernel_faults() -> Result<PathBuf, String> {
-    let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build_in(&faults_target_dir(), "kernel", "bare,faults", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+    kernel_in(&faults_target_dir(), "bare,faults")
 }
 
 /// A measuring aid: the kernel built with feature `profile` (where a
 /// trap's instructions go, printed with the summary), in its own target
 /// dir. Only `cargo xtask bench` builds it.
 pub fn kernel_profile() -> Result<PathBuf, String> {
-    let level = std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into());
-    cargo_build_in(&root().join("target/bare-profile"), "kernel", "bare,profile", KERNEL_TARGET, &[("DEFMT_LOG", &level)])
+    kernel_in(&root().join("target/bare-profile"), "bare,profile")
 }
 
 /// The bootable image of a kernel ELF: its arm64 Image (header first),

@@ -209,7 +209,12 @@ fn one_line(e: &clap::Error, cmd: &str) -> String {
 /// for, and printed. A mistake is one line.
 pub fn parse_cli<T: clap::Parser>(cmd: &str, argv: &[String]) -> Result<Option<T>, String> {
     let name = format!("cargo xtask {cmd}");
-    match T::try_parse_from(std::iter::once(name.as_str()).chain(argv.iter().map(String::as_str))) {
+    clap_outcome(cmd, T::try_parse_from(std::iter::once(name.as_str()).chain(argv.iter().map(String::as_str))))
+}
+
+/// What clap read: `Ok(None)` for `--help` (printed), a mistake as one line.
+fn clap_outcome<T>(cmd: &str, r: Result<T, clap::Error>) -> Result<Option<T>, String> {
+    match r {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
             print!("{e}");
@@ -236,14 +241,7 @@ pub fn plain_command(cmd: &str) -> Option<&'static str> {
 pub fn parse_plain(cmd: &str, about: &'static str, argv: &[String]) -> Result<bool, String> {
     let name = format!("cargo xtask {cmd}");
     let c = clap::Command::new("xtask").bin_name(name.clone()).about(about).disable_version_flag(true);
-    match c.try_get_matches_from(std::iter::once(name.as_str()).chain(argv.iter().map(String::as_str))) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-            print!("{e}");
-            Ok(false)
-        }
-        Err(e) => Err(one_line(&e, cmd)),
-    }
+    clap_outcome(cmd, c.try_get_matches_from(std::iter::once(name.as_str()).chain(argv.iter().map(String::as_str)))).map(|m| m.is_some())
 }
 
 /// `cargo xtask run`'s options, as clap reads them.
