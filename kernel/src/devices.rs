@@ -1,8 +1,8 @@
 //! The emulated devices a Linux guest sees: the GICv2 distributor (trap and
 //! emulate, `vgic`), the CPU interface (the physical GICV mapped at the
 //! guest's GICC address), a PL011 console (`vuart`), the virtual timer
-//! (passed through, its PPI injected), and the guest's generated device
-//! tree (`guest-dtb`). Ordinary guests see them at QEMU virt's addresses
+//! (passed through, its PPI injected), a PL031 clock for firmware guests
+//! (`vrtc`), and the guest's generated device tree (`guest-dtb`). Ordinary guests see them at QEMU virt's addresses
 //! ([`Layout::VIRT`]); the hardware domain at the board's own.
 
 use crate::arch::TrapFrame;
@@ -27,17 +27,74 @@ pub struct Layout {
     pub uart_spi: u32,
     /// Interrupt lines past the 32 private ones.
     pub spis: u16,
+    /// The PL031's base, for a firmware guest.
+    pub rtc: Option<u64>,
 }
 
 impl Layout {
     /// Every ordinary Linux guest: QEMU virt's addresses.
-    pub const VIRT: Layout = Layout { gicd: GUEST_GICD, gicc: GUEST_GICC, uart: GUEST_UART, uart_spi: UART_SPI, spis: 64 };
+    pub const VIRT: Layout = Layout { gicd: GUEST_GICD, gicc: GUEST_GICC, uart: GUEST_UART, uart_spi: UART_SPI, spis: 64, rtc: None };
+    /// A firmware guest: QEMU virt's, with its PL031 (UEFI needs a clock).
+    pub const FIRMWARE: Layout = Layout { rtc: Some(vrtc::QEMU_VIRT_BASE), ..Layout::VIRT };
+}
+
+/// A firmware guest's variable store: 2 MiB of host frames behind a
+/// [`vflash::Flash`], mapped read-only at `ipa` while it reads as memory.
+pub struct VarFlash {
+    pub ipa: u64,
+    pub pa: u64,
+    pub size: u64,
+    pub flash: vflash::Flash,
+    pub mapped: bool,
+}
+
+impl VarFlash {
+    /// One trapped access at `offset`: what a read reads.
+    fn access(&mut self, offset: u64, width: u8, write: Option<u32>) -> u64 {
+        let Some(value) = write else {
+            return match self.flash.read(offset, width) {
+                vflash::Read::Value(v) => u64::from(v),
+                vflash::Read::Array => {
+                    let mut b = [0u8; 8];
+                    let n = (width as usize).min(8);
+                    for (i, x) in b.iter_mut().enumerate().take(n) {
+                        // SAFETY: `offset + i` is inside the store (the caller
+                        // checked `offset < size`, and a store is 2 MiB of
+                        // frames allocated for this guest at `pa`).
+                        *x = unsafe { core::ptr::read_volatile((self.pa + (offset + i as u64).min(self.size - 1)) as *const u8) };
+                    }
+                    u64::from_le_bytes(b)
+                }
+            };
+        };
+        let (at, len, fill) = match self.flash.write(offset, value, width) {
+            Some(vflash::Effect::Program { offset, value, width }) => (offset, u64::from(width), Some(value)),
+            Some(vflash::Effect::Erase { offset, len }) => (offset, len, None),
+            None => return 0,
+        };
+        let pa = self.pa + at;
+        // SAFETY: vflash keeps every effect inside the store (its
+        // invariant), whose frames were allocated for this guest; then the
+        // bytes go to the point of coherency, for a reader with caches off.
+        unsafe {
+            match fill {
+                Some(v) => core::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), pa as *mut u8, len as usize),
+                None => core::ptr::write_bytes(pa as *mut u8, 0xff, len as usize),
+            }
+            crate::arch::dc_civac_range(pa, len);
+        }
+        0
+    }
 }
 
 pub struct Devices {
     pub layout: Layout,
     pub vgic: vgic::Vgic,
     pub uart: vuart::Pl011,
+    pub rtc: vrtc::Pl031,
+    /// A firmware guest's variable flash: its state, its frames, and
+    /// whether they are mapped (read-array mode).
+    pub vars: Option<VarFlash>,
     /// Per vCPU: its list registers are folded into `vgic` since its last
     /// entry, so a second sync in the same exit is skipped.
     synced: [bool; 8],
@@ -50,6 +107,10 @@ pub struct Devices {
     /// vCPUs an SPI was routed to when a sync folded it back (bits): they
     /// are to be kicked, and woken if they wait in WFI.
     rerouted: u8,
+    /// Per vCPU: its EL1 timers the hypervisor masked when they fired
+    /// (bit 0 virtual, bit 1 physical), until the guest has handled the
+    /// interrupt it was given for them.
+    pub timer_masked: [u8; 8],
 }
 
 impl Devices {
@@ -58,12 +119,15 @@ impl Devices {
             layout,
             vgic: vgic::Vgic::new(cap, vgic::Config::new(vcpus as u8, layout.spis)).map_err(|_| "vGIC refused the configuration")?,
             uart: vuart::Pl011::new(),
+            rtc: vrtc::Pl031::new(),
+            vars: None,
             out: crate::console::LineBuf::new(),
             input: heapless::Deque::new(),
             // Nothing is in any list register yet: the first entry flushes.
             synced: [true; 8],
             uart_level: false,
             rerouted: 0,
+            timer_masked: [0; 8],
         })
     }
 
@@ -114,6 +178,12 @@ impl Devices {
                 }
                 Err(_) => 0,
             }
+        } else if let Some(f) = self.vars.as_mut().filter(|f| (f.ipa..f.ipa + f.size).contains(&ipa)) {
+            f.access(ipa - f.ipa, width as u8, write.then_some(value as u32))
+        } else if let Some(rtc) = self.layout.rtc.filter(|b| (*b..*b + vrtc::WINDOW).contains(&ipa)) {
+            let now = crate::arch::counter() / crate::arch::counter_freq().max(1);
+            let a = vrtc::Access { offset: ipa - rtc, width: width as u8, write: write.then_some(value as u32), now };
+            u64::from(self.rtc.mmio(a))
         } else {
             return None;
         };
@@ -190,6 +260,18 @@ impl Devices {
             }
             self.synced[vcpu] = true;
             self.release_hw();
+            self.rearm_timers(vcpu);
+        }
+    }
+
+    /// The loaded `vcpu`'s timer PPIs that fired and were handed in: enabled
+    /// again once the guest has taken and finished that interrupt.
+    fn rearm_timers(&mut self, vcpu: usize) {
+        for (intid, bit) in [(crate::irq::VIRT_TIMER_INTID, 1), (crate::irq::PHYS_TIMER_INTID, 2)] {
+            if self.timer_masked[vcpu] & bit != 0 && self.vgic.ppi_idle(vgic::VcpuId(vcpu as u8), intid) {
+                self.timer_masked[vcpu] &= !bit;
+                crate::irq::timer_ppi(intid, true);
+            }
         }
     }
 
@@ -206,6 +288,10 @@ impl Devices {
     /// vCPU's leftovers, so the next entry must flush.
     pub fn loaded(&mut self, vcpu: usize) {
         self.synced[vcpu] = true;
+        // This pCPU's timer PPIs follow the vCPU now here.
+        for (intid, bit) in [(crate::irq::VIRT_TIMER_INTID, 1), (crate::irq::PHYS_TIMER_INTID, 2)] {
+            crate::irq::timer_ppi(intid, self.timer_masked[vcpu] & bit == 0);
+        }
     }
 }
 
@@ -261,6 +347,14 @@ impl dispatch::Devices for Devices {
     }
     fn take_rerouted(&mut self) -> vgic::VcpuSet {
         Devices::take_rerouted(self)
+    }
+    fn take_remap(&mut self) -> Option<dispatch::Remap> {
+        let f = self.vars.as_mut()?;
+        if f.flash.array() == f.mapped {
+            return None;
+        }
+        f.mapped = f.flash.array();
+        Some(dispatch::Remap { ipa: f.ipa, pa: f.mapped.then_some(f.pa) })
     }
     fn out(&mut self) -> &mut Self::Out {
         &mut self.out

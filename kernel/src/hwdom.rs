@@ -114,7 +114,7 @@ pub fn build(cfg: &bootcfg::BootConfig, g: &bootcfg::GuestConfig, board_dtb: &[u
         regions: pt.regions,
         spis: pt.spis,
         edge: pt.edge,
-        layout: Layout { gicd: gic.gicd.0, gicc: gicc.0, uart: console.0, uart_spi: console.1, spis },
+        layout: Layout { gicd: gic.gicd.0, gicc: gicc.0, uart: console.0, uart_spi: console.1, spis, rtc: None },
         pinned,
     })
 }

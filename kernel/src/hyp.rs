@@ -274,11 +274,11 @@ pub fn virtual_irqs(h: &Hyp, pcpu: usize, ev: crate::irq::Events) {
     }
     if let Some(d) = vm.devices.as_mut() {
         d.sync(v.vcpu as usize);
-        if ev.vtimer {
-            let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), crate::irq::VIRT_TIMER_INTID);
-        }
-        if ev.ptimer {
-            let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), crate::irq::PHYS_TIMER_INTID);
+        for (fired, intid, bit) in [(ev.vtimer, crate::irq::VIRT_TIMER_INTID, 1), (ev.ptimer, crate::irq::PHYS_TIMER_INTID, 2)] {
+            if fired {
+                d.timer_masked[v.vcpu as usize] |= bit;
+                let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), intid);
+            }
         }
         let moved = d.take_rerouted();
         h.kick_vcpus(&mut Kernel, v.vm, moved);

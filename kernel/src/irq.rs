@@ -35,6 +35,24 @@ static PASSED: [core::sync::atomic::AtomicU64; 16] = [const { core::sync::atomic
 
 /// The GIC CPU interface (banked: each pCPU reaches its own there).
 static GICC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The distributor, for the banked PPI enables of [`timer_ppi`].
+static GICD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Enable or disable an EL1 timer's PPI (27 or 30) on this pCPU. A timer
+/// that fired stays disabled here until the guest has handled the
+/// interrupt it was given for it (the devices' sync sees it done), so
+/// the guest's own CNTx_CTL.IMASK stays the guest's.
+pub fn timer_ppi(intid: u32, on: bool) {
+    let gicd = GICD.load(core::sync::atomic::Ordering::Relaxed);
+    if gicd == 0 || !(intid == VIRT_TIMER_INTID || intid == PHYS_TIMER_INTID) {
+        return;
+    }
+    let reg = if on { 0x100 } else { 0x180 };
+    // SAFETY: GICD_ISENABLER0 / GICD_ICENABLER0 of the distributor the DTB
+    // names, mapped as Device at EL2; word 0 is banked per pCPU, and a 1
+    // bit changes only that PPI.
+    unsafe { core::ptr::write_volatile((gicd + reg) as *mut u32, 1 << intid) };
+}
 
 /// GICC_DIR on this pCPU: deactivate a hardware domain's SPI whose
 /// priority was dropped and which the guest gave up without an EOI of its
@@ -131,6 +149,7 @@ impl Irq {
         let mut gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
         gic.setup();
         GICC.store(gicc, core::sync::atomic::Ordering::Relaxed);
+        GICD.store(gicd, core::sync::atomic::Ordering::Relaxed);
         // GICC_CTLR.EOImode (bit 9, EOImodeNS in the non-secure view): EOIR
         // only drops priority, deactivation is a separate GICC_DIR (ours)
         // or the guest's EOI of a hardware list register (its devices').
@@ -267,20 +286,16 @@ impl Irq {
                     self.arm();
                     ev.timer = true;
                 }
-                VIRT_TIMER_INTID => {
-                    // Level-triggered: mask it at the timer (the guest's
-                    // CNTV_CTL.IMASK) so it drops; the guest's handler
-                    // reprograms and unmasks it.
-                    let ctl = sysreg_read!("cntv_ctl_el0");
-                    sysreg_write!("cntv_ctl_el0", ctl | 0b10);
-                    crate::arch::isb();
-                    ev.vtimer = true;
-                }
-                PHYS_TIMER_INTID => {
-                    let ctl = sysreg_read!("cntp_ctl_el0");
-                    sysreg_write!("cntp_ctl_el0", ctl | 0b10);
-                    crate::arch::isb();
-                    ev.ptimer = true;
+                VIRT_TIMER_INTID | PHYS_TIMER_INTID => {
+                    // Level-triggered: disabled here until the guest has
+                    // handled the virtual one (the guest's CNTx_CTL is left
+                    // alone: EDK2 never unmasks a timer it did not mask).
+                    timer_ppi(intid, false);
+                    if intid == VIRT_TIMER_INTID {
+                        ev.vtimer = true;
+                    } else {
+                        ev.ptimer = true;
+                    }
                 }
                 KICK_SGI => ev.kick = true,
                 id if id >= 32 && id == UART_INTID.load(core::sync::atomic::Ordering::Relaxed) => {

@@ -324,6 +324,7 @@ extern "C" fn kmain(x0: u64, el: u64, load: u64) -> ! {
             slice_bytes: cfg.slice_bytes,
             aarch32: g.aarch32,
             ramdisk: g.ramdisk,
+            firmware: g.firmware,
             bootargs: g.bootargs.as_str(),
             faults: cfg.faults,
         };

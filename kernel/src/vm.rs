@@ -134,6 +134,8 @@ pub struct Spec<'a> {
     pub eager: bool,
     pub aarch32: bool,
     pub ramdisk: Option<(u64, u64)>,
+    /// `image` is raw firmware (EDK2): read-only flash at IPA 0.
+    pub firmware: bool,
     /// The guest kernel's command line.
     pub bootargs: &'a str,
     pub slice_bytes: u64,
@@ -159,6 +161,13 @@ pub struct Boot {
     tables: u64,
     pool: u64,
     hwdom: Option<Hwdom>,
+    /// A firmware guest's flash: host frames `(pa, len)`, 2 MiB aligned,
+    /// holding the image and zeros. The guest cannot write them, so a
+    /// restart maps them again as they are.
+    flash: Option<(u64, u64)>,
+    /// Its variable store's frames (2 MiB): kept across a restart, as
+    /// NOR flash keeps its contents.
+    vars: Option<u64>,
     /// A VM without emulated devices keeps its `VgicCap` here.
     vgic: Option<VgicCap>,
 }
@@ -210,6 +219,30 @@ pub fn create(
     } else {
         alloc(pool_len(spec, false), hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?
     };
+    let flash = if spec.firmware {
+        if hwdom.is_some() || spec.ram_base != GUEST_RAM_IPA {
+            return Err("a firmware guest cannot be the hardware domain (its RAM must be at 0x40000000)");
+        }
+        if spec.image.1 == 0 || spec.image.1 > FLASH_MAX {
+            return Err("a firmware image must be 1 byte to 64 MiB (the flash at IPA 0)");
+        }
+        let len = spec.image.1.next_multiple_of(hwops::BLOCK_SIZE);
+        let pa = alloc(len + VARS_SIZE, hwops::BLOCK_SIZE).ok_or("not enough host RAM for the firmware guest's flash")?;
+        // SAFETY: `pa..pa+len` was just allocated for this VM and is mapped
+        // at EL2; the source is the image module, which the DTB describes
+        // outside every allocation. The tail is zeroed, so the guest reads
+        // nothing of the host's past its image.
+        unsafe {
+            core::ptr::copy_nonoverlapping(spec.image.0 as *const u8, pa as *mut u8, spec.image.1 as usize);
+            // The variable store starts as Debian's template: zeros (the
+            // firmware formats it).
+            crate::arch::zero_range(pa + spec.image.1, len + VARS_SIZE - spec.image.1);
+            crate::arch::dc_civac_range(pa, len + VARS_SIZE);
+        }
+        Some((pa, len))
+    } else {
+        None
+    };
     let mut boot = Boot {
         name: heapless::String::new(),
         bootargs: heapless::String::new(),
@@ -217,6 +250,8 @@ pub fn create(
         tables,
         pool: pool_pa,
         hwdom,
+        flash,
+        vars: flash.map(|(pa, len)| pa + len),
         vgic: None,
     };
     let _ = boot.name.push_str(&spec.name[..spec.name.len().min(16)]);
@@ -342,7 +377,7 @@ fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
     if !scope_kept(&mut Kernel, &vm.name, &hw) {
         return Err(SCOPE_BUG);
     }
-    let kind = image_kind(spec.image.0, spec.image.1);
+    let kind = if vm.boot.flash.is_some() { ImageKind::Firmware } else { image_kind(spec.image.0, spec.image.1) };
     match kind {
         ImageKind::Bare if direct => return Err("the hardware domain must be a Linux kernel (it boots with the board's device tree)"),
         ImageKind::Bare => {
@@ -400,18 +435,7 @@ fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
             } else {
                 vm.vcpus[0].frame.x[0] = dtb_ipa;
             }
-            let gicv = GICV.load(core::sync::atomic::Ordering::Relaxed);
-            if gicv == 0 || !crate::gich::present() {
-                return Err("a Linux guest needs a GICv2 with virtualization extensions (GICH/GICV)");
-            }
-            let mut tlb = vm_hw(&vm);
-            for page in 0..2 {
-                let off = page * hwops::PAGE_SIZE;
-                vm.pager
-                    .map(layout.gicc + off, gicv + off, stage2_pager::LeafSize::Page4K, stage2_pager::MemAttrs::Device, &mut tlb)
-                    .map_err(|_| "cannot map the virtual CPU interface")?;
-            }
-            let mut devices = crate::devices::Devices::new(vgic, spec.vcpus, layout)?;
+            let mut devices = attach_devices(&mut vm, vgic, spec.vcpus, layout)?;
             if let Some(h) = vm.boot.hwdom.as_ref() {
                 vm.hwdom_pinned = Some(h.pinned);
                 for &intid in h.spis.iter() {
@@ -423,8 +447,57 @@ fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
             }
             vm.devices = Some(devices);
         }
+        ImageKind::Firmware => {
+            // As QEMU virt gives firmware: flash at 0, entered there with
+            // every register zero, its device tree at the base of its RAM.
+            let (pa, len) = vm.boot.flash.ok_or("a firmware guest without its flash")?;
+            let mut tlb = vm_hw(&vm);
+            for off in (0..len).step_by(hwops::BLOCK_SIZE as usize) {
+                vm.pager
+                    .map(off, pa + off, stage2_pager::LeafSize::Block2M, stage2_pager::MemAttrs::Rom, &mut tlb)
+                    .map_err(|_| "cannot map the firmware guest's flash")?;
+            }
+            let vars = vm.boot.vars.ok_or("a firmware guest without its variable store")?;
+            vm.pager
+                .map(VARS_IPA, vars, stage2_pager::LeafSize::Block2M, stage2_pager::MemAttrs::Rom, &mut tlb)
+                .map_err(|_| "cannot map the firmware guest's variable store")?;
+            let arch = if spec.aarch32 { guest_dtb::Arch::Aarch32 } else { guest_dtb::Arch::Aarch64 };
+            let mut d = guest_dtb::GuestDtbSpec::qemu_virt(arch, spec.mem, spec.vcpus, spec.bootargs);
+            d.flash = &[(0, FLASH_MAX), (VARS_IPA, VARS_SIZE)];
+            d.rtc = Some((vrtc::QEMU_VIRT_BASE, vrtc::QEMU_VIRT_SPI));
+            let (buf, n) = crate::devices::guest_dtb(d)?;
+            copy_in(&mut vm, ram, buf.as_ptr() as u64, n as u64)?;
+            vm.vcpus[0].reset(&Kernel, 0, 0, 0, spec.aarch32);
+            let mut devices = attach_devices(&mut vm, vgic, spec.vcpus, crate::devices::Layout::FIRMWARE)?;
+            devices.vars = Some(crate::devices::VarFlash { ipa: VARS_IPA, pa: vars, size: VARS_SIZE, flash: vflash::Flash::new(VARS_SIZE), mapped: true });
+            vm.devices = Some(devices);
+        }
     }
     Ok(vm)
+}
+
+/// The flash window of a firmware guest at IPA 0 (QEMU virt's first bank).
+pub const FLASH_MAX: u64 = 64 << 20;
+/// Its variable store: QEMU virt's second bank, where EDK2 looks, cut to
+/// one 2 MiB block (EDK2 uses the first 768 KiB).
+pub const VARS_IPA: u64 = 0x0400_0000;
+pub const VARS_SIZE: u64 = hwops::BLOCK_SIZE;
+
+/// The emulated devices of a guest with a device tree: the GICV frame
+/// mapped at its GICC address, the vGIC, the vUART.
+fn attach_devices(vm: &mut Vm, vgic: VgicCap, vcpus: u32, layout: crate::devices::Layout) -> Result<crate::devices::Devices, &'static str> {
+    let gicv = GICV.load(core::sync::atomic::Ordering::Relaxed);
+    if gicv == 0 || !crate::gich::present() {
+        return Err("a guest with a device tree needs a GICv2 with virtualization extensions (GICH/GICV)");
+    }
+    let mut tlb = vm_hw(vm);
+    for page in 0..2 {
+        let off = page * hwops::PAGE_SIZE;
+        vm.pager
+            .map(layout.gicc + off, gicv + off, stage2_pager::LeafSize::Page4K, stage2_pager::MemAttrs::Device, &mut tlb)
+            .map_err(|_| "cannot map the virtual CPU interface")?;
+    }
+    crate::devices::Devices::new(vgic, vcpus, layout)
 }
 
 /// Map the hardware domain's device regions (IPA = PA) as Device memory:
@@ -488,6 +561,8 @@ pub enum ImageKind {
     LinuxArm64 { text_offset: u64 },
     /// A Linux arm `zImage` (magic 0x016f2818 at 0x24).
     LinuxZimage,
+    /// Raw firmware (`hyp,firmware`): not told by its header.
+    Firmware,
 }
 
 pub fn image_kind(src: u64, len: u64) -> ImageKind {

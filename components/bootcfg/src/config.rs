@@ -34,6 +34,9 @@ pub struct GuestConfig {
     /// The hardware domain (`hyp,hwdom` / `guestN.hwdom=yes`): direct-mapped
     /// RAM (IPA = PA), the board's devices, the board's device tree edited.
     pub hwdom: bool,
+    /// A raw firmware image (`hyp,firmware`), such as EDK2: read-only flash
+    /// at IPA 0, entered there, its device tree at the base of its RAM.
+    pub firmware: bool,
     /// The hardware domain's RAM base (`hyp,base` / `guestN.base=`); `None`
     /// lets the kernel place it.
     pub base: Option<u64>,
@@ -1013,6 +1016,7 @@ fn modules<'a>(
             sw: SwMode::default(),
             bootargs: String::new(),
             hwdom: false,
+            firmware: false,
             base: None,
             passthrough: None,
         };
@@ -1079,16 +1083,8 @@ fn modules<'a>(
                         )
                     })?;
                 }
-                "hyp,hwdom" => {
-                    g.hwdom = match p.value {
-                        [] => true,
-                        _ => match string(n, p)? {
-                            "yes" => true,
-                            "no" => false,
-                            s => return Err(bad(n, p, Shown::Str(s), "not yes or no", YESNO_ALLOWED)),
-                        },
-                    };
-                }
+                "hyp,hwdom" => g.hwdom = yes_no(n, p)?,
+                "hyp,firmware" => g.firmware = yes_no(n, p)?,
                 "hyp,base" => {
                     let v = p.as_u32().map(u64::from).or_else(|| p.as_u64());
                     let v = v.ok_or(bad(n, p, Shown::Num(p.value.len() as u64), "not a u32 or u64 (value shown is its length)", BASE_ALLOWED))?;
@@ -1114,7 +1110,7 @@ fn modules<'a>(
                     return Err(Error::PropNotAllowed {
                         node: n.name(),
                         prop: name,
-                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch, hyp,hwdom, hyp,base, hyp,passthrough)",
+                        why: "unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch, hyp,hwdom, hyp,firmware, hyp,base, hyp,passthrough)",
                     });
                 }
                 _ => {}
@@ -1123,6 +1119,18 @@ fn modules<'a>(
         push(&mut cfg.guests, g, "guest kernel modules")?;
     }
     Ok(())
+}
+
+/// A flag property: empty, "yes" or "no".
+fn yes_no<'a>(n: Node<'a>, p: Prop<'a>) -> Result<bool, Error<'a>> {
+    match p.value {
+        [] => Ok(true),
+        _ => match string(n, p)? {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            s => Err(bad(n, p, Shown::Str(s), "not yes or no", YESNO_ALLOWED)),
+        },
+    }
 }
 
 fn bad<'a>(
@@ -1239,10 +1247,22 @@ fn validate(cfg: &BootConfig) -> Result<(), Error<'static>> {
                     return Err(Error::NotInRam { guest: i, what: "RAM (base=, mem=)", base, size: g.mem_bytes });
                 }
             }
+            if g.firmware {
+                return Err(Error::Conflict {
+                    guest: i,
+                    problem: "the hardware domain boots a Linux kernel with the board's tree (allowed: hwdom=yes or hyp,firmware, not both)",
+                });
+            }
         } else if g.base.is_some() || g.passthrough.is_some() {
             return Err(Error::Conflict {
                 guest: i,
                 problem: "base= and passthrough= are for the hardware domain (allowed: with hwdom=yes)",
+            });
+        }
+        if g.firmware && g.ramdisk.is_some() {
+            return Err(Error::Conflict {
+                guest: i,
+                problem: "a firmware guest takes no ramdisk (allowed: hyp,firmware with a kernel module alone)",
             });
         }
         if g.sw == SwMode::No && g.populate == Some(Populate::Demand) {

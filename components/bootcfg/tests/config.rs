@@ -292,7 +292,7 @@ fn module_errors() {
         ),
         (
             &|w| w.prop_u32("hyp,vcpu", 2),
-            "dtb: module@50000000: hyp,vcpu: unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch, hyp,hwdom, hyp,base, hyp,passthrough)",
+            "dtb: module@50000000: hyp,vcpu: unknown property (allowed: hyp,name, hyp,mem, hyp,vcpus, hyp,sw, hyp,arch, hyp,hwdom, hyp,firmware, hyp,base, hyp,passthrough)",
         ),
         (
             &|w| w.prop_str("bootargs", &"x".repeat(513)),

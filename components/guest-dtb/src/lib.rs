@@ -123,6 +123,11 @@ pub struct GuestDtbSpec<'a> {
     pub gic: (u64, u64),
     /// The PL011's base and its SPI number (INTID - 32).
     pub uart: (u64, u32),
+    /// A firmware guest's flash banks `(base, size)`: a `cfi-flash` node
+    /// (none when empty).
+    pub flash: &'a [(u64, u64)],
+    /// A PL031 clock's base and SPI: an `arm,pl031` node.
+    pub rtc: Option<(u64, u32)>,
 }
 
 impl<'a> GuestDtbSpec<'a> {
@@ -139,6 +144,8 @@ impl<'a> GuestDtbSpec<'a> {
             initrd: None,
             gic: (0x0800_0000, 0x0801_0000),
             uart: (0x0900_0000, 1),
+            flash: &[],
+            rtc: None,
         }
     }
 }
@@ -322,6 +329,24 @@ pub fn write(spec: &GuestDtbSpec, buf: &mut [u8]) -> Result<usize, Error> {
     w.prop_str("clock-output-names", "clk24mhz");
     w.prop_u32("phandle", CLOCK_PHANDLE);
     w.end_node();
+
+    if let Some(&(base, _)) = spec.flash.first() {
+        w.begin_node_at("flash", base);
+        w.prop_str("compatible", "cfi-flash");
+        w.prop_reg("reg", spec.flash);
+        w.prop_u32("bank-width", 4);
+        w.end_node();
+    }
+
+    if let Some((base, spi)) = spec.rtc {
+        w.begin_node_at("pl031", base);
+        w.prop_strs("compatible", &["arm,pl031", "arm,primecell"]);
+        w.prop_reg("reg", &[(base, UART_WINDOW)]);
+        w.prop_cells("interrupts", &[GIC_SPI, spi, IRQ_LEVEL_HIGH]);
+        w.prop_cells("clocks", &[CLOCK_PHANDLE]);
+        w.prop_str("clock-names", "apb_pclk");
+        w.end_node();
+    }
 
     w.begin_node_at("pl011", uart);
     w.prop_strs("compatible", &["arm,pl011", "arm,primecell"]);

@@ -435,3 +435,22 @@ fn dtc_accepts_the_blob() {
         }
     }
 }
+
+/// A firmware guest's tree: its two flash banks in one `cfi-flash` node,
+/// and a PL031; an ordinary guest's has neither.
+#[test]
+fn firmware_flash_and_clock() {
+    let spec = GuestDtbSpec { flash: &[(0, 0x400_0000), (0x400_0000, 0x20_0000)], rtc: Some((0x901_0000, 2)), ..spec64() };
+    let dtb = build(&spec);
+    let fdt = Fdt::new(&dtb).unwrap();
+    let flash = fdt.find("/flash@0").unwrap();
+    assert_eq!(flash.str("compatible"), Some("cfi-flash"));
+    assert_eq!(cells(&flash, "reg"), [0, 0, 0, 0x400_0000, 0, 0x400_0000, 0, 0x20_0000]);
+    assert_eq!(flash.u32("bank-width"), Some(4));
+    let rtc = fdt.find("/pl031@9010000").unwrap();
+    assert_eq!(strs(&rtc, "compatible"), ["arm,pl031", "arm,primecell"]);
+    assert_eq!(cells(&rtc, "interrupts"), [0, 2, 4]);
+    let plain = build(&spec64());
+    let fdt = Fdt::new(&plain).unwrap();
+    assert!(fdt.find("/flash@0").is_none() && fdt.find("/pl031@9010000").is_none());
+}

@@ -50,6 +50,11 @@ const NORMAL: Stage2Attributes = Stage2Attributes::VALID
     .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB)
     .union(Stage2Attributes::S2AP_ACCESS_RW)
     .union(Stage2Attributes::SH_INNER);
+const ROM: Stage2Attributes = Stage2Attributes::VALID
+    .union(Stage2Attributes::MEMATTR_NORMAL_INNER_WB)
+    .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB)
+    .union(Stage2Attributes::S2AP_ACCESS_RO)
+    .union(Stage2Attributes::SH_INNER);
 const DEVICE: Stage2Attributes = Stage2Attributes::VALID
     .union(Stage2Attributes::MEMATTR_DEVICE_nGnRE)
     .union(Stage2Attributes::S2AP_ACCESS_RW)
@@ -61,6 +66,7 @@ fn flags(attrs: MemAttrs, accessed: bool) -> Stage2Attributes {
     let base = match attrs {
         MemAttrs::Normal => NORMAL,
         MemAttrs::Device => DEVICE,
+        MemAttrs::Rom => ROM,
     };
     if accessed {
         base | Stage2Attributes::ACCESS_FLAG
@@ -125,10 +131,12 @@ fn decode(at: u64, level: usize, fl: &Stage2Attributes, oa: u64) -> Option<Leaf>
         // Level-1 (1 GiB) blocks are never written by this backend.
         _ => return None,
     };
-    let attrs = if fl.bits() & OUTER_ATTR_MASK != 0 {
+    let attrs = if fl.bits() & OUTER_ATTR_MASK == 0 {
+        MemAttrs::Device
+    } else if fl.contains(Stage2Attributes::S2AP_ACCESS_WO) {
         MemAttrs::Normal
     } else {
-        MemAttrs::Device
+        MemAttrs::Rom
     };
     Some(Leaf {
         ipa: at & !(size.bytes() - 1),

@@ -37,6 +37,10 @@ pub enum MemAttrs {
     /// Device-nGnRE, read-write, execute-never. Passed-through MMIO. Never
     /// tracked for cleaning (it holds no cache lines).
     Device,
+    /// Normal memory like [`MemAttrs::Normal`] but read-only: a firmware
+    /// guest's flash. The guest never dirties it, so it is never tracked
+    /// for cleaning; a write is a permission fault.
+    Rom,
 }
 
 /// One valid leaf entry of a stage-2 table.

@@ -721,3 +721,20 @@ fn bbm_checker_catches_violations() {
     ]);
     assert!(BbmChecker::new(1).settled(&log).is_ok());
 }
+
+/// A firmware guest's flash: read-only Normal memory outside RAM, read back
+/// as such, never counted or tracked as RAM.
+#[test]
+fn rom_is_read_only_and_untracked() {
+    let mut vm = Vm::new(RAM);
+    vm.map(0, 0x9000_0000, Block2M, Rom).unwrap();
+    let p = vm.p();
+    let l = p.leaf(0x1234).unwrap();
+    assert_eq!((l.attrs, l.pa, l.accessed), (Rom, 0x9000_0000, true));
+    assert_eq!(p.normal_bytes(), 0);
+    assert_eq!(p.touched_chunks(), 0);
+    // RAM next to it still reads back as RAM.
+    vm.map(RAM, 0x8000_0000, Block2M, Normal).unwrap();
+    assert_eq!(vm.p().leaf(RAM).unwrap().attrs, Normal);
+    assert_eq!(vm.p().leaf(0).unwrap().attrs, Rom);
+}

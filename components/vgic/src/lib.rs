@@ -736,6 +736,15 @@ impl Vgic {
     /// enabled, not active, routed to it, distributor on. For a vCPU outside
     /// the guest (after [`Vgic::sync`]): the kernel does not block it in WFI
     /// while this holds.
+    /// Whether private interrupt `intid` (16..32) of `vcpu` is neither
+    /// pending, active nor in a list register: the guest has taken and
+    /// finished the last one. False for anything else.
+    pub fn ppi_idle(&self, vcpu: VcpuId, intid: u32) -> bool {
+        let (Ok(v), true) = (self.index(vcpu), (16..32).contains(&intid)) else { return false };
+        let w = &self.vcpus[v].private;
+        (w.pending() | w.active | w.queued) & (1 << intid) == 0
+    }
+
     pub fn pending_for(&self, vcpu: VcpuId) -> bool {
         match self.index(vcpu) {
             Ok(v) => self.best_pending(v).is_some(),

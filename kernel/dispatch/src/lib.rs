@@ -50,6 +50,6 @@ pub mod vm;
 
 pub use frame::TrapFrame;
 pub use hyp::{Core, Hyp, Step, VmGuard, MAX_PCPUS};
-pub use platform::{AbortKind, Devices, GuestEvent, NoDevices, NullOut, Out, Platform, Prof, TimerWake};
+pub use platform::{AbortKind, Devices, GuestEvent, NoDevices, NullOut, Out, Platform, Prof, Remap, TimerWake};
 pub use traps::Syndrome;
 pub use vm::{Counters, Power, Vcpu, Vm};

@@ -84,6 +84,19 @@ pub trait Devices {
     fn take_rerouted(&mut self) -> vgic::VcpuSet;
     /// Its UART's output.
     fn out(&mut self) -> &mut Self::Out;
+    /// A stage-2 change an access asked for: a firmware guest's variable
+    /// flash is mapped read-only while it reads as memory, else unmapped
+    /// (reads trap and read its status). None by default.
+    fn take_remap(&mut self) -> Option<Remap> {
+        None
+    }
+}
+
+/// Map `pa` read-only at `ipa` (a 2 MiB block), or unmap it (`pa` None).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remap {
+    pub ipa: u64,
+    pub pa: Option<u64>,
 }
 
 /// No emulated devices (a platform whose guests never have any).

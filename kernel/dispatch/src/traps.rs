@@ -3,6 +3,7 @@
 
 use cache_maint::{Request as CmRequest, VcpuId};
 use pod::{Outcome, PodError};
+use stage2_pager::{LeafSize, MemAttrs};
 use trap::hypercall::{self, psci, Call, HypCall, PsciCall};
 use trap::{DataAbort, FaultKind, Trap};
 use vcpu_sched::{Scheduler, VcpuRef};
@@ -138,6 +139,8 @@ impl<P: Platform> Hyp<P> {
                 if pending || deadline <= plat.counter() {
                     return false;
                 }
+                // Idle mid-line: a prompt waits for input, so show it.
+                d.out().flush();
                 vm.counters.wfi_blocks += 1;
                 self.wait(plat, v, deadline);
                 return true;
@@ -237,6 +240,7 @@ impl<P: Platform> Hyp<P> {
                 if let Some(kick) = handled {
                     vm.counters.mmio += 1;
                     frame.skip(esr);
+                    self.remap(plat, vmi, vm);
                     self.kick_vcpus(plat, v.vm, kick);
                 } else {
                     if vm.may_log(plat) {
@@ -284,12 +288,43 @@ impl<P: Platform> Hyp<P> {
                     }
                 }
             }
+            FaultKind::Permission(_) if da.write && !fetch && vm.pager.leaf(da.ipa).is_some_and(|l| l.attrs == MemAttrs::Rom) => {
+                // A firmware guest's flash, as QEMU's pflash in read-array
+                // mode: a command to the variable store, or else a write
+                // that is no flash command and changes nothing.
+                vm.counters.flash_writes += 1;
+                let kick = match (da.access.as_ref(), vm.devices.as_mut()) {
+                    (Some(acc), Some(d)) => d.mmio(v.vcpu as usize, da.ipa, acc, da.write, frame),
+                    _ => None,
+                };
+                frame.skip(esr);
+                if let Some(kick) = kick {
+                    self.remap(plat, vmi, vm);
+                    self.kick_vcpus(plat, v.vm, kick);
+                }
+            }
             _ => {
                 if vm.may_log(plat) {
                     plat.guest_event(GuestEvent::Stage2Fault { fsc: da.fault.fsc(), ipa: da.ipa });
                 }
                 inject(plat, vm, frame, da, fetch);
             }
+        }
+    }
+
+    /// Apply the stage-2 change a device access asked for. A failure stops
+    /// the guest (its flash would read wrong).
+    fn remap(&self, plat: &mut P, vmi: usize, vm: &mut Vm<P>) {
+        let Some(r) = vm.devices.as_mut().and_then(|d| d.take_remap()) else { return };
+        let mut hw = vm.hw(plat);
+        let done = match r.pa {
+            Some(pa) => vm.pager.map(r.ipa, pa, LeafSize::Block2M, MemAttrs::Rom, &mut hw),
+            None => vm.pager.unmap(r.ipa, LeafSize::Block2M, &mut hw),
+        };
+        drop(hw);
+        if done.is_err() {
+            plat.log(format_args!("hyp: guest {}: stopped: its flash at {:#x} could not be remapped", vm.name, r.ipa));
+            self.finish_vm(plat, vmi, vm, false);
         }
     }
 

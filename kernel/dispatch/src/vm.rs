@@ -47,6 +47,8 @@ pub struct Counters {
     /// WFIs trapped, and those that blocked the vCPU (nothing pending).
     pub wfi: u64,
     pub wfi_blocks: u64,
+    /// Writes to a firmware guest's flash, dropped.
+    pub flash_writes: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

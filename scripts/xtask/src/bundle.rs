@@ -45,6 +45,8 @@ pub struct BundleGuest {
     pub bootargs: String,
     /// The hardware domain (`hyp,hwdom` on its module node).
     pub hwdom: bool,
+    /// Raw firmware (`hyp,firmware` on its module node).
+    pub firmware: bool,
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, String> {
@@ -74,6 +76,7 @@ impl BundleGuest {
             bootargs: &self.bootargs,
             arch: &self.arch,
             hwdom: self.hwdom,
+            firmware: self.firmware,
         }
     }
 }
@@ -159,13 +162,16 @@ pub fn resolve(guests: &[GuestSpec]) -> Result<Vec<BundleGuest>, String> {
     for g in guests {
         // A Linux test guest with a disk boots the disk initramfs.
         let linux = if g.disk.is_some() && g.kernel.is_none() { crate::linux::disk_files(&g.image)? } else { crate::linux::files(&g.image)? };
-        let (image, ramdisk) = match (&g.kernel, linux) {
-            (Some(k), _) => k.clone(),
-            (None, Some(f)) => f,
-            (None, None) => (crate::build::guest(&g.image)?, None),
+        let firmware = if g.kernel.is_none() { crate::edk2::files(&g.image)? } else { None };
+        let (image, ramdisk) = match (&g.kernel, linux, firmware) {
+            (Some(k), _, _) => k.clone(),
+            (None, Some(f), _) => f,
+            (None, None, Some(fd)) => (fd, None),
+            (None, None, None) => (crate::build::guest(&g.image)?, None),
         };
         let arch = match (&g.arch, &g.kernel) {
             (Some(a), _) => a.clone(),
+            (None, Some(_)) if g.firmware => "aarch64".to_string(),
             (None, Some(_)) => run::image_arch(&image)?.to_string(),
             (None, None) => crate::guest_arch(&g.image).to_string(),
         };
@@ -179,6 +185,7 @@ pub fn resolve(guests: &[GuestSpec]) -> Result<Vec<BundleGuest>, String> {
             arch,
             bootargs: g.bootargs.clone(),
             hwdom: g.hwdom,
+            firmware: g.firmware,
         });
     }
     Ok(v)
@@ -217,6 +224,7 @@ mod tests {
             arch: "aarch64".into(),
             bootargs: "console=ttyAMA0 rdinit=/init".into(),
             hwdom: false,
+            firmware: false,
         }
     }
 

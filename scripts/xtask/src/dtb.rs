@@ -20,6 +20,8 @@ pub struct Module<'a> {
     pub arch: &'a str,
     /// The hardware domain: an empty `hyp,hwdom` property.
     pub hwdom: bool,
+    /// Raw firmware: an empty `hyp,firmware` property.
+    pub firmware: bool,
 }
 
 fn quote(s: &str) -> String {
@@ -50,6 +52,9 @@ pub fn chosen_dts(hyp_bootargs: &str, modules: &[Module]) -> (String, String) {
         s += &format!("\t\t\tbootargs = \"{}\";\n", quote(m.bootargs));
         if m.hwdom {
             s += "\t\t\thyp,hwdom;\n";
+        }
+        if m.firmware {
+            s += "\t\t\thyp,firmware;\n";
         }
         s += "\t\t};\n";
         if let Some((addr, size)) = m.ramdisk {
@@ -241,7 +246,7 @@ mod tests {
     #[test]
     fn chosen_goes_inside_the_node() {
         let dts = "/ {\n\tchosen {\n\t\tstdout-path = \"/pl011@9000000\";\n\t};\n};\n";
-        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, ramdisk: None, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64", hwdom: false }];
+        let m = [Module { name: "g", addr: 0x4800_0000, size: 0x1000, ramdisk: None, mem: 64 << 20, vcpus: 2, sw: "yes", bootargs: "", arch: "aarch64", hwdom: false, firmware: false }];
         let out = insert_chosen(dts, &chosen_dts("sched=rr", &m)).unwrap();
         let c = out.find("chosen {").unwrap();
         let a = out.find("hyp,bootargs = \"sched=rr\"").unwrap();

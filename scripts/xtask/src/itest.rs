@@ -29,6 +29,8 @@ const TESTS: &[(&str, TestFn)] = &[
     ("linux_shell_input", linux_shell_input),
     ("own_kernel_option", own_kernel_option),
     ("reboot_restarts_guest", reboot_restarts_guest),
+    ("edk2_arm64_shell", edk2_arm64_shell),
+    ("edk2_armhf_shell", edk2_armhf_shell),
     ("two_guests_input_focus", two_guests_input_focus),
     ("manifest_guests", manifest_guests),
     ("sw_split_trapped_rr", sw_split_trapped_rr),
@@ -562,6 +564,7 @@ fn linux_shell_input() -> Result<(), String> {
             after: "LINUX-SHELL ready".into(),
             times: 1,
             text: b"echo HELLO-$((6*7))\n\x01\x01\x01lc\x01\x01\x01poweroff -f\n".to_vec(),
+            then: None,
         }),
         timeout_s: 180,
         ..Args::default()
@@ -589,7 +592,7 @@ fn two_guests_input_focus() -> Result<(), String> {
     let two = GuestSpec { name: "two".into(), ..GuestSpec::from_args(&a) };
     // one -> two -> (two stopped) the hypervisor -> one.
     let text = b"echo ONE-$((1+1))\n\x01\x01\x01echo TWO-$((2+2))\npoweroff -f\n\x01\x01\x01\x01\x01\x01poweroff -f\n".to_vec();
-    let a = Args { input: Some(crate::Input { after: "LINUX-SHELL ready".into(), times: 2, text }), ..a };
+    let a = Args { input: Some(crate::Input { after: "LINUX-SHELL ready".into(), times: 2, text, then: None }), ..a };
     let r = boot(&a, &[one, two])?;
     check(!r.timed_out, "timed out", &r)?;
     check(r.transcript.contains("ONE-2") && r.transcript.contains("TWO-4"), "a typed command did not run", &r)?;
@@ -615,6 +618,38 @@ fn own_kernel_option() -> Result<(), String> {
 /// `reboot -f` (PSCI SYSTEM_RESET) restarts the guest from its pristine
 /// image with fresh memory; the second boot powers off cleanly. A guest
 /// that reboots every time is stopped after `reboots=` restarts.
+/// Debian's UEFI firmware (AAVMF) as a firmware guest: it reaches the
+/// UEFI shell, keeps a non-volatile variable in its emulated flash across
+/// a `reset` (PSCI SYSTEM_RESET), and powers off with `reset -s`.
+fn edk2_arm64_shell() -> Result<(), String> {
+    edk2_shell("edk2-arm64")
+}
+
+/// The same with AAVMF32, an AArch32 guest.
+fn edk2_armhf_shell() -> Result<(), String> {
+    edk2_shell("edk2-armhf")
+}
+
+fn edk2_shell(guest: &str) -> Result<(), String> {
+    // Boot 1: prompts before `set`, `echo` and `reset`; boot 2's first is
+    // the fourth.
+    let second = crate::Input { after: "Shell>".into(), times: 4, text: b"echo %HYPNV%+%HYPNV%\rreset -s\r".to_vec(), then: None };
+    let first = crate::Input {
+        after: "Shell>".into(),
+        times: 1,
+        text: b"set HYPNV EDK2\recho %HYPNV%-%HYPNV%\rreset\r".to_vec(),
+        then: Some(Box::new(second)),
+    };
+    let a = Args { guest: guest.into(), mem: 256 * MIB, input: Some(first), timeout_s: 240, ..Args::default() };
+    let r = boot(&a, &[GuestSpec::from_args(&a)])?;
+    check(!r.timed_out, "timed out before the shell powered off", &r)?;
+    check(r.transcript.contains("UEFI Interactive Shell"), "the UEFI shell never started", &r)?;
+    check(r.transcript.contains("EDK2-EDK2"), "the shell did not run the typed command", &r)?;
+    check(r.transcript.contains("EDK2+EDK2"), "the non-volatile variable did not survive the reset (variable flash)", &r)?;
+    let s = r.summary(guest).ok_or("no summary")?;
+    check(s.ok && s.get("restarts") == 1, "not one restart and a clean power-off", &r)
+}
+
 fn reboot_restarts_guest() -> Result<(), String> {
     let a = Args { guest: "linux-arm64".into(), append: "reboot".into(), timeout_s: 180, ..Args::parse(&["--guest".into(), "linux-arm64".into()])? };
     let r = boot(&a, &[GuestSpec::from_args(&a)])?;

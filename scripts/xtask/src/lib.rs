@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod demux;
 pub mod disk;
 pub mod dtb;
+pub mod edk2;
 pub mod fat;
 pub mod fuzz;
 pub mod image;
@@ -40,12 +41,15 @@ pub const GUESTS: &[&str] = &[
     "linux-armhf",
     "linux-arm64-6.12",
     "linux-armhf-6.12",
+    "edk2-arm64",
+    "edk2-armhf",
 ];
 
 /// "aarch64" or "aarch32": the guest's EL1 execution state.
 pub fn guest_arch(name: &str) -> &'static str {
     match name {
         "linux-armhf" | "linux-armhf-6.12" => "aarch32",
+        _ if edk2::arch(name).is_some() => edk2::arch(name).unwrap_or("aarch64"),
         _ => guest_build(name).map(|b| b.2).unwrap_or("aarch64"),
     }
 }
@@ -90,6 +94,8 @@ pub struct Args {
     pub append: String,
     /// Boot this Linux Image or zImage (and initramfs) instead of `guest`.
     pub kernel: Option<PathBuf>,
+    /// `kernel` is raw firmware (`--firmware`), not Linux.
+    pub firmware: bool,
     pub initrd: Option<PathBuf>,
     /// "aarch64" or "aarch32" for `kernel`; read from its header if absent.
     pub arch: Option<String>,
@@ -134,6 +140,8 @@ pub struct Input {
     pub after: String,
     pub times: usize,
     pub text: Vec<u8>,
+    /// Typed next, once its own `after` has been seen `times` times.
+    pub then: Option<Box<Input>>,
 }
 
 impl Default for Args {
@@ -152,6 +160,7 @@ impl Default for Args {
             input: None,
             dt_compatible: None,
             kernel: None,
+            firmware: false,
             initrd: None,
             arch: None,
             gdb: false,
@@ -170,10 +179,13 @@ impl Default for Args {
 }
 
 /// A guest's RAM when none is given: 512 MiB for Linux (a test guest with
-/// Linux boot arguments, or a kernel of the user's), else 64 MiB.
+/// Linux boot arguments, or a kernel of the user's), 256 MiB for firmware,
+/// else 64 MiB.
 pub fn default_mem(guest: &str, kernel: bool) -> u64 {
     if kernel || crate::linux::bootargs(guest).is_some() {
         512 << 20
+    } else if edk2::arch(guest).is_some() {
+        256 << 20
     } else {
         64 << 20
     }
@@ -291,9 +303,13 @@ struct RunOpts {
     /// Its initramfs.
     #[arg(long, value_name = "FILE")]
     initrd: Option<PathBuf>,
-    /// Its EL1 state, if its header does not tell.
+    /// Its EL1 state, if its header does not tell (firmware: aarch64 unless given).
     #[arg(long, value_parser = ARCHES)]
     arch: Option<String>,
+    /// Boot a raw firmware image (UEFI, such as EDK2's QEMU_EFI.fd) as the
+    /// first guest: read-only flash at 0, RAM at 1 GiB with its device tree there.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["kernel", "initrd", "hwdom"])]
+    firmware: Option<PathBuf>,
     /// QEMU's gdbstub on :1234, waiting; prints the gdb command.
     #[arg(long)]
     gdb: bool,
@@ -315,7 +331,7 @@ struct RunOpts {
     disk: Option<Option<PathBuf>>,
     /// The guests (and cpus, bootargs, board, timeout, which win over the
     /// options) from a TOML file; see scripts/xtask/src/manifest.rs.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["guests", "kernel", "initrd", "arch", "vcpus", "mem", "append", "hwdom", "disk", "passthrough"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["guests", "kernel", "firmware", "initrd", "arch", "vcpus", "mem", "append", "hwdom", "disk", "passthrough"])]
     manifest: Option<PathBuf>,
 }
 
@@ -338,7 +354,8 @@ impl Args {
             quiet: o.quiet,
             icount: o.icount || Args::default().icount,
             append: o.append,
-            kernel: o.kernel,
+            kernel: o.kernel.or(o.firmware.clone()),
+            firmware: o.firmware.is_some(),
             initrd: o.initrd,
             arch: o.arch,
             gdb: o.gdb,
@@ -376,7 +393,7 @@ impl Args {
             return Err("--initrd goes with --kernel".into());
         }
         if !mem_given {
-            a.mem = default_mem(&a.guest, a.kernel.is_some());
+            a.mem = if a.firmware { 256 << 20 } else { default_mem(&a.guest, a.kernel.is_some()) };
         }
         if board == run::Board::Rpi4 && a.mem > 1 << 30 {
             return Err("--mem must be at most 1G on rpi4 (QEMU's raspi4b has 2 GiB in all)".into());

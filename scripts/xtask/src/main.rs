@@ -16,6 +16,8 @@ commands:
                             --append adds to a Linux guest's command line)
   run   --kernel IMAGE [--initrd FILE] [--arch aarch64|aarch32] [options]
                             boot your own Linux Image or zImage as the guest
+  run   --firmware IMAGE [--arch aarch64|aarch32] [options]
+                            boot raw firmware (UEFI: EDK2's QEMU_EFI.fd) as the guest
   run   ... --gdb           QEMU's gdbstub on :1234, waiting; prints the gdb command
   run   --help              every option of run (clap)
   run   --manifest FILE     the guests (and cpus, bootargs, board, timeout, which win

@@ -13,9 +13,10 @@
 //! # kernel = "Image"            # your own Image or zImage (paths are
 //! # initrd = "initrd.cpio.gz"   # relative to this file), and
 //! # arch = "aarch64"            # its architecture if its header does not say
+//! # firmware = "QEMU_EFI.fd"    # or raw firmware (UEFI), flash at 0
 //! name = "web"                  # default: the guest's or the kernel's name
 //! vcpus = 2                     # default 1
-//! mem = "512M"                  # default 64M (512M for Linux)
+//! mem = "512M"                  # default 64M (512M for Linux, 256M firmware)
 //! sw = "auto"                   # yes, no, auto
 //! append = "quiet"              # added to a Linux command line
 //! hwdom = false                 # the hardware domain (at most one, first)
@@ -46,6 +47,7 @@ struct Guest {
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     arch: Option<String>,
+    firmware: Option<PathBuf>,
     name: Option<String>,
     vcpus: Option<u32>,
     mem: Option<String>,
@@ -95,7 +97,8 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
         }
         let one = Args {
             guest: g.guest.clone().unwrap_or_default(),
-            kernel: g.kernel.as_ref().map(|k| dir.join(k)),
+            kernel: g.kernel.as_ref().or(g.firmware.as_ref()).map(|k| dir.join(k)),
+            firmware: g.firmware.is_some(),
             initrd: g.initrd.as_ref().map(|k| dir.join(k)),
             arch: g.arch.clone(),
             vcpus: g.vcpus.unwrap_or(1),
@@ -103,19 +106,22 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
             hwdom: g.hwdom,
             ..a.clone()
         };
-        match (&g.guest, &g.kernel) {
-            (Some(name), None) if !crate::GUESTS.contains(&name.as_str()) => {
+        match (&g.guest, &g.kernel, &g.firmware) {
+            (Some(name), None, None) if !crate::GUESTS.contains(&name.as_str()) => {
                 return Err(what(format!("guest = \"{name}\": no such test guest (cargo xtask guests lists them)")))
             }
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => return Err(what("give one of guest = \"NAME\" or kernel = \"PATH\"".into())),
+            (Some(_), None, None) | (None, Some(_), None) | (None, None, Some(_)) => {}
+            _ => return Err(what("give one of guest = \"NAME\", kernel = \"PATH\" or firmware = \"PATH\"".into())),
+        }
+        if g.firmware.is_some() && g.hwdom {
+            return Err(what("firmware cannot be the hardware domain (hwdom = true boots a Linux kernel)".into()));
         }
         if g.initrd.is_some() && g.kernel.is_none() {
             return Err(what("initrd goes with kernel".into()));
         }
         if let Some(arch) = &g.arch {
-            if g.kernel.is_none() {
-                return Err(what("arch goes with kernel (a test guest's is known)".into()));
+            if g.kernel.is_none() && g.firmware.is_none() {
+                return Err(what("arch goes with kernel or firmware (a test guest's is known)".into()));
             }
             if !crate::ARCHES.contains(&arch.as_str()) {
                 return Err(what(format!("arch = \"{arch}\": allowed: {}", crate::ARCHES.join(", "))));
@@ -126,6 +132,7 @@ fn parse(text: &str, dir: &Path, base: &Args) -> Result<(Args, Vec<GuestSpec>), 
         }
         let mem = match &g.mem {
             Some(m) => parse_size(m).map_err(what)?,
+            None if g.firmware.is_some() => 256 << 20,
             None => crate::default_mem(&one.guest, g.kernel.is_some()),
         };
         let max = if a.board == "rpi4" { 1 << 30 } else { 64 << 30 };

@@ -97,6 +97,8 @@ pub struct GuestSpec {
     pub arch: Option<String>,
     /// The hardware domain: `guestN.hwdom=yes` and `hyp,hwdom` on its node.
     pub hwdom: bool,
+    /// `kernel`, or the test guest's image, is raw firmware (`hyp,firmware`).
+    pub firmware: bool,
     /// A disk image QEMU virt attaches as a virtio-blk device (read-only)
     /// for this guest; a Linux test guest then boots the disk initramfs.
     pub disk: Option<PathBuf>,
@@ -124,16 +126,18 @@ impl GuestSpec {
                 .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(16).collect())
                 .filter(|s: &String| !s.is_empty())
                 .unwrap_or_else(|| "kernel".into());
+            let bootargs = if a.firmware { a.append.clone() } else { format!("{} {}", crate::linux::default_bootargs(&a.board, a.hwdom), a.append) };
             return GuestSpec {
                 image: stem.clone(),
                 name: stem,
                 vcpus: a.vcpus,
                 mem: a.mem,
                 sw: "auto".into(),
-                bootargs: format!("{} {}", crate::linux::default_bootargs(&a.board, a.hwdom), a.append).trim().to_string(),
+                bootargs: bootargs.trim().to_string(),
                 kernel: Some((k.clone(), a.initrd.clone())),
-                arch: a.arch.clone(),
+                arch: a.arch.clone().or_else(|| a.firmware.then(|| "aarch64".into())),
                 hwdom: a.hwdom,
+                firmware: a.firmware,
                 disk: None,
             };
         }
@@ -147,6 +151,7 @@ impl GuestSpec {
             kernel: None,
             arch: None,
             hwdom: a.hwdom,
+            firmware: crate::edk2::arch(&a.guest).is_some(),
             disk: None,
         }
     }
@@ -487,6 +492,7 @@ fn launch(a: &Args, mut cmd: Command, kernel: &std::path::Path, board: Board, ec
     cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{QEMU}: {e} (run scripts/setup)"))?;
     let mut typed = child.stdin.take();
+    let mut to_type = a.input.clone();
     let started = Instant::now();
     let mut marker_s = None;
 
@@ -533,12 +539,19 @@ fn launch(a: &Args, mut cmd: Command, kernel: &std::path::Path, board: Board, ec
                 if marker_s.is_none() && transcript.contains("LINUX-MARKER") {
                     marker_s = Some(started.elapsed().as_secs_f64());
                 }
-                if let (Some(input), Some(pipe)) = (&a.input, typed.as_mut()) {
+                let mut done = None;
+                if let (Some(input), Some(pipe)) = (&to_type, typed.as_mut()) {
                     if transcript.matches(input.after.as_str()).count() >= input.times {
                         let _ = pipe.write_all(&input.text);
                         let _ = pipe.flush();
+                        done = Some(input.then.as_deref().cloned());
+                    }
+                }
+                if let Some(next) = done {
+                    to_type = next;
+                    if to_type.is_none() {
                         // Keep the pipe open (EOF would end QEMU's input),
-                        // but type only once.
+                        // but type each step only once.
                         std::mem::forget(typed.take());
                     }
                 }
@@ -585,7 +598,7 @@ mod tests {
     use super::*;
 
     fn guest(mem: u64) -> GuestSpec {
-        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new(), kernel: None, arch: None, hwdom: false, disk: None }
+        GuestSpec { image: "g".into(), name: "g".into(), vcpus: 1, mem, sw: "auto".into(), bootargs: String::new(), kernel: None, arch: None, hwdom: false, firmware: false, disk: None }
     }
 
     #[test]
