@@ -78,7 +78,7 @@ impl VarFlash {
         // bytes go to the point of coherency, for a reader with caches off.
         unsafe {
             match fill {
-                Some(v) => core::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), pa as *mut u8, len as usize),
+                Some(v) => core::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), pa as *mut u8, len.min(4) as usize),
                 None => core::ptr::write_bytes(pa as *mut u8, 0xff, len as usize),
             }
             crate::arch::dc_civac_range(pa, len);

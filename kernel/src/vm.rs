@@ -209,6 +209,9 @@ pub fn create(
     if spec.image.1 > spec.mem.saturating_sub(GUEST_IMAGE_OFFSET) {
         return Err("guest image larger than its RAM");
     }
+    if spec.firmware && (hwdom.is_some() || spec.ram_base != GUEST_RAM_IPA) {
+        return Err("a firmware guest cannot be the hardware domain (its RAM must be at 0x40000000)");
+    }
     if spec.mem > stage2_pager::TRACK_SPAN {
         return Err("mem (guestN.mem / hyp,mem) is beyond the 64 GiB of guest RAM the stage-2 pager tracks (allowed: up to 64G)");
     }
@@ -220,9 +223,6 @@ pub fn create(
         alloc(pool_len(spec, false), hwops::BLOCK_SIZE).ok_or("not enough host RAM for the guest's pool")?
     };
     let flash = if spec.firmware {
-        if hwdom.is_some() || spec.ram_base != GUEST_RAM_IPA {
-            return Err("a firmware guest cannot be the hardware domain (its RAM must be at 0x40000000)");
-        }
         if spec.image.1 == 0 || spec.image.1 > FLASH_MAX {
             return Err("a firmware image must be 1 byte to 64 MiB (the flash at IPA 0)");
         }
@@ -463,7 +463,8 @@ fn build(caps: Caps, boot: Boot, restarts: u32) -> Result<Vm, &'static str> {
                 .map_err(|_| "cannot map the firmware guest's variable store")?;
             let arch = if spec.aarch32 { guest_dtb::Arch::Aarch32 } else { guest_dtb::Arch::Aarch64 };
             let mut d = guest_dtb::GuestDtbSpec::qemu_virt(arch, spec.mem, spec.vcpus, spec.bootargs);
-            d.flash = &[(0, FLASH_MAX), (VARS_IPA, VARS_SIZE)];
+            let banks = [(0, len), (VARS_IPA, VARS_SIZE)];
+            d.flash = &banks;
             d.rtc = Some((vrtc::QEMU_VIRT_BASE, vrtc::QEMU_VIRT_SPI));
             let (buf, n) = crate::devices::guest_dtb(d)?;
             copy_in(&mut vm, ram, buf.as_ptr() as u64, n as u64)?;

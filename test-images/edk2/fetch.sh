@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetch Debian's EDK2 builds for QEMU virt (qemu-efi-aarch64: AAVMF, and
 # qemu-efi-arm: AAVMF32) and keep their code images, with the zero padding
-# that fills them to 64 MiB cut off (the hypervisor's flash reads zeros past
-# an image anyway). Idempotent; everything lands in test-images/cache/edk2/
+# that fills them to 64 MiB cut off (the hypervisor maps the image rounded
+# up to 2 MiB, zeros after it, and its device tree gives that size). Idempotent; everything lands in test-images/cache/edk2/
 # (ignored by git, never commit it).
 #
 #   test-images/edk2/fetch.sh          # fetch what is missing

@@ -27,7 +27,9 @@
 //! not).
 //!
 //! **Invariants:**
-//! - Every [`Effect`] lies inside the store: `offset + len <= size`.
+//! - Every [`Effect`] lies inside the store: `offset + len <= size`, and
+//!   a [`Effect::Program`] is at most 4 bytes wide (a wider store is
+//!   refused).
 //! - Any command it does not know puts it back in read-array mode (as
 //!   QEMU's pflash does), so a guest cannot wedge it.
 //! - [`Flash::array`] is true exactly when reads may go to memory.
@@ -114,7 +116,8 @@ impl Flash {
     /// A write of `value` (`width` bytes) at `offset`: the new mode, and
     /// what to do to the bytes, if anything.
     pub fn write(&mut self, offset: u64, value: u32, width: u8) -> Option<Effect> {
-        if offset >= self.size || offset + u64::from(width) > self.size {
+        // The device is 32 bits wide: a 64-bit store is no command.
+        if width > 4 || offset >= self.size || offset + u64::from(width) > self.size {
             self.mode = Mode::Array;
             return None;
         }

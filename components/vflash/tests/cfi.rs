@@ -78,10 +78,10 @@ fn effects_stay_inside_the_device() {
         x ^= x >> 7;
         x ^= x << 17;
         let offset = (x >> 8) % (size + 64);
-        let width = [1u8, 2, 4][(x % 3) as usize];
+        let width = [1u8, 2, 4, 8][(x % 4) as usize];
         let value = if x & 1 == 0 { cmds[((x >> 40) % cmds.len() as u64) as usize] } else { (x >> 20) as u32 };
         match f.write(offset, value, width) {
-            Some(Effect::Program { offset, width, .. }) => assert!(offset + u64::from(width) <= size),
+            Some(Effect::Program { offset, width, .. }) => assert!(offset + u64::from(width) <= size && width <= 4),
             Some(Effect::Erase { offset, len }) => assert!(offset + len <= size && offset % BLOCK == 0),
             None => {}
         }

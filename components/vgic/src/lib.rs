@@ -732,10 +732,6 @@ impl Vgic {
         Ok(self.set_line(v, i, level))
     }
 
-    /// True when `vcpu` has an interrupt waiting that it would take: pending,
-    /// enabled, not active, routed to it, distributor on. For a vCPU outside
-    /// the guest (after [`Vgic::sync`]): the kernel does not block it in WFI
-    /// while this holds.
     /// Whether private interrupt `intid` (16..32) of `vcpu` is neither
     /// pending, active nor in a list register: the guest has taken and
     /// finished the last one. False for anything else.
@@ -745,6 +741,10 @@ impl Vgic {
         (w.pending() | w.active | w.queued) & (1 << intid) == 0
     }
 
+    /// True when `vcpu` has an interrupt waiting that it would take: pending,
+    /// enabled, not active, routed to it, distributor on. For a vCPU outside
+    /// the guest (after [`Vgic::sync`]): the kernel does not block it in WFI
+    /// while this holds.
     pub fn pending_for(&self, vcpu: VcpuId) -> bool {
         match self.index(vcpu) {
             Ok(v) => self.best_pending(v).is_some(),
