@@ -281,6 +281,19 @@ pub fn local_guest_flush() {
     unsafe { asm!("tlbi vmalle1", "ic iallu", "dsb nsh", "isb", options(nostack, preserves_flags)) }
 }
 
+/// The loaded guest's stage-1 translation of `va` (AT S1E1R): the IPA, or
+/// None when its own tables do not map it now. PAR_EL1 is the guest's and
+/// is given back as it was.
+pub fn guest_ipa(va: u64) -> Option<u64> {
+    let saved = sysreg_read!("par_el1");
+    // SAFETY: address translation only; it writes PAR_EL1, restored below.
+    unsafe { asm!("at s1e1r, {0}", "isb", in(reg) va, options(nostack, preserves_flags)) };
+    let par = sysreg_read!("par_el1");
+    sysreg_write!("par_el1", saved);
+    // PAR_EL1.F (bit 0): the walk failed. Else PA[51:12] is the IPA.
+    (par & 1 == 0).then_some((par & 0x000f_ffff_ffff_f000) | (va & 0xfff))
+}
+
 /// Invalidate all stage-1 and stage-2 entries of the VMID in VTTBR_EL2.
 pub fn tlbi_vmid() {
     // SAFETY: TLB maintenance only.
