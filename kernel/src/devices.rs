@@ -2,8 +2,9 @@
 //! emulate, `vgic`), the CPU interface (the physical GICV mapped at the
 //! guest's GICC address), a PL011 console (`vuart`), the virtual timer
 //! (passed through, its PPI injected), a PL031 clock for firmware guests
-//! (`vrtc`), and the guest's generated device tree (`guest-dtb`). Ordinary guests see them at QEMU virt's addresses
-//! ([`Layout::VIRT`]); the hardware domain at the board's own.
+//! (`vrtc`), and the guest's generated device tree (`guest-dtb`). Ordinary
+//! guests see them at QEMU virt's addresses ([`Layout::VIRT`]); the
+//! hardware domain at the board's own.
 
 use crate::arch::TrapFrame;
 use crate::gich::Gich;
@@ -267,7 +268,7 @@ impl Devices {
     /// The loaded `vcpu`'s timer PPIs that fired and were handed in: enabled
     /// again once the guest has taken and finished that interrupt.
     fn rearm_timers(&mut self, vcpu: usize) {
-        for (intid, bit) in [(crate::irq::VIRT_TIMER_INTID, 1), (crate::irq::PHYS_TIMER_INTID, 2)] {
+        for (intid, bit) in crate::irq::TIMER_PPIS {
             if self.timer_masked[vcpu] & bit != 0 && self.vgic.ppi_idle(vgic::VcpuId(vcpu as u8), intid) {
                 self.timer_masked[vcpu] &= !bit;
                 crate::irq::timer_ppi(intid, true);
@@ -289,7 +290,7 @@ impl Devices {
     pub fn loaded(&mut self, vcpu: usize) {
         self.synced[vcpu] = true;
         // This pCPU's timer PPIs follow the vCPU now here.
-        for (intid, bit) in [(crate::irq::VIRT_TIMER_INTID, 1), (crate::irq::PHYS_TIMER_INTID, 2)] {
+        for (intid, bit) in crate::irq::TIMER_PPIS {
             crate::irq::timer_ppi(intid, self.timer_masked[vcpu] & bit == 0);
         }
     }

@@ -274,7 +274,7 @@ pub fn virtual_irqs(h: &Hyp, pcpu: usize, ev: crate::irq::Events) {
     }
     if let Some(d) = vm.devices.as_mut() {
         d.sync(v.vcpu as usize);
-        for (fired, intid, bit) in [(ev.vtimer, crate::irq::VIRT_TIMER_INTID, 1), (ev.ptimer, crate::irq::PHYS_TIMER_INTID, 2)] {
+        for ((intid, bit), fired) in crate::irq::TIMER_PPIS.into_iter().zip([ev.vtimer, ev.ptimer]) {
             if fired {
                 d.timer_masked[v.vcpu as usize] |= bit;
                 let _ = d.vgic.inject(vgic::VcpuId(v.vcpu), intid);

@@ -35,6 +35,9 @@ static PASSED: [core::sync::atomic::AtomicU64; 16] = [const { core::sync::atomic
 
 /// The GIC CPU interface (banked: each pCPU reaches its own there).
 static GICC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The EL1 timers' PPIs and their bits in `Devices::timer_masked`.
+pub const TIMER_PPIS: [(u32, u8); 2] = [(VIRT_TIMER_INTID, 1), (PHYS_TIMER_INTID, 2)];
+
 /// The distributor, for the banked PPI enables of [`timer_ppi`].
 static GICD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
